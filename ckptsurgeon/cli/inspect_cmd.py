@@ -1,0 +1,31 @@
+"""``ckpt inspect FILE``: the tensors of a checkpoint by layer, from its headers alone."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import api
+from .app import app
+from .options import FilterOpt, InputPath, JsonOpt
+
+
+@app.command()
+def inspect(
+    path: InputPath,
+    json_: JsonOpt = False,
+    hash_: Annotated[
+        bool, typer.Option("--hash", help="Add each tensor's sha256 (of its raw little-endian bytes); reads the data.")
+    ] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Show every tensor; do not collapse repeated blocks.")] = False,
+    filter_: FilterOpt = None,
+) -> None:
+    """List a checkpoint's tensors by layer: name, shape, dtype, parameters, bytes; totals and metadata."""
+    result = api.inspect(path, hash=hash_, filter=filter_ or ())
+    from . import render
+
+    if json_:
+        render.print_json(result.to_dict())
+    else:
+        render.render_inspect(result, render.console(), collapse=not all_)

@@ -1,0 +1,207 @@
+"""The two protocols every format module implements: a lazy Reader and a streaming Writer.
+
+A format module exposes the same few names: ``detect(head, path)``, ``Reader`` and ``Writer``
+(see ``formats/__init__.py``). Readers parse and validate metadata when opened and read tensor
+bytes only when asked; writers are told every tensor first (``begin``), then take the data one
+tensor at a time, in that order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import CkptError, InputError
+from ..tensors import DTYPES, TensorInfo, TensorSpec
+
+CHUNK_BYTES = 16 * 1024 * 1024
+
+
+class Reader(ABC):
+    """A checkpoint opened for reading: metadata now, tensor bytes on demand.
+
+    ``tensors`` is in the file's own order. ``read`` returns a C-contiguous little-endian array of
+    the tensor's dtype (read-only where it is a view of a memory map); ``byte_range`` says where
+    the raw bytes lie in a file when they can be copied verbatim.
+    """
+
+    format: ClassVar[str]
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.metadata: dict[str, str] = {}
+        self.tensors: list[TensorInfo] = []
+        self._index: dict[str, TensorInfo] | None = None
+
+    # --- metadata -------------------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name
+
+    def __getitem__(self, name: str) -> TensorInfo:
+        return self.by_name[name]
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    @property
+    def by_name(self) -> Mapping[str, TensorInfo]:
+        if self._index is None:
+            self._index = {t.name: t for t in self.tensors}
+        return self._index
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file this checkpoint reads (more than one for sharded checkpoints)."""
+        return [self.path]
+
+    # --- data -----------------------------------------------------------------------------
+    @abstractmethod
+    def read(self, name: str) -> np.ndarray:
+        """The whole tensor as an array of its dtype, little-endian, C order."""
+
+    def byte_range(self, name: str) -> tuple[Path, int, int] | None:
+        """``(file, offset, length)`` of the tensor's raw bytes, if they lie contiguous in a file."""
+        return None
+
+    def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
+        """The tensor's raw bytes in chunks (one array in memory at most)."""
+        flat = memoryview(np.ascontiguousarray(self.read(name)).reshape(-1).view(np.uint8))
+        for start in range(0, len(flat), chunk_bytes):
+            yield flat[start : start + chunk_bytes]
+
+    def sha256(self, name: str) -> str:
+        h = hashlib.sha256()
+        for chunk in self.iter_bytes(name):
+            h.update(chunk)
+        return h.hexdigest()
+
+    # --- life cycle -----------------------------------------------------------------------
+    def close(self) -> None:  # noqa: B027 - optional for formats holding nothing open
+        pass
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _check_array(self, info: TensorInfo, arr: np.ndarray) -> np.ndarray:
+        """Guard a reader's result: right shape and dtype, little-endian, C order."""
+        want = DTYPES[info.dtype].numpy
+        if arr.dtype != want:
+            if arr.dtype.itemsize == want.itemsize and arr.dtype.kind in "uiVfb" and want.kind == "V":
+                arr = arr.view(want)
+            else:
+                arr = arr.astype(want)
+        if tuple(arr.shape) != info.shape:
+            raise InputError(self.path, f"tensor {info.name!r}: data has shape {arr.shape}, header says {info.shape}")
+        return np.ascontiguousarray(arr)
+
+
+class WriterStateError(CkptError):
+    """A writer was driven out of order: a bug in the caller, reported at the call."""
+
+
+class Writer(ABC):
+    """A streaming writer: ``begin(specs)``, then ``write`` each tensor in order, then ``finish``.
+
+    States: NEW -> begin -> WEIGHTS -> finish -> DONE. Every call checks the state, so misuse
+    fails at the call, not as a corrupt file. ``path`` is the file to create (a temporary path
+    from :func:`ckptsurgeon.atomic.atomic_path`); it must not exist.
+    """
+
+    format: ClassVar[str]
+
+    def __init__(self, path: Path, *, metadata: Mapping[str, str] | None = None, like: Reader | None = None) -> None:
+        self.path = path
+        self.metadata = dict(metadata or {})
+        self.like = like
+        self.specs: list[TensorSpec] = []
+        self._state = "NEW"
+        self._next = 0
+
+    def _expect(self, state: str) -> None:
+        if self._state != state:
+            raise WriterStateError(self.path, f"{type(self).__name__}: expected state {state}, got {self._state}")
+
+    def begin(self, specs: Sequence[TensorSpec]) -> None:
+        self._expect("NEW")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise WriterStateError(self.path, f"tensor names declared twice: {dup[:5]}")
+        self.specs = list(specs)
+        self._begin()
+        self._state = "WEIGHTS"
+
+    def _take(self, name: str) -> TensorSpec:
+        self._expect("WEIGHTS")
+        if self._next >= len(self.specs):
+            raise WriterStateError(self.path, f"tensor {name!r} written after all declared tensors")
+        spec = self.specs[self._next]
+        if spec.name != name:
+            raise WriterStateError(self.path, f"expected tensor {spec.name!r} next, got {name!r}")
+        self._next += 1
+        return spec
+
+    def write(self, name: str, data: np.ndarray) -> None:
+        """Write the next tensor's values (shape and dtype as declared)."""
+        spec = self._take(name)
+        want = DTYPES[spec.dtype].numpy
+        if tuple(data.shape) != spec.shape or data.dtype != want:
+            raise WriterStateError(
+                self.path, f"tensor {name!r}: got {data.dtype}{list(data.shape)}, declared {spec.dtype}{list(spec.shape)}"
+            )
+        self._write(spec, np.ascontiguousarray(data))
+
+    def write_range(self, name: str, src: Path, offset: int, length: int) -> bool:
+        """Copy the next tensor's raw bytes from a file range; False if this writer cannot (then call ``write``)."""
+        return False
+
+    def finish(self) -> None:
+        self._expect("WEIGHTS")
+        if self._next != len(self.specs):
+            missing = [s.name for s in self.specs[self._next :]]
+            raise WriterStateError(self.path, f"{len(missing)} declared tensors not written: {missing[:5]}")
+        self._finish()
+        self._state = "DONE"
+
+    def abort(self) -> None:  # noqa: B027 - formats with open handles override it
+        """Release whatever is open after an error; the temporary file is removed by the caller."""
+        self._state = "DONE"
+
+    @abstractmethod
+    def _begin(self) -> None: ...
+
+    @abstractmethod
+    def _write(self, spec: TensorSpec, data: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _finish(self) -> None: ...
+
+
+def describe(head: bytes) -> str:
+    """Name the kind of file behind bytes no reader accepts, for the error message."""
+    text = head.lstrip()
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        return "a Git LFS pointer, not the checkpoint itself (run `git lfs pull` to fetch the real file)"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle (e.g. a legacy torch.save file); pickles are never loaded"
+    if head.startswith(b"GGUF"):
+        return "a GGUF file, not supported yet"
+    if head.startswith(b"\x93NUMPY"):
+        return "a single .npy array, not a checkpoint (save it with numpy.savez)"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip-compressed; decompress it first"
+    if text.startswith((b"<!DOCTYPE", b"<html", b"<HTML")):
+        return "an HTML page (a failed download?)"
+    if not head:
+        return "empty"
+    return "not a checkpoint format ckptsurgeon reads (safetensors, HDF5/Keras, npz)"
+
