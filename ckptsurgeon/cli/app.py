@@ -6,11 +6,10 @@ import os
 import sys
 from typing import Annotated, NoReturn
 
-import click
 import typer
 
 from .. import __version__
-from ..errors import EXIT_INTERNAL, EXIT_USAGE, CkptError
+from ..errors import EXIT_INTERNAL, CkptError
 
 app = typer.Typer(
     name="ckpt",
@@ -62,19 +61,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else argv
     debug = _debug_wanted(args)
     try:
-        result = app(args=args, prog_name="ckpt", standalone_mode=False)
+        # Standalone mode: typer reports its own usage errors (exit 2) and handles --help.
+        app(args=args, prog_name="ckpt")
     except CkptError as exc:
         if debug:
             raise
         fail(exc.message, exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        print("ckpt: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
     except KeyboardInterrupt:
         print("ckpt: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -89,4 +81,4 @@ def main(argv: list[str] | None = None) -> NoReturn:
             "(this is a bug in ckptsurgeon; rerun with --debug and report the traceback)",
             EXIT_INTERNAL,
         )
-    sys.exit(result if isinstance(result, int) else 0)
+    sys.exit(0)

@@ -100,8 +100,13 @@ def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, st
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)):
             raise bad(f"tensor {name!r} data_offsets {offsets!r} are not two non-negative integers")
         begin, end = offsets
-        if end < begin or end > data_len:
-            raise bad(f"tensor {name!r} data_offsets {offsets} lie outside the {data_len}-byte data section")
+        if end < begin:
+            raise bad(f"tensor {name!r} data_offsets {offsets} end before they begin")
+        if end > data_len:
+            raise InputError(
+                path, f"truncated or corrupt: tensor {name!r} ends at data offset {end} "
+                f"but the data section holds only {data_len} bytes",
+            )
         nbytes = numel(tuple(shape)) * DTYPES[code].itemsize
         if end - begin != nbytes:
             raise bad(f"tensor {name!r} is {shape} {code} = {nbytes} bytes but its offsets span {end - begin}")
