@@ -1,0 +1,314 @@
+"""Pairing target tensors with source tensors: exact, suffix and order matching.
+
+Everything here works on metadata: target ``TensorInfo`` records in file order and the source's
+records keyed by their name after the rename rules (the record itself keeps the stored name).
+Shapes decide whether a pair can be copied; dtypes are left to the planner, which casts.
+
+Modes:
+
+``exact``
+    a target takes the source of the same name.
+``suffix``
+    names are split into components on ``.`` and ``/``; a source is a candidate for a target when
+    the components of one name are a trailing run of the other's (whole components only:
+    ``a.bias`` fits ``encoder.a.bias``, ``xa.bias`` does not). The candidate sharing the most
+    trailing components wins; on a tie, a candidate of the target's shape beats the others; a tie
+    that remains is reported as ambiguous, never guessed. An exact name match always wins: a
+    target whose best candidate is another target's exact match gets no source (with a note).
+    A source that is the best candidate of several targets makes all of them ambiguous.
+``order``
+    the i-th target takes the i-th source, and only when the counts and every pair of shapes agree.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from .errors import CheckFailed, UsageError
+from .rules import listing
+from .tensors import TensorInfo
+
+MatchMode = Literal["exact", "suffix", "order"]
+Status = Literal["matched", "shape_mismatch", "no_source", "ambiguous"]
+
+MATCH_MODES: tuple[MatchMode, ...] = ("exact", "suffix", "order")
+WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.", "model_weights/")
+"""Prefixes that training wrappers put in front of every name: DataParallel / DDP (``module.``),
+``torch.compile`` (``_orig_mod.``) and Keras' legacy HDF5 weight files (``model_weights/``)."""
+
+_SHOWN = 3  # mismatching pairs listed in an order-mode error
+
+
+def format_shape(shape: tuple[int, ...]) -> str:
+    return f"[{', '.join(map(str, shape))}]"
+
+
+# --- wrapper prefixes ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrefixFix:
+    """Strip a wrapper prefix from source names, or add one, and what that does to exact matches."""
+
+    action: Literal["strip", "add"]
+    prefix: str
+    before: int  # exact name matches without the fix
+    after: int  # exact name matches with it
+
+    def apply(self, name: str) -> str:
+        """The source name with the fix applied (a name without the prefix is kept when stripping)."""
+        if self.action == "add":
+            return self.prefix + name
+        return name[len(self.prefix) :] if name.startswith(self.prefix) else name
+
+    @property
+    def text(self) -> str:
+        verb = "stripped" if self.action == "strip" else "added"
+        where = "from" if self.action == "strip" else "to"
+        return f"{verb} {self.prefix!r} {where} source names ({self.before} -> {self.after} exact matches)"
+
+
+def _wrapper_chains(names: Iterable[str], prefixes: Sequence[str]) -> set[str]:
+    """Every run of known wrapper prefixes that starts some name: ``module.``, ``module._orig_mod.``."""
+    chains: set[str] = set()
+    for name in names:
+        chain, rest = "", name
+        while True:
+            prefix = next((p for p in prefixes if p and rest.startswith(p)), None)
+            if prefix is None or len(rest) == len(prefix):
+                break
+            chain += prefix
+            rest = rest[len(prefix) :]
+            chains.add(chain)
+    return chains
+
+
+def auto_prefix(
+    source_names: Iterable[str],
+    target_names: Iterable[str],
+    prefixes: Sequence[str] = WRAPPER_PREFIXES,
+) -> PrefixFix | None:
+    """The wrapper-prefix fix for the source names that most increases exact name matches.
+
+    Candidates are the runs of ``prefixes`` found at the start of source names (to strip) and of
+    target names (to add to source names). A fix is returned only when it strictly increases the
+    number of source names equal to a target name and does not give two source names one name;
+    otherwise None. The caller applies it with :meth:`PrefixFix.apply` to every source name.
+    """
+    sources = list(dict.fromkeys(source_names))
+    targets = set(target_names)
+    before = sum(1 for name in sources if name in targets)
+
+    candidates = [PrefixFix("strip", chain, before, before) for chain in _wrapper_chains(sources, prefixes)]
+    candidates += [PrefixFix("add", chain, before, before) for chain in _wrapper_chains(targets, prefixes)]
+    # Deterministic preference when two fixes reach the same count: strip before add, shorter first.
+    candidates.sort(key=lambda fix: (fix.action != "strip", len(fix.prefix), fix.prefix))
+
+    best: PrefixFix | None = None
+    for fix in candidates:
+        fixed = {fix.apply(name) for name in sources}
+        if len(fixed) < len(sources):
+            continue  # two source names would become one
+        after = sum(1 for name in fixed if name in targets)
+        if after > (best.after if best else before):
+            best = replace(fix, after=after)
+    return best
+
+
+# --- pairings --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """What :func:`match` found for one target tensor.
+
+    ``matched``: ``source`` has the target's shape and will be copied. ``shape_mismatch``: found
+    by name, never copied. ``no_source``: nothing fits. ``ambiguous``: ``candidates`` are the
+    source keys that could not be told apart; ``note`` says why when it is not obvious.
+    """
+
+    target: TensorInfo
+    source: TensorInfo | None = None
+    source_key: str | None = None
+    status: Status = "no_source"
+    candidates: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def matched(self) -> bool:
+        return self.status == "matched"
+
+
+def _found(target: TensorInfo, key: str, source: TensorInfo) -> Pairing:
+    status: Status = "matched" if source.shape == target.shape else "shape_mismatch"
+    return Pairing(target, source, key, status)
+
+
+def match(
+    targets: Sequence[TensorInfo],
+    sources: Mapping[str, TensorInfo],
+    mode: MatchMode = "exact",
+) -> list[Pairing]:
+    """One :class:`Pairing` per target, in target order (see the module docstring for the modes).
+
+    Raises CheckFailed in ``order`` mode when the counts or shapes disagree.
+    """
+    if mode == "exact":
+        return [_exact(t, sources) or Pairing(t) for t in targets]
+    if mode == "suffix":
+        return _match_suffix(targets, sources)
+    if mode == "order":
+        return _match_order(targets, sources)
+    raise UsageError(None, f"unknown match mode {mode!r}; use one of {', '.join(MATCH_MODES)}")
+
+
+def _exact(target: TensorInfo, sources: Mapping[str, TensorInfo]) -> Pairing | None:
+    source = sources.get(target.name)
+    return None if source is None else _found(target, target.name, source)
+
+
+# --- suffix mode -----------------------------------------------------------------------------
+
+
+def _components(name: str) -> tuple[str, ...]:
+    """``encoder/a.bias`` -> ``("encoder", "a", "bias")``; empty parts (``a..b``, ``/a``) are dropped."""
+    parts = name.replace("/", ".").split(".")
+    return tuple(parts) if "" not in parts else tuple(part for part in parts if part)
+
+
+@dataclass
+class _Best:
+    """The highest-scoring candidates offered to one target so far."""
+
+    score: int = 0
+    keys: list[str] = field(default_factory=list)
+
+    def offer(self, score: int, key: str) -> None:
+        if score > self.score:
+            self.score, self.keys = score, [key]
+        elif score == self.score:
+            self.keys.append(key)
+
+
+def _suffix_candidates(pending: Mapping[int, TensorInfo], source_keys: Iterable[str]) -> dict[int, _Best]:
+    """Best suffix candidates for each pending target (by index).
+
+    Instead of comparing every target with every source, each name is looked up by its trailing
+    runs of components: a target's runs find the sources no longer than it, a source's proper
+    runs find the targets shorter than it. The work is the total number of components plus the
+    number of candidate pairs, and no pair is offered twice.
+    """
+    sources_by_parts: dict[tuple[str, ...], list[str]] = {}
+    for key in source_keys:
+        sources_by_parts.setdefault(_components(key), []).append(key)
+    targets_by_parts: dict[tuple[str, ...], list[int]] = {}
+    best: dict[int, _Best] = {}
+    for index, target in pending.items():
+        targets_by_parts.setdefault(_components(target.name), []).append(index)
+        best[index] = _Best()
+
+    # Only runs as long as some name on the other side can equal them are worth looking up.
+    source_lengths = sorted({len(parts) for parts in sources_by_parts})
+    target_lengths = sorted({len(parts) for parts in targets_by_parts})
+    for parts, indices in targets_by_parts.items():
+        for length in source_lengths:
+            if length > len(parts):
+                break
+            for key in sources_by_parts.get(parts[-length:], ()):
+                for index in indices:
+                    best[index].offer(length, key)
+    for parts, keys in sources_by_parts.items():
+        for length in target_lengths:
+            if length >= len(parts):
+                break
+            for index in targets_by_parts.get(parts[-length:], ()):
+                for key in keys:
+                    best[index].offer(length, key)
+    return best
+
+
+def _match_suffix(targets: Sequence[TensorInfo], sources: Mapping[str, TensorInfo]) -> list[Pairing]:
+    pairings: list[Pairing | None] = [_exact(t, sources) for t in targets]
+    taken = {p.target.name for p in pairings if p is not None}  # sources of exact matches
+    pending = {i: t for i, t in enumerate(targets) if pairings[i] is None}
+    position = {key: i for i, key in enumerate(sources)}
+
+    chosen_by: dict[str, list[int]] = {}
+    for index, best in _suffix_candidates(pending, sources).items():
+        target = targets[index]
+        keys = best.keys if len(best.keys) < 2 else sorted(best.keys, key=position.__getitem__)
+        same_shape = [key for key in keys if sources[key].shape == target.shape]
+        tied = same_shape or keys
+        if not tied:
+            pairings[index] = Pairing(target)
+        elif len(tied) > 1:
+            note = f"{len(tied)} sources share the last {best.score} name components"
+            pairings[index] = Pairing(target, status="ambiguous", candidates=tuple(tied), note=note)
+        elif tied[0] in taken:
+            note = f"its best candidate {tied[0]!r} is the exact match of target {tied[0]!r}"
+            pairings[index] = Pairing(target, note=note)
+        else:
+            pairings[index] = _found(target, tied[0], sources[tied[0]])
+            chosen_by.setdefault(tied[0], []).append(index)
+
+    for key, indices in chosen_by.items():
+        if len(indices) < 2:
+            continue
+        for index in indices:
+            others = [targets[i].name for i in indices if i != index]
+            note = f"source {key!r} is also the best match for target {listing(others)}"
+            pairings[index] = Pairing(targets[index], status="ambiguous", candidates=(key,), note=note)
+
+    return [p if p is not None else Pairing(t) for p, t in zip(pairings, targets, strict=True)]
+
+
+# --- order mode ------------------------------------------------------------------------------
+
+
+def _match_order(targets: Sequence[TensorInfo], sources: Mapping[str, TensorInfo]) -> list[Pairing]:
+    pairs = list(zip(targets, sources.items(), strict=False))  # unequal counts are reported below
+    mismatched = [
+        f"#{i} target {t.name!r} {format_shape(t.shape)} vs source {key!r} {format_shape(s.shape)}"
+        for i, (t, (key, s)) in enumerate(pairs)
+        if t.shape != s.shape
+    ]
+    problems = []
+    if len(targets) != len(sources):
+        problems.append(
+            f"the target has {len(targets)} tensors and the source {len(sources)}; "
+            "order matching needs the same number"
+        )
+    if mismatched:
+        shown = "; ".join(mismatched[:_SHOWN])
+        more = f"; and {len(mismatched) - _SHOWN} more" if len(mismatched) > _SHOWN else ""
+        problems.append(f"{len(mismatched)} positions differ in shape: {shown}{more}")
+    if problems:
+        raise CheckFailed(
+            None,
+            "order matching refused: " + "; ".join(problems),
+            hint="order matching pairs tensors by position and needs identical shapes",
+        )
+    return [Pairing(t, s, key, "matched") for t, (key, s) in pairs]
+
+
+# --- after matching --------------------------------------------------------------------------
+
+
+def unused_sources(pairings: Iterable[Pairing], sources: Mapping[str, TensorInfo]) -> list[str]:
+    """Source keys, in source order, that no ``matched`` pairing uses."""
+    used = {p.source_key for p in pairings if p.status == "matched"}
+    return [key for key in sources if key not in used]
+
+
+def did_you_mean(target: TensorInfo, unused: Iterable[TensorInfo], cutoff: float = 0.6) -> str | None:
+    """The ``name`` of the unused source of the target's shape whose name is closest to the target's.
+
+    Closeness is difflib's ratio; None when no name of that shape reaches ``cutoff``. To hint with
+    renamed keys rather than stored names, pass records whose ``name`` is the key.
+    """
+    names = [info.name for info in unused if info.shape == target.shape]
+    close = difflib.get_close_matches(target.name, names, n=1, cutoff=cutoff)
+    return close[0] if close else None
