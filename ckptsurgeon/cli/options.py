@@ -12,3 +12,35 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document t
 FilterOpt = Annotated[
     list[str] | None, typer.Option("--filter", help="Only tensors whose name matches this glob (repeatable).")
 ]
+
+# --- rename / filter / map rules, shared word for word by transfer, rename and diff --------------
+RenameOpt = Annotated[
+    list[str] | None,
+    typer.Option("--rename", metavar="'REGEX=>REPL'",
+                 help="Rename source tensors with a Python regex and replacement (groups: \\1); repeatable, in order."),
+]
+StripPrefixOpt = Annotated[
+    list[str] | None, typer.Option("--strip-prefix", metavar="P", help="Remove prefix P from source names (repeatable).")
+]
+AddPrefixOpt = Annotated[
+    list[str] | None, typer.Option("--add-prefix", metavar="P", help="Put prefix P before source names (repeatable).")
+]
+MapOpt = Annotated[
+    Path | None,
+    typer.Option("--map", metavar="FILE", help="Explicit source -> target name map (JSON or TOML); wins over the rules."),
+]
+IncludeOpt = Annotated[
+    list[str] | None, typer.Option("--include", metavar="GLOB", help="Only source tensors matching a glob (repeatable).")
+]
+ExcludeOpt = Annotated[
+    list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Never source tensors matching a glob (repeatable).")
+]
+AllowUnusedRulesOpt = Annotated[
+    bool, typer.Option("--allow-unused-rules", help="Do not fail when a rule, glob or map entry matches nothing.")
+]
+OutputOpt = Annotated[Path | None, typer.Option("-o", "--output", help="The new checkpoint to write.")]
+FormatOpt = Annotated[
+    str | None, typer.Option("--format", help="Output format (safetensors, hdf5, keras, npz); default: from -o's extension.")
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Plan only: read headers, print the table, write nothing.")]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print only the one-line verdict.")]

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from ..api import Inspection
 from ..layers import group_layers, relative_name
+from ..report import TransferReport
 from ..tensors import TensorInfo
 
 
@@ -97,3 +98,111 @@ def render_inspect(result: Inspection, out: Console, *, collapse: bool = True) -
         for key, value in result.metadata.items():
             meta.add_row(key, value if len(value) <= 200 else value[:197] + "...")
         out.print(meta)
+
+
+# --- transfer ------------------------------------------------------------------------------------
+
+STATUS_STYLE = {"replaced": "green", "cast": "cyan", "partly": "yellow", "kept": "red", "added": "blue"}
+
+
+def transfer_table(report: TransferReport, *, collapse: bool = True) -> Table:
+    rows = report.layer_rows(collapse)
+    with_changes = any(r.changed is not None for r in rows)
+    table = Table(show_lines=False)
+    table.add_column("layer", overflow="fold")
+    table.add_column("tensors", justify="right", no_wrap=True)
+    table.add_column("parameters", justify="right", no_wrap=True)
+    table.add_column("replaced", justify="right", no_wrap=True)
+    if with_changes:
+        table.add_column("changed", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    for r in rows:
+        name = Text(r.name)
+        if len(r.layers) > 1:
+            name.append(f"  ×{len(r.layers)}", style="dim")
+        cells: list[Any] = [name, count(r.tensors), count(r.parameters), count(r.replaced_parameters)]
+        if with_changes:
+            cells.append(count(r.changed) if r.changed is not None else "")
+        cells += [Text(r.status, style=STATUS_STYLE.get(r.status, "")), "; ".join(r.reasons)]
+        table.add_row(*cells)
+    return table
+
+
+def _collapsed_names(names: list[str], shown: int = 12) -> str:
+    groups = group_layers(names, lambda n: n, lambda n: None)
+    parts = [g.name + (f" ×{g.count}" if g.count > 1 else "") for g in groups]
+    more = f" and {len(parts) - shown} more" if len(parts) > shown else ""
+    return ", ".join(parts[:shown]) + more
+
+
+def render_transfer(report: TransferReport, out: Console, *, collapse: bool = True) -> None:
+    src, tgt = report.source, report.target
+    header = f"{src['path']} ({src['format']}) -> {tgt['path']} ({tgt['format']})"
+    if report.output:
+        header += f" => {report.output['path']} ({report.output['format']})"
+    out.print(Text(header, style="bold"))
+    out.print(transfer_table(report, collapse=collapse))
+    plan = report.plan
+    if plan.prefix_fix is not None:
+        out.print(f"prefix: {plan.prefix_fix.text}")
+    for rule, n in plan.renamed.rule_counts:
+        out.print(f"rule {rule.text}: {n:,} name{'s' if n != 1 else ''}")
+    for text, n in plan.renamed.glob_counts:
+        out.print(f"filter {text}: {n:,} name{'s' if n != 1 else ''}")
+    if plan.options.rules.name_map:
+        out.print(f"map: {plan.renamed.map_used} of {len(plan.options.rules.name_map)} entries used")
+    overflows = [(s.name, o.overflow) for s in plan.steps if (o := report.outcomes.get(s.name)) and o.overflow]
+    for name, n in overflows[:10]:
+        out.print(Text(f"overflow: {n:,} values of {name} did not fit the new dtype", style="yellow"))
+    if plan.unused_sources:
+        out.print(f"unused source tensors ({len(plan.unused_sources)}): {_collapsed_names(list(plan.unused_sources))}")
+    if report.hints:
+        shown = ", ".join(f"{t!r} <- {h!r}" for t, h in report.hints[:5])
+        more = f" and {len(report.hints) - 5} more" if len(report.hints) > 5 else ""
+        out.print(f"did you mean: {shown}{more}")
+    if plan.excluded_sources:
+        out.print(f"excluded source tensors ({len(plan.excluded_sources)}): "
+                  f"{_collapsed_names([n for n, _ in plan.excluded_sources])}")
+    for failure in report.failures:
+        out.print(Text(f"failed: {failure}", style="bold red"))
+    out.print(Text(report.verdict, style="bold"))
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def null_context() -> _NullContext:
+    return _NullContext()
+
+
+class ByteProgress:
+    """A byte-sized progress bar on stderr, for terminals only."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+        self._progress = Progress(
+            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True,
+        )
+        self._task = self._progress.add_task("writing", total=None)
+
+    def __enter__(self) -> ByteProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, done: int, total: int) -> None:
+        self._progress.update(self._task, completed=done, total=total)
+
+
+def progress_bar() -> ByteProgress:
+    return ByteProgress()

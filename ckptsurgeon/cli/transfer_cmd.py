@@ -1,0 +1,129 @@
+"""``ckpt transfer SRC TGT -o OUT``: load a source's weights into a target and show what changed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import api
+from ..atomic import atomic_path, check_output
+from ..match import MATCH_MODES
+from ..plan import TransferOptions
+from ..rules import Rules
+from .app import app
+from .options import (
+    AddPrefixOpt,
+    AllowUnusedRulesOpt,
+    DryRunOpt,
+    ExcludeOpt,
+    FormatOpt,
+    IncludeOpt,
+    JsonOpt,
+    MapOpt,
+    OutputOpt,
+    QuietOpt,
+    RenameOpt,
+    StripPrefixOpt,
+)
+
+
+def _write_report(path: Path, doc: dict) -> None:
+    check_output(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def transfer(
+    source: Annotated[Path, typer.Argument(help="The checkpoint whose weights are loaded (pretrained).")],
+    target: Annotated[Path, typer.Argument(help="The checkpoint that receives them (its names, shapes, layout).")],
+    output: OutputOpt = None,
+    rename: RenameOpt = None,
+    strip_prefix: StripPrefixOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    map_file: MapOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    only_target: Annotated[
+        list[str] | None, typer.Option("--only-target", metavar="GLOB", help="Replace only target tensors matching a glob.")
+    ] = None,
+    skip_target: Annotated[
+        list[str] | None, typer.Option("--skip-target", metavar="GLOB", help="Never replace target tensors matching a glob.")
+    ] = None,
+    match: Annotated[
+        str, typer.Option("--match", help=f"How names pair up: {', '.join(MATCH_MODES)}.")
+    ] = "exact",
+    no_auto_prefix: Annotated[
+        bool, typer.Option("--no-auto-prefix", help="Do not strip or add wrapper prefixes (module., _orig_mod.) by itself.")
+    ] = False,
+    keep_dtype: Annotated[bool, typer.Option("--keep-dtype", help="Keep the source's dtype instead of casting.")] = False,
+    add_unmatched: Annotated[
+        bool, typer.Option("--add-unmatched", help="Also write source tensors whose name the target lacks.")
+    ] = False,
+    allow_unused_rules: AllowUnusedRulesOpt = False,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Succeed even when nothing is loaded.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail unless every target tensor is replaced and every source tensor used.")
+    ] = False,
+    min_coverage: Annotated[
+        float | None, typer.Option("--min-coverage", min=0.0, max=1.0, help="Fail below this share of replaced target parameters.")
+    ] = None,
+    count_changes: Annotated[
+        bool, typer.Option("--count-changes", help="Count the values that actually change, per layer (reads both).")
+    ] = False,
+    dry_run: DryRunOpt = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", metavar="FILE.json", help="Also write the report as JSON to a file.")
+    ] = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    all_: Annotated[bool, typer.Option("--all", help="One row per layer; do not collapse repeated blocks.")] = False,
+    format_: FormatOpt = None,
+) -> None:
+    """Load SOURCE's weights into TARGET wherever names (after your rules) and shapes match; write a new -o OUT.
+
+    Every other target tensor keeps its value. Prints a per-layer change table: what was replaced, what was
+    kept and why. Exit 1 when nothing loads or a requested check fails; nothing is written then.
+    """
+    if match not in MATCH_MODES:
+        raise typer.BadParameter(f"choose one of {', '.join(MATCH_MODES)}", param_hint="--match")
+    rules = Rules.from_options(
+        rename=rename or (), strip_prefix=strip_prefix or (), add_prefix=add_prefix or (),
+        map_file=map_file, include=include or (), exclude=exclude or (),
+    )
+    options = TransferOptions(
+        rules=rules, match=match, auto_prefix=not no_auto_prefix,  # type: ignore[arg-type]
+        only_target=tuple(only_target or ()), skip_target=tuple(skip_target or ()),
+        keep_dtype=keep_dtype, add_unmatched=add_unmatched, allow_unused_rules=allow_unused_rules,
+        strict=strict, min_coverage=min_coverage, allow_empty=allow_empty,
+    )
+    if output is None and not dry_run:
+        raise typer.BadParameter("an output path is needed, or --dry-run", param_hint="-o")
+    from . import render
+
+    progress = render.progress_bar() if not (json_ or quiet) and sys.stderr.isatty() and not dry_run else None
+    failed: api.TransferFailed | None = None
+    try:
+        with progress or render.null_context():
+            result = api.transfer(
+                source, target, output, options, dry_run=dry_run, count_changes=count_changes,
+                output_format_name=format_, progress=progress.update if progress else None,
+            )
+    except api.TransferFailed as exc:
+        failed, result = exc, exc.report
+    doc = result.to_dict()
+    if report is not None:
+        _write_report(report, doc)
+    if json_:
+        render.print_json(doc)
+    elif quiet:
+        print(result.verdict)
+    else:
+        render.render_transfer(result, render.console(), collapse=not all_)
+    if failed is not None:
+        failed.path = str(target)
+        raise failed
