@@ -88,7 +88,7 @@ def totals_text(result: Inspection) -> Text:
 
 def render_inspect(result: Inspection, out: Console, *, collapse: bool = True) -> None:
     files = f", {len(result.files)} files" if len(result.files) > 1 else ""
-    out.print(Text(f"{result.path} ({result.format}{files})", style="bold"))
+    out.print(Text(f"{result.path} ({result.format}{files})", style="bold"), soft_wrap=True)
     out.print(inspect_table(result, collapse=collapse))
     out.print(totals_text(result))
     if result.metadata:
@@ -141,7 +141,7 @@ def render_transfer(report: TransferReport, out: Console, *, collapse: bool = Tr
     header = f"{src['path']} ({src['format']}) -> {tgt['path']} ({tgt['format']})"
     if report.output:
         header += f" => {report.output['path']} ({report.output['format']})"
-    out.print(Text(header, style="bold"))
+    out.print(Text(header, style="bold"), soft_wrap=True)
     out.print(transfer_table(report, collapse=collapse))
     plan = report.plan
     if plan.prefix_fix is not None:
@@ -166,7 +166,7 @@ def render_transfer(report: TransferReport, out: Console, *, collapse: bool = Tr
                   f"{_collapsed_names([n for n, _ in plan.excluded_sources])}")
     for failure in report.failures:
         out.print(Text(f"failed: {failure}", style="bold red"))
-    out.print(Text(report.verdict, style="bold"))
+    out.print(Text(report.verdict, style="bold"), soft_wrap=True)
 
 
 class _NullContext:
