@@ -138,7 +138,7 @@ class TransferReport:
         text = (
             f"replaced {s['replaced_tensors']} of {s['target_tensors']} tensors, "
             f"{human(s['replaced_parameters'])} of {human(s['target_parameters'])} parameters "
-            f"({s['coverage']:.0%}) in {s['layers_changed']} of {s['layers']} layers"
+            f"({percent(s['coverage'])}) in {s['layers_changed']} of {s['layers']} layers"
         )
         extras = []
         if s["shape_mismatches"]:
@@ -205,6 +205,13 @@ class TransferReport:
 
 def _plural(n: int, one: str, many: str) -> str:
     return f"{n:,} {one if n == 1 else many}"
+
+
+def percent(share: float) -> str:
+    """0.9987 -> '99.9%' (never rounded up to a full 100% that was not reached); 0.5 -> '50%'."""
+    if share < 1 and round(share * 100) >= 100:
+        return f"{int(share * 1000) / 10:.1f}%"
+    return f"{share:.0%}"
 
 
 def human(n: int) -> str:

@@ -93,9 +93,12 @@ _LAYER_SPLIT = re.compile(r"[./](?=[^./]*$)")
 
 
 def default_layer(name: str) -> str:
-    """A tensor's layer: its name without the last ``.``- or ``/``-separated part."""
+    """A tensor's layer: its name without the last ``.``- or ``/``-separated part.
+
+    A name without a separator (``pos_embed``) is a layer of its own.
+    """
     parts = _LAYER_SPLIT.split(name, maxsplit=1)
-    return parts[0] if len(parts) == 2 else ""
+    return parts[0] if len(parts) == 2 and parts[0] else name
 
 
 @dataclass(frozen=True)
