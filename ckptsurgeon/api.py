@@ -72,7 +72,7 @@ def select(names: Sequence[TensorInfo], globs: Sequence[str]) -> list[TensorInfo
     return [t for t in names if any(fnmatch.fnmatchcase(t.name, g) for g in globs)]
 
 
-def inspect(path: str | Path, *, hash: bool = False, filter: Sequence[str] = ()) -> Inspection:  # noqa: A002
+def inspect(path: str | Path, *, hash: bool = False, filter: Sequence[str] = ()) -> Inspection:
     """List a checkpoint's tensors from its headers; with ``hash``, also read each tensor once for its sha256."""
     with open_checkpoint(path) as reader:
         tensors = select(reader.tensors, filter)

@@ -46,7 +46,7 @@ def _ranges(values: Iterable[int]) -> str:
 
 def pattern_name(template: str, numbers: Sequence[tuple[int, ...]]) -> str:
     """Fill a template's placeholders with the numbers each position takes across a group."""
-    columns = [_ranges(col) for col in zip(*numbers)] if numbers and numbers[0] else []
+    columns = [_ranges(col) for col in zip(*numbers, strict=False)] if numbers and numbers[0] else []
     out = template
     for col in columns:
         out = out.replace("{}", col.replace("{", "\0").replace("}", "\1"), 1)

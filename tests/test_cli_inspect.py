@@ -140,7 +140,7 @@ def test_internal_error_exit_70_and_debug_traceback(
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr(api, "inspect", boom)
-    code, out, err = run(["inspect", str(corpus / "torch/smallcnn.safetensors")], capsys)
+    code, _out, err = run(["inspect", str(corpus / "torch/smallcnn.safetensors")], capsys)
     assert code == 70 and "internal error" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     with pytest.raises(ZeroDivisionError):
         main(["--debug", "inspect", str(corpus / "torch/smallcnn.safetensors")])

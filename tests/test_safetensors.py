@@ -43,7 +43,7 @@ def test_sharded_index_reads_as_one_checkpoint(corpus: Path) -> None:
         assert reader.format == "safetensors-sharded"
         assert len(reader.files) == 5
         assert reader.read("lm_head.weight").shape == (64, 32)
-        path, offset, length = reader.byte_range("lm_head.weight")
+        path, _offset, length = reader.byte_range("lm_head.weight")
         assert path.name.startswith("model-0000") and length == 64 * 32 * 4
 
 

@@ -114,7 +114,7 @@ def test_rename_rule_table_and_kept_values(pair: tuple[Path, Path], tmp_path: Pa
 def test_unused_rule_exits_1_and_writes_nothing(pair: tuple[Path, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     src, tgt = pair
     out = tmp_path / "out.safetensors"
-    code, stdout, err = run(["transfer", str(src), str(tgt), "-o", str(out), "--rename", "fnn=>mlp"], capsys)
+    code, _stdout, err = run(["transfer", str(src), str(tgt), "-o", str(out), "--rename", "fnn=>mlp"], capsys)
     assert code == 1 and "matched no tensor name" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and not any(TEMP_MARK in p.name for p in tmp_path.iterdir())
     code, _, _ = run(["transfer", str(src), str(tgt), "-o", str(out), "--rename", "fnn=>mlp", "--allow-unused-rules"], capsys)

@@ -168,4 +168,4 @@ def format_family(reader: Reader) -> str:
     }.get(reader.format, "hdf5")
 
 
-__all__ = ["Reader", "Writer", "detect", "open_checkpoint", "output_format", "writer_class", "format_family"]
+__all__ = ["Reader", "Writer", "detect", "format_family", "open_checkpoint", "output_format", "writer_class"]

@@ -172,7 +172,7 @@ class Writer(ABC):
         self._finish()
         self._state = "DONE"
 
-    def abort(self) -> None:  # noqa: B027 - formats with open handles override it
+    def abort(self) -> None:
         """Release whatever is open after an error; the temporary file is removed by the caller."""
         self._state = "DONE"
 

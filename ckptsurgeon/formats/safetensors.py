@@ -13,6 +13,7 @@ and then streams the data; same-dtype copies from another safetensors file move 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import mmap
@@ -191,10 +192,9 @@ class Reader(base.Reader):
 
     def close(self) -> None:
         if self._mmap is not None:
-            try:
+            # Arrays handed out may still view the map; then it closes when they are gone.
+            with contextlib.suppress(BufferError):
                 self._mmap.close()
-            except BufferError:
-                pass  # arrays handed out still view the map; it closes when they are gone
             self._mmap = None
 
 
