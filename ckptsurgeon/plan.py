@@ -261,9 +261,15 @@ def gate_failures(plan: Plan) -> list[str]:
         share = sum(s.numel for s in replaced) / total if total else 1.0
         if share < o.min_coverage:
             failures.append(
-                f"--min-coverage {o.min_coverage:g}: replaced {share:.1%} of the target's parameters"
+                f"--min-coverage {o.min_coverage:g}: replaced {percent(share)} of the target's parameters"
             )
     return failures
+
+
+def percent(share: float) -> str:
+    """0.9987 -> '99.8%' (never rounded up past what was reached); 0.5 -> '50%'."""
+    tenths = int(share * 1000 + 1e-9) / 10
+    return f"{tenths:.0f}%" if tenths == int(tenths) else f"{tenths:.1f}%"
 
 
 def _few(names: list[str], shown: int = 5) -> str:

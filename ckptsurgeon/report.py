@@ -13,7 +13,7 @@ from typing import Any
 
 from .execute import Outcome
 from .layers import Group, group_layers, relative_name
-from .plan import SHAPE_MISMATCH, Plan, Step
+from .plan import SHAPE_MISMATCH, Plan, Step, percent
 
 SCHEMA = "ckptsurgeon/transfer-report/1"
 
@@ -205,13 +205,6 @@ class TransferReport:
 
 def _plural(n: int, one: str, many: str) -> str:
     return f"{n:,} {one if n == 1 else many}"
-
-
-def percent(share: float) -> str:
-    """0.9987 -> '99.9%' (never rounded up to a full 100% that was not reached); 0.5 -> '50%'."""
-    if share < 1 and round(share * 100) >= 100:
-        return f"{int(share * 1000) / 10:.1f}%"
-    return f"{share:.0%}"
 
 
 def human(n: int) -> str:

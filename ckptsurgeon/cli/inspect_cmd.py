@@ -8,7 +8,7 @@ import typer
 
 from .. import api
 from .app import app
-from .options import FilterOpt, InputPath, JsonOpt
+from .options import ConfigOpt, FilterOpt, InputPath, JsonOpt, MarkdownOpt
 
 
 @app.command()
@@ -20,6 +20,8 @@ def inspect(
     ] = False,
     all_: Annotated[bool, typer.Option("--all", help="Show every tensor; do not collapse repeated blocks.")] = False,
     filter_: FilterOpt = None,
+    markdown: MarkdownOpt = False,
+    config: ConfigOpt = None,
 ) -> None:
     """List a checkpoint's tensors by layer: name, shape, dtype, parameters, bytes; totals and metadata."""
     result = api.inspect(path, hash=hash_, filter=filter_ or ())
@@ -28,4 +30,4 @@ def inspect(
     if json_:
         render.print_json(result.to_dict())
     else:
-        render.render_inspect(result, render.console(), collapse=not all_)
+        render.render_inspect(result, render.console(), collapse=not all_, markdown=markdown)

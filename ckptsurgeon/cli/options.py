@@ -44,3 +44,22 @@ FormatOpt = Annotated[
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Plan only: read headers, print the table, write nothing.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print only the one-line verdict.")]
+
+
+def _config_callback(ctx: typer.Context, value: Path | None) -> Path | None:
+    from .config import load_config
+
+    return load_config(ctx, value)
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", metavar="FILE.toml", is_eager=True, callback=_config_callback,
+        help="Read options from a TOML recipe (keys are option names); flags on the command line win.",
+    ),
+]
+
+MarkdownOpt = Annotated[
+    bool, typer.Option("--markdown", help="Print the table as Markdown (for a pull request) instead of a terminal table.")
+]

@@ -1,10 +1,15 @@
-"""All rich rendering lives here: tables for people, plain text when there is no terminal."""
+"""All rich rendering lives here: tables for people, plain text when there is no terminal, Markdown on request.
+
+A table is first built as a :class:`Grid` (columns and rows of plain strings, with a style name per
+cell), then drawn with rich or written as Markdown, so both always show the same facts.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -46,58 +51,96 @@ def count(n: int) -> str:
     return f"{n:,}"
 
 
-def inspect_table(result: Inspection, *, collapse: bool = True) -> Table:
-    table = Table(show_lines=False)
-    table.add_column("layer", overflow="fold")
-    table.add_column("tensor", overflow="fold")
-    table.add_column("shape", no_wrap=True)
-    table.add_column("dtype", no_wrap=True)
-    table.add_column("parameters", justify="right", no_wrap=True)
-    table.add_column("bytes", justify="right", no_wrap=True)
+# --- grids: one table, two renderings ------------------------------------------------------------
+
+
+@dataclass
+class Column:
+    header: str
+    right: bool = False
+    wrap: bool = False
+
+
+@dataclass
+class Grid:
+    columns: list[Column]
+    rows: list[list[str]] = field(default_factory=list)
+    styles: list[list[str]] = field(default_factory=list)
+    sections: set[int] = field(default_factory=set)  # row indexes that start a new section
+
+    def add(self, cells: list[str], styles: list[str] | None = None, *, section: bool = False) -> None:
+        if section and self.rows:
+            self.sections.add(len(self.rows))
+        self.rows.append(cells)
+        self.styles.append(styles or [""] * len(cells))
+
+    def to_rich(self) -> Table:
+        table = Table(show_lines=False)
+        for c in self.columns:
+            table.add_column(c.header, justify="right" if c.right else "left", no_wrap=not c.wrap,
+                             overflow="fold" if c.wrap else "ellipsis")
+        for i, (cells, styles) in enumerate(zip(self.rows, self.styles, strict=True)):
+            if i in self.sections:
+                table.add_section()
+            table.add_row(*(Text(cell, style=style) for cell, style in zip(cells, styles, strict=True)))
+        return table
+
+    def to_markdown(self) -> str:
+        def esc(cell: str) -> str:
+            return cell.replace("|", "\\|").replace("\n", " ")
+
+        lines = ["| " + " | ".join(c.header for c in self.columns) + " |",
+                 "|" + "|".join("---:" if c.right else "---" for c in self.columns) + "|"]
+        lines += ["| " + " | ".join(esc(cell) for cell in row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def emit(out: Console, title: str, grid: Grid, notes: list[tuple[str, str]], *, markdown: bool) -> None:
+    """Print a title line, the table and notes (text, style); as Markdown when asked."""
+    if markdown:
+        body = f"**{title}**\n\n{grid.to_markdown()}"
+        if notes:
+            body += "\n" + "\n".join(f"- {text}" for text, _ in notes) + "\n"
+        out.file.write(body)
+        return
+    out.print(Text(title, style="bold"), soft_wrap=True)
+    out.print(grid.to_rich())
+    for text, style in notes:
+        out.print(Text(text, style=style), soft_wrap=True)
+
+
+# --- inspect -------------------------------------------------------------------------------------
+
+
+def inspect_grid(result: Inspection, *, collapse: bool = True) -> Grid:
+    grid = Grid([Column("layer", wrap=True), Column("tensor", wrap=True), Column("shape"), Column("dtype"),
+                 Column("parameters", right=True), Column("bytes", right=True)])
 
     def signature(t: TensorInfo) -> tuple[str, tuple[int, ...], str]:
         return relative_name(t.name, t.layer), t.shape, t.dtype
 
-    groups = group_layers(result.tensors, lambda t: t.layer, signature, collapse=collapse)
-    for i, group in enumerate(groups):
-        if i:
-            table.add_section()
-        label = Text(group.name or "(top level)", style="bold")
-        if group.count > 1:
-            label.append(f"  ×{group.count}", style="dim")
+    for group in group_layers(result.tensors, lambda t: t.layer, signature, collapse=collapse):
+        label = group.name + (f"  ×{group.count}" if group.count > 1 else "")
         for j, t in enumerate(group.rows):
-            table.add_row(
-                label if j == 0 else "",
-                relative_name(t.name, t.layer),
-                shape_text(t.shape),
-                t.dtype,
-                count(t.numel * group.count),
-                decimal(t.nbytes * group.count),
+            grid.add(
+                [label if j == 0 else "", relative_name(t.name, t.layer), shape_text(t.shape), t.dtype,
+                 count(t.numel * group.count), decimal(t.nbytes * group.count)],
+                ["bold" if j == 0 else "", "", "", "", "", ""],
+                section=j == 0,
             )
-    return table
+    return grid
 
 
-def totals_text(result: Inspection) -> Text:
+def render_inspect(result: Inspection, out: Console, *, collapse: bool = True, markdown: bool = False) -> None:
+    files = f", {len(result.files)} files" if len(result.files) > 1 else ""
     tot = result.totals
     dtypes = ", ".join(f"{code} ({n})" for code, n in tot["dtypes"].items()) or "none"
-    return Text(
-        f"{count(tot['tensors'])} tensors, {count(tot['parameters'])} parameters, "
-        f"{decimal(tot['bytes'])}; dtypes: {dtypes}"
-    )
-
-
-def render_inspect(result: Inspection, out: Console, *, collapse: bool = True) -> None:
-    files = f", {len(result.files)} files" if len(result.files) > 1 else ""
-    out.print(Text(f"{result.path} ({result.format}{files})", style="bold"), soft_wrap=True)
-    out.print(inspect_table(result, collapse=collapse))
-    out.print(totals_text(result))
-    if result.metadata:
-        meta = Table(title="metadata", title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
-        meta.add_column("key", style="bold", no_wrap=True)
-        meta.add_column("value", overflow="fold")
-        for key, value in result.metadata.items():
-            meta.add_row(key, value if len(value) <= 200 else value[:197] + "...")
-        out.print(meta)
+    notes = [(f"{count(tot['tensors'])} tensors, {count(tot['parameters'])} parameters, "
+              f"{decimal(tot['bytes'])}; dtypes: {dtypes}", "")]
+    for key, value in result.metadata.items():
+        notes.append((f"metadata {key}: {value if len(value) <= 200 else value[:197] + '...'}", "dim"))
+    emit(out, f"{result.path} ({result.format}{files})", inspect_grid(result, collapse=collapse), notes,
+         markdown=markdown)
 
 
 # --- transfer ------------------------------------------------------------------------------------
@@ -105,28 +148,25 @@ def render_inspect(result: Inspection, out: Console, *, collapse: bool = True) -
 STATUS_STYLE = {"replaced": "green", "cast": "cyan", "partly": "yellow", "kept": "red", "added": "blue"}
 
 
-def transfer_table(report: TransferReport, *, collapse: bool = True) -> Table:
+def transfer_grid(report: TransferReport, *, collapse: bool = True) -> Grid:
     rows = report.layer_rows(collapse)
     with_changes = any(r.changed is not None for r in rows)
-    table = Table(show_lines=False)
-    table.add_column("layer", overflow="fold")
-    table.add_column("tensors", justify="right", no_wrap=True)
-    table.add_column("parameters", justify="right", no_wrap=True)
-    table.add_column("replaced", justify="right", no_wrap=True)
+    columns = [Column("layer", wrap=True), Column("tensors", right=True), Column("parameters", right=True),
+               Column("replaced", right=True)]
     if with_changes:
-        table.add_column("changed", justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("reason", overflow="fold")
+        columns.append(Column("changed", right=True))
+    columns += [Column("status"), Column("reason", wrap=True)]
+    grid = Grid(columns)
     for r in rows:
-        name = Text(r.name)
-        if len(r.layers) > 1:
-            name.append(f"  ×{len(r.layers)}", style="dim")
-        cells: list[Any] = [name, count(r.tensors), count(r.parameters), count(r.replaced_parameters)]
+        cells = [r.name + (f"  ×{len(r.layers)}" if len(r.layers) > 1 else ""), count(r.tensors),
+                 count(r.parameters), count(r.replaced_parameters)]
         if with_changes:
             cells.append(count(r.changed) if r.changed is not None else "")
-        cells += [Text(r.status, style=STATUS_STYLE.get(r.status, "")), "; ".join(r.reasons)]
-        table.add_row(*cells)
-    return table
+        cells += [r.status, "; ".join(r.reasons)]
+        styles = [""] * len(cells)
+        styles[-2] = STATUS_STYLE.get(r.status, "")
+        grid.add(cells, styles)
+    return grid
 
 
 def _collapsed_names(names: list[str], shown: int = 12) -> str:
@@ -136,37 +176,44 @@ def _collapsed_names(names: list[str], shown: int = 12) -> str:
     return ", ".join(parts[:shown]) + more
 
 
-def render_transfer(report: TransferReport, out: Console, *, collapse: bool = True) -> None:
-    src, tgt = report.source, report.target
-    header = f"{src['path']} ({src['format']}) -> {tgt['path']} ({tgt['format']})"
-    if report.output:
-        header += f" => {report.output['path']} ({report.output['format']})"
-    out.print(Text(header, style="bold"), soft_wrap=True)
-    out.print(transfer_table(report, collapse=collapse))
+def transfer_notes(report: TransferReport) -> list[tuple[str, str]]:
     plan = report.plan
+    notes: list[tuple[str, str]] = []
     if plan.prefix_fix is not None:
-        out.print(f"prefix: {plan.prefix_fix.text}")
+        notes.append((f"prefix: {plan.prefix_fix.text}", ""))
     for rule, n in plan.renamed.rule_counts:
-        out.print(f"rule {rule.text}: {n:,} name{'s' if n != 1 else ''}")
+        notes.append((f"rule {rule.text}: {n:,} name{'s' if n != 1 else ''}", ""))
     for text, n in plan.renamed.glob_counts:
-        out.print(f"filter {text}: {n:,} name{'s' if n != 1 else ''}")
+        notes.append((f"filter {text}: {n:,} name{'s' if n != 1 else ''}", ""))
     if plan.options.rules.name_map:
-        out.print(f"map: {plan.renamed.map_used} of {len(plan.options.rules.name_map)} entries used")
+        notes.append((f"map: {plan.renamed.map_used} of {len(plan.options.rules.name_map)} entries used", ""))
     overflows = [(s.name, o.overflow) for s in plan.steps if (o := report.outcomes.get(s.name)) and o.overflow]
     for name, n in overflows[:10]:
-        out.print(Text(f"overflow: {n:,} values of {name} did not fit the new dtype", style="yellow"))
+        notes.append((f"overflow: {n:,} values of {name} did not fit the new dtype", "yellow"))
     if plan.unused_sources:
-        out.print(f"unused source tensors ({len(plan.unused_sources)}): {_collapsed_names(list(plan.unused_sources))}")
+        notes.append((f"unused source tensors ({len(plan.unused_sources)}): "
+                      f"{_collapsed_names(list(plan.unused_sources))}", ""))
     if report.hints:
         shown = ", ".join(f"{t!r} <- {h!r}" for t, h in report.hints[:5])
         more = f" and {len(report.hints) - 5} more" if len(report.hints) > 5 else ""
-        out.print(f"did you mean: {shown}{more}")
+        notes.append((f"did you mean: {shown}{more}", ""))
     if plan.excluded_sources:
-        out.print(f"excluded source tensors ({len(plan.excluded_sources)}): "
-                  f"{_collapsed_names([n for n, _ in plan.excluded_sources])}")
-    for failure in report.failures:
-        out.print(Text(f"failed: {failure}", style="bold red"))
-    out.print(Text(report.verdict, style="bold"), soft_wrap=True)
+        notes.append((f"excluded source tensors ({len(plan.excluded_sources)}): "
+                      f"{_collapsed_names([n for n, _ in plan.excluded_sources])}", ""))
+    notes += [(f"failed: {failure}", "bold red") for failure in report.failures]
+    notes.append((report.verdict, "bold"))
+    return notes
+
+
+def render_transfer(report: TransferReport, out: Console, *, collapse: bool = True, markdown: bool = False) -> None:
+    src, tgt = report.source, report.target
+    title = f"{src['path']} ({src['format']}) -> {tgt['path']} ({tgt['format']})"
+    if report.output:
+        title += f" => {report.output['path']} ({report.output['format']})"
+    emit(out, title, transfer_grid(report, collapse=collapse), transfer_notes(report), markdown=markdown)
+
+
+# --- progress ------------------------------------------------------------------------------------
 
 
 class _NullContext:
@@ -185,13 +232,7 @@ class ByteProgress:
     """A byte-sized progress bar on stderr, for terminals only."""
 
     def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
         self._progress = Progress(
             "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),

@@ -18,12 +18,14 @@ from .app import app
 from .options import (
     AddPrefixOpt,
     AllowUnusedRulesOpt,
+    ConfigOpt,
     DryRunOpt,
     ExcludeOpt,
     FormatOpt,
     IncludeOpt,
     JsonOpt,
     MapOpt,
+    MarkdownOpt,
     OutputOpt,
     QuietOpt,
     RenameOpt,
@@ -83,6 +85,8 @@ def transfer(
     quiet: QuietOpt = False,
     all_: Annotated[bool, typer.Option("--all", help="One row per layer; do not collapse repeated blocks.")] = False,
     format_: FormatOpt = None,
+    markdown: MarkdownOpt = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Load SOURCE's weights into TARGET wherever names (after your rules) and shapes match; write a new -o OUT.
 
@@ -123,7 +127,7 @@ def transfer(
     elif quiet:
         print(result.verdict)
     else:
-        render.render_transfer(result, render.console(), collapse=not all_)
+        render.render_transfer(result, render.console(), collapse=not all_, markdown=markdown)
     if failed is not None:
         failed.path = str(target)
         raise failed

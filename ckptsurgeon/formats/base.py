@@ -23,6 +23,11 @@ from ..tensors import DTYPES, TensorInfo, TensorSpec
 CHUNK_BYTES = 16 * 1024 * 1024
 
 
+def c_order(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in C order, copied only if needed; unlike ``np.ascontiguousarray`` it keeps 0-d arrays 0-d."""
+    return arr if arr.flags.c_contiguous else np.array(arr, order="C")
+
+
 class Reader(ABC):
     """A checkpoint opened for reading: metadata now, tensor bytes on demand.
 
@@ -101,7 +106,7 @@ class Reader(ABC):
                 arr = arr.astype(want)
         if tuple(arr.shape) != info.shape:
             raise InputError(self.path, f"tensor {info.name!r}: data has shape {arr.shape}, header says {info.shape}")
-        return np.ascontiguousarray(arr)
+        return c_order(arr)
 
 
 class WriterStateError(CkptError):
@@ -158,7 +163,7 @@ class Writer(ABC):
             raise WriterStateError(
                 self.path, f"tensor {name!r}: got {data.dtype}{list(data.shape)}, declared {spec.dtype}{list(spec.shape)}"
             )
-        self._write(spec, np.ascontiguousarray(data))
+        self._write(spec, c_order(data))
 
     def write_range(self, name: str, src: Path, offset: int, length: int) -> bool:
         """Copy the next tensor's raw bytes from a file range; False if this writer cannot (then call ``write``)."""
