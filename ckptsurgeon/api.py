@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -10,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .atomic import atomic_path, check_output
-from .errors import CheckFailed, UsageError
-from .execute import Progress, execute, specs
+from .errors import CheckFailed, InputError, UsageError
+from .execute import Move, Progress, cast_array, execute, plan_moves
 from .formats import format_family, open_checkpoint, output_format, writer_class
 from .formats.base import Reader
-from .plan import Plan, TransferOptions, build_plan, gate_failures
+from .plan import Plan, TransferOptions, build_plan, gate_failures, plan_from_dict, plan_to_dict
 from .report import TransferReport
 from .rules import Rules
 from .tensors import TensorInfo
@@ -118,6 +121,64 @@ def plan_transfer(source: Reader, target: Reader, options: TransferOptions) -> P
     return build_plan(source.tensors, target.tensors, options)
 
 
+def _provenance(src: Reader, tgt: Reader, options: TransferOptions, replayed: str | None) -> dict[str, str]:
+    rules = [r.text for r in options.rules.renames] + [f"--include {g}" for g in options.rules.include]
+    rules += [f"--exclude {g}" for g in options.rules.exclude]
+    return {
+        "ckptsurgeon.version": __version__,
+        "ckptsurgeon.command": "transfer",
+        "ckptsurgeon.source": src.path.name,
+        "ckptsurgeon.source_sha256": src.content_sha256(),
+        "ckptsurgeon.target": tgt.path.name,
+        "ckptsurgeon.target_sha256": tgt.content_sha256(),
+        "ckptsurgeon.rules": json.dumps(
+            {"rules": rules, "map_entries": len(options.rules.name_map), "match": options.match,
+             "keep_dtype": options.keep_dtype, "replayed_plan": replayed},
+            sort_keys=True,
+        ),
+    }
+
+
+def verify_written(path: Path, moves: list[Move]) -> None:
+    """Re-read a written checkpoint and check every tensor against what was planned.
+
+    Replaced tensors must hold the source's bytes (after the planned cast), kept ones the target's.
+    Raises CheckFailed naming the first tensor that differs.
+    """
+    with open_checkpoint(path) as written:
+        names = [t.name for t in written.tensors]
+        if sorted(names) != sorted(m.out.name for m in moves):
+            raise CheckFailed(path, "--verify: the written file does not hold the planned tensors")
+        for move in moves:
+            info = move.reader[move.name]
+            if info.dtype == move.out.dtype:
+                expected = move.reader.sha256(move.name)
+            else:
+                cast, _ = cast_array(move.reader.read(move.name), move.out.dtype)
+                expected = hashlib.sha256(cast.tobytes()).hexdigest()
+            if written.sha256(move.out.name) != expected or written[move.out.name].shape != move.out.shape:
+                raise CheckFailed(
+                    path, f"--verify: tensor {move.out.name!r} as written differs from the plan; nothing was written"
+                )
+
+
+def _load_plan(plan_file: Path, src: Reader, tgt: Reader, options: TransferOptions) -> Plan:
+    try:
+        doc = json.loads(Path(plan_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(plan_file, f"cannot read the plan: {exc}") from exc
+    for role, reader in (("source", src), ("target", tgt)):
+        if isinstance(doc, dict) and doc.get(f"{role}_digest") != reader.header_digest():
+            raise CheckFailed(
+                reader.path, f"the {role}'s header no longer matches the saved plan {plan_file}; "
+                "names, shapes, dtypes or metadata changed since it was made",
+            )
+    try:
+        return plan_from_dict(doc, src.tensors, tgt.tensors, str(plan_file), options)
+    except ValueError as exc:
+        raise InputError(plan_file, str(exc)) from exc
+
+
 def transfer(
     source: str | Path,
     target: str | Path,
@@ -128,18 +189,33 @@ def transfer(
     count_changes: bool = False,
     output_format_name: str | None = None,
     progress: Progress | None = None,
+    save_plan: str | Path | None = None,
+    plan_file: str | Path | None = None,
+    provenance: bool = False,
+    verify: bool = False,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
     The output is a new file, written atomically in the target's format (or the one ``output``'s
     extension names). Raises :class:`TransferFailed` (exit 1) when a requested check fails; then
     nothing is written. With ``dry_run`` only headers are read and nothing is written.
+
+    ``save_plan`` writes the resolved mapping with the inputs' header digests; ``plan_file``
+    replays such a mapping instead of applying rules, and refuses inputs whose headers changed.
+    ``provenance`` records the tool version, the inputs' sha256 and the rules in the output's
+    metadata. ``verify`` re-reads the written file before it is renamed into place.
     """
     options = options or TransferOptions()
     if output is None and not dry_run:
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
+    if plan_file is not None and not options.rules.empty:
+        raise UsageError(plan_file, "a saved plan is replayed as it is; rename, map and filter rules cannot be added")
     with open_checkpoint(source) as src, open_checkpoint(target) as tgt:
-        plan = plan_transfer(src, tgt, options)
+        if plan_file is not None:
+            plan_transfer(src, tgt, options)  # the same-file guard
+            plan = _load_plan(Path(plan_file), src, tgt, options)
+        else:
+            plan = plan_transfer(src, tgt, options)
         fmt = None
         if output is not None:
             fmt = output_format(output, output_format_name)
@@ -152,16 +228,27 @@ def transfer(
         report.failures = gate_failures(plan)
         if report.failures:
             raise TransferFailed(report)
+        if save_plan is not None:
+            check_output(save_plan, [*src.files, *tgt.files])
+            doc = plan_to_dict(plan, src.header_digest(), tgt.header_digest())
+            with atomic_path(save_plan) as tmp:
+                tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if dry_run or output is None or fmt is None:
             return report
         like = tgt if format_family(tgt) == fmt else None
+        metadata = dict(tgt.metadata)
+        if provenance:
+            metadata |= _provenance(src, tgt, options, str(plan_file) if plan_file else None)
+        moves = plan_moves(plan, src, tgt)
         with atomic_path(output) as tmp:
-            writer = writer_class(fmt)(tmp, metadata=tgt.metadata, like=like)
+            writer = writer_class(fmt)(tmp, metadata=metadata, like=like)
             try:
-                writer.begin(specs(plan))
+                writer.begin([m.out for m in moves])
                 report.outcomes = execute(plan, src, tgt, writer, count_changes=count_changes, progress=progress)
                 writer.finish()
             except BaseException:
                 writer.abort()
                 raise
+            if verify:
+                verify_written(tmp, moves)
         return report

@@ -9,13 +9,13 @@ Progress is reported through a callback; nothing here prints.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .formats.base import Reader, Writer
-from .plan import Plan, Step
+from .plan import Plan
 from .tensors import DTYPES, TensorSpec
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
@@ -71,23 +71,64 @@ def count_changed(new: np.ndarray, old: np.ndarray) -> int:
     return int(new.size - np.count_nonzero(same))
 
 
-def specs(plan: Plan) -> list[TensorSpec]:
-    return [TensorSpec(s.name, s.shape, s.dtype) for s in plan.steps]
+@dataclass(frozen=True)
+class Move:
+    """One output tensor: its spec, and the reader and tensor name its values come from."""
+
+    out: TensorSpec
+    reader: Reader
+    name: str
 
 
-def _write_step(step: Step, reader: Reader, name: str, writer: Writer, outcome: Outcome) -> np.ndarray | None:
-    """Write one tensor; return the array written when one was made (for change counting)."""
-    if step.cast is None:
-        where = reader.byte_range(name)
-        if where is not None and writer.write_range(step.name, *where):
+def write_tensor(move: Move, writer: Writer, outcome: Outcome) -> np.ndarray | None:
+    """Write one tensor (a byte-range copy when the dtype stays); return the array written, if one was made."""
+    info = move.reader[move.name]
+    if info.dtype == move.out.dtype:
+        where = move.reader.byte_range(move.name)
+        if where is not None and writer.write_range(move.out.name, *where):
             outcome.byte_copy = True
             return None
-        arr = reader.read(name)
-        writer.write(step.name, arr)
+        arr = move.reader.read(move.name)
+        writer.write(move.out.name, arr)
         return arr
-    arr, outcome.overflow = cast_array(reader.read(name), step.dtype)
-    writer.write(step.name, arr)
+    arr, outcome.overflow = cast_array(move.reader.read(move.name), move.out.dtype)
+    writer.write(move.out.name, arr)
     return arr
+
+
+def copy_tensors(
+    moves: Sequence[Move],
+    writer: Writer,
+    *,
+    progress: Progress | None = None,
+    after: Callable[[Move, np.ndarray | None, Outcome], None] | None = None,
+) -> dict[str, Outcome]:
+    """Write every move, in order, into ``writer`` (already begun with their specs); return the outcomes."""
+    total = sum(m.out.nbytes for m in moves)
+    done = 0
+    outcomes: dict[str, Outcome] = {}
+    for move in moves:
+        outcome = outcomes[move.out.name] = Outcome()
+        written = write_tensor(move, writer, outcome)
+        if after is not None:
+            after(move, written, outcome)
+        done += move.out.nbytes
+        if progress is not None:
+            progress(done, total)
+    return outcomes
+
+
+def plan_moves(plan: Plan, source: Reader, target: Reader) -> list[Move]:
+    """The moves of a transfer plan: kept tensors from the target, the rest from the source."""
+    moves = []
+    for step in plan.steps:
+        spec = TensorSpec(step.name, step.shape, step.dtype)
+        if step.action == "keep":
+            moves.append(Move(spec, target, step.name))
+        else:
+            assert step.source is not None
+            moves.append(Move(spec, source, step.source))
+    return moves
 
 
 def execute(
@@ -99,23 +140,15 @@ def execute(
     count_changes: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Outcome]:
-    """Write every step of ``plan`` into ``writer`` (already begun with :func:`specs`); return the outcomes."""
-    total = sum(s.numel * DTYPES[s.dtype].itemsize for s in plan.steps)
-    done = 0
-    outcomes: dict[str, Outcome] = {}
-    for step in plan.steps:
-        outcome = outcomes[step.name] = Outcome()
-        if step.action == "keep":
-            _write_step(step, target, step.name, writer, outcome)
-            if count_changes:
-                outcome.changed = 0
-        else:
-            assert step.source is not None
-            written = _write_step(step, source, step.source, writer, outcome)
-            if count_changes and step.action == "replace":
-                new = written if written is not None else source.read(step.source)
-                outcome.changed = count_changed(new, target.read(step.name))
-        done += step.numel * DTYPES[step.dtype].itemsize
-        if progress is not None:
-            progress(done, total)
-    return outcomes
+    """Write a transfer plan into ``writer`` (already begun); with ``count_changes``, count changed values."""
+    actions = {s.name: s.action for s in plan.steps}
+
+    def count(move: Move, written: np.ndarray | None, outcome: Outcome) -> None:
+        if actions[move.out.name] == "keep":
+            outcome.changed = 0
+        elif actions[move.out.name] == "replace":
+            new = written if written is not None else move.reader.read(move.name)
+            outcome.changed = count_changed(new, target.read(move.out.name))
+
+    return copy_tensors(plan_moves(plan, source, target), writer, progress=progress,
+                        after=count if count_changes else None)

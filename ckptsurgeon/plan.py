@@ -275,3 +275,66 @@ def percent(share: float) -> str:
 def _few(names: list[str], shown: int = 5) -> str:
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
+
+
+# --- saved plans: review a mapping once, replay it exactly -----------------------------------------
+
+PLAN_SCHEMA = "ckptsurgeon/plan/1"
+
+
+def plan_to_dict(plan: Plan, source_digest: str, target_digest: str) -> dict[str, object]:
+    """The resolved mapping as JSON-ready data, with the digests of the inputs' headers."""
+    return {
+        "schema": PLAN_SCHEMA,
+        "source_digest": source_digest,
+        "target_digest": target_digest,
+        "match": plan.options.match,
+        "steps": [
+            {"name": s.name, "action": s.action, "source": s.source, "dtype": s.dtype, "kind": s.kind,
+             "reason": s.reason}
+            for s in plan.steps
+        ],
+    }
+
+
+def plan_from_dict(
+    doc: object, source: Sequence[TensorInfo], target: Sequence[TensorInfo], where: str, options: TransferOptions,
+) -> Plan:
+    """Rebuild a saved plan against the inputs it was made for (the caller has checked their digests).
+
+    Raises ValueError with a one-line reason when the document is not a plan these inputs can replay.
+    """
+    if not isinstance(doc, dict) or doc.get("schema") != PLAN_SCHEMA or not isinstance(doc.get("steps"), list):
+        raise ValueError(f"{where} is not a ckptsurgeon plan (schema {PLAN_SCHEMA})")
+    src = {t.name: t for t in source}
+    tgt = {t.name: t for t in target}
+    steps: list[Step] = []
+    for raw in doc["steps"]:
+        if not isinstance(raw, dict):
+            raise ValueError("a step is not an object")
+        name, action, origin, dtype = raw.get("name"), raw.get("action"), raw.get("source"), raw.get("dtype")
+        if action == "keep":
+            info = tgt.get(name)  # type: ignore[arg-type]
+            if info is None:
+                raise ValueError(f"the plan keeps {name!r}, which the target does not have")
+            steps.append(Step(name, info.layer, info.shape, info.dtype, "keep", str(raw.get("kind", NO_SOURCE)),
+                              str(raw.get("reason", ""))))
+            continue
+        if action not in ("replace", "add") or origin not in src or dtype not in DTYPES:
+            raise ValueError(f"step {name!r} is not a valid replace/add step for these inputs")
+        info = src[origin]
+        layer = tgt[name].layer if name in tgt else default_layer(str(name))
+        shape = tgt[name].shape if name in tgt else info.shape
+        steps.append(Step(str(name), layer, shape, str(dtype), action, str(raw.get("kind", MATCHED)),
+                          str(raw.get("reason", "")), source=origin, source_key=str(name),
+                          source_shape=info.shape, source_dtype=info.dtype))
+    used = {s.source for s in steps if s.source}
+    return Plan(
+        steps=tuple(steps),
+        unused_sources=tuple(t.name for t in source if t.name not in used),
+        excluded_sources=(),
+        prefix_fix=None,
+        renamed=apply_rules([t.name for t in source], Rules()),
+        options=options,
+        source_count=len(source),
+    )

@@ -85,6 +85,20 @@ def transfer(
     quiet: QuietOpt = False,
     all_: Annotated[bool, typer.Option("--all", help="One row per layer; do not collapse repeated blocks.")] = False,
     format_: FormatOpt = None,
+    save_plan: Annotated[
+        Path | None, typer.Option("--save-plan", metavar="PLAN.json",
+                                  help="Write the resolved mapping with the inputs' header digests, to review and replay.")
+    ] = None,
+    plan: Annotated[
+        Path | None, typer.Option("--plan", metavar="PLAN.json",
+                                  help="Replay a saved mapping exactly; fails if an input's header changed since.")
+    ] = None,
+    provenance: Annotated[
+        bool, typer.Option("--provenance", help="Record the tool version, the inputs' sha256 and the rules in the output's metadata.")
+    ] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Re-read the output and check every tensor against the plan before it is put in place.")
+    ] = False,
     markdown: MarkdownOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -116,6 +130,7 @@ def transfer(
             result = api.transfer(
                 source, target, output, options, dry_run=dry_run, count_changes=count_changes,
                 output_format_name=format_, progress=progress.update if progress else None,
+                save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify,
             )
     except api.TransferFailed as exc:
         failed, result = exc, exc.report

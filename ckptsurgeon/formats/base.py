@@ -9,6 +9,7 @@ tensor at a time, in that order.
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -79,6 +80,30 @@ class Reader(ABC):
         flat = memoryview(np.ascontiguousarray(self.read(name)).reshape(-1).view(np.uint8))
         for start in range(0, len(flat), chunk_bytes):
             yield flat[start : start + chunk_bytes]
+
+    def header_digest(self) -> str:
+        """sha256 of what the header says (format, metadata, names, shapes, dtypes): changes when any of it does."""
+        doc = {
+            "format": self.format,
+            "metadata": self.metadata,
+            "tensors": [[t.name, list(t.shape), t.dtype] for t in self.tensors],
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def content_sha256(self) -> str:
+        """sha256 of the checkpoint's file(s): of the one file, or of ``name sha256`` lines for several."""
+
+        def file_sha(path: Path) -> str:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK_BYTES):
+                    h.update(chunk)
+            return h.hexdigest()
+
+        if len(self.files) == 1:
+            return file_sha(self.files[0])
+        lines = "".join(f"{p.name} {file_sha(p)}\n" for p in self.files)
+        return hashlib.sha256(lines.encode()).hexdigest()
 
     def sha256(self, name: str) -> str:
         h = hashlib.sha256()

@@ -1,0 +1,94 @@
+"""Transfer features for CI jobs: saved plans, provenance, --verify, reproducible bytes, recipes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from ckptsurgeon import __version__, api
+from ckptsurgeon.errors import CheckFailed
+from ckptsurgeon.formats import open_checkpoint
+from ckptsurgeon.formats import safetensors as st
+from ckptsurgeon.plan import TransferOptions
+from ckptsurgeon.rules import Rules
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+RULES = TransferOptions(rules=Rules.from_options(rename=[r"\.ffn\.=>.mlp."]))
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_saved_plan_replays_to_identical_bytes(tmp_path: Path) -> None:
+    src, tgt = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
+    plan = tmp_path / "plan.json"
+    api.transfer(src, tgt, tmp_path / "a.safetensors", RULES, save_plan=plan)
+    doc = json.loads(plan.read_text())
+    assert doc["schema"] == "ckptsurgeon/plan/1" and len(doc["steps"]) == 55
+    report = api.transfer(src, tgt, tmp_path / "b.safetensors", plan_file=plan)
+    assert sha(tmp_path / "a.safetensors") == sha(tmp_path / "b.safetensors")
+    assert report.summary["replaced_tensors"] == 53
+
+
+def test_replay_refuses_a_changed_input_header(tmp_path: Path) -> None:
+    src, tgt = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
+    plan = tmp_path / "plan.json"
+    api.transfer(src, tgt, dry_run=True, options=RULES, save_plan=plan)
+    changed = tmp_path / "target.safetensors"
+    tensors = load_file(tgt)
+    tensors["head.weight"] = np.zeros((5, 64), np.float32)
+    save_file(tensors, changed)
+    with pytest.raises(CheckFailed, match="no longer matches the saved plan"):
+        api.transfer(src, changed, tmp_path / "out.safetensors", plan_file=plan)
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_provenance_in_metadata(tmp_path: Path) -> None:
+    src, tgt = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
+    out = tmp_path / "out.safetensors"
+    api.transfer(src, tgt, out, RULES, provenance=True)
+    with open_checkpoint(out) as r:
+        meta = r.metadata
+    assert meta["ckptsurgeon.version"] == __version__
+    assert meta["ckptsurgeon.source_sha256"] == sha(src) and meta["ckptsurgeon.target_sha256"] == sha(tgt)
+    assert r"\.ffn\." in json.loads(meta["ckptsurgeon.rules"])["rules"][0]
+    assert meta["model"] == "tiny-vit-v2"  # the target's own metadata stays
+
+
+def test_verify_catches_a_corrupted_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, tgt = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(b"previous")
+    original = st.Writer._finish
+
+    def corrupting_finish(self: st.Writer) -> None:
+        original(self)
+        with open(self.path, "r+b") as f:  # flip one byte of the last tensor's data
+            f.seek(-3, 2)
+            byte = f.read(1)
+            f.seek(-3, 2)
+            f.write(bytes([byte[0] ^ 0xFF]))
+
+    monkeypatch.setattr(st.Writer, "_finish", corrupting_finish)
+    with pytest.raises(CheckFailed, match="--verify"):
+        api.transfer(src, tgt, out, RULES, verify=True)
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]
+    monkeypatch.setattr(st.Writer, "_finish", original)
+    api.transfer(src, tgt, out, RULES, verify=True)
+    assert load_file(out)["blocks.3.mlp.fc2.weight"].shape == (64, 256)
+
+
+def test_same_inputs_give_identical_bytes(tmp_path: Path) -> None:
+    src, tgt = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
+    for fmt in (".safetensors", ".npz", ".h5"):
+        a, b = tmp_path / f"a{fmt}", tmp_path / f"b{fmt}"
+        api.transfer(src, tgt, a, RULES)
+        api.transfer(src, tgt, b, RULES)
+        assert sha(a) == sha(b), fmt
