@@ -37,7 +37,7 @@ class Reader(ABC):
     the raw bytes lie in a file when they can be copied verbatim.
     """
 
-    format: ClassVar[str]
+    format: str = ""  # a class default; a reader may refine it per file (keras-h5, keras3-h5, ...)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -153,6 +153,7 @@ class Writer(ABC):
         self.metadata = dict(metadata or {})
         self.like = like
         self.specs: list[TensorSpec] = []
+        self.origins: dict[str, str] = {}
         self._state = "NEW"
         self._next = 0
 
@@ -160,8 +161,15 @@ class Writer(ABC):
         if self._state != state:
             raise WriterStateError(self.path, f"{type(self).__name__}: expected state {state}, got {self._state}")
 
-    def begin(self, specs: Sequence[TensorSpec]) -> None:
+    def begin(self, specs: Sequence[TensorSpec], origins: Mapping[str, str] | None = None) -> None:
+        """Declare every tensor, in the order they will be written.
+
+        ``origins`` maps an output name to the name of the ``like`` checkpoint's tensor it stands
+        for, when the two differ (a renamed tensor): a writer that reproduces the ``like`` file's
+        layout puts it where that tensor was.
+        """
         self._expect("NEW")
+        self.origins = dict(origins or {})
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -183,6 +191,7 @@ class Writer(ABC):
     def write(self, name: str, data: np.ndarray) -> None:
         """Write the next tensor's values (shape and dtype as declared)."""
         spec = self._take(name)
+        data = np.asarray(data)
         want = DTYPES[spec.dtype].numpy
         if tuple(data.shape) != spec.shape or data.dtype != want:
             raise WriterStateError(

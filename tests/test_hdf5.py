@@ -1,0 +1,796 @@
+"""HDF5 / Keras readers and writers: the real corpus, round trips, like-writing and hostile files."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+import ml_dtypes
+import numpy as np
+import pytest
+
+from ckptsurgeon.atomic import atomic_path
+from ckptsurgeon.errors import InputError, UnsafeInputError, UsageError
+from ckptsurgeon.formats import open_checkpoint
+from ckptsurgeon.formats.hdf5 import (
+    KerasShardedReader,
+    KerasZipReader,
+    KerasZipWriter,
+    Reader,
+    Writer,
+)
+from ckptsurgeon.tensors import DTYPES, TensorSpec
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+MANIFEST = json.loads((CORPUS / "MANIFEST.json").read_text())
+KERAS_FORMATS = {
+    "tf_keras_legacy_weights_h5": "keras-h5",
+    "tf_keras_legacy_full_model_h5": "keras-h5",
+    "keras3_weights_h5": "keras3-h5",
+    "keras3_sharded_weights": "keras3-sharded",
+    "keras3_keras_zip": "keras-zip",
+}
+KERAS_FILES = [f for f in MANIFEST["files"] if f["format"] in KERAS_FORMATS]
+DTYPE_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
+               "int64": "I64", "int32": "I32", "uint8": "U8", "bool": "BOOL"}
+
+
+def file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def entry_id(entry: dict[str, Any]) -> str:
+    return str(entry["path"])
+
+
+def random_array(code: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Arbitrary bit patterns of a dtype (NaNs included): round trips must keep bytes, not values."""
+    rng = np.random.default_rng(seed)
+    dt = DTYPES[code].numpy
+    if code == "BOOL":
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    raw = rng.integers(0, 256, size=int(np.prod(shape)) * dt.itemsize, dtype=np.uint8)
+    return raw.view(dt).reshape(shape)
+
+
+def write_plain(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None,
+                like: Any = None, cls: type = Writer) -> None:
+    codes = {name: next(c for c, d in DTYPES.items() if d.numpy == a.dtype) for name, a in arrays.items()}
+    writer = cls(path, metadata=metadata, like=like)
+    writer.begin([TensorSpec(name, a.shape, codes[name]) for name, a in arrays.items()])
+    for name, a in arrays.items():
+        writer.write(name, a)
+    writer.finish()
+
+
+def modified(a: np.ndarray) -> np.ndarray:
+    """Different values of the same dtype and shape."""
+    if a.dtype == np.bool_:
+        return np.asarray(~a)
+    if a.dtype.kind in "iu":
+        return np.asarray(a + 3, dtype=a.dtype)
+    return np.asarray(a.astype(np.float64) * 2 + 1).astype(a.dtype)
+
+
+def open_fds() -> set[str]:
+    fd_dir = Path("/proc/self/fd")
+    out = set()
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            out.add(os.readlink(fd))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the real corpus
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", KERAS_FILES, ids=entry_id)
+def test_corpus_file_reads_as_manifest_says(entry: dict[str, Any]) -> None:
+    with open_checkpoint(CORPUS / entry["path"]) as r:
+        assert r.format == KERAS_FORMATS[entry["format"]]
+        want = {t["h5_path"]: t for t in entry["tensors"] + entry.get("optimizer_tensors", [])}
+        assert sorted(t.name for t in r.tensors) == sorted(want)
+        for name, t in want.items():
+            info = r[name]
+            assert list(info.shape) == t["shape"], name
+            assert info.dtype == DTYPE_CODES[t["dtype"]], name
+            assert r.sha256(name) == t["sha256"], name
+            if "layer" in t:
+                assert info.layer == t["layer"], name
+            if "h5_vars_group_name_attr" in t and not name.startswith("optimizer/"):
+                assert info.layer == t["h5_vars_group_name_attr"], name
+            if name.startswith(("optimizer/", "optimizer_weights/")):
+                assert info.layer == "optimizer"
+            arr = r.read(name)
+            assert arr.dtype == DTYPES[info.dtype].numpy and arr.flags.c_contiguous
+            rng = r.byte_range(name)
+            if rng is not None:
+                file, offset, length = rng
+                with open(file, "rb") as f:
+                    f.seek(offset)
+                    assert f.read(length) == arr.tobytes()
+
+
+def test_keras3_layer_is_the_vars_name_attribute() -> None:
+    with open_checkpoint(CORPUS / "keras3/cnn.weights.h5") as r:
+        assert r["layers/batch_normalization/vars/0"].layer == "bn1"
+        assert r["layers/dense/vars/1"].layer == "classifier"
+        assert r["optimizer/vars/0"].layer == "optimizer"
+        # vars datasets in numeric order
+        opt = [t.name for t in r.tensors if t.name.startswith("optimizer/")]
+        assert opt == [f"optimizer/vars/{i}" for i in range(18)]
+
+
+def test_legacy_order_and_metadata() -> None:
+    with open_checkpoint(CORPUS / "tf_keras/cnn_full.h5") as r:
+        names = [t.name for t in r.tensors]
+        assert names[:2] == ["model_weights/conv_a/conv_a/kernel:0", "model_weights/conv_a/conv_a/bias:0"]
+        assert names[10] == "optimizer_weights/iteration:0"
+        assert r.metadata == {"backend": "tensorflow", "keras_version": "2.21.0"}  # configs left out
+        assert r["model_weights/bn_a/bn_a/moving_variance:0"].layer == "bn_a"
+
+
+def test_sharded_reader_lists_every_file() -> None:
+    with open_checkpoint(CORPUS / "keras3/cnn_sharded") as r:
+        assert isinstance(r, KerasShardedReader)
+        assert [p.name for p in r.files] == ["cnn.weights.json", "cnn_00000.weights.h5", "cnn_00001.weights.h5"]
+        assert r["optimizer/vars/17"].layer == "optimizer"
+
+
+def test_reader_closes_its_files(tmp_path: Path) -> None:
+    src = CORPUS / "keras3/cnn.keras"
+    r = open_checkpoint(src)
+    r.read("layers/dense/vars/0")
+    r.close()
+    assert str(src.resolve()) not in open_fds()
+    with pytest.raises(InputError):
+        r.read("layers/dense/vars/0")
+
+
+def test_h5py_is_imported_by_the_hdf5_module_only() -> None:
+    code = "import sys, ckptsurgeon.formats; assert 'h5py' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert os.environ["HDF5_PLUGIN_PRELOAD"] == "::"
+
+
+# ------------------------------------------------------------------------------------------------
+# plain round trips
+# ------------------------------------------------------------------------------------------------
+
+SHAPES = [(), (0,), (3, 0, 2), (7,), (4, 3), (2, 3, 4)]
+
+
+def test_plain_round_trip_every_dtype_and_shape(tmp_path: Path) -> None:
+    arrays = {f"group/{code}/s{i}": random_array(code, shape, seed=i)
+              for code in DTYPES for i, shape in enumerate(SHAPES)}
+    arrays["top_level"] = random_array("F32", (5, 5))
+    out = tmp_path / "plain.h5"
+    write_plain(out, arrays, metadata={"source": "test", "n": "3"})
+    with open_checkpoint(out) as r:
+        assert r.format == "hdf5"
+        assert r.metadata == {"source": "test", "n": "3"}
+        assert sorted(t.name for t in r.tensors) == sorted(arrays)
+        for name, a in arrays.items():
+            info = r[name]
+            assert info.shape == a.shape and DTYPES[info.dtype].numpy == a.dtype
+            assert info.layer == name.rpartition("/")[0]
+            back = r.read(name)
+            assert back.dtype == a.dtype and back.tobytes() == a.tobytes(), name
+    with h5py.File(out, "r") as f:  # the Keras convention for dtypes numpy lacks
+        bf = f["group/BF16/s3"]
+        assert bf.id.get_type().get_class() == h5py.h5t.OPAQUE and bf.attrs["dtype"] == "bfloat16"
+        assert f["group/F8_E4M3/s3"].attrs["dtype"] == "float8_e4m3fn"
+        assert f["group/F8_E5M2/s3"].attrs["dtype"] == "float8_e5m2"
+        assert "dtype" not in f["group/F32/s3"].attrs
+
+
+def test_plain_output_keeps_the_written_order(tmp_path: Path) -> None:
+    names = ["scalar", "t/b", "t/a", "z", "t/10", "t/9", "a"]
+    write_plain(tmp_path / "o.h5", {n: np.zeros(2, np.float32) for n in names})
+    with open_checkpoint(tmp_path / "o.h5") as r:
+        # tree order: a group's tensors stay together, at the place of the group's first tensor
+        assert [t.name for t in r.tensors] == ["scalar", "t/b", "t/a", "t/10", "t/9", "z", "a"]
+
+
+def test_big_tensor_is_read_in_row_blocks(tmp_path: Path) -> None:
+    a = random_array("F32", (300, 257))
+    b = random_array("BF16", (64, 33))
+    out = tmp_path / "big.h5"
+    write_plain(out, {"a": a, "b": b})
+    with Reader(out) as r:
+        for name, arr in (("a", a), ("b", b)):
+            chunks = list(r.iter_bytes(name, chunk_bytes=4096))
+            assert len(chunks) > 1
+            assert b"".join(bytes(c) for c in chunks) == arr.tobytes()
+            assert r.sha256(name) == hashlib.sha256(arr.tobytes()).hexdigest()
+
+
+def test_plain_output_is_reproducible(tmp_path: Path) -> None:
+    arrays = {"x/w": random_array("F32", (10, 4)), "x/b": random_array("BF16", (4,)), "s": random_array("I64", ())}
+    write_plain(tmp_path / "a.h5", arrays, metadata={"k": "v"})
+    write_plain(tmp_path / "b.h5", arrays, metadata={"k": "v"})
+    assert file_sha(tmp_path / "a.h5") == file_sha(tmp_path / "b.h5")
+
+
+@pytest.mark.parametrize("bad", [["a", "a/b"], ["a/b", "a"], ["a//b"], ["/a"], ["a/"], ["a/../b"], [""]])
+def test_names_that_cannot_be_hdf5_paths_are_refused(tmp_path: Path, bad: list[str]) -> None:
+    w = Writer(tmp_path / "x.h5")
+    with pytest.raises(UsageError):
+        w.begin([TensorSpec(n, (1,), "F32") for n in bad])
+    assert not (tmp_path / "x.h5").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# writing "like" a Keras file
+# ------------------------------------------------------------------------------------------------
+
+
+def tree(path: Path) -> dict[str, Any]:
+    """Groups, attributes (value and type) and dataset properties of an HDF5 file, for comparison."""
+    out: dict[str, Any] = {}
+
+    def attrs(obj: Any) -> dict[str, Any]:
+        res = {}
+        for k in obj.attrs:
+            v = obj.attrs[k]
+            res[k] = (np.asarray(v).tolist(), str(obj.attrs.get_id(k).dtype), obj.attrs.get_id(k).shape)
+        return res
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Group):
+            out[name] = ("group", attrs(obj))
+        else:
+            out[name] = ("dataset", attrs(obj), obj.shape, str(obj.dtype), obj.chunks, obj.compression,
+                         obj.compression_opts, obj.shuffle, obj.fletcher32, obj.scaleoffset)
+
+    with h5py.File(path, "r") as f:
+        out["/"] = ("group", attrs(f))
+        f.visititems(visit)
+    return out
+
+
+def like_round_trip(like_path: Path, out: Path, cls: type = Writer) -> dict[str, np.ndarray]:
+    with open_checkpoint(like_path) as like:
+        new = {t.name: modified(like.read(t.name)) for t in like.tensors}
+        w = cls(out, metadata=like.metadata, like=like)
+        w.begin([TensorSpec(t.name, t.shape, t.dtype) for t in like.tensors])
+        for t in like.tensors:
+            w.write(t.name, new[t.name])
+        w.finish()
+    return new
+
+
+H5_FILES = [f for f in KERAS_FILES if f["format"] not in ("keras3_sharded_weights", "keras3_keras_zip")]
+
+
+@pytest.mark.parametrize("entry", H5_FILES, ids=entry_id)
+def test_like_writer_keeps_structure_with_new_values(tmp_path: Path, entry: dict[str, Any]) -> None:
+    src = CORPUS / entry["path"]
+    new = like_round_trip(src, tmp_path / "a.h5")
+    like_round_trip(src, tmp_path / "b.h5")
+    assert file_sha(tmp_path / "a.h5") == file_sha(tmp_path / "b.h5")
+    assert tree(tmp_path / "a.h5") == tree(src)
+    with open_checkpoint(tmp_path / "a.h5") as r, open_checkpoint(src) as orig:
+        assert r.format == orig.format
+        assert [(t.name, t.shape, t.dtype, t.layer) for t in r.tensors] == \
+               [(t.name, t.shape, t.dtype, t.layer) for t in orig.tensors]
+        for name, a in new.items():
+            assert r.read(name).tobytes() == a.tobytes()
+
+
+def test_like_writer_on_a_sharded_like_writes_one_file(tmp_path: Path) -> None:
+    new = like_round_trip(CORPUS / "keras3/cnn_sharded/cnn.weights.json", tmp_path / "one.weights.h5")
+    assert tree(tmp_path / "one.weights.h5") == tree(CORPUS / "keras3/cnn.weights.h5")
+    with open_checkpoint(tmp_path / "one.weights.h5") as r:
+        assert r.format == "keras3-h5"
+        assert all(r.read(n).tobytes() == a.tobytes() for n, a in new.items())
+
+
+@pytest.mark.parametrize("name", ["mlp.keras", "cnn.keras"])
+def test_keras_zip_writer_round_trip(tmp_path: Path, name: str) -> None:
+    src = CORPUS / "keras3" / name
+    new = like_round_trip(src, tmp_path / "a.keras", cls=KerasZipWriter)
+    like_round_trip(src, tmp_path / "b.keras", cls=KerasZipWriter)
+    assert file_sha(tmp_path / "a.keras") == file_sha(tmp_path / "b.keras")
+    assert sorted(os.listdir(tmp_path)) == ["a.keras", "b.keras"]  # no temporary file left
+    with zipfile.ZipFile(src) as zs, zipfile.ZipFile(tmp_path / "a.keras") as zo:
+        assert [(i.filename, i.date_time, i.compress_type) for i in zs.infolist()] == \
+               [(i.filename, i.date_time, i.compress_type) for i in zo.infolist()]
+        for info in zs.infolist():
+            if info.filename != "model.weights.h5":
+                assert zo.read(info.filename) == zs.read(info.filename)
+        (tmp_path / "member.h5").write_bytes(zo.read("model.weights.h5"))
+        (tmp_path / "orig.h5").write_bytes(zs.read("model.weights.h5"))
+    assert tree(tmp_path / "member.h5") == tree(tmp_path / "orig.h5")
+    with open_checkpoint(tmp_path / "a.keras") as r:
+        assert isinstance(r, KerasZipReader) and r.format == "keras-zip"
+        for n, a in new.items():
+            assert r.read(n).tobytes() == a.tobytes()
+            rng = r.byte_range(n)
+            assert rng is not None and rng[0] == tmp_path / "a.keras"
+
+
+def test_keras_zip_writer_without_like(tmp_path: Path) -> None:
+    arrays = {"layers/dense/vars/0": random_array("F32", (3, 2)), "layers/dense/vars/1": random_array("BF16", (2,))}
+    write_plain(tmp_path / "w.keras", arrays, cls=KerasZipWriter)
+    with zipfile.ZipFile(tmp_path / "w.keras") as z:
+        assert z.namelist() == ["model.weights.h5"]
+    with open_checkpoint(tmp_path / "w.keras") as r:
+        assert {n: r.read(n).tobytes() for n in arrays} == {n: a.tobytes() for n, a in arrays.items()}
+    write_plain(tmp_path / "w2.keras", arrays, cls=KerasZipWriter)
+    assert file_sha(tmp_path / "w.keras") == file_sha(tmp_path / "w2.keras")
+
+
+def test_like_writer_drops_omitted_and_adds_new_tensors(tmp_path: Path) -> None:
+    src = CORPUS / "tf_keras/cnn_weights.h5"
+    out = tmp_path / "out.h5"
+    with open_checkpoint(src) as like:
+        keep = [t for t in like.tensors if t.name != "logits/logits/bias:0"]
+        specs = [TensorSpec(t.name, t.shape, t.dtype) for t in keep] + [TensorSpec("extra/new/w", (2, 2), "F16")]
+        w = Writer(out, like=like)
+        w.begin(specs)
+        for t in keep:
+            w.write(t.name, like.read(t.name))
+        w.write("extra/new/w", np.ones((2, 2), np.float16))
+        w.finish()
+    with h5py.File(out, "r") as f:
+        assert "logits/logits/bias:0" not in f
+        assert [n.decode() if isinstance(n, bytes) else n for n in f["logits"].attrs["weight_names"]] == ["logits/kernel:0"]
+        assert list(f.attrs["layer_names"]) == list(h5py.File(src, "r").attrs["layer_names"])
+        assert f["extra/new/w"].dtype == np.float16
+    with open_checkpoint(out) as r:
+        assert r.format == "keras-h5"
+        assert r["extra/new/w"].layer == "extra/new"
+
+
+def test_like_writer_metadata(tmp_path: Path) -> None:
+    src = CORPUS / "tf_keras/mlp_full.h5"
+    out = tmp_path / "out.h5"
+    with open_checkpoint(src) as like:
+        w = Writer(out, metadata={"backend": "tensorflow", "keras_version": "9.9", "note": "rewritten"}, like=like)
+        w.begin([TensorSpec(t.name, t.shape, t.dtype) for t in like.tensors])
+        for t in like.tensors:
+            w.write(t.name, like.read(t.name))
+        w.finish()
+    with h5py.File(out, "r") as f, h5py.File(src, "r") as orig:
+        assert f.attrs.get_id("backend").dtype == orig.attrs.get_id("backend").dtype  # unchanged: verbatim
+        assert f.attrs["model_config"] == orig.attrs["model_config"]
+        assert (f.attrs["keras_version"], f.attrs["note"]) == ("9.9", "rewritten")
+    with open_checkpoint(out) as r:
+        assert r.metadata == {"backend": "tensorflow", "keras_version": "9.9", "note": "rewritten"}
+
+
+def test_like_writer_with_changed_dtype_and_shape(tmp_path: Path) -> None:
+    src = CORPUS / "keras3/mlp.weights.h5"
+    out = tmp_path / "out.weights.h5"
+    with open_checkpoint(src) as like:
+        specs = []
+        data = {}
+        for t in like.tensors:
+            code = "BF16" if t.name.endswith("/0") else t.dtype
+            shape = (5,) if t.name == "layers/dense_2/vars/1" else t.shape
+            specs.append(TensorSpec(t.name, shape, code))
+            data[t.name] = random_array(code, shape)
+        write_specs(out, specs, data, like)
+    with open_checkpoint(out) as r:
+        assert r["layers/dense/vars/0"].dtype == "BF16"
+        assert r["layers/dense_2/vars/1"].shape == (5,)
+        for n, a in data.items():
+            assert r.read(n).tobytes() == a.tobytes()
+    with h5py.File(out, "r") as f:
+        assert f["layers/dense/vars/0"].attrs["dtype"] == "bfloat16"
+        assert f["layers/dense/vars"].attrs["name"] == "dense"
+
+
+def write_specs(out: Path, specs: list[TensorSpec], data: dict[str, np.ndarray], like: Any = None) -> None:
+    w = Writer(out, like=like)
+    w.begin(specs)
+    for s in specs:
+        w.write(s.name, data[s.name])
+    w.finish()
+
+
+def test_like_writer_copies_chunking_compression_and_byte_order(tmp_path: Path) -> None:
+    like_path = tmp_path / "like.h5"
+    with h5py.File(like_path, "w") as f:
+        f.create_dataset("gz", data=np.arange(1000, dtype="<f4").reshape(10, 100), chunks=(5, 50),
+                         compression="gzip", compression_opts=7, shuffle=True, fletcher32=True)
+        f.create_dataset("lzf", data=np.arange(100, dtype="<i4"), chunks=(10,), compression="lzf")
+        f.create_dataset("so", data=np.arange(100, dtype="<i2"), scaleoffset=0)
+        f.create_dataset("be", data=np.arange(6, dtype=">f8").reshape(2, 3))
+        f.create_dataset("compact", data=np.arange(4, dtype="<u1"))
+        f["gz"].attrs["unit"] = "m"
+        f.attrs["model"] = "toy"
+    out = tmp_path / "out.h5"
+    new = like_round_trip(like_path, out)
+    assert tree(out) == tree(like_path)
+    with h5py.File(out, "r") as f:
+        assert f["be"].dtype == np.dtype(">f8")
+        assert f["gz"].compression_opts == 7
+    with open_checkpoint(out) as r:
+        assert r["be"].dtype == "F64"
+        for n, a in new.items():
+            assert r.read(n).tobytes() == a.tobytes()
+            if n in ("gz", "lzf", "so"):
+                assert r.byte_range(n) is None
+        assert r.byte_range("be") is None  # big-endian bytes are not copied verbatim
+
+
+def test_like_writer_with_new_shape_and_dtype_on_filtered_datasets(tmp_path: Path) -> None:
+    like_path = tmp_path / "like.h5"
+    with h5py.File(like_path, "w") as f:
+        f.create_dataset("gz", data=np.arange(1000, dtype="<f4").reshape(10, 100), chunks=(5, 50), compression="gzip")
+        f.create_dataset("so", data=np.arange(100, dtype="<i2"), chunks=(10,), scaleoffset=0, shuffle=True)
+        f.create_dataset("bf", data=np.arange(8).astype(ml_dtypes.bfloat16), chunks=(4,), compression="gzip")
+        f["bf"].attrs["dtype"] = "bfloat16"
+    specs = [TensorSpec("gz", (40, 3), "F32"), TensorSpec("so", (100,), "F32"), TensorSpec("bf", (8,), "F32"),
+             TensorSpec("empty", (0, 4), "F32")]
+    data = {s.name: random_array(s.dtype, s.shape) for s in specs}
+    with open_checkpoint(like_path) as like:
+        write_specs(tmp_path / "out.h5", specs, data, like)
+    with h5py.File(tmp_path / "out.h5", "r") as f:
+        assert f["gz"].compression == "gzip" and f["gz"].chunks is not None
+        assert f["so"].scaleoffset is None and f["so"].shuffle  # scaleoffset is bound to the old dtype
+        assert "dtype" not in f["bf"].attrs and f["bf"].dtype == np.float32
+    with open_checkpoint(tmp_path / "out.h5") as r:
+        for n, a in data.items():
+            assert r.read(n).tobytes() == a.tobytes()
+
+
+def test_writer_never_writes_the_like_file(tmp_path: Path) -> None:
+    src = tmp_path / "like.h5"
+    src.write_bytes((CORPUS / "keras3/mlp.weights.h5").read_bytes())
+    os.chmod(src, 0o444)
+    before = file_sha(src)
+    like_round_trip(src, tmp_path / "out.h5")
+    assert file_sha(src) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# atomic output
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [Writer, KerasZipWriter])
+def test_error_mid_write_leaves_nothing(tmp_path: Path, cls: type) -> None:
+    dest = tmp_path / ("out.h5" if cls is Writer else "out.keras")
+    dest.write_bytes(b"previous")
+    specs = [TensorSpec("a", (3,), "F32"), TensorSpec("b", (3,), "F32")]
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(dest) as tmp:
+        w = cls(tmp)
+        try:
+            w.begin(specs)
+            w.write("a", np.zeros(3, np.float32))
+            raise RuntimeError("boom")
+        except BaseException:
+            w.abort()
+            raise
+    assert dest.read_bytes() == b"previous"
+    assert os.listdir(tmp_path) == [dest.name]
+
+
+# ------------------------------------------------------------------------------------------------
+# hostile and damaged files
+# ------------------------------------------------------------------------------------------------
+
+
+def expect(exc_type: type[Exception], path: Path, *words: str) -> Any:
+    """Open ``path`` and check the error: its type, the file named, the words in the message."""
+    with pytest.raises(exc_type) as info:
+        open_checkpoint(path)
+    if exc_type is InputError:
+        assert not isinstance(info.value, UnsafeInputError)
+    message = str(info.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message
+    assert "\n" not in message
+    return info.value
+
+
+def test_external_link_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["secret"] = np.arange(3)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["ok"] = np.arange(3)
+        f["g/ext"] = h5py.ExternalLink(str(other), "/secret")
+    expect(UnsafeInputError, tmp_path / "x.h5", "g/ext", "external link")
+
+
+def test_soft_link_is_refused(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["a/w"] = np.arange(3)
+        f["alias"] = h5py.SoftLink("/a/w")
+    expect(UnsafeInputError, tmp_path / "x.h5", "alias", "soft link")
+
+
+def test_external_storage_is_refused_and_never_read(tmp_path: Path) -> None:
+    sentinel = tmp_path / "sentinel.bin"
+    secret = b"TOP-SECRET-SENTINEL-CONTENT!" * 4
+    sentinel.write_bytes(secret)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("leak", shape=(len(secret),), dtype="u1", external=[(str(sentinel), 0, len(secret))])
+    err = expect(UnsafeInputError, tmp_path / "x.h5", "leak", "external file")
+    assert b"SENTINEL" not in str(err).encode()
+
+
+def test_virtual_dataset_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src.h5"
+    with h5py.File(src, "w") as f:
+        f["data"] = np.arange(4.0)
+    layout = h5py.VirtualLayout(shape=(4,), dtype="f8")
+    layout[:] = h5py.VirtualSource(str(src), "data", shape=(4,))
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_virtual_dataset("vds", layout)
+    expect(UnsafeInputError, tmp_path / "x.h5", "vds", "virtual")
+
+
+def test_plugin_filter_is_refused(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("z", shape=(10,), dtype="f4", chunks=(5,), compression=32001, allow_unknown_filter=True)
+    expect(UnsafeInputError, tmp_path / "x.h5", "z", "32001", "plugin")
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda f: f.create_dataset("s", data=np.array([b"abc", b"de"])), ("'s'", "strings")),
+        (lambda f: f.create_dataset("s", data=["abc", "de"], dtype=h5py.string_dtype()), ("'s'",)),
+        (lambda f: f.create_dataset("c", data=np.zeros(2, dtype=[("a", "<i4"), ("b", "<f4")])), ("'c'", "compound")),
+        (lambda f: f.create_dataset("v", shape=(2,), dtype=h5py.vlen_dtype(np.int32)), ("'v'", "variable-length")),
+        (lambda f: f.create_dataset("r", shape=(1,), dtype=h5py.ref_dtype), ("'r'", "references")),
+        (lambda f: f.create_dataset("cx", data=np.zeros(2, np.complex64)), ("'cx'", "complex")),
+        (lambda f: f.create_dataset("e", data=np.zeros(2, "i1"), dtype=h5py.enum_dtype({"A": 0, "B": 1}, "i1")),
+         ("'e'", "enum")),
+        (lambda f: f.create_dataset("o", data=np.zeros(2, "V2")), ("'o'", "opaque")),
+        (lambda f: f.create_dataset("n", data=h5py.Empty("f4")), ("'n'", "no shape")),
+    ],
+)
+def test_non_numeric_datasets_are_refused(tmp_path: Path, make: Any, words: tuple[str, ...]) -> None:
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["fine"] = np.arange(3)
+        make(f)
+    expect(InputError, tmp_path / "x.h5", *words)
+
+
+def test_unallocated_huge_dataset_is_refused(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("huge", shape=(10**10,), dtype="f8")  # contiguous, never written
+    expect(InputError, tmp_path / "x.h5", "huge", "stores none")
+
+
+def test_chunked_bomb_is_refused(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("bomb", shape=(10**9, 10), dtype="f8", chunks=(1000, 10), compression="gzip")
+        f["bomb"][:1000] = 1.0
+    expect(InputError, tmp_path / "x.h5", "bomb", "decompression bomb")
+
+
+def test_dataset_claiming_more_than_the_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.h5"
+    dims = 123457
+    with h5py.File(path, "w") as f:
+        f.create_dataset("w", data=np.zeros(dims, np.uint8))
+    raw = bytearray(path.read_bytes())
+    old, new = dims.to_bytes(8, "little"), (dims * 1000).to_bytes(8, "little")
+    assert raw.count(old) >= 1
+    path.write_bytes(bytes(raw).replace(old, new))
+    expect(InputError, path, "'w'")
+
+
+class FakeStorage:
+    def __init__(self, stored: int, offset: int | None) -> None:
+        self.stored, self.offset = stored, offset
+
+    def get_storage_size(self) -> int:
+        return self.stored
+
+    def get_offset(self) -> int | None:
+        return self.offset
+
+
+@pytest.mark.parametrize(
+    ("stored", "offset", "nbytes", "layout", "nfilters", "words"),
+    [
+        (4000, 2048, 4000, h5py.h5d.CONTIGUOUS, 0, "past the end"),
+        (10**9, 2048, 10**9, h5py.h5d.CONTIGUOUS, 0, "stored bytes"),
+        (0, None, 10**9, h5py.h5d.CONTIGUOUS, 0, "stores none"),
+        (1000, None, 10**8, h5py.h5d.CHUNKED, 0, "decompression bomb"),
+        (1000, None, 10**9, h5py.h5d.CHUNKED, 1, "decompression bomb"),
+    ],
+)
+def test_declared_sizes_are_checked_against_the_file(
+    stored: int, offset: int | None, nbytes: int, layout: int, nfilters: int, words: str
+) -> None:
+    from ckptsurgeon.formats.hdf5 import _check_extent
+
+    with pytest.raises(InputError, match=words):
+        _check_extent(FakeStorage(stored, offset), "w", Path("f.h5"), 5000, nbytes, layout, nfilters)
+    assert _check_extent(FakeStorage(100, 2048), "w", Path("f.h5"), 5000, 100, h5py.h5d.CONTIGUOUS, 0) == 2048
+    assert _check_extent(FakeStorage(1000, None), "w", Path("f.h5"), 5000, 10**6, h5py.h5d.CHUNKED, 1) is None
+
+
+def test_truncated_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w") as f:
+        f["w"] = np.arange(10000, dtype=np.float64)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    expect(InputError, path)
+    with pytest.raises(InputError) as reader_err:
+        Reader(path)
+    assert str(path) in str(reader_err.value)
+
+
+def test_garbage_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    expect(InputError, path)
+
+
+def test_hard_link_cycles_and_aliases_are_visited_once(tmp_path: Path) -> None:
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w") as f:
+        f["a/w"] = np.arange(3)
+        f["b"] = f["a/w"]  # a second name for the same dataset
+        f["a/loop"] = f["/"]  # a cycle back to the root
+        f["a/self"] = f["a"]
+    with open_checkpoint(path) as r:
+        assert [t.name for t in r.tensors] == ["a/w"]
+
+
+def test_absurdly_deep_nesting_is_refused(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_group("/".join(["g"] * 300))
+    expect(InputError, tmp_path / "x.h5", "deeper than")
+
+
+def test_big_endian_and_user_block(tmp_path: Path) -> None:
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w", userblock_size=1024) as f:
+        f["be"] = np.arange(12, dtype=">i4").reshape(3, 4)
+        f["le"] = np.arange(5, dtype="<f4")
+    with open_checkpoint(path) as r:
+        be = r.read("be")
+        assert r["be"].dtype == "I32" and be.dtype == np.dtype("<i4")
+        assert be.tolist() == np.arange(12).reshape(3, 4).tolist()
+        file, offset, length = r.byte_range("le")
+        assert file == path and offset >= 1024
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            assert fh.read(length) == np.arange(5, dtype="<f4").tobytes()
+
+
+def test_native_hdf5_bfloat16_layout_is_read_bit_for_bit(tmp_path: Path) -> None:
+    t = h5py.h5t.IEEE_F32LE.copy()
+    t.set_fields(15, 7, 8, 0, 7)
+    t.set_size(2)
+    t.set_precision(16)
+    t.set_offset(0)
+    t.set_ebias(127)
+    vals = np.array([1.5, -2, 3e10, 0.1], ml_dtypes.bfloat16)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        did = h5py.h5d.create(f.id, b"bf", t, h5py.h5s.create_simple((4,)))
+        did.write(h5py.h5s.ALL, h5py.h5s.ALL, vals, mtype=t)
+        did.close()
+    with open_checkpoint(tmp_path / "x.h5") as r:
+        assert r["bf"].dtype == "BF16"
+        assert r.read("bf").tobytes() == vals.tobytes()
+
+
+def test_keras_bfloat16_convention_is_read(tmp_path: Path) -> None:
+    vals = random_array("BF16", (3, 2))
+    with h5py.File(tmp_path / "x.weights.h5", "w") as f:  # as Keras 3 writes a bfloat16 variable
+        g = f.create_group("layers/dense/vars")
+        g.attrs["name"] = "fc"
+        ds = g.create_dataset("0", data=vals)
+        ds.attrs["dtype"] = "bfloat16"
+        f.create_group("vars").attrs["name"] = "model"
+    with open_checkpoint(tmp_path / "x.weights.h5") as r:
+        assert r.format == "keras3-h5"
+        assert r["layers/dense/vars/0"].dtype == "BF16" and r["layers/dense/vars/0"].layer == "fc"
+        assert r.read("layers/dense/vars/0").tobytes() == vals.tobytes()
+
+
+def test_keras3_nested_layer_names(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "x.weights.h5", "w") as f:
+        f.create_group("vars").attrs["name"] = "outer"
+        f.create_group("layers/functional/vars").attrs["name"] = "encoder"
+        f.create_group("layers/functional/layers/dense/vars").attrs["name"] = "proj"
+        f["layers/functional/layers/dense/vars/0"] = np.ones(2, np.float32)
+        f["vars/0"] = np.ones(1, np.float32)
+    with open_checkpoint(tmp_path / "x.weights.h5") as r:
+        assert r["layers/functional/layers/dense/vars/0"].layer == "encoder/proj"
+        assert r["vars/0"].layer == "outer"
+
+
+# --- archives ---------------------------------------------------------------------------------
+
+
+def make_zip(path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> None:
+    with zipfile.ZipFile(path, "w", compression=compression) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def test_keras_zip_with_traversal_member_is_refused(tmp_path: Path) -> None:
+    weights = (CORPUS / "keras3/mlp.weights.h5").read_bytes()
+    make_zip(tmp_path / "x.keras", {"../evil.json": b"{}", "model.weights.h5": weights})
+    expect(UnsafeInputError, tmp_path / "x.keras", "../evil.json")
+
+
+def test_keras_zip_without_weights_is_refused(tmp_path: Path) -> None:
+    make_zip(tmp_path / "x.keras", {"config.json": b"{}"})
+    with pytest.raises(InputError, match=r"model\.weights\.h5"):
+        KerasZipReader(tmp_path / "x.keras")
+
+
+def test_keras_zip_with_compressed_member_reads(tmp_path: Path) -> None:
+    src = CORPUS / "keras3/mlp.keras"
+    with zipfile.ZipFile(src) as z:
+        members = {i.filename: z.read(i) for i in z.infolist()}
+    make_zip(tmp_path / "x.keras", members, compression=zipfile.ZIP_DEFLATED)
+    with open_checkpoint(tmp_path / "x.keras") as r, open_checkpoint(src) as orig:
+        assert [t.name for t in r.tensors] == [t.name for t in orig.tensors]
+        for t in r.tensors:
+            assert r.sha256(t.name) == orig.sha256(t.name)
+            assert r.byte_range(t.name) is None
+
+
+def test_keras_zip_with_damaged_member_is_refused(tmp_path: Path) -> None:
+    make_zip(tmp_path / "x.keras", {"model.weights.h5": b"\x89HDF\r\n\x1a\n" + b"\x01" * 200})
+    expect(InputError, tmp_path / "x.keras")
+
+
+def sharded_copy(tmp_path: Path) -> Path:
+    src = CORPUS / "keras3/cnn_sharded"
+    for p in src.iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    return tmp_path / "cnn.weights.json"
+
+
+@pytest.mark.parametrize("shard", ["../cnn_00000.weights.h5", "sub/cnn_00000.weights.h5", ".."])
+def test_sharded_index_with_path_in_shard_name_is_refused(tmp_path: Path, shard: str) -> None:
+    index = sharded_copy(tmp_path)
+    doc = json.loads(index.read_text())
+    doc["weight_map"]["/layers/conv2d/vars"] = [shard]
+    index.write_text(json.dumps(doc))
+    expect(UnsafeInputError, index, shard)
+
+
+def test_sharded_missing_shard_is_refused(tmp_path: Path) -> None:
+    index = sharded_copy(tmp_path)
+    (tmp_path / "cnn_00001.weights.h5").unlink()
+    expect(InputError, index, "cnn_00001.weights.h5", "missing")
+
+
+def test_sharded_layer_name_from_another_shard(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "m_00000.weights.h5", "w") as f:
+        f.create_group("layers/dense/vars").attrs["name"] = "fc"
+        f["layers/dense/vars/0"] = np.ones((2, 2), np.float32)
+    with h5py.File(tmp_path / "m_00001.weights.h5", "w") as f:
+        f["layers/dense/vars/1"] = np.ones(2, np.float32)
+    index = tmp_path / "m.weights.json"
+    index.write_text(json.dumps({"weight_map": {"/layers/dense/vars": ["m_00000.weights.h5", "m_00001.weights.h5"]}}))
+    with open_checkpoint(index) as r:
+        assert r.format == "keras3-sharded"
+        assert [(t.name, t.layer) for t in r.tensors] == [("layers/dense/vars/0", "fc"), ("layers/dense/vars/1", "fc")]
+        assert r.byte_range("layers/dense/vars/1")[0] == tmp_path / "m_00001.weights.h5"
+
+
+def test_sharded_dataset_in_two_shards_is_refused(tmp_path: Path) -> None:
+    index = sharded_copy(tmp_path)
+    with h5py.File(tmp_path / "cnn_00001.weights.h5", "a") as f:
+        f["layers/dense/vars/0"] = np.zeros((16, 10), np.float32)
+    expect(InputError, index, "layers/dense/vars/0", "two shards")
