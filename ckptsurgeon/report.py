@@ -14,6 +14,7 @@ from typing import Any
 from .execute import Outcome
 from .layers import Group, group_layers, relative_name
 from .plan import SHAPE_MISMATCH, Plan, Step, percent
+from .rules import Renamed
 
 SCHEMA = "ckptsurgeon/transfer-report/1"
 
@@ -214,3 +215,51 @@ def human(n: int) -> str:
     if n >= 1_000_000:
         return f"{n / 1e6:.2f} M"
     return f"{n:,}"
+
+
+RENAME_SCHEMA = "ckptsurgeon/rename/1"
+
+
+@dataclass
+class RenameReport:
+    """What ``ckpt rename`` did: old name -> new name for every tensor written, and what was dropped."""
+
+    path: str
+    format: str
+    output: dict[str, Any] | None
+    renamed: Renamed
+    names: list[tuple[str, str]]  # (old, new) for every tensor written, in file order
+    dry_run: bool = False
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        changed = sum(1 for old, new in self.names if old != new)
+        return {"tensors": len(self.names), "renamed": changed, "unchanged": len(self.names) - changed,
+                "dropped": len(self.renamed.excluded)}
+
+    @property
+    def verdict(self) -> str:
+        s = self.summary
+        text = f"renamed {s['renamed']} of {s['tensors']} tensors"
+        if s["dropped"]:
+            text += f"; {_plural(s['dropped'], 'tensor', 'tensors')} left out by the filters"
+        if self.dry_run:
+            text += "; dry run, nothing written"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": RENAME_SCHEMA,
+            "path": self.path,
+            "format": self.format,
+            "output": self.output,
+            "dry_run": self.dry_run,
+            "tensors": [{"old": old, "new": new, "renamed": old != new} for old, new in self.names],
+            "dropped": [{"name": n, "reason": r} for n, r in self.renamed.excluded.items()],
+            "rules": [{"rule": r.text, "matches": n} for r, n in self.renamed.rule_counts]
+            + [{"rule": text, "matches": n} for text, n in self.renamed.glob_counts],
+            "summary": self.summary,
+            "failures": self.failures,
+            "verdict": self.verdict,
+        }

@@ -18,8 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..api import Inspection
-from ..layers import group_layers, relative_name
-from ..report import TransferReport
+from ..layers import group_layers, name_template, pattern_name, relative_name
+from ..report import RenameReport, TransferReport
 from ..tensors import TensorInfo
 
 
@@ -259,3 +259,47 @@ class ByteProgress:
 
 def progress_bar() -> ByteProgress:
     return ByteProgress()
+
+
+# --- rename --------------------------------------------------------------------------------------
+
+
+def _collapsed_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
+    """Collapse ``blocks.0.ffn -> blocks.0.mlp``, ``blocks.1.ffn -> blocks.1.mlp`` ... into one pattern row."""
+    groups: dict[tuple[str, str], list[tuple[int, ...]]] = {}
+    order: list[tuple[str, str]] = []
+    singles: dict[tuple[str, str], tuple[str, str]] = {}
+    for old, new in pairs:
+        (t_old, n_old), (t_new, n_new) = name_template(old), name_template(new)
+        key = (t_old, t_new) if n_old and n_old == n_new else (old, new)
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+            singles[key] = (old, new)
+        groups[key].append(n_old)
+    rows = []
+    for key in order:
+        numbers = groups[key]
+        if len(numbers) == 1:
+            rows.append((*singles[key], 1))
+        else:
+            rows.append((pattern_name(key[0], numbers), pattern_name(key[1], numbers), len(numbers)))
+    return rows
+
+
+def render_rename(report: RenameReport, out: Console, *, show_all: bool = False, markdown: bool = False) -> None:
+    grid = Grid([Column("old name", wrap=True), Column("new name", wrap=True), Column("tensors", right=True)])
+    pairs = report.names if show_all else [(o, n) for o, n in report.names if o != n]
+    for old, new, n in _collapsed_pairs(pairs):
+        grid.add([old, new, count(n)], ["", "green" if old != new else "", ""])
+    notes = [(f"rule {r.text}: {n:,} name{'s' if n != 1 else ''}", "") for r, n in report.renamed.rule_counts]
+    notes += [(f"filter {text}: {n:,} name{'s' if n != 1 else ''}", "") for text, n in report.renamed.glob_counts]
+    if report.renamed.excluded:
+        notes.append((f"left out ({len(report.renamed.excluded)}): "
+                      f"{_collapsed_names(list(report.renamed.excluded))}", ""))
+    notes += [(f"failed: {failure}", "bold red") for failure in report.failures]
+    notes.append((report.verdict, "bold"))
+    title = f"{report.path} ({report.format})"
+    if report.output:
+        title += f" => {report.output['path']} ({report.output['format']})"
+    emit(out, title, grid, notes, markdown=markdown)

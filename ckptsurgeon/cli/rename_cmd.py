@@ -1,0 +1,79 @@
+"""``ckpt rename FILE -o OUT``: rename tensors offline; bytes, dtypes, metadata and Keras layout stay."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import api
+from ..rules import Rules
+from .app import app
+from .options import (
+    AddPrefixOpt,
+    AllowUnusedRulesOpt,
+    ConfigOpt,
+    DryRunOpt,
+    ExcludeOpt,
+    FormatOpt,
+    IncludeOpt,
+    JsonOpt,
+    MapOpt,
+    MarkdownOpt,
+    OutputOpt,
+    QuietOpt,
+    RenameOpt,
+    StripPrefixOpt,
+)
+
+
+@app.command()
+def rename(
+    path: Annotated[Path, typer.Argument(help="The checkpoint to rename (never modified).")],
+    output: OutputOpt = None,
+    rename: RenameOpt = None,
+    strip_prefix: StripPrefixOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    map_file: MapOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    allow_unused_rules: AllowUnusedRulesOpt = False,
+    dry_run: DryRunOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    all_: Annotated[bool, typer.Option("--all", help="List unchanged names too.")] = False,
+    markdown: MarkdownOpt = False,
+    format_: FormatOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a copy of PATH with its tensors renamed by the rules (the same rule options as transfer).
+
+    Prints an old name -> new name table. --include/--exclude choose which tensors are written. Two names
+    renamed onto one, or a rule that matches nothing, is an error (exit 1) and nothing is written.
+    """
+    rules = Rules.from_options(
+        rename=rename or (), strip_prefix=strip_prefix or (), add_prefix=add_prefix or (),
+        map_file=map_file, include=include or (), exclude=exclude or (),
+    )
+    if output is None and not dry_run:
+        raise typer.BadParameter("an output path is needed, or --dry-run", param_hint="-o")
+    from . import render
+
+    progress = render.progress_bar() if not (json_ or quiet or dry_run) and sys.stderr.isatty() else None
+    failed: api.RenameFailed | None = None
+    try:
+        with progress or render.null_context():
+            result = api.rename(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
+                                output_format_name=format_, progress=progress.update if progress else None)
+    except api.RenameFailed as exc:
+        failed, result = exc, exc.report
+    if json_:
+        render.print_json(result.to_dict())
+    elif quiet:
+        print(result.verdict)
+    else:
+        render.render_rename(result, render.console(), show_all=all_, markdown=markdown)
+    if failed is not None:
+        raise failed
