@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .atomic import atomic_path, check_output
-from .errors import CheckFailed, InputError, UsageError
-from .execute import Move, Progress, cast_array, execute, plan_moves
+from .errors import CheckFailed, CkptError, InputError, UsageError
+from .execute import Move, Progress, cast_array, copy_tensors, execute, plan_moves
 from .formats import format_family, open_checkpoint, output_format, writer_class
 from .formats.base import Reader
 from .plan import Plan, TransferOptions, build_plan, gate_failures, plan_from_dict, plan_to_dict
-from .report import TransferReport
-from .rules import Rules
-from .tensors import TensorInfo
+from .report import RenameReport, TransferReport
+from .rules import Rules, apply_rules
+from .tensors import TensorInfo, TensorSpec
 
 __all__ = [
     "Inspection", "Plan", "Rules", "TransferFailed", "TransferOptions", "TransferReport",
-    "inspect", "open_checkpoint", "plan_transfer", "transfer",
+    "RenameFailed", "RenameReport", "inspect", "open_checkpoint", "plan_transfer", "rename", "transfer",
 ]
 
 
@@ -113,12 +114,24 @@ def _same_input(a: Reader, b: Reader) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _blame(path: str | Path) -> Iterator[None]:
+    """Name ``path`` in errors raised without a file (a rule problem is a problem with that file's names)."""
+    try:
+        yield
+    except CkptError as exc:
+        if exc.path is None:
+            exc.path = str(path)
+        raise
+
+
 def plan_transfer(source: Reader, target: Reader, options: TransferOptions) -> Plan:
     """The transfer plan from two opened checkpoints' metadata (nothing is read beyond headers)."""
     if _same_input(source, target):
         raise UsageError(source.path, f"source and target are the same file ({target.path})",
                          hint="a transfer needs two different checkpoints")
-    return build_plan(source.tensors, target.tensors, options)
+    with _blame(source.path):
+        return build_plan(source.tensors, target.tensors, options)
 
 
 def _provenance(src: Reader, tgt: Reader, options: TransferOptions, replayed: str | None) -> dict[str, str]:
@@ -251,4 +264,68 @@ def transfer(
                 raise
             if verify:
                 verify_written(tmp, moves)
+        return report
+
+
+class RenameFailed(CheckFailed):
+    """A rename's checks failed (a rule matched nothing); nothing was written. ``report`` has the table."""
+
+    def __init__(self, report: RenameReport) -> None:
+        self.report = report
+        super().__init__(report.path, "; ".join(report.failures))
+
+
+def rename(
+    path: str | Path,
+    output: str | Path | None,
+    rules: Rules,
+    *,
+    dry_run: bool = False,
+    allow_unused_rules: bool = False,
+    output_format_name: str | None = None,
+    progress: Progress | None = None,
+) -> RenameReport:
+    """Write a copy of a checkpoint with its tensors renamed by ``rules``; bytes, dtypes and metadata stay.
+
+    ``--include`` / ``--exclude`` choose which tensors are written. HDF5 Keras files keep the layout
+    Keras needs (the writer puts each renamed dataset where the old one was). Two names renamed onto
+    one raise CheckFailed naming both; a rule that matches nothing fails unless allowed.
+    """
+    if output is None and not dry_run:
+        raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
+    with open_checkpoint(path) as reader:
+        with _blame(path):
+            renamed = apply_rules([t.name for t in reader.tensors], rules)
+        names = [(old, new) for old, new in renamed.mapping.items()]
+        fmt = None
+        if output is not None:
+            fmt = output_format(output, output_format_name)
+            check_output(output, reader.files)
+        report = RenameReport(
+            path=str(path), format=reader.format,
+            output=None if output is None else {"path": str(output), "format": fmt},
+            renamed=renamed, names=names, dry_run=dry_run,
+        )
+        unused = renamed.unused()
+        if unused and not allow_unused_rules:
+            report.failures.append(
+                f"{len(unused)} rule(s) matched no tensor name: {'; '.join(unused)} (--allow-unused-rules accepts that)"
+            )
+        if not names:
+            report.failures.append("no tensor is left to write after the filters")
+        if report.failures:
+            raise RenameFailed(report)
+        if dry_run or output is None or fmt is None:
+            return report
+        moves = [Move(TensorSpec(new, reader[old].shape, reader[old].dtype), reader, old) for old, new in names]
+        like = reader if format_family(reader) == fmt else None
+        with atomic_path(output) as tmp:
+            writer = writer_class(fmt)(tmp, metadata=reader.metadata, like=like)
+            try:
+                writer.begin([m.out for m in moves], origins={new: old for old, new in names if old != new})
+                copy_tensors(moves, writer, progress=progress)
+                writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
         return report
