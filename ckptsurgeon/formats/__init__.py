@@ -106,7 +106,7 @@ def detect(path: str | Path) -> str:
         raise InputError(path, "is a directory") from exc
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
-    if head.startswith(HDF5_MAGIC) or (size >= 520 and _hdf5_offset(path, size)):
+    if head.startswith(HDF5_MAGIC):
         return "hdf5"
     if head.startswith(ZIP_MAGICS):
         return _zip_kind(path)
@@ -114,6 +114,8 @@ def detect(path: str | Path) -> str:
         return "safetensors"
     if head.lstrip()[:1] == b"{":
         return _json_kind(path, size)
+    if size >= 520 and _hdf5_offset(path, size):  # HDF5 after a user block: probed last, it seeks far
+        return "hdf5"
     raise InputError(path, describe(head))
 
 
