@@ -25,8 +25,19 @@ from .rules import Rules, apply_rules
 from .tensors import TensorInfo, TensorSpec
 
 __all__ = [
-    "Inspection", "Plan", "Rules", "TransferFailed", "TransferOptions", "TransferReport",
-    "RenameFailed", "RenameReport", "inspect", "open_checkpoint", "plan_transfer", "rename", "transfer",
+    "Inspection",
+    "Plan",
+    "RenameFailed",
+    "RenameReport",
+    "Rules",
+    "TransferFailed",
+    "TransferOptions",
+    "TransferReport",
+    "inspect",
+    "open_checkpoint",
+    "plan_transfer",
+    "rename",
+    "transfer",
 ]
 
 

@@ -1,0 +1,69 @@
+"""``ckpt convert FILE -o OUT``: another format, another float dtype, or Hugging Face shards."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ..convert import FLOAT_CODES
+from ..convert import convert as convert_checkpoint
+from .app import app
+from .options import DryRunOpt, ExcludeOpt, FormatOpt, IncludeOpt, InputPath, JsonOpt, OutputOpt, QuietOpt
+
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option("--dtype", metavar="DTYPE",
+                 help=f"Cast floating tensors to this dtype ({', '.join(FLOAT_CODES)}); integers and bools are kept."),
+]
+ShardSizeOpt = Annotated[
+    str | None,
+    typer.Option("--shard-size", metavar="SIZE",
+                 help="Write sharded safetensors (-o DIR or DIR/model.safetensors.index.json) with shards of at most "
+                      "SIZE tensor bytes: 500MB, 2GB (10^9), 2GiB (2^30) or a byte count."),
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", help="With --shard-size: remove shards of an earlier checkpoint with the same prefix "
+                                 "that this run does not overwrite (refused otherwise)."),
+]
+
+
+@app.command()
+def convert(
+    path: InputPath,
+    output: OutputOpt = None,
+    format_: FormatOpt = None,
+    dtype: DtypeOpt = None,
+    shard_size: ShardSizeOpt = None,
+    force: ForceOpt = False,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    dry_run: DryRunOpt = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Convert a checkpoint to another format (-o's extension or --format), keeping names, shapes and bytes.
+
+    --dtype casts floating tensors and counts overflowed values. --shard-size writes Hugging Face shards and an index. Metadata is carried where the output format holds it. The output appears whole, or not at all.
+    """
+    if output is None:
+        raise typer.BadParameter("an output path is needed", param_hint="-o")
+    from . import render
+
+    show_progress = not (json_ or quiet or dry_run) and sys.stderr.isatty()
+    progress = render.progress_bar() if show_progress else None
+    with progress or render.null_context():
+        report = convert_checkpoint(
+            path, output, fmt=format_, dtype=dtype, include=include or (), exclude=exclude or (),
+            shard_size=shard_size, dry_run=dry_run, force=force, progress=progress.update if progress else None,
+        )
+    if json_:
+        render.print_json(report.to_dict())
+    elif quiet:
+        print(report.verdict)
+    else:
+        from .convert_render import render_convert
+
+        render_convert(report, render.console())

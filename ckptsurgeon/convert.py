@@ -1,0 +1,391 @@
+"""Convert a checkpoint to another format, another float dtype, or into Hugging Face shards.
+
+``convert(src, out)`` opens any checkpoint ckptsurgeon reads, chooses tensors with include /
+exclude globs, and streams them, one at a time and in the input's order, into a writer for the
+output format (by ``out``'s extension or ``fmt``), atomically. Names, shapes and bytes are kept;
+``dtype`` casts floating tensors only (integers and bools keep theirs) and counts, per tensor, the
+values that overflowed. A tensor that keeps its dtype moves as a byte range where the reader knows
+one and the writer takes it (safetensors to safetensors: ``copy_file_range``, no Python memory).
+
+Metadata travels where the output can hold it: safetensors ``__metadata__``, HDF5 root
+attributes, the npz archive comment, a sharded index's ``metadata``. An HDF5/Keras input written
+as HDF5 or ``.keras`` is written like the input (its groups and attributes), so Keras still loads
+it after a dtype change. The ``total_size`` of a sharded input's index is not carried: it
+describes the index, not the weights.
+
+With ``shard_size`` the output is a sharded safetensors checkpoint (see
+:mod:`ckptsurgeon.formats.sharded`). Nothing here prints; the report is plain data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_path, check_output
+from .errors import UsageError
+from .execute import cast_array
+from .formats import format_family, open_checkpoint, output_format, sharded, writer_class
+from .formats.base import Reader, Writer
+from .tensors import DTYPES, TensorInfo, TensorSpec, numel
+
+__all__ = ["SCHEMA_ID", "ConvertReport", "ConvertedTensor", "GlobCount", "convert", "float_dtype"]
+
+SCHEMA_ID = "ckptsurgeon/convert/1"
+FLOAT_CODES = tuple(code for code, d in DTYPES.items() if d.kind == "float")
+
+Progress = Callable[[int, int], None]  # (bytes written, bytes in all)
+
+
+@dataclass
+class ConvertedTensor:
+    """One output tensor: where it came from, its dtype before and after, what happened while writing."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype_in: str
+    dtype_out: str
+    shard: str | None = None  # the shard file holding it (sharded output)
+    overflow: int = 0  # values finite before the cast and not after it (or out of range)
+    byte_copy: bool = False  # moved as a byte range, never through Python memory
+
+    @property
+    def cast(self) -> bool:
+        return self.dtype_in != self.dtype_out
+
+    @property
+    def numel(self) -> int:
+        return numel(self.shape)
+
+    @property
+    def nbytes_in(self) -> int:
+        return self.numel * DTYPES[self.dtype_in].itemsize
+
+    @property
+    def nbytes_out(self) -> int:
+        return self.numel * DTYPES[self.dtype_out].itemsize
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "shape": list(self.shape), "dtype_in": self.dtype_in, "dtype_out": self.dtype_out,
+            "nbytes_in": self.nbytes_in, "nbytes_out": self.nbytes_out, "shard": self.shard,
+            "overflow": self.overflow, "byte_copy": self.byte_copy,
+        }
+
+
+@dataclass(frozen=True)
+class GlobCount:
+    """How many input tensors an ``--include`` or ``--exclude`` glob matched."""
+
+    kind: str  # "include" or "exclude"
+    glob: str
+    matches: int
+
+
+@dataclass(frozen=True)
+class DtypeRow:
+    """The tensors sharing one dtype change (or one kept dtype), for the table."""
+
+    dtype_in: str
+    dtype_out: str
+    tensors: int
+    parameters: int
+    bytes_in: int
+    bytes_out: int
+    overflow: int
+
+    @property
+    def label(self) -> str:
+        return self.dtype_in if self.dtype_in == self.dtype_out else f"{self.dtype_in} -> {self.dtype_out}"
+
+
+@dataclass
+class ConvertReport:
+    """What ``ckpt convert`` did (or, with ``dry_run``, would do): plain data, ready for a table or JSON."""
+
+    input: dict[str, Any]  # path, format, files, tensors
+    output: dict[str, Any]  # path, format, shard_size
+    dtype: str | None
+    dry_run: bool
+    metadata: dict[str, str]
+    tensors: list[ConvertedTensor]
+    filters: list[GlobCount] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    shards: list[dict[str, Any]] = field(default_factory=list)  # name, tensors, bytes
+    files: list[dict[str, Any]] = field(default_factory=list)  # written: path, bytes
+
+    def dtype_rows(self) -> list[DtypeRow]:
+        """One row per (dtype in, dtype out) pair, in order of first appearance."""
+        groups: dict[tuple[str, str], list[ConvertedTensor]] = {}
+        for t in self.tensors:
+            groups.setdefault((t.dtype_in, t.dtype_out), []).append(t)
+        return [
+            DtypeRow(a, b, len(ts), sum(t.numel for t in ts), sum(t.nbytes_in for t in ts),
+                     sum(t.nbytes_out for t in ts), sum(t.overflow for t in ts))
+            for (a, b), ts in groups.items()
+        ]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tensors": len(self.tensors),
+            "parameters": sum(t.numel for t in self.tensors),
+            "cast_tensors": sum(t.cast for t in self.tensors),
+            "byte_copies": sum(t.byte_copy for t in self.tensors),
+            "overflow_values": sum(t.overflow for t in self.tensors),
+            "excluded_tensors": len(self.excluded),
+            "bytes_in": sum(t.nbytes_in for t in self.tensors),
+            "bytes_out": sum(t.nbytes_out for t in self.tensors),
+            "shards": len(self.shards) or None,
+        }
+
+    @property
+    def verdict(self) -> str:
+        s = self.summary
+        out = f"{self.output['path']} ({self.output['format']}"
+        out += f", {s['shards']} shard{'s' if s['shards'] != 1 else ''})" if s["shards"] else ")"
+        parts = [f"{human_bytes(s['bytes_in'])} -> {human_bytes(s['bytes_out'])}"]
+        for row in self.dtype_rows():
+            if row.dtype_in != row.dtype_out:
+                parts.append(f"{row.tensors} cast {row.label}")
+        if s["overflow_values"]:
+            parts.append(f"{s['overflow_values']:,} values overflowed")
+        if s["excluded_tensors"]:
+            parts.append(f"{s['excluded_tensors']} excluded")
+        verb = "would convert" if self.dry_run else "converted"
+        plural = "s" if s["tensors"] != 1 else ""
+        return f"{verb} {s['tensors']} tensor{plural} ({'; '.join(parts)}) to {out}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of schema ``ckptsurgeon/convert/1``."""
+        return {
+            "schema": SCHEMA_ID,
+            "input": self.input,
+            "output": self.output,
+            "dry_run": self.dry_run,
+            "dtype": self.dtype,
+            "metadata": self.metadata,
+            "filters": [{"kind": g.kind, "glob": g.glob, "matches": g.matches} for g in self.filters],
+            "tensors": [t.to_dict() for t in self.tensors],
+            "dtype_changes": [
+                {"dtype_in": r.dtype_in, "dtype_out": r.dtype_out, "tensors": r.tensors, "parameters": r.parameters,
+                 "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "overflow": r.overflow}
+                for r in self.dtype_rows()
+            ],
+            "excluded": self.excluded,
+            "shards": self.shards,
+            "files": self.files,
+            "summary": self.summary,
+            "verdict": self.verdict,
+        }
+
+
+def human_bytes(n: int) -> str:
+    """Decimal units, as Hugging Face and ``rich.filesize.decimal`` count: ``112.1 kB``."""
+    if n < 1000:
+        return f"{n} byte" + ("s" if n != 1 else "")
+    value = float(n)
+    for unit in ("kB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 999.95:
+            return f"{value:,.1f} {unit}"
+    return f"{value / 1000:,.1f} PB"
+
+
+def float_dtype(code: str) -> str:
+    """A floating dtype code from user input (case-insensitive); a usage error for anything else."""
+    canonical = code.strip().upper()
+    if canonical not in DTYPES or DTYPES[canonical].kind != "float":
+        raise UsageError(None, f"--dtype {code!r} is not a floating dtype", hint=f"choose one of {', '.join(FLOAT_CODES)}")
+    return canonical
+
+
+def _select(tensors: Sequence[TensorInfo], include: Sequence[str], exclude: Sequence[str]
+            ) -> tuple[list[TensorInfo], list[str], list[GlobCount]]:
+    """The chosen tensors (input order), the excluded names and each glob's match count.
+
+    An include glob that matches no tensor is refused (a typo would silently drop tensors); an
+    exclude glob that matches nothing is reported with a count of 0.
+    """
+    counts = [GlobCount("include", g, sum(fnmatch.fnmatchcase(t.name, g) for t in tensors)) for g in include]
+    counts += [GlobCount("exclude", g, sum(fnmatch.fnmatchcase(t.name, g) for t in tensors)) for g in exclude]
+    unused = [c.glob for c in counts if c.kind == "include" and c.matches == 0]
+    if unused:
+        raise UsageError(None, f"--include {unused[0]!r} matches no tensor",
+                         hint="list the names with `ckpt inspect`; globs match whole names")
+    chosen: list[TensorInfo] = []
+    dropped: list[TensorInfo] = []
+    for t in tensors:
+        keep = not include or any(fnmatch.fnmatchcase(t.name, g) for g in include)
+        if keep and any(fnmatch.fnmatchcase(t.name, g) for g in exclude):
+            keep = False
+        (chosen if keep else dropped).append(t)
+    return chosen, [t.name for t in dropped], counts
+
+
+def _like(reader: Reader, fmt: str) -> Reader | None:
+    """The input as a layout template when the output is its own kind of file.
+
+    HDF5 and ``.keras`` outputs from any HDF5/Keras input take the input's groups and attributes.
+    """
+    family = format_family(reader)
+    if family == fmt or (family in ("hdf5", "keras") and fmt in ("hdf5", "keras")):
+        return reader
+    return None
+
+
+def _carried_metadata(reader: Reader) -> dict[str, str]:
+    meta = dict(reader.metadata)
+    if reader.format == "safetensors-sharded":
+        meta.pop("total_size", None)
+    return meta
+
+
+def _stream(reader: Reader, plan: Sequence[ConvertedTensor], writer: Writer, progress: Progress | None) -> None:
+    """Write every planned tensor into ``writer`` (already begun), one tensor in memory at most."""
+    total = sum(t.nbytes_out for t in plan)
+    done = 0
+    for t in plan:
+        if t.cast:
+            arr, t.overflow = cast_array(reader.read(t.name), t.dtype_out)
+            writer.write(t.name, arr)
+        else:
+            where = reader.byte_range(t.name)
+            if where is not None and writer.write_range(t.name, *where):
+                t.byte_copy = True
+            else:
+                writer.write(t.name, reader.read(t.name))
+        done += t.nbytes_out
+        if progress is not None:
+            progress(done, total)
+
+
+def _file_sizes(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    return [{"path": str(p), "bytes": p.stat().st_size} for p in paths]
+
+
+def _destination(out: str | Path, fmt: str | None, shard_size: int | None) -> tuple[Path, str]:
+    """The file to write (a sharded output's index) and the output format."""
+    if shard_size is not None:
+        if fmt not in (None, "safetensors"):
+            raise UsageError(None, f"--shard-size writes sharded safetensors, not {fmt}")
+        return sharded.index_path(out), "safetensors"
+    dest = Path(out)
+    if dest.name.endswith(sharded.INDEX_SUFFIX):
+        raise UsageError(dest, "names a sharded checkpoint's index", hint="add --shard-size, e.g. --shard-size 5GB")
+    return dest, output_format(dest, fmt)
+
+
+def _write_single(reader: Reader, plan: Sequence[ConvertedTensor], dest: Path, fmt: str,
+                  metadata: dict[str, str], progress: Progress | None) -> None:
+    specs = [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan]
+    with atomic_path(dest) as tmp:
+        writer = writer_class(fmt)(tmp, metadata=metadata, like=_like(reader, fmt))
+        try:
+            writer.begin(specs)
+            _stream(reader, plan, writer, progress)
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+
+
+def _write_sharded(reader: Reader, plan: Sequence[ConvertedTensor], index: Path, shard_size: int, *,
+                   metadata: dict[str, str], force: bool, new_dir: bool, progress: Progress | None) -> None:
+    specs = [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan]
+    writer = sharded.Writer(index, metadata=metadata, shard_size=shard_size, force=force, inputs=reader.files)
+    with sharded.output_errors(index):
+        if new_dir:
+            index.parent.mkdir()
+        try:
+            writer.begin(specs)
+            _stream(reader, plan, writer, progress)
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            if new_dir:
+                with contextlib.suppress(OSError):
+                    index.parent.rmdir()
+            raise
+
+
+def convert(
+    src: str | Path,
+    out: str | Path,
+    *,
+    fmt: str | None = None,
+    dtype: str | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    shard_size: int | str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> ConvertReport:
+    """Write ``src``'s tensors (those ``include``/``exclude`` choose) to ``out`` in another format.
+
+    ``fmt`` names the output format (safetensors, hdf5, keras, npz); by default ``out``'s extension
+    does. ``dtype`` casts floating tensors to that float dtype. ``shard_size`` (bytes, or a size
+    such as ``"2GB"``) writes a sharded safetensors checkpoint: ``out`` is its index
+    (``PREFIX.safetensors.index.json``) or a directory to hold ``model.safetensors.index.json``
+    (created when missing; its parent must exist). ``force`` removes shards of an earlier
+    checkpoint with that prefix that this run does not overwrite (otherwise they are refused).
+    With ``dry_run`` only headers are read and nothing is written. ``progress`` is called with
+    (bytes written, bytes in all) after each tensor.
+
+    Raises :class:`~ckptsurgeon.errors.UsageError` (exit 2) for contradictory options or an output
+    that is an input, :class:`~ckptsurgeon.errors.InputError` (3) for a bad input and
+    :class:`~ckptsurgeon.errors.OutputError` (4) when the output cannot be written; the destination
+    is then left as it was.
+    """
+    cast_to = float_dtype(dtype) if dtype is not None else None
+    size = sharded.parse_size(shard_size) if shard_size is not None else None
+    dest, fmt = _destination(out, fmt, size)
+
+    with open_checkpoint(src) as reader:
+        chosen, excluded, counts = _select(reader.tensors, include, exclude)
+        if not chosen:
+            raise UsageError(reader.path, "no tensors to write (the include/exclude globs left none)")
+        plan = [
+            ConvertedTensor(t.name, t.shape, t.dtype,
+                            cast_to if cast_to is not None and DTYPES[t.dtype].kind == "float" else t.dtype)
+            for t in chosen
+        ]
+        inputs = list(reader.files)
+        report = ConvertReport(
+            input={"path": str(src), "format": reader.format, "files": [str(p) for p in inputs],
+                   "tensors": len(reader.tensors)},
+            output={"path": str(dest), "format": fmt, "shard_size": size},
+            dtype=cast_to, dry_run=dry_run, metadata=_carried_metadata(reader), tensors=plan, filters=counts,
+            excluded=excluded,
+        )
+
+        # Refuse a bad destination before anything is written (and in a dry run too).
+        new_dir = size is not None and not dest.parent.exists()
+        check_output(dest.parent if new_dir else dest, inputs)  # nothing in a new directory can be an input
+        layout: sharded.ShardLayout | None = None
+        if size is not None:
+            layout = sharded.ShardLayout.plan(dest, [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan], size)
+            for path in layout.paths if not new_dir else ():
+                check_output(path, inputs)
+            sharded.check_stale(layout, force=force, inputs=inputs)
+            where = layout.weight_map()
+            for t in plan:
+                t.shard = where[t.name]
+            report.shards = [{"name": n, "tensors": len(g), "bytes": sum(s.nbytes for s in g)}
+                             for n, g in zip(layout.names, layout.groups, strict=True)]
+        if dry_run:
+            return report
+
+        if layout is not None and size is not None:
+            _write_sharded(reader, plan, dest, size, metadata=report.metadata, force=force, new_dir=new_dir,
+                           progress=progress)
+            report.files = _file_sizes([*layout.paths, dest])
+        else:
+            _write_single(reader, plan, dest, fmt, report.metadata, progress)
+            report.files = _file_sizes([dest])
+        return report
