@@ -41,7 +41,7 @@ def _global(
 
 
 def _register() -> None:
-    from . import inspect_cmd, transfer_cmd  # noqa: F401  (commands register themselves on `app`)
+    from . import convert_cmd, diff_cmd, inspect_cmd, rename_cmd, transfer_cmd, verify_cmd  # noqa: F401  (commands register themselves on `app`)
 
 
 _register()

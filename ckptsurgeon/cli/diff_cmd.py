@@ -1,0 +1,87 @@
+"""``ckpt diff A B``: which tensors differ between two checkpoints, and by how much."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..diff import DiffOptions
+from ..diff import diff as diff_checkpoints
+from ..rules import Rules
+from .app import app
+from .options import (
+    AddPrefixOpt,
+    AllowUnusedRulesOpt,
+    ExcludeOpt,
+    IncludeOpt,
+    JsonOpt,
+    MapOpt,
+    QuietOpt,
+    RenameOpt,
+    StripPrefixOpt,
+)
+
+
+@app.command("diff")
+def diff_command(
+    a: Annotated[Path, typer.Argument(metavar="A", help="The first checkpoint; the rename and filter rules apply to its names.")],
+    b: Annotated[Path, typer.Argument(metavar="B", help="The second checkpoint, compared under its own names.")],
+    rename: RenameOpt = None,
+    strip_prefix: StripPrefixOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    map_file: MapOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    allow_unused_rules: AllowUnusedRulesOpt = False,
+    atol: Annotated[
+        float, typer.Option("--atol", min=0.0, help="Absolute tolerance: values differ when |a-b| > atol + rtol*|b|.")
+    ] = 0.0,
+    rtol: Annotated[float, typer.Option("--rtol", min=0.0, help="Relative tolerance (to B's value).")] = 0.0,
+    metadata: Annotated[
+        bool, typer.Option("--metadata", help="Also compare metadata: a differing key makes the checkpoints differ.")
+    ] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="List equal tensors too; do not collapse repeated blocks.")
+    ] = False,
+    json_: JsonOpt = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the table as Markdown, for pasting into a pull request.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare checkpoint A with checkpoint B: tensors only in A or only in B, shape and dtype changes,
+    and for tensors of the same shape how many elements differ and the largest |a-b|.
+
+    Values are read one chunk at a time and compared in float64 (integers exactly); NaN equals NaN.
+    Byte-identical tensors need no arithmetic. Tensors whose dtypes differ are compared by value and
+    reported as a dtype change. The rules (--rename, --strip-prefix, --add-prefix, --map, --include,
+    --exclude) rewrite A's names to compare checkpoints that name their tensors differently.
+
+    Metadata differences are always shown, but by default only tensor names, shapes, dtypes and
+    values decide the result; with --metadata a metadata difference also makes the exit 1.
+
+    Exit 0 when the checkpoints are equal (within the tolerances), 1 when they differ or a rule
+    matches nothing, 3 when an input cannot be read.
+    """
+    if json_ and markdown:
+        raise typer.BadParameter("choose one of --json and --markdown", param_hint="--markdown")
+    rules = Rules.from_options(
+        rename=rename or (), strip_prefix=strip_prefix or (), add_prefix=add_prefix or (),
+        map_file=map_file, include=include or (), exclude=exclude or (),
+    )
+    options = DiffOptions(rules=rules, atol=atol, rtol=rtol, metadata=metadata, allow_unused_rules=allow_unused_rules)
+    result = diff_checkpoints(a, b, options)
+    from . import diff_render, render
+
+    if json_:
+        render.print_json(result.to_dict())
+    elif quiet:
+        print(result.verdict)
+    elif markdown:
+        print(diff_render.diff_markdown(result, all_=all_), end="")
+    else:
+        diff_render.render_diff(result, render.console(), all_=all_)
+    if not result.equal:
+        raise typer.Exit(1)

@@ -1,0 +1,80 @@
+"""``ckpt verify FILE``: read every tensor once; sha256 and NaN/Inf counts; check against a hash file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..atomic import check_output
+from ..errors import CheckFailed
+from ..verify import verify, write_hashes
+from .app import app
+from .options import AllowUnusedRulesOpt, InputPath, JsonOpt, QuietOpt
+
+
+@app.command("verify")
+def verify_command(
+    path: InputPath,
+    hashes: Annotated[
+        Path | None,
+        typer.Option("--hashes", metavar="H.json",
+                     help="Check every tensor against a hash file: a changed, missing or extra tensor fails (exit 1)."),
+    ] = None,
+    write_hashes_to: Annotated[
+        Path | None,
+        typer.Option("--write-hashes", metavar="H.json",
+                     help="Record each tensor's sha256, shape and dtype in a hash file (atomically; only when the checks pass)."),
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", metavar="GLOB", help="Only tensors matching a glob, in the checkpoint and the hash file (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", metavar="GLOB", help="Leave out tensors matching a glob, in the checkpoint and the hash file (repeatable)."),
+    ] = None,
+    allow_unused_rules: AllowUnusedRulesOpt = False,
+    fail_on_nonfinite: Annotated[
+        bool, typer.Option("--fail-on-nonfinite", help="Exit 1 when a float tensor holds NaN or Inf (default: report only).")
+    ] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also list every tensor's sha256, one 'SHA256  NAME' line each.")
+    ] = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Check a checkpoint: open it (which validates its structure), read every tensor once, count NaN
+    and Inf values of float tensors and hash each tensor's raw little-endian bytes (sha256).
+
+    --write-hashes records the hashes; --hashes checks them again later, for example as a CI gate that a
+    rewrite left alone what it should not touch.
+
+    Exit 0 when every check passes, 1 when one fails (a hash mismatch; NaN/Inf with --fail-on-nonfinite;
+    a glob that matches nothing), 3 when the file cannot be read or is malformed.
+    """
+    if write_hashes_to is not None:
+        check_output(write_hashes_to, [path])
+    result = verify(
+        path, hashes=hashes, include=include or (), exclude=exclude or (),
+        allow_unused_rules=allow_unused_rules, fail_on_nonfinite=fail_on_nonfinite,
+    )
+    from . import diff_render, render
+
+    if json_:
+        render.print_json(result.to_dict())
+    elif quiet:
+        print(result.verdict)
+    else:
+        diff_render.render_verify(result, render.console(), all_=all_)
+    if write_hashes_to is not None:
+        if result.ok:
+            write_hashes(result.hash_file(), write_hashes_to, result.files)
+            if not quiet:
+                print(f"ckpt: wrote the hashes of {len(result.tensors):,} tensors to {write_hashes_to}", file=sys.stderr)
+        else:
+            print(f"ckpt: {write_hashes_to} not written: the checks failed", file=sys.stderr)
+    if not result.ok:
+        raise CheckFailed(path, "; ".join(result.failures))

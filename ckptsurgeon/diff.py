@@ -1,0 +1,440 @@
+"""Compare two checkpoints tensor by tensor: names, shapes, dtypes and values, in bounded memory.
+
+``diff(a, b)`` pairs A's tensors with B's by name after the rules (which apply to A's names only,
+so two naming conventions can be compared), then reads each pair once, in element-aligned chunks
+of both files side by side. A chunk whose bytes are identical counts no differences without any
+arithmetic; other chunks are compared by value in float64 (integers exactly), NaN equal to NaN:
+an element differs when ``|a - b| > atol + rtol * |b|`` (numpy.isclose's test).
+
+Tensors whose shapes differ are reported and not compared. Tensors whose dtypes differ are
+compared by value and reported as a dtype change. Metadata differences are always collected;
+they make the checkpoints differ only when ``DiffOptions.metadata`` is set.
+
+Which tensors of B take part, when ``--include`` / ``--exclude`` are given: a tensor of B is
+left out when the tensor of A that the rules would name like it is left out; a tensor of B that
+no tensor of A would be named like is matched against the globs by its own name.
+
+Plain data only; the CLI renders :class:`DiffResult` and exits 1 unless :attr:`DiffResult.equal`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import UsageError
+from .formats import open_checkpoint
+from .formats.base import Reader
+from .match import auto_prefix
+from .rules import Renamed, Rules, apply_rules, quote
+from .tensors import DTYPES, TensorInfo, numel
+from .verify import element_chunks
+
+DIFF_SCHEMA = "ckptsurgeon/diff/1"
+CHUNK_ELEMENTS = 1 << 20  # elements per compared chunk: a few float64 temporaries of 8 MB each
+
+Status = Literal["equal", "values", "dtype", "shape"]
+
+
+@dataclass(frozen=True)
+class DiffOptions:
+    """How to compare. ``rules`` rename and filter A's names before they are paired with B's."""
+
+    rules: Rules = field(default_factory=Rules)
+    atol: float = 0.0
+    rtol: float = 0.0
+    metadata: bool = False
+    allow_unused_rules: bool = False
+    chunk_elements: int = CHUNK_ELEMENTS
+
+    def __post_init__(self) -> None:
+        for option, value in (("--atol", self.atol), ("--rtol", self.rtol)):
+            if not math.isfinite(value) or value < 0:
+                raise UsageError(None, f"{option} must be a finite number >= 0, not {value}")
+        if self.chunk_elements < 1:
+            raise UsageError(None, f"chunk_elements must be at least 1, not {self.chunk_elements}")
+
+
+# --- comparing values ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValueDiff:
+    """How the values of two same-shape tensors compare.
+
+    ``differing``: elements outside the tolerance. ``max_abs_diff``: the largest finite ``|a - b|``
+    over all elements (also those within the tolerance). ``nonfinite``: differing elements where a
+    side is NaN or ±Inf and the other is not the same (their difference has no finite size).
+    ``byte_identical``: the raw bytes are the same (which requires the same dtype).
+    """
+
+    differing: int = 0
+    max_abs_diff: float = 0.0
+    nonfinite: int = 0
+    byte_identical: bool = True
+
+    def __add__(self, other: ValueDiff) -> ValueDiff:
+        return ValueDiff(
+            self.differing + other.differing,
+            max(self.max_abs_diff, other.max_abs_diff),
+            self.nonfinite + other.nonfinite,
+            self.byte_identical and other.byte_identical,
+        )
+
+
+def compare_values(a: np.ndarray, b: np.ndarray, atol: float = 0.0, rtol: float = 0.0) -> ValueDiff:
+    """Compare two flat arrays of the same length element by element (see the module docstring).
+
+    Floats (bfloat16 and float8 too) are widened exactly to float64; when neither side is a float
+    the equality test is exact in the arrays' own integer types and float64 only measures distance.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"compare_values needs arrays of one shape, got {a.shape} and {b.shape}")
+    floats = a.dtype.kind not in "biu" or b.dtype.kind not in "biu"
+    af = a.astype(np.float64)
+    bf = b.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if floats:
+            same = af == bf
+            same |= np.isnan(af) & np.isnan(bf)
+        else:
+            same = a == b
+        dist = np.abs(af - bf)
+        finite = np.isfinite(dist)
+        # As numpy.isclose: the tolerance applies to finite pairs; Inf only equals itself.
+        close = same | (finite & (dist <= atol + rtol * np.abs(bf))) if atol or rtol else same
+    differs = ~close
+    moved = ~same & finite
+    return ValueDiff(
+        differing=int(np.count_nonzero(differs)),
+        max_abs_diff=float(dist[moved].max()) if moved.any() else 0.0,
+        nonfinite=int(np.count_nonzero(differs & ~finite)),
+        byte_identical=False,
+    )
+
+
+def _pieces(reader: Reader, info: TensorInfo, elements: int) -> Iterator[np.ndarray]:
+    dt = DTYPES[info.dtype].numpy
+    for piece in element_chunks(reader, info, elements):
+        yield np.frombuffer(piece, dtype=dt)
+
+
+def compare_tensors(
+    a: Reader, a_info: TensorInfo, b: Reader, b_info: TensorInfo,
+    *, atol: float = 0.0, rtol: float = 0.0, chunk_elements: int = CHUNK_ELEMENTS,
+) -> ValueDiff:
+    """Read two same-shape tensors side by side, one chunk of each at a time, and compare them."""
+    if a_info.shape != b_info.shape:
+        raise ValueError(f"{a_info.name!r} and {b_info.name!r} have different shapes")
+    same_dtype = a_info.dtype == b_info.dtype
+    total = ValueDiff(byte_identical=same_dtype)
+    pieces = zip(_pieces(a, a_info, chunk_elements), _pieces(b, b_info, chunk_elements), strict=True)
+    for piece_a, piece_b in pieces:
+        if same_dtype and np.array_equal(piece_a.view(np.uint8), piece_b.view(np.uint8)):
+            continue  # identical bytes: no differences, no arithmetic
+        total += compare_values(piece_a, piece_b, atol, rtol)
+    return total
+
+
+# --- results ------------------------------------------------------------------------------------------
+
+
+def _shape_list(shape: tuple[int, ...]) -> list[int]:
+    return list(shape)
+
+
+@dataclass(frozen=True)
+class TensorDiff:
+    """One tensor present on both sides: ``name`` is B's name (A's name after the rules)."""
+
+    name: str
+    a_name: str
+    a_shape: tuple[int, ...]
+    b_shape: tuple[int, ...]
+    a_dtype: str
+    b_dtype: str
+    values: ValueDiff | None  # None when the shapes differ: values are not compared
+
+    @property
+    def status(self) -> Status:
+        if self.a_shape != self.b_shape:
+            return "shape"
+        if self.a_dtype != self.b_dtype:
+            return "dtype"
+        if self.values is not None and self.values.differing:
+            return "values"
+        return "equal"
+
+    @property
+    def equal(self) -> bool:
+        return self.status == "equal"
+
+    @property
+    def numel(self) -> int:
+        return numel(self.b_shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        v = self.values
+        return {
+            "name": self.name,
+            "a_name": self.a_name,
+            "status": self.status,
+            "a_shape": _shape_list(self.a_shape),
+            "b_shape": _shape_list(self.b_shape),
+            "a_dtype": self.a_dtype,
+            "b_dtype": self.b_dtype,
+            "elements": self.numel if v is not None else None,
+            "differing": v.differing if v is not None else None,
+            "max_abs_diff": _finite_or_none(v.max_abs_diff) if v is not None else None,
+            "nonfinite_differing": v.nonfinite if v is not None else None,
+            "byte_identical": v.byte_identical if v is not None else False,
+        }
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class MetadataDiff:
+    """Metadata keys only in A, only in B, and keys whose values differ (A's value, B's value)."""
+
+    only_a: dict[str, str] = field(default_factory=dict)
+    only_b: dict[str, str] = field(default_factory=dict)
+    changed: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, a: dict[str, str], b: dict[str, str]) -> MetadataDiff:
+        return cls(
+            only_a={k: v for k, v in a.items() if k not in b},
+            only_b={k: v for k, v in b.items() if k not in a},
+            changed={k: (v, b[k]) for k, v in a.items() if k in b and b[k] != v},
+        )
+
+    @property
+    def count(self) -> int:
+        return len(self.only_a) + len(self.only_b) + len(self.changed)
+
+
+@dataclass
+class DiffResult:
+    """Everything ``ckpt diff`` found, as plain data."""
+
+    a: dict[str, Any]
+    b: dict[str, Any]
+    options: DiffOptions
+    renamed: Renamed
+    only_a: list[tuple[TensorInfo, str]]  # A's tensor and its name after the rules
+    only_b: list[TensorInfo]
+    tensors: list[TensorDiff]  # every tensor on both sides, in A's order
+    metadata: MetadataDiff
+    excluded_b: list[str] = field(default_factory=list)  # B's tensors left out by --include / --exclude
+    hint: str | None = None  # a rule that would pair tensors only in A with tensors only in B
+
+    @property
+    def changed(self) -> list[TensorDiff]:
+        return [t for t in self.tensors if not t.equal]
+
+    def count(self, status: Status) -> int:
+        return sum(1 for t in self.tensors if t.status == status)
+
+    @property
+    def within_tolerance(self) -> int:
+        """Equal tensors whose values are not all exactly equal (only with --atol / --rtol)."""
+        return sum(1 for t in self.tensors if t.equal and t.values is not None and t.values.max_abs_diff > 0)
+
+    @property
+    def metadata_differs(self) -> bool:
+        return self.options.metadata and self.metadata.count > 0
+
+    @property
+    def equal(self) -> bool:
+        return not (self.only_a or self.only_b or self.changed or self.metadata_differs)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        compared = [t.values for t in self.tensors if t.values is not None]
+        maxima = [v.max_abs_diff for v in compared]
+        return {
+            "compared": len(self.tensors),
+            "equal": self.count("equal"),
+            "within_tolerance": self.within_tolerance,
+            "values_differ": self.count("values"),
+            "dtype_changed": self.count("dtype"),
+            "shape_changed": self.count("shape"),
+            "only_in_a": len(self.only_a),
+            "only_in_b": len(self.only_b),
+            "differing_elements": sum(v.differing for v in compared),
+            "compared_elements": sum(t.numel for t in self.tensors if t.values is not None),
+            "max_abs_diff": _finite_or_none(max(maxima)) if maxima else None,
+            "metadata_differences": self.metadata.count,
+        }
+
+    @property
+    def verdict(self) -> str:
+        """The one-line summary."""
+        s = self.summary
+        tolerance = f" within atol={self.options.atol:g}, rtol={self.options.rtol:g}" \
+            if self.options.atol or self.options.rtol else ""
+        meta_note = ""
+        if self.metadata.count and not self.options.metadata:
+            meta_note = f"; {_differ(self.metadata.count, 'metadata key')} (not compared without --metadata)"
+        if self.equal:
+            text = f"equal{tolerance}: {_plural(s['compared'], 'tensor')} compared"
+            if s["within_tolerance"]:
+                text += (f", {s['equal'] - s['within_tolerance']:,} identical, "
+                         f"{s['within_tolerance']:,} within tolerance (max |a-b| {_num(s['max_abs_diff'])})")
+            elif s["compared"]:
+                text += ", all identical"
+            return text + meta_note
+        parts = []
+        for key, words in (("only_in_a", "only in A"), ("only_in_b", "only in B"), ("shape_changed", "shape changed"),
+                           ("dtype_changed", "dtype changed"), ("values_differ", "with different values")):
+            if s[key]:
+                parts.append(f"{s[key]:,} {words}")
+        if s["differing_elements"]:
+            parts.append(f"{s['differing_elements']:,} of {s['compared_elements']:,} compared elements differ"
+                         f"{tolerance} (max |a-b| {_num(s['max_abs_diff'])})")
+        if self.metadata_differs:
+            parts.append(_differ(self.metadata.count, "metadata key"))
+        common = (f"{s['equal']:,} of {_plural(s['compared'], 'common tensor')} equal" if s["compared"]
+                  else "no tensor in common")
+        return f"different: {', '.join(parts)}; {common}{meta_note}"
+
+    def to_dict(self) -> dict[str, Any]:
+        rules = self.options.rules
+        return {
+            "schema": DIFF_SCHEMA,
+            "a": self.a,
+            "b": self.b,
+            "options": {"atol": self.options.atol, "rtol": self.options.rtol, "metadata": self.options.metadata},
+            "rules": [{"rule": r.text, "matches": n} for r, n in self.renamed.rule_counts]
+            + [{"rule": text, "matches": n} for text, n in self.renamed.glob_counts],
+            "map": None if not rules.name_map else {"entries": len(rules.name_map), "used": self.renamed.map_used},
+            "equal": self.equal,
+            "only_in_a": [
+                {"name": t.name, "renamed": new, "shape": _shape_list(t.shape), "dtype": t.dtype}
+                for t, new in self.only_a
+            ],
+            "only_in_b": [{"name": t.name, "shape": _shape_list(t.shape), "dtype": t.dtype} for t in self.only_b],
+            "tensors": [t.to_dict() for t in self.tensors],
+            "excluded": {
+                "a": [{"name": n, "reason": r} for n, r in self.renamed.excluded.items()],
+                "b": list(self.excluded_b),
+            },
+            "metadata": {
+                "compared": self.options.metadata,
+                "only_in_a": self.metadata.only_a,
+                "only_in_b": self.metadata.only_b,
+                "changed": {k: {"a": va, "b": vb} for k, (va, vb) in self.metadata.changed.items()},
+            },
+            "summary": self.summary,
+            "hint": self.hint,
+            "verdict": self.verdict,
+        }
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word if n == 1 else word + 's'}"
+
+
+def _differ(n: int, word: str) -> str:
+    return f"{_plural(n, word)} {'differs' if n == 1 else 'differ'}"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.6g}"
+
+
+# --- pairing names ------------------------------------------------------------------------------------
+
+
+def _rule_name(name: str, rules: Rules) -> str:
+    """The name the rules give ``name`` when the filters are left aside (no counting)."""
+    mapped = dict(rules.name_map).get(name)
+    if mapped is not None:
+        return mapped
+    for rule in rules.renames:
+        changed = rule.apply(name)
+        if changed is not None:
+            name = changed
+    return name
+
+
+def _scope_b(b_names: list[str], renamed: Renamed, rules: Rules) -> tuple[list[str], list[str], Renamed]:
+    """B's names that take part and those the filters leave out; glob counts include B's own matches."""
+    if not (rules.include or rules.exclude):
+        return b_names, [], renamed
+    taken = set(renamed.original)
+    dropped = {_rule_name(n, rules) for n in renamed.excluded} - taken
+    unclaimed = [n for n in b_names if n not in taken and n not in dropped]
+    own = apply_rules(unclaimed, Rules(include=rules.include, exclude=rules.exclude))
+    kept = [n for n in b_names if n in taken or (n not in dropped and n in own.mapping)]
+    left_out = [n for n in b_names if n in dropped or n in own.excluded]
+    counts = dict(own.glob_counts)
+    merged = tuple((text, n + counts.get(text, 0)) for text, n in renamed.glob_counts)
+    return kept, left_out, dataclasses.replace(renamed, glob_counts=merged)
+
+
+def _describe(reader: Reader) -> dict[str, Any]:
+    return {"path": str(reader.path), "format": reader.format, "tensors": len(reader.tensors)}
+
+
+def diff_readers(a: Reader, b: Reader, options: DiffOptions | None = None) -> DiffResult:
+    """Compare two opened checkpoints (see :func:`diff`)."""
+    options = options or DiffOptions()
+    renamed = apply_rules([t.name for t in a.tensors], options.rules)
+    b_names, excluded_b, renamed = _scope_b([t.name for t in b.tensors], renamed, options.rules)
+    renamed.check_unused(options.allow_unused_rules)
+
+    in_b = set(b_names)
+    only_a: list[tuple[TensorInfo, str]] = []
+    tensors: list[TensorDiff] = []
+    for info in a.tensors:
+        new = renamed.renamed(info.name)
+        if new is None:
+            continue
+        if new not in in_b:
+            only_a.append((info, new))
+            continue
+        other = b[new]
+        values = None
+        if info.shape == other.shape:
+            values = compare_tensors(a, info, b, other, atol=options.atol, rtol=options.rtol,
+                                     chunk_elements=options.chunk_elements)
+        tensors.append(TensorDiff(new, info.name, info.shape, other.shape, info.dtype, other.dtype, values))
+    taken = set(renamed.original)
+    only_b = [b[n] for n in b_names if n not in taken]
+    return DiffResult(
+        a=_describe(a), b=_describe(b), options=options, renamed=renamed, only_a=only_a, only_b=only_b,
+        tensors=tensors, metadata=MetadataDiff.of(dict(a.metadata), dict(b.metadata)), excluded_b=excluded_b,
+        hint=_prefix_hint(only_a, only_b),
+    )
+
+
+def _prefix_hint(only_a: list[tuple[TensorInfo, str]], only_b: list[TensorInfo]) -> str | None:
+    """Suggest the wrapper-prefix rule (``module.``, ``_orig_mod.`` ...) that pairs the most unpaired names."""
+    if not only_a or not only_b:
+        return None
+    fix = auto_prefix([new for _, new in only_a], [t.name for t in only_b])
+    if fix is None:
+        return None
+    option = "--strip-prefix" if fix.action == "strip" else "--add-prefix"
+    return f"{option} {quote(fix.prefix)} would pair {fix.after - fix.before:,} more tensors"
+
+
+def diff(a: str | Path, b: str | Path, options: DiffOptions | None = None) -> DiffResult:
+    """Compare checkpoint ``a`` with checkpoint ``b`` (any formats ckptsurgeon reads).
+
+    Raises InputError for an unreadable input and CheckFailed for a rule that matched nothing
+    (unless ``options.allow_unused_rules``) or two of A's tensors renamed onto one name. Differences
+    do not raise: see :attr:`DiffResult.equal`.
+    """
+    with open_checkpoint(a) as reader_a, open_checkpoint(b) as reader_b:
+        return diff_readers(reader_a, reader_b, options)

@@ -1,0 +1,436 @@
+"""Read every tensor of a checkpoint once: sha256 of its raw bytes, NaN / Inf counts, hash-file checks.
+
+``verify(path)`` opens a checkpoint (which validates its structure), streams each selected tensor
+in element-aligned chunks, hashes the raw little-endian C-order bytes and counts NaN and Inf
+values of float tensors. With a hash file (schema ``ckptsurgeon/hashes/1``, written by
+:func:`write_hashes`) it also reports every tensor whose sha256, shape or dtype changed, every
+recorded tensor that is missing and every tensor the file does not record.
+
+Plain data only; the CLI decides the exit code from :attr:`Verification.ok`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .atomic import atomic_path, check_output
+from .errors import InputError
+from .formats import open_checkpoint
+from .formats.base import CHUNK_BYTES, Reader
+from .rules import Renamed, Rules, apply_rules, listing
+from .tensors import DTYPES, TensorInfo, numel
+
+HASHES_SCHEMA = "ckptsurgeon/hashes/1"
+VERIFY_SCHEMA = "ckptsurgeon/verify/1"
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_HASH_FILE_BYTES = 200_000_000
+
+
+# --- reading in element-aligned chunks -------------------------------------------------------------
+
+
+def element_chunks(reader: Reader, info: TensorInfo, elements: int) -> Iterator[memoryview]:
+    """A tensor's raw bytes in pieces of exactly ``elements`` elements (the last piece may be shorter).
+
+    Readers cut their byte streams where it suits the format (HDF5 by rows, safetensors by bytes),
+    so pieces are re-cut here: a piece is a view of the reader's chunk where it lies inside one,
+    and a small copy only where it straddles two. At most one reader chunk and one piece are held.
+    """
+    itemsize = DTYPES[info.dtype].itemsize
+    size = max(1, elements) * itemsize
+    pending = bytearray()
+    for chunk in reader.iter_bytes(info.name, size):
+        view = memoryview(chunk)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        start = 0
+        if pending:
+            start = min(size - len(pending), len(view))
+            pending += view[:start]
+            if len(pending) < size:
+                continue
+            yield memoryview(bytes(pending))
+            pending.clear()
+        while len(view) - start >= size:
+            yield view[start : start + size]
+            start += size
+        pending += view[start:]
+    if pending:
+        if len(pending) % itemsize:
+            raise InputError(reader.path, f"tensor {info.name!r}: data ends inside an element")
+        yield memoryview(bytes(pending))
+
+
+def is_float(dtype_code: str) -> bool:
+    return DTYPES[dtype_code].kind == "float"
+
+
+# --- one tensor ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorCheck:
+    """What reading one tensor found. ``nan`` and ``inf`` are None for tensors that are not float."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    layer: str
+    sha256: str
+    nan: int | None
+    inf: int | None
+
+    @property
+    def nonfinite(self) -> int:
+        return (self.nan or 0) + (self.inf or 0)
+
+    @property
+    def numel(self) -> int:
+        return numel(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPES[self.dtype].itemsize
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layer": self.layer,
+            "sha256": self.sha256, "nan": self.nan, "inf": self.inf,
+        }
+
+
+def check_tensor(reader: Reader, info: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> TensorCheck:
+    """Read one tensor once, chunk by chunk: its sha256 and, for a float tensor, its NaN and Inf counts."""
+    digest = hashlib.sha256()
+    counting = is_float(info.dtype)
+    np_dtype = DTYPES[info.dtype].numpy
+    nan = inf = 0
+    elements = max(1, chunk_bytes // DTYPES[info.dtype].itemsize)
+    for piece in element_chunks(reader, info, elements):
+        digest.update(piece)
+        if counting:
+            values = np.frombuffer(piece, dtype=np_dtype)
+            nan += int(np.count_nonzero(np.isnan(values)))
+            inf += int(np.count_nonzero(np.isinf(values)))
+            del values  # the piece may view a memory map: let it go before the next one
+    return TensorCheck(
+        name=info.name, shape=info.shape, dtype=info.dtype, layer=info.layer, sha256=digest.hexdigest(),
+        nan=nan if counting else None, inf=inf if counting else None,
+    )
+
+
+# --- hash files ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HashEntry:
+    """One tensor of a hash file: the sha256 of its raw bytes, its shape and dtype."""
+
+    sha256: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class HashFile:
+    """A ``ckptsurgeon/hashes/1`` document: which checkpoint it describes and one entry per tensor."""
+
+    path: str
+    format: str
+    tensors: dict[str, HashEntry]
+    source: str | None = field(default=None, compare=False)  # the file it was loaded from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": HASHES_SCHEMA,
+            "path": self.path,
+            "format": self.format,
+            "tensors": {name: entry.to_dict() for name, entry in self.tensors.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str | Path) -> HashFile:
+        """Validate a parsed hash file; every problem is an InputError naming ``source``."""
+
+        def bad(problem: str) -> InputError:
+            return InputError(source, f"not a ckptsurgeon hash file: {problem}",
+                              hint="write one with `ckpt verify CHECKPOINT --write-hashes FILE.json`")
+
+        if not isinstance(doc, dict):
+            raise bad("the document is not a JSON object")
+        if doc.get("schema") != HASHES_SCHEMA:
+            raise bad(f"\"schema\" is {doc.get('schema')!r}, expected {HASHES_SCHEMA!r}")
+        path, fmt, tensors = doc.get("path"), doc.get("format"), doc.get("tensors")
+        if not isinstance(path, str) or not isinstance(fmt, str):
+            raise bad("\"path\" and \"format\" must be strings")
+        if not isinstance(tensors, dict):
+            raise bad("\"tensors\" must be an object of tensor names")
+        entries: dict[str, HashEntry] = {}
+        for name, entry in tensors.items():
+            if not isinstance(entry, dict):
+                raise bad(f"tensor {name!r}: the entry is not an object")
+            sha, shape, dtype = entry.get("sha256"), entry.get("shape"), entry.get("dtype")
+            if not isinstance(sha, str) or not _SHA256.match(sha):
+                raise bad(f"tensor {name!r}: \"sha256\" is not 64 lowercase hex digits")
+            if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                      for d in shape):
+                raise bad(f"tensor {name!r}: \"shape\" is not a list of non-negative integers")
+            if dtype not in DTYPES:
+                raise bad(f"tensor {name!r}: unknown dtype {dtype!r}")
+            entries[name] = HashEntry(sha, tuple(shape), dtype)
+        return cls(path, fmt, entries, source=str(source))
+
+    @classmethod
+    def load(cls, path: str | Path) -> HashFile:
+        """Read and validate a hash file written by :func:`write_hashes`."""
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+            if size > MAX_HASH_FILE_BYTES:
+                raise InputError(path, f"a {size} byte file is too large for a hash file")
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(path, "no such file") from None
+        except IsADirectoryError:
+            raise InputError(path, "is a directory") from None
+        except UnicodeDecodeError:
+            raise InputError(path, "is not UTF-8 text; a hash file is JSON") from None
+        except OSError as exc:
+            raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        return cls.from_dict(doc, path)
+
+
+def write_hashes(hashes: HashFile, dest: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
+    """Write a hash file atomically; ``inputs`` (the checkpoint's files) are never overwritten."""
+    dest = check_output(dest, inputs)
+    with atomic_path(dest) as tmp, open(tmp, "x", encoding="utf-8") as f:
+        f.write(json.dumps(hashes.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    return dest
+
+
+Problem = Literal["changed", "missing", "extra"]
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A tensor that does not agree with the hash file.
+
+    ``changed``: present in both, but its sha256, shape or dtype differs; ``missing``: recorded in
+    the hash file, absent from the checkpoint; ``extra``: in the checkpoint, not in the hash file.
+    """
+
+    name: str
+    problem: Problem
+    expected: HashEntry | None
+    actual: HashEntry | None
+
+    @property
+    def detail(self) -> str:
+        if self.problem == "missing":
+            return "missing from the checkpoint"
+        if self.problem == "extra":
+            return "not in the hash file"
+        assert self.expected is not None and self.actual is not None
+        parts = []
+        if self.expected.shape != self.actual.shape:
+            parts.append(f"shape {list(self.expected.shape)} -> {list(self.actual.shape)}")
+        if self.expected.dtype != self.actual.dtype:
+            parts.append(f"dtype {self.expected.dtype} -> {self.actual.dtype}")
+        if self.expected.sha256 != self.actual.sha256:
+            parts.append("sha256 differs")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "problem": self.problem,
+            "detail": self.detail,
+            "expected": self.expected.to_dict() if self.expected else None,
+            "actual": self.actual.to_dict() if self.actual else None,
+        }
+
+
+def compare_hashes(found: Mapping[str, HashEntry], recorded: Mapping[str, HashEntry]) -> list[Mismatch]:
+    """Every disagreement between a checkpoint's tensors and a hash file's, in the checkpoint's order."""
+    out: list[Mismatch] = []
+    for name, actual in found.items():
+        expected = recorded.get(name)
+        if expected is None:
+            out.append(Mismatch(name, "extra", None, actual))
+        elif expected != actual:
+            out.append(Mismatch(name, "changed", expected, actual))
+    out += [Mismatch(name, "missing", entry, None) for name, entry in recorded.items() if name not in found]
+    return out
+
+
+# --- the whole checkpoint ----------------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    """What ``ckpt verify`` found: every selected tensor's sha256 and NaN/Inf counts, hash-file mismatches."""
+
+    path: str
+    format: str
+    files: list[str]
+    tensors: list[TensorCheck]
+    filters: Renamed | None = None
+    hashes_path: str | None = None
+    recorded: int = 0  # tensors of the hash file that were checked (after --include / --exclude)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    fail_on_nonfinite: bool = False
+
+    # --- totals --------------------------------------------------------------------------------
+    @property
+    def nonfinite_tensors(self) -> list[TensorCheck]:
+        return [t for t in self.tensors if t.nonfinite]
+
+    @property
+    def nan_total(self) -> int:
+        return sum(t.nan or 0 for t in self.tensors)
+
+    @property
+    def inf_total(self) -> int:
+        return sum(t.inf or 0 for t in self.tensors)
+
+    @property
+    def failures(self) -> list[str]:
+        """Why the verification failed, one sentence each; empty when it passed."""
+        out: list[str] = []
+        if self.mismatches:
+            by_problem: dict[str, list[str]] = {}
+            for m in self.mismatches:
+                by_problem.setdefault(m.problem, []).append(m.name)
+            words = {"changed": "changed", "missing": "missing", "extra": "not in the hash file"}
+            parts = [f"{_plural(len(names), 'tensor')} {words[p]} ({listing(names)})" for p, names in by_problem.items()]
+            out.append(f"{self.hashes_path}: " + "; ".join(parts))
+        if self.fail_on_nonfinite and self.nonfinite_tensors:
+            names = [t.name for t in self.nonfinite_tensors]
+            out.append(f"{_plural(len(names), 'tensor')} hold NaN or Inf ({listing(names)})")
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tensors": len(self.tensors),
+            "parameters": sum(t.numel for t in self.tensors),
+            "bytes": sum(t.nbytes for t in self.tensors),
+            "float_tensors": sum(1 for t in self.tensors if t.nan is not None),
+            "nonfinite_tensors": len(self.nonfinite_tensors),
+            "nan": self.nan_total,
+            "inf": self.inf_total,
+            "hash_mismatches": len(self.mismatches),
+        }
+
+    @property
+    def verdict(self) -> str:
+        """The one-line summary."""
+        s = self.summary
+        read = f"{_plural(s['tensors'], 'tensor')} read ({s['parameters']:,} parameters)"
+        if s["nonfinite_tensors"]:
+            nonfinite = (f"{_plural(s['nonfinite_tensors'], 'tensor')} with NaN/Inf "
+                         f"({s['nan']:,} NaN, {s['inf']:,} Inf)")
+        else:
+            nonfinite = "no NaN/Inf"
+        parts = [read, nonfinite]
+        if self.hashes_path is not None:
+            matched = self.recorded - sum(1 for m in self.mismatches if m.problem != "extra")
+            parts.append(f"{matched:,} of {self.recorded:,} recorded hashes match"
+                         + (f", {_plural(len(self.mismatches), 'mismatch', 'mismatches')}" if self.mismatches else ""))
+        return ("ok: " if self.ok else "FAILED: ") + "; ".join(parts)
+
+    def hash_file(self) -> HashFile:
+        """The hash file that records this checkpoint's tensors as read."""
+        return HashFile(self.path, self.format, {t.name: HashEntry(t.sha256, t.shape, t.dtype) for t in self.tensors})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": VERIFY_SCHEMA,
+            "path": self.path,
+            "format": self.format,
+            "files": self.files,
+            "tensors": [t.to_dict() for t in self.tensors],
+            "filters": [] if self.filters is None
+            else [{"rule": text, "matches": n} for text, n in self.filters.glob_counts],
+            "hashes": None if self.hashes_path is None else {
+                "path": self.hashes_path,
+                "recorded": self.recorded,
+                "mismatches": [m.to_dict() for m in self.mismatches],
+            },
+            "fail_on_nonfinite": self.fail_on_nonfinite,
+            "summary": self.summary,
+            "ok": self.ok,
+            "failures": self.failures,
+            "verdict": self.verdict,
+        }
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def _select(names: Sequence[str], include: Sequence[str], exclude: Sequence[str],
+            allow_unused_rules: bool) -> tuple[set[str], Renamed | None]:
+    if not include and not exclude:
+        return set(names), None
+    renamed = apply_rules(names, Rules(include=tuple(include), exclude=tuple(exclude)))
+    renamed.check_unused(allow_unused_rules)
+    return set(renamed.mapping), renamed
+
+
+def verify(
+    path: str | Path,
+    *,
+    hashes: HashFile | str | Path | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    allow_unused_rules: bool = False,
+    fail_on_nonfinite: bool = False,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Verification:
+    """Open ``path``, read every selected tensor once and check it (against ``hashes`` when given).
+
+    ``include`` / ``exclude`` globs (``fnmatchcase``, as in the rules) select tensors of the
+    checkpoint and of the hash file alike; a glob that matches neither raises CheckFailed unless
+    ``allow_unused_rules``. An unreadable or malformed checkpoint raises InputError. A failed check
+    does not raise: see :attr:`Verification.ok` and :attr:`Verification.failures`.
+    """
+    recorded = HashFile.load(hashes) if isinstance(hashes, (str, Path)) else hashes
+    with open_checkpoint(path) as reader:
+        names = [t.name for t in reader.tensors]
+        if recorded is not None:
+            present = set(names)
+            names += [n for n in recorded.tensors if n not in present]
+        keep, filters = _select(names, include, exclude, allow_unused_rules)
+        checks = [check_tensor(reader, t, chunk_bytes) for t in reader.tensors if t.name in keep]
+        result = Verification(
+            path=str(path), format=reader.format, files=[str(p) for p in reader.files], tensors=checks,
+            filters=filters, fail_on_nonfinite=fail_on_nonfinite,
+        )
+    if recorded is not None:
+        wanted = {n: e for n, e in recorded.tensors.items() if n in keep}
+        found = {t.name: HashEntry(t.sha256, t.shape, t.dtype) for t in checks}
+        result.hashes_path = recorded.source or "the hash file"
+        result.recorded = len(wanted)
+        result.mismatches = compare_hashes(found, wanted)
+    return result
