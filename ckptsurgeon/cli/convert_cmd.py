@@ -10,7 +10,17 @@ import typer
 from ..convert import FLOAT_CODES
 from ..convert import convert as convert_checkpoint
 from .app import app
-from .options import DryRunOpt, ExcludeOpt, FormatOpt, IncludeOpt, InputPath, JsonOpt, OutputOpt, QuietOpt
+from .options import (
+    ConfigOpt,
+    DryRunOpt,
+    ExcludeOpt,
+    FormatOpt,
+    IncludeOpt,
+    InputPath,
+    JsonOpt,
+    OutputOpt,
+    QuietOpt,
+)
 
 DtypeOpt = Annotated[
     str | None,
@@ -43,6 +53,7 @@ def convert(
     dry_run: DryRunOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Convert a checkpoint to another format (-o's extension or --format), keeping names, shapes and bytes.
 

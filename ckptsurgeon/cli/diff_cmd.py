@@ -14,6 +14,7 @@ from .app import app
 from .options import (
     AddPrefixOpt,
     AllowUnusedRulesOpt,
+    ConfigOpt,
     ExcludeOpt,
     IncludeOpt,
     JsonOpt,
@@ -50,6 +51,7 @@ def diff_command(
         bool, typer.Option("--markdown", help="Print the table as Markdown, for pasting into a pull request.")
     ] = False,
     quiet: QuietOpt = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Compare checkpoint A with checkpoint B: tensors only in A or only in B, shape and dtype changes,
     and for tensors of the same shape how many elements differ and the largest |a-b|.

@@ -12,7 +12,7 @@ from ..atomic import check_output
 from ..errors import CheckFailed
 from ..verify import verify, write_hashes
 from .app import app
-from .options import AllowUnusedRulesOpt, InputPath, JsonOpt, QuietOpt
+from .options import AllowUnusedRulesOpt, ConfigOpt, InputPath, JsonOpt, QuietOpt
 
 
 @app.command("verify")
@@ -45,6 +45,7 @@ def verify_command(
     ] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Check a checkpoint: open it (which validates its structure), read every tensor once, count NaN
     and Inf values of float tensors and hash each tensor's raw little-endian bytes (sha256).
