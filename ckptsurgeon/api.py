@@ -336,6 +336,7 @@ def rename(
                 writer.begin([m.out for m in moves], origins={new: old for old, new in names if old != new})
                 copy_tensors(moves, writer, progress=progress)
                 writer.finish()
+                report.layout_fallback = getattr(writer, "layout_fallback", None)
             except BaseException:
                 writer.abort()
                 raise

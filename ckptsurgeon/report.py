@@ -231,6 +231,7 @@ class RenameReport:
     names: list[tuple[str, str]]  # (old, new) for every tensor written, in file order
     dry_run: bool = False
     failures: list[str] = field(default_factory=list)
+    layout_fallback: str | None = None  # why a Keras layout could not follow the renames (written plain)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -260,6 +261,7 @@ class RenameReport:
             "rules": [{"rule": r.text, "matches": n} for r, n in self.renamed.rule_counts]
             + [{"rule": text, "matches": n} for text, n in self.renamed.glob_counts],
             "summary": self.summary,
+            "layout_fallback": self.layout_fallback,
             "failures": self.failures,
             "verdict": self.verdict,
         }

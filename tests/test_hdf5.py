@@ -665,7 +665,9 @@ def test_big_endian_and_user_block(tmp_path: Path) -> None:
         be = r.read("be")
         assert r["be"].dtype == "I32" and be.dtype == np.dtype("<i4")
         assert be.tolist() == np.arange(12).reshape(3, 4).tolist()
-        file, offset, length = r.byte_range("le")
+        where = r.byte_range("le")
+        assert where is not None
+        file, offset, length = where
         assert file == path and offset >= 1024
         with open(path, "rb") as fh:
             fh.seek(offset)
@@ -786,7 +788,8 @@ def test_sharded_layer_name_from_another_shard(tmp_path: Path) -> None:
     with open_checkpoint(index) as r:
         assert r.format == "keras3-sharded"
         assert [(t.name, t.layer) for t in r.tensors] == [("layers/dense/vars/0", "fc"), ("layers/dense/vars/1", "fc")]
-        assert r.byte_range("layers/dense/vars/1")[0] == tmp_path / "m_00001.weights.h5"
+        where = r.byte_range("layers/dense/vars/1")
+        assert where is not None and where[0] == tmp_path / "m_00001.weights.h5"
 
 
 def test_sharded_dataset_in_two_shards_is_refused(tmp_path: Path) -> None:

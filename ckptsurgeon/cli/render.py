@@ -297,6 +297,9 @@ def render_rename(report: RenameReport, out: Console, *, show_all: bool = False,
     if report.renamed.excluded:
         notes.append((f"left out ({len(report.renamed.excluded)}): "
                       f"{_collapsed_names(list(report.renamed.excluded))}", ""))
+    if report.layout_fallback:
+        notes.append((f"layout: the Keras layout could not follow these renames ({report.layout_fallback}); "
+                      "tensors were written at their new paths without it", "yellow"))
     notes += [(f"failed: {failure}", "bold red") for failure in report.failures]
     notes.append((report.verdict, "bold"))
     title = f"{report.path} ({report.format})"

@@ -59,6 +59,37 @@ Writers
     datasets that exist). Output is reproducible: no timestamps, a fixed file-format version and a
     deterministic order give byte-identical files for identical inputs.
 
+    Renames (``begin(specs, origins={new: old})``, as ``ckpt rename`` passes them) are written
+    where the like-file had the old dataset: its storage as above, its slot in the group's order,
+    under the new path. A group moves (with its attributes and creation-order flags, to the place
+    of the old one in the creation order) when all its written datasets are renamed into one other
+    group at the same level; empty groups inside it move along; groups left empty that hold no
+    attributes are dropped. The Keras bookkeeping follows:
+
+    - legacy files: a dataset is ``<layer group>/<weight name>`` (the layer group being as many
+      parts below the root or ``model_weights`` as the layer name has). A rename that changes the
+      layer part of all of a layer's weights renames the layer: new group, its ``layer_names``
+      entry replaced in place, its ``weight_names`` entries rewritten; a rename inside a layer
+      (or inside ``optimizer_weights``) rewrites its ``weight_names`` entry. String lists keep
+      their storage (variable or fixed length, widened when a name grows).
+    - Keras 3 files: a variable stays ``<layer>/vars/<i>``; a renamed layer path moves its groups,
+      the ``vars`` group keeping its ``name`` attribute. Keras 3 looks a layer's variables up by
+      the path its model derives (``layers/conv2d``), so such a file loads into a model whose
+      paths match it; renamed back, it loads as before.
+
+    Model configurations (``model_config``, a ``.keras`` archive's ``config.json``) are copied
+    as they are, so a full-model file still loads by layer order, not by the new names.
+
+    Renames the bookkeeping cannot express are not written half-way: a legacy weight moved out of
+    its layer group or list (into a group that is not a layer, onto another layer, out of
+    ``model_weights`` or ``optimizer_weights``), a layer split between groups, two layers onto one
+    name, a Keras 3 variable outside ``<layer>/vars/<i>``, numbering that is no longer ``0..n-1``
+    or a ``vars`` group no renamed layer group becomes. Then the whole file falls back to plain
+    placement: every tensor at its own name (the like-datasets' storage kept), no like-file
+    groups or group attributes (so no ``layer_names`` / ``weight_names``, which Keras then
+    refuses to load rather than loading wrong weights), the metadata as root attributes; the
+    writer's ``layout_fallback`` says why. Without ``origins`` nothing of this applies.
+
     :class:`KerasZipWriter` writes a ``.keras`` archive: with ``like=`` a :class:`KerasZipReader`
     it copies every other member (``config.json``, ``metadata.json``, assets) verbatim, in the same
     order and with the same dates, and writes ``model.weights.h5`` like the like-archive's.
@@ -118,6 +149,7 @@ LIBVER = ("earliest", "v110")
 MAX_DEPTH = 256  # group nesting; real checkpoints stay far below
 COMPACT_MAX_BYTES = 60_000
 _DIGITS = re.compile(r"\d+")
+_TRACK_ORDER = h5p.CRT_ORDER_TRACKED | h5p.CRT_ORDER_INDEXED  # creation order kept, for new groups
 _WEIGHT_NAMES = re.compile(r"weight_names\d*")
 # IEEE layouts h5py maps to numpy types, as (sign pos, exp pos, exp size, mantissa pos, mantissa size).
 _IEEE_FIELDS = {2: (15, 10, 5, 0, 10), 4: (31, 23, 8, 0, 23), 8: (63, 52, 11, 0, 52)}
@@ -652,6 +684,277 @@ def _template(sources: list[_Source], order: list[tuple[int, str]]) -> _Template
 
 
 # ------------------------------------------------------------------------------------------------
+# renames in like mode: the like-file's layout with renamed datasets (and their groups) moved
+# ------------------------------------------------------------------------------------------------
+
+
+class _NoLayout(Exception):
+    """Renames that the like-file's Keras bookkeeping cannot follow; the message says why."""
+
+
+def _ancestors(path: str) -> list[str]:
+    """The groups a path runs through, nearest first, the root left out."""
+    out = []
+    parent = _parent(path)
+    while parent:
+        out.append(parent)
+        parent = _parent(parent)
+    return out
+
+
+def _under(path: str, group: str) -> bool:
+    return not group or path.startswith(group + "/")
+
+
+def _align(old: list[str], new: list[str]) -> list[tuple[str, str]]:
+    """Pair two chains of groups (nearest first) until they meet: the groups a move renames."""
+    pairs = []
+    for a, b in zip(old, new, strict=False):
+        if a == b:
+            break
+        pairs.append((a, b))
+    return pairs
+
+
+def _group_list(group: _LikeGroup, name: str) -> list[str]:
+    """A Keras list attribute of a like-group (whole, or split into ``name0``, ``name1``, ...)."""
+    attrs = {a.name: a for a in group.attrs}
+    if name in attrs:
+        return _strings(attrs[name].value)
+    out: list[str] = []
+    i = 0
+    while f"{name}{i}" in attrs:
+        out.extend(_strings(attrs[f"{name}{i}"].value))
+        i += 1
+    return out
+
+
+def _map_list_attrs(attrs: list[_Attr], name: str, fn: Any) -> list[_Attr]:
+    """``attrs`` with the entries of the list attribute ``name`` (or its chunks) mapped by ``fn``; None drops one."""
+    pattern = re.compile(re.escape(name) + r"\d*")
+    out = []
+    for attr in attrs:
+        entries = _strings(attr.value) if pattern.fullmatch(attr.name) else []
+        if entries:
+            mapped = [fn(e) for e in entries]
+            if mapped != entries:
+                attr = _string_list_attr(attr, [m for m in mapped if m is not None])
+        out.append(attr)
+    return out
+
+
+def _string_list_attr(attr: _Attr, entries: list[str]) -> _Attr:
+    """A string-list attribute with new entries, stored as the original was (fixed or variable length)."""
+    if not entries:  # what Keras writes for an empty list
+        return _Attr(attr.name, np.array([], dtype=np.float64), np.dtype(np.float64))
+    arr = np.asarray(attr.value)
+    if arr.dtype.kind == "S":
+        encoded = [e.encode("utf-8") for e in entries]
+        dtype = np.dtype(f"S{max(1, *(len(e) for e in encoded))}")
+        return _Attr(attr.name, np.array(encoded, dtype=dtype), dtype)
+    as_bytes = isinstance(arr.reshape(-1)[0], (bytes, np.bytes_))
+    values = [e.encode("utf-8") for e in entries] if as_bytes else entries
+    return _Attr(attr.name, np.array(values, dtype=object), attr.dtype)
+
+
+def _keras_index(text: str) -> bool:
+    return bool(_DIGITS.fullmatch(text)) and str(int(text)) == text
+
+
+def _relayout(tpl: _Template, names: list[str], origins: Mapping[str, str]) -> _Template:
+    """The like-template as the output's: renamed datasets where their like-datasets were, groups moved along.
+
+    ``names`` are the output tensors; ``origins`` maps an output name to the like-dataset it stands
+    for. A like-group is moved (with its attributes and creation-order flags) when every written
+    dataset below it is renamed into one other group at the matching level; groups left without
+    their datasets and holding no attributes are dropped; empty groups inside a moved group move
+    with it. Legacy Keras bookkeeping is rewritten in place (``layer_names`` entries of moved layer
+    groups, ``weight_names`` entries of renamed weights); Keras 3 ``vars`` groups must stay
+    ``<layer>/vars/0..n-1``. Raises :class:`_NoLayout` when the renames cannot be expressed that way.
+    """
+    groups, like_ds = tpl.groups, tpl.datasets
+    written: dict[str, str] = {}  # like-dataset -> the output name standing for it
+    for name in names:
+        old = origins.get(name, name)
+        if old not in like_ds:
+            continue
+        if old in written:
+            raise _NoLayout(f"{written[old]!r} and {name!r} both stand for {old!r}")
+        written[old] = name
+    renamed = {old: new for old, new in written.items() if old != new}
+    if not renamed:
+        return tpl
+
+    # Legacy Keras: the layer groups and which list attribute names each dataset.
+    prefix: str | None = None
+    if _group_list(groups[""], "layer_names"):
+        prefix = ""
+    elif "model_weights" in groups and _group_list(groups["model_weights"], "layer_names"):
+        prefix = "model_weights/"
+    holder = prefix.rstrip("/") if prefix is not None else None
+    layer_depth: dict[str, int] = {}
+    if holder is not None and prefix is not None:
+        for layer in _group_list(groups[holder], "layer_names"):
+            if prefix + layer in groups:
+                layer_depth[prefix + layer] = layer.count("/") + 1
+    listed: dict[str, str] = {}  # dataset -> the group whose weight_names lists it
+    for gpath, group in groups.items():
+        for entry in _group_list(group, "weight_names"):
+            listed.setdefault(_join(gpath, entry), gpath)
+
+    # Which like-group becomes which output group, as each rename says.
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for old, new in renamed.items():
+        owner = listed.get(old)
+        if owner is None or prefix is None:
+            pairs[old] = _align(_ancestors(old), _ancestors(new))
+            continue
+        if owner in layer_depth:  # a layer's weight: the layer group is the first parts below the root
+            parts = new[len(prefix):].split("/") if new.startswith(prefix) else []
+            k = layer_depth[owner]
+            target = prefix + "/".join(parts[:k]) if len(parts) > k else None
+        else:  # optimizer_weights and other lists stay where they are
+            target = owner if _under(new, owner) else None
+        if target is None:
+            pairs[old] = []
+            continue
+        inner = _align([a for a in _ancestors(old) if _under(a, owner)], [a for a in _ancestors(new) if _under(a, target)])
+        pairs[old] = inner + ([(owner, target)] if owner != target else [])
+
+    held: dict[str, int] = {}  # like-group -> written datasets below it
+    left: dict[str, int] = {}  # like-group -> written datasets that leave it
+    for old, new in written.items():
+        for a in _ancestors(old):
+            held[a] = held.get(a, 0) + 1
+            if not _under(new, a):
+                left[a] = left.get(a, 0) + 1
+    votes: dict[str, dict[str, int]] = {}
+    for ps in pairs.values():
+        for o, n in ps:
+            votes.setdefault(o, {})
+            votes[o][n] = votes[o].get(n, 0) + 1
+    moved = {
+        o: n for o, ns in votes.items() for n in ns
+        if len(ns) == 1 and ns[n] == held.get(o, 0) and not _under(n, o) and not _under(o, n)
+    }
+    vacated = {g for g in groups if g and held.get(g) and held.get(g) == left.get(g)}
+    while True:  # a move onto a group that stays, or two moves onto one path, is no move
+        count: dict[str, int] = {}
+        for n in moved.values():
+            count[n] = count.get(n, 0) + 1
+        bad = [o for o, n in moved.items() if count[n] > 1 or (
+            n in groups and n not in moved and not (n in vacated and not groups[n].attrs))]
+        if not bad:
+            break
+        for o in bad:
+            del moved[o]
+
+    place: dict[str, str | None] = {"": ""}
+    for g in groups:
+        if not g:
+            continue
+        outer = next((a for a in _ancestors(g) if a in moved), None)
+        if g in moved:
+            place[g] = moved[g]
+        elif not held.get(g) and outer is not None:
+            place[g] = moved[outer] + g[len(outer):]
+        elif g in vacated and not groups[g].attrs:
+            place[g] = None
+        else:
+            place[g] = g
+    taken = {p for p in place.values() if p}
+    for path in sorted(taken):  # a dropped group still needed as a parent stays
+        for a in _ancestors(path):
+            if a in place and place[a] is None and a not in taken:
+                place[a] = a
+    placed = [p for p in place.values() if p is not None]
+    if len(set(placed)) != len(placed):
+        dup = sorted({p for p in placed if placed.count(p) > 1})
+        raise _NoLayout(f"two groups would move to {dup[0]!r}")
+
+    def entry_of(gpath: str, out_group: str) -> Any:
+        def fn(entry: str) -> str | None:
+            dpath = _join(gpath, entry)
+            if dpath not in like_ds:
+                return entry
+            out = written.get(dpath)
+            if out is None:
+                return None  # not written: weight_names must name only datasets that exist
+            if not _under(out, out_group):
+                raise _NoLayout(f"{out!r} is no longer inside {out_group!r}, whose weight_names lists it as {entry!r}")
+            return out[len(out_group) + 1:] if out_group else out
+        return fn
+
+    def layer_of(layer: str) -> str:
+        assert prefix is not None
+        out = place.get(prefix + layer)
+        if out is None or out == prefix + layer:
+            return layer
+        new_layer = out[len(prefix):] if out.startswith(prefix) else ""
+        if not new_layer or new_layer.count("/") != layer.count("/"):
+            raise _NoLayout(f"layer group {prefix + layer!r} would move to {out!r}, which is not a layer group")
+        return new_layer
+
+    out_groups: dict[str, _LikeGroup] = {}
+    for gpath, group in groups.items():
+        out_path = place[gpath]
+        if out_path is None:
+            continue
+        attrs = _map_list_attrs(group.attrs, "weight_names", entry_of(gpath, out_path))
+        if gpath == holder:
+            attrs = _map_list_attrs(attrs, "layer_names", layer_of)
+            layers = _group_list(_LikeGroup(out_path, attrs, 0), "layer_names")
+            if len(set(layers)) != len(layers):
+                raise _NoLayout(f"two layers would be named {sorted(x for x in layers if layers.count(x) > 1)[0]!r}")
+        out_groups[out_path] = _LikeGroup(out_path, attrs, group.order_flags)
+
+    if prefix is None and any(_is_vars_group(g, groups[g]) for g in groups):
+        _check_keras3_vars(renamed, place, names, set(out_groups))
+    return _Template(out_groups, {out: like_ds[old] for old, out in written.items()})
+
+
+def _is_vars_group(path: str, group: _LikeGroup) -> bool:
+    """A Keras 3 ``vars`` group, as :func:`_is_keras3` tells Keras 3 files."""
+    if path == "vars":
+        return any(a.name == "name" for a in group.attrs)
+    return path.startswith("layers/") and path.endswith("/vars")
+
+
+def _check_keras3_vars(renamed: Mapping[str, str], place: Mapping[str, str | None], names: list[str],
+                       out_groups: set[str]) -> None:
+    """Keras 3 loads a layer's variables from ``vars/0``, ``vars/1``, ...: renames must keep that."""
+    members: dict[str, set[str]] = {}
+    for name in names:
+        members.setdefault(_parent(name), set()).add(name.rpartition("/")[2])
+    touched = set()
+    for old, new in renamed.items():
+        old_group, new_group = _parent(old), _parent(new)
+        if old_group.rpartition("/")[2] != "vars":
+            continue
+        if new_group.rpartition("/")[2] != "vars" or not _keras_index(new.rpartition("/")[2]):
+            raise _NoLayout(f"{old!r} is a Keras 3 layer variable; {new!r} is not <layer>/vars/<index>")
+        if new_group not in out_groups:
+            raise _NoLayout(f"{new!r} would be in a vars group that no renamed layer group becomes")
+        touched.add(new_group)
+        if place.get(old_group):
+            touched.add(str(place[old_group]))
+    for group in sorted(touched):
+        have = members.get(group, set())
+        if have != {str(i) for i in range(len(have))}:
+            raise _NoLayout(f"the variables of {group!r} would be numbered {sorted(have)}, not 0..{len(have) - 1}")
+
+
+def _plain_like(tpl: _Template, names: list[str], origins: Mapping[str, str]) -> _Template:
+    """Plain placement (every tensor at its name, no like-groups or group attributes), like-datasets' storage kept."""
+    datasets = {}
+    for name in names:
+        old = origins.get(name, name)
+        if old in tpl.datasets:
+            datasets[name] = tpl.datasets[old]
+    return _Template({"": _LikeGroup("", [], _TRACK_ORDER)}, datasets)
+
+
+# ------------------------------------------------------------------------------------------------
 # readers
 # ------------------------------------------------------------------------------------------------
 
@@ -997,7 +1300,13 @@ def _file_type(code: str) -> Any:
 
 
 class Writer(BaseWriter):
-    """A streaming HDF5 writer: plain datasets at the tensors' paths, or a file like ``like``'s."""
+    """A streaming HDF5 writer: plain datasets at the tensors' paths, or a file like ``like``'s.
+
+    With ``like`` and ``origins`` (renamed tensors) the like-file's layout and Keras bookkeeping
+    follow the renames (see the module docstring). ``layout_fallback`` is None, or the reason the
+    renames could not be expressed in the like-file's Keras bookkeeping and the file was written
+    with plain placement instead.
+    """
 
     format = "hdf5"
 
@@ -1007,15 +1316,23 @@ class Writer(BaseWriter):
         self._file: h5py.File | None = None
         self._template: _Template | None = None
         self._groups: set[str] = {""}  # groups made so far
+        self.layout_fallback: str | None = None  # why renames were placed plainly, if they were
         self._lcpl = h5p.create(h5p.LINK_CREATE)
         self._lcpl.set_char_encoding(h5t.CSET_UTF8)
 
     # --- state machine hooks ----------------------------------------------------------------
     def _begin(self) -> None:
-        if isinstance(self.like, _HDF5Reader):
-            self._template = self.like._template()
-        tpl = self._template
         names = [s.name for s in self.specs]
+        if isinstance(self.like, _HDF5Reader):
+            like_tpl = self.like._template()
+            if self.origins:
+                try:
+                    like_tpl = _relayout(like_tpl, names, self.origins)
+                except _NoLayout as exc:
+                    self.layout_fallback = str(exc)
+                    like_tpl = _plain_like(like_tpl, names, self.origins)
+            self._template = like_tpl
+        tpl = self._template
         _check_tree(names, tpl.groups if tpl else ())
         # Plain files keep their tensors' order: links are tracked in creation order.
         track = bool(tpl.groups[""].order_flags) if tpl else True
@@ -1069,21 +1386,28 @@ class Writer(BaseWriter):
         h5g.create(self._h5.id, path.encode("utf-8"), lcpl=self._lcpl, gcpl=gcpl)
         self._groups.add(path)
 
+    def _ensure_group(self, path: str, like_groups: Mapping[str, _LikeGroup]) -> None:
+        """Make a like-group (after its parents), with its own creation-order flags."""
+        if path in self._groups:
+            return
+        self._ensure_group(_parent(path), like_groups)
+        group = like_groups.get(path)
+        self._make_group(path, group.order_flags if group is not None else _TRACK_ORDER)
+
     def _make_groups(self, name: str) -> None:
         """Create the groups a tensor's path runs through, when it first needs them (creation order)."""
         parts = name.split("/")
         for i in range(1, len(parts)):
             path = "/".join(parts[:i])
             if path not in self._groups:
-                self._make_group(path, h5p.CRT_ORDER_TRACKED | h5p.CRT_ORDER_INDEXED)
+                self._make_group(path, _TRACK_ORDER)
 
     def _write_structure(self, written: set[str]) -> None:
         """The like-file's groups and attributes, and the metadata as root attributes."""
         tpl = self._template
         like_groups = tpl.groups if tpl else {}
-        for gpath, group in like_groups.items():
-            if gpath:
-                self._make_group(gpath, group.order_flags)
+        for gpath in like_groups:
+            self._ensure_group(gpath, like_groups)
         for gpath, group in like_groups.items():
             obj = self._h5[gpath] if gpath else self._h5
             for attr in group.attrs:
@@ -1194,10 +1518,15 @@ class KerasZipWriter(BaseWriter):
         inner_like = self.like if isinstance(self.like, _HDF5Reader) else None
         self._inner = Writer(self._weights_path, metadata=self.metadata, like=inner_like)
         try:
-            self._inner.begin(self.specs)
+            self._inner.begin(self.specs, origins=self.origins)
         except BaseException:
             self._cleanup()
             raise
+
+    @property
+    def layout_fallback(self) -> str | None:
+        """Why renames were placed plainly in ``model.weights.h5`` (see :class:`Writer`), if they were."""
+        return self._inner.layout_fallback if self._inner is not None else None
 
     def _write(self, spec: TensorSpec, data: np.ndarray) -> None:
         assert self._inner is not None
