@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .atomic import atomic_path, check_output
+from .atomic import atomic_path, check_output, write_text
 from .errors import CheckFailed, CkptError, InputError, UsageError
 from .execute import Move, Progress, cast_array, copy_tensors, execute, plan_moves
 from .formats import format_family, open_checkpoint, output_format, writer_class
@@ -244,6 +244,8 @@ def transfer(
         if output is not None:
             fmt = output_format(output, output_format_name)
             check_output(output, [*src.files, *tgt.files])
+        if save_plan is not None:
+            check_output(save_plan, [*src.files, *tgt.files])
         report = TransferReport(
             source=_describe(src), target=_describe(tgt),
             output=None if output is None else {"path": str(output), "format": fmt},
@@ -253,10 +255,8 @@ def transfer(
         if report.failures:
             raise TransferFailed(report)
         if save_plan is not None:
-            check_output(save_plan, [*src.files, *tgt.files])
             doc = plan_to_dict(plan, src.header_digest(), tgt.header_digest())
-            with atomic_path(save_plan) as tmp:
-                tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            write_text(save_plan, json.dumps(doc, indent=2, ensure_ascii=False) + "\n", [*src.files, *tgt.files])
         if dry_run or output is None or fmt is None:
             return report
         like = tgt if format_family(tgt) == fmt else None

@@ -1,27 +1,172 @@
 """Atomic output files: the destination appears whole, or stays as it was.
 
 A writer writes to a temporary file beside the destination (same directory, so the final
-``os.replace`` is a rename on one file system). On success the file is fsynced, renamed into place
-and the directory fsynced; on any error the temporary file is removed and the destination is untouched.
-Temporary names carry a fixed mark and the writer's pid so a later run can recognise stale ones.
+``os.replace`` is a rename on one file system). The writer creates it with ``O_EXCL``, never
+``O_TRUNC``. On success the file is fsynced, renamed into place and the directory fsynced; on any
+error or interruption (``BaseException``: also SIGINT and SIGTERM, which the CLI turns into
+exceptions) the temporary file is removed and the destination is untouched. A process killed
+outright (SIGKILL, power loss) leaves the old destination, or the complete new one, and a
+temporary file: :func:`atomic_path` writes one file, :class:`AtomicFiles` several that appear
+together (a sharded checkpoint and its index).
+
+**Temporary names** are ``.NAME.ckpt-tmp-PID-HOST-RANDOM``: hidden, the destination's name, a fixed
+mark, the writer's pid, a tag of the machine and pid namespace the pid belongs to (8 hex digits),
+and 8 random hex digits. A writer that needs a scratch file of its own names it
+``TEMPNAME.RANDOM.SUFFIX`` (the ``.keras`` writer's ``model.weights.h5``).
+
+**Stale temporary files** of a killed run are removed by the next run that writes into the same
+directory, before it writes (:func:`clean_stale_temps`): only names that match the scheme exactly,
+carry this machine's tag and the pid of a process that no longer exists, and only regular files
+(symlinks are never followed, directories never touched). A pid that is alive, or that belongs to
+another machine or pid namespace (a directory shared over the network, a container), keeps its
+file. The cleaning is quiet: nothing is printed; :func:`clean_stale_temps` returns what it removed.
+
+Every ``OSError`` while writing becomes an :class:`~ckptsurgeon.errors.OutputError` (exit 4) that
+names the destination (never the temporary file), through :func:`output_error`.
+
+**Interruptions**: a signal handler raises through :func:`interrupt`, which holds the exception
+back while :class:`AtomicFiles` renames its files into place (:func:`hold_interrupts`), so SIGINT
+or SIGTERM never leaves half of a sharded checkpoint renamed. Only SIGKILL can stop a run there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
-import secrets
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import TracebackType
 
 from .errors import OutputError, UsageError
 
 TEMP_MARK = ".ckpt-tmp-"
+_NAME_MAX = 255  # bytes in one file name on the usual file systems
+
+# .NAME.ckpt-tmp-PID-HOST-RANDOM, optionally followed by a writer's scratch suffix .RANDOM.SUFFIX
+_TEMP_NAME = re.compile(
+    r"\.(?P<name>.+)" + re.escape(TEMP_MARK)
+    + r"(?P<pid>[1-9][0-9]{0,9})-(?P<host>[0-9a-f]{8})-[0-9a-f]{8}(?:\.[0-9a-f]{8}\.[^/\x00]+)?"
+)
 
 
-def temp_path_for(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+@functools.lru_cache(maxsize=1)
+def host_tag() -> str:
+    """8 hex digits naming the machine and the pid namespace this process's pid belongs to."""
+    import hashlib  # here, not at the top: ``ckpt --help`` imports this module and stays fast
+    import platform
+
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # Linux: differs between containers on one host
+    except OSError:
+        namespace = ""
+    return hashlib.sha256(f"{platform.node()}\0{namespace}".encode()).hexdigest()[:8]
+
+
+def _directory(dest: Path) -> Path:
+    return dest.parent if str(dest.parent) else Path(".")
+
+
+def temp_path_for(dest: str | Path) -> Path:
+    """A fresh temporary path beside ``dest``; nothing is created.
+
+    A very long destination name is shortened in the temporary name, which must fit in one
+    file name too.
+    """
+    dest = Path(dest)
+    name = dest.name
+    tail = f"{TEMP_MARK}{os.getpid()}-{host_tag()}-{os.urandom(4).hex()}"
+    # Leave room for a writer's scratch suffix (.RANDOM.model.weights.h5).
+    while name and len(os.fsencode(f".{name}{tail}")) > _NAME_MAX - 32:
+        name = name[:-1]
+    return dest.with_name(f".{name or 'out'}{tail}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of ckptsurgeon's temporary names (or a writer's scratch file beside one)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def _pid_is_gone(pid: int) -> bool:
+    """True only when no process with ``pid`` exists (a zombie, or another user's process, exists)."""
+    if os.name != "posix" or pid <= 0 or pid == os.getpid():
+        return False  # os.kill(pid, 0) terminates the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, and belongs to someone else
+        return False
+    return False
+
+
+def clean_stale_temps(directory: str | Path) -> list[Path]:
+    """Remove the temporary files killed ckptsurgeon runs left in ``directory``; return the removed paths.
+
+    Only regular files whose name matches the temporary-name scheme exactly, that were made on
+    this machine (and pid namespace) by a process that no longer exists. Symlinks and directories
+    are left alone; a file that cannot be removed is skipped. Never raises ``OSError``.
+    """
+    directory = Path(directory) if str(directory) else Path(".")
+    removed: list[Path] = []
+    if os.name != "posix":  # pids and directory descriptors as used here are POSIX
+        return removed
+    tag = host_tag()
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return removed
+    try:
+        with os.scandir(dir_fd) as entries:
+            for entry in entries:
+                m = _TEMP_NAME.fullmatch(entry.name)
+                if m is None or m.group("host") != tag or not _pid_is_gone(int(m.group("pid"))):
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    os.unlink(entry.name, dir_fd=dir_fd)  # removes the name; never follows a link
+                except OSError:
+                    continue
+                removed.append(directory / entry.name)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+    return removed
+
+
+_held = 0  # depth of nested hold_interrupts() blocks
+_pending: list[BaseException] = []
+
+
+def interrupt(exc: BaseException) -> None:
+    """Raise ``exc`` now, or, inside :func:`hold_interrupts`, as soon as the block ends.
+
+    A signal handler calls this (the CLI's SIGINT/SIGTERM handler does), so that an interruption
+    never splits the renames that put several files in place.
+    """
+    if _held:
+        _pending.append(exc)
+        return
+    raise exc
+
+
+@contextlib.contextmanager
+def hold_interrupts() -> Iterator[None]:
+    """A block that :func:`interrupt` does not cut short; a held interruption is raised at its end."""
+    global _held
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+        if not _held and _pending:
+            exc = _pending.pop(0)
+            _pending.clear()
+            raise exc
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -41,7 +186,7 @@ def check_output(dest: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
                              hint="choose another -o path")
     if dest.is_dir():
         raise OutputError(dest, "is a directory")
-    parent = dest.parent if str(dest.parent) else Path(".")
+    parent = _directory(dest)
     if not parent.is_dir():
         raise OutputError(dest, f"directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -62,12 +207,60 @@ def _fsync_dir(directory: Path) -> None:
         fsync_path(directory)
 
 
-def _output_error(dest: Path, exc: OSError) -> OutputError:
-    if exc.errno == errno.ENOSPC:
-        return OutputError(dest, "no space left on the device; nothing was written")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(dest, f"cannot write: {exc.strerror}")
-    return OutputError(dest, f"cannot write: {exc.strerror or exc}")
+_PROBLEMS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "the file is too large for the file system",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def output_error(dest: str | Path, exc: OSError) -> OutputError:
+    """The one-line :class:`OutputError` (exit 4) for an ``OSError`` while writing ``dest``."""
+    problem = _PROBLEMS.get(exc.errno or 0) or f"cannot write: {exc.strerror or exc}"
+    return OutputError(dest, f"{problem}; nothing was written")
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The first ``OSError`` with an errno in ``exc``'s cause/context chain (a writer may wrap one)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _PROBLEMS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _as_output_error(exc: BaseException, dest: Path, temps: Iterable[Path]) -> BaseException:
+    """``exc`` as the error to report for ``dest``: OS errors become OutputError naming ``dest``.
+
+    A writer's own OutputError that names a temporary file is renamed to ``dest``; one caused by
+    a full disk (or quota, or a read-only file system) gets the standard wording.
+    """
+    if isinstance(exc, OSError):
+        return output_error(dest, exc)
+    if isinstance(exc, OutputError):
+        names = {str(t) for t in temps}
+        if exc.path is not None and (exc.path in names or any(exc.path.startswith(n + ".") for n in names)):
+            cause = _os_error_in(exc)
+            if cause is not None:
+                return output_error(dest, cause)
+            return OutputError(dest, exc.problem, hint=exc.hint)
+    return exc
+
+
+def _remove_temp(tmp: Path) -> None:
+    """Remove a temporary file and any scratch file a writer made beside it (``TEMPNAME.RANDOM.SUFFIX``)."""
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+    prefix = tmp.name + "."
+    with contextlib.suppress(OSError), os.scandir(_directory(tmp)) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefix) and is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 @contextlib.contextmanager
@@ -75,19 +268,109 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write; on a clean exit make it ``dest`` durably and atomically.
 
     The temporary path does not exist yet: the writer creates it (``O_EXCL``, never ``O_TRUNC``).
-    An ``OSError`` escaping the block is reported as an :class:`OutputError` (exit 4); readers turn
-    their own OS errors into input errors before they get here.
+    Stale temporary files of killed runs in the directory are removed first. An ``OSError``
+    escaping the block is reported as an :class:`OutputError` (exit 4) naming ``dest``; readers
+    turn their own OS errors into input errors before they get here. On any exception, including
+    ``KeyboardInterrupt`` and the CLI's signal exceptions, the temporary file is removed.
     """
     dest = Path(dest)
+    directory = _directory(dest)
+    clean_stale_temps(directory)
     tmp = temp_path_for(dest)
     try:
         yield tmp
         fsync_path(tmp)
         os.replace(tmp, dest)
     except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            raise _output_error(dest, exc) from exc
-        raise
-    _fsync_dir(dest.parent if str(dest.parent) else Path("."))
+        _remove_temp(tmp)
+        error = _as_output_error(exc, dest, [tmp])
+        if error is exc:
+            raise
+        raise error from exc
+    _fsync_dir(directory)
+
+
+class AtomicFiles:
+    """Several output files that appear together or not at all: the counterpart of :func:`atomic_path`.
+
+    :meth:`temp` hands out a temporary path beside each destination (the caller creates the file,
+    ``O_EXCL``) and, the first time it sees a directory, removes stale temporary files of killed
+    runs there; :meth:`commit` fsyncs every one, renames them into place in the order they were
+    asked for (put the file that names the others last) and fsyncs the directories;
+    :meth:`discard` removes every temporary file. A rename that fails in the middle of
+    :meth:`commit` leaves the files renamed before it in place (the operating system offers no
+    rename of several files at once); an interruption (:func:`interrupt`) waits until the renames
+    are done. These methods raise ``OSError`` as it comes; :func:`output_errors` reports it.
+
+    Used as a context manager, the block's exception (or a missing :meth:`commit`) discards the
+    temporary files, and an ``OSError`` becomes an :class:`OutputError` naming ``name``::
+
+        with AtomicFiles(name=index) as files:
+            write(files.temp(shard)); write(files.temp(index))
+            files.commit()
+    """
+
+    def __init__(self, name: str | Path | None = None) -> None:
+        self.name = Path(name) if name is not None else None
+        self._pending: list[tuple[Path, Path]] = []
+        self._cleaned: set[Path] = set()
+
+    def temp(self, dest: str | Path) -> Path:
+        dest = Path(dest)
+        directory = _directory(dest)
+        if directory not in self._cleaned:
+            clean_stale_temps(directory)
+            self._cleaned.add(directory)
+        tmp = temp_path_for(dest)
+        self._pending.append((tmp, dest))
+        return tmp
+
+    @property
+    def temps(self) -> list[Path]:
+        return [tmp for tmp, _ in self._pending]
+
+    def commit(self) -> None:
+        for tmp, _ in self._pending:
+            fsync_path(tmp)
+        directories: dict[Path, None] = {}
+        with hold_interrupts():  # SIGINT/SIGTERM wait until every file is in place
+            while self._pending:
+                tmp, dest = self._pending[0]
+                os.replace(tmp, dest)
+                self._pending.pop(0)
+                directories[_directory(dest)] = None
+        for directory in directories:
+            _fsync_dir(directory)
+
+    def discard(self) -> None:
+        for tmp, _ in self._pending:
+            _remove_temp(tmp)
+        self._pending.clear()
+
+    def __enter__(self) -> AtomicFiles:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        temps = self.temps
+        self.discard()
+        if ev is not None and self.name is not None:
+            error = _as_output_error(ev, self.name, temps)
+            if error is not ev:
+                raise error from ev
+
+
+@contextlib.contextmanager
+def output_errors(dest: str | Path) -> Iterator[None]:
+    """Report an ``OSError`` while writing as an :class:`OutputError` (exit 4) naming ``dest``."""
+    try:
+        yield
+    except OSError as exc:
+        raise output_error(dest, exc) from exc
+
+
+def write_text(dest: str | Path, text: str, inputs: Iterable[str | Path] = ()) -> Path:
+    """Write a small text file (a report, a plan, a hash list) atomically; never over an input."""
+    dest = check_output(dest, inputs)
+    with atomic_path(dest) as tmp, open(tmp, "x", encoding="utf-8") as f:
+        f.write(text)
+    return dest

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-from typing import Annotated, NoReturn
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn, TextIO
 
 import typer
 
 from .. import __version__
-from ..errors import EXIT_INTERNAL, CkptError
+from ..atomic import interrupt
+from ..errors import EXIT_BAD_INPUT, EXIT_INTERNAL, CkptError
 
 app = typer.Typer(
     name="ckpt",
@@ -51,34 +58,206 @@ def _debug_wanted(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("CKPT_DEBUG", "") not in ("", "0")
 
 
+# Exit codes beyond errors.py's: a run stopped by a signal exits 128 + the signal's number, as a shell reports it.
+EXIT_SIGINT = 128 + signal.SIGINT  # 130: Ctrl-C
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: kill, a CI runner's timeout, a container stopping
+EXIT_SIGPIPE = 128 + signal.SIGPIPE  # 141: whoever read stdout went away (`ckpt inspect X | head -1`)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. Not an ``Exception``, so it unwinds like ``KeyboardInterrupt``:
+    writers abort and every atomic output removes its temporary file on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class _StdoutClosed(BaseException):
+    """stdout is a pipe whose reader is gone; a BaseException, so typer does not turn it into exit 1."""
+
+
+class _Stdout:
+    """``sys.stdout`` during a run: a closed pipe raises :class:`_StdoutClosed` instead of an OSError."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError as exc:
+            raise _StdoutClosed from exc
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError as exc:
+            raise _StdoutClosed from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _RunGuards:
+    """For one run: SIGINT/SIGTERM raise :class:`Interrupted`, and stdout is a :class:`_Stdout`.
+
+    A signal that the caller ignores (SIG_IGN, e.g. SIGINT for a background job) stays ignored.
+    Only the first signal raises: one arriving while the first unwinds, or after :meth:`hold`
+    (when only the report is left to print), is ignored, so the cleanup is never cut short.
+    Everything is restored on exit (``main`` also runs inside tests).
+    """
+
+    def __init__(self) -> None:
+        self._raised = False
+        self._previous: dict[int, Any] = {}
+        self._stdout: TextIO | None = None
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if not self._raised:
+            self._raised = True
+            interrupt(Interrupted(signum))  # raised now, or once the files being renamed are all in place
+
+    def hold(self) -> None:
+        self._raised = True
+
+    def __enter__(self) -> _RunGuards:
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                current = signal.getsignal(sig)
+                if current not in (signal.SIG_IGN, None):
+                    self._previous[sig] = current
+                    signal.signal(sig, self._handler)
+        self._stdout = sys.stdout
+        sys.stdout = _Stdout(sys.stdout)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._stdout is not None:
+            sys.stdout = self._stdout
+        for sig, old in self._previous.items():
+            signal.signal(sig, old)
+
+
+def _say(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # stderr may be a closed pipe too
+        print(line, file=sys.stderr, flush=True)
+
+
 def fail(message: str, code: int) -> NoReturn:
-    print(f"ckpt: error: {message}", file=sys.stderr)
+    _say(f"ckpt: error: {message}")
     sys.exit(code)
 
 
+def _silence_stdout(stream: TextIO) -> None:
+    """After a broken pipe, send what is still buffered to /dev/null, so exiting prints no second error."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+
+def _input_being_read(exc: BaseException) -> str | None:
+    """The input file a reader was reading when ``exc`` was raised, if a reader was.
+
+    The innermost ckptsurgeon frame that is a method of a Reader names its file; one of a Writer
+    means the error came while writing (no input to blame). Before a reader exists, the file being
+    opened (``open_checkpoint``/``detect``) is the one.
+    """
+    from ..formats.base import Reader, Writer
+
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    opening: str | None = None
+    for frame in reversed(frames):
+        if not str(frame.f_globals.get("__name__", "")).startswith("ckptsurgeon."):
+            continue
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, Writer):
+            return None
+        if isinstance(owner, Reader):
+            path = getattr(owner, "path", None) or frame.f_locals.get("path")
+            return str(path) if path is not None else None
+        if opening is None and frame.f_code.co_name in ("open_checkpoint", "detect") \
+                and frame.f_globals.get("__name__") == "ckptsurgeon.formats":
+            path = frame.f_locals.get("path")
+            opening = str(path) if isinstance(path, (str, Path)) else None
+    return opening
+
+
+def _resource_error(exc: MemoryError | RecursionError) -> tuple[str, int]:
+    """The message and exit code of a MemoryError/RecursionError: the input's problem (3) or ours (70)."""
+    path = _input_being_read(exc)
+    if isinstance(exc, MemoryError):
+        if path is not None:
+            return (f"{path}: cannot read: out of memory (MemoryError); the file may declare more data "
+                    "than this machine can hold", EXIT_BAD_INPUT)
+        return ("internal error: out of memory (MemoryError) while no input was being read "
+                "(rerun with --debug to see where)", EXIT_INTERNAL)
+    if path is not None:
+        return f"{path}: cannot read: nested too deeply (RecursionError)", EXIT_BAD_INPUT
+    return _internal_error(exc), EXIT_INTERNAL
+
+
+def _internal_error(exc: BaseException) -> str:
+    return (f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            "(this is a bug in ckptsurgeon; rerun with --debug and report the traceback)")
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Run the CLI; every error a user can cause ends as one line on stderr and a documented exit code."""
+    """Run the CLI; every error a user can cause ends as one line on stderr and a documented exit code.
+
+    Besides the codes of :mod:`ckptsurgeon.errors` (0, 1, 2, 3, 4, 70): 130 after SIGINT and 143
+    after SIGTERM (one line on stderr; an output being written is removed, the destination is left
+    as it was); 141, silently, when stdout is a pipe whose reader went away. A MemoryError or
+    RecursionError while a reader reads a file is that file's problem (3); anywhere else it is an
+    internal error (70). Neither ever shows a traceback unless --debug (or CKPT_DEBUG=1).
+    """
     args = sys.argv[1:] if argv is None else argv
     debug = _debug_wanted(args)
-    try:
-        # Standalone mode: typer reports its own usage errors (exit 2) and handles --help.
-        app(args=args, prog_name="ckpt")
-    except CkptError as exc:
-        if debug:
-            raise
-        fail(exc.message, exc.exit_code)
-    except KeyboardInterrupt:
-        print("ckpt: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.stderr.close()
-        sys.exit(0)
-    except Exception as exc:
-        if debug:
-            raise
-        fail(
-            f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
-            "(this is a bug in ckptsurgeon; rerun with --debug and report the traceback)",
-            EXIT_INTERNAL,
-        )
-    sys.exit(0)
+    stdout = sys.stdout
+    code: int | str | None = 0
+    error: BaseException | None = None
+    with _RunGuards() as guards:
+        try:
+            try:
+                # Standalone mode: typer reports its own usage errors (exit 2) and handles --help;
+                # it always ends with SystemExit.
+                app(args=args, prog_name="ckpt")
+            except SystemExit as exc:
+                code = exc.code
+            sys.stdout.flush()  # a reader that went away shows here when the output was small
+        except BaseException as exc:  # sorted out below, with the signals on hold
+            error = exc
+        guards.hold()
+        if isinstance(error, Interrupted):
+            _say(f"ckpt: error: interrupted by {signal.Signals(error.signum).name}; no partial output was left behind")
+            code = error.exit_code
+        elif isinstance(error, _StdoutClosed):
+            _silence_stdout(stdout)
+            code = EXIT_SIGPIPE
+        elif error is not None and debug:
+            raise error
+        elif isinstance(error, CkptError):
+            fail(error.message, error.exit_code)
+        elif isinstance(error, (MemoryError, RecursionError)):
+            fail(*_resource_error(error))
+        elif isinstance(error, Exception):
+            fail(_internal_error(error), EXIT_INTERNAL)
+        elif error is not None:  # KeyboardInterrupt raised by hand, GeneratorExit ...: not ours to swallow
+            raise error
+    sys.exit(code)

@@ -9,11 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .. import api
-from ..atomic import atomic_path, check_output
 from ..match import MATCH_MODES
-from ..plan import TransferOptions
-from ..rules import Rules
 from .app import app
 from .options import (
     AddPrefixOpt,
@@ -31,12 +27,6 @@ from .options import (
     RenameOpt,
     StripPrefixOpt,
 )
-
-
-def _write_report(path: Path, doc: dict) -> None:
-    check_output(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 @app.command()
@@ -107,6 +97,11 @@ def transfer(
     Every other target tensor keeps its value. Prints a per-layer change table: what was replaced, what was
     kept and why. Exit 1 when nothing loads or a requested check fails; nothing is written then.
     """
+    from .. import api
+    from ..atomic import check_output, write_text
+    from ..plan import TransferOptions
+    from ..rules import Rules
+
     if match not in MATCH_MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MATCH_MODES)}", param_hint="--match")
     rules = Rules.from_options(
@@ -121,6 +116,8 @@ def transfer(
     )
     if output is None and not dry_run:
         raise typer.BadParameter("an output path is needed, or --dry-run", param_hint="-o")
+    if report is not None:
+        check_output(report, [source, target])  # before any work, not after the output is written
     from . import render
 
     progress = render.progress_bar() if not (json_ or quiet) and sys.stderr.isatty() and not dry_run else None
@@ -136,7 +133,7 @@ def transfer(
         failed, result = exc, exc.report
     doc = result.to_dict()
     if report is not None:
-        _write_report(report, doc)
+        write_text(report, json.dumps(doc, indent=2, ensure_ascii=False) + "\n", [source, target])
     if json_:
         render.print_json(doc)
     elif quiet:

@@ -17,10 +17,12 @@ shard size starts the next one, and a tensor larger than the shard size gets a s
 always follow the tensor order, so shard *k* only holds tensors that come before shard *k+1*'s.)
 The index is written even when everything fits in one shard (``model-00001-of-00001``).
 
-Several files appear together or not at all (:class:`AtomicFiles`): every shard and the index are
-written to temporary files in the destination directory and fsynced; then the shards are renamed
-into place and the index last, so a reader never sees an index naming missing shards; then the
-directory is fsynced. On an error every temporary file is removed and existing files are untouched.
+Several files appear together or not at all (:class:`ckptsurgeon.atomic.AtomicFiles`): every shard
+and the index are written to temporary files in the destination directory and fsynced; then the
+shards are renamed into place and the index last, so a reader never sees an index naming missing
+shards; then the directory is fsynced. On an error or interruption every temporary file is removed
+and existing files are untouched; the temporary files of a killed run are removed by the next run
+that writes into the directory.
 Rewriting a checkpoint in place with the same shard names swaps the shards before the index, so a
 reader opening it during those renames can pair new shards with the old index.
 
@@ -32,11 +34,10 @@ callers, unless forced; then they are removed after the new index is in place.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -44,8 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import fsync_path, temp_path_for
-from ..errors import OutputError, UsageError
+from ..atomic import AtomicFiles
+from ..atomic import output_errors as output_errors  # re-exported: convert reports through it
+from ..errors import UsageError
 from ..tensors import TensorSpec
 from . import base
 from . import safetensors as st
@@ -180,59 +182,6 @@ def stale_shards(layout: ShardLayout) -> list[Path]:
         if m and m.group("prefix") == prefix and entry not in keep:
             stale.append(directory / entry)
     return stale
-
-
-class AtomicFiles:
-    """Several output files that appear together or not at all.
-
-    :meth:`temp` hands out a temporary path beside each destination (the caller creates the file);
-    :meth:`commit` fsyncs every one, renames them into place in the order they were asked for (put
-    the file that names the others last) and fsyncs the directories; :meth:`discard` removes every
-    temporary file. A rename that fails in the middle of :meth:`commit` leaves the files renamed
-    before it in place (the operating system offers no rename of several files at once).
-    """
-
-    def __init__(self) -> None:
-        self._pending: list[tuple[Path, Path]] = []
-
-    def temp(self, dest: Path) -> Path:
-        tmp = temp_path_for(dest)
-        self._pending.append((tmp, dest))
-        return tmp
-
-    @property
-    def temps(self) -> list[Path]:
-        return [tmp for tmp, _ in self._pending]
-
-    def commit(self) -> None:
-        for tmp, _ in self._pending:
-            fsync_path(tmp)
-        directories: dict[Path, None] = {}
-        while self._pending:
-            tmp, dest = self._pending[0]
-            os.replace(tmp, dest)
-            self._pending.pop(0)
-            directories[dest.parent if str(dest.parent) else Path(".")] = None
-        for directory in directories:
-            with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
-                fsync_path(directory)
-
-    def discard(self) -> None:
-        for tmp, _ in self._pending:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        self._pending.clear()
-
-
-@contextlib.contextmanager
-def output_errors(dest: Path) -> Iterator[None]:
-    """Report an ``OSError`` while writing as an :class:`OutputError` (exit 4) naming the destination."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise OutputError(dest, "no space left on the device; nothing was written") from exc
-        raise OutputError(dest, f"cannot write: {exc.strerror or exc}; nothing was written") from exc
 
 
 class Writer(base.Writer):
