@@ -29,8 +29,23 @@ class CkptError(Exception):
 
     @property
     def message(self) -> str:
+        """The one line a user sees; text that came from a file cannot steer their terminal."""
         text = f"{self.path}: {self.problem}" if self.path else self.problem
-        return f"{text} ({self.hint})" if self.hint else text
+        return printable(f"{text} ({self.hint})" if self.hint else text)
+
+
+def printable(text: str) -> str:
+    """``text`` with control, format (bidi) and unpaired surrogate characters escaped as ``\\x..``/``\\u....``."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
 
 
 class InputError(CkptError):

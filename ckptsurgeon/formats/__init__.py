@@ -3,11 +3,26 @@
 Format modules are imported lazily, so ``ckpt --help`` never pays for h5py. Every module exposes
 the same names (``Reader``, ``Writer``); a format is chosen by magic bytes and structure, never by
 the file name alone. Output formats are chosen by the output's extension (or an explicit name).
+
+Two checks here apply to every format, before and after a reader opens a file:
+
+- **polyglots are refused**: a file that two readers would both accept, read differently by
+  different tools (an HDF5 file closed by a zip end record; a zip archive holding an HDF5
+  signature, at one of the offsets where HDF5 looks for it, outside its members' data; bytes after
+  a zip archive's end record);
+- **names are text**: tensor names, layer names and metadata keys that are not valid Unicode (lone
+  surrogates) or hold control or bidirectional-override characters, and metadata values holding
+  control characters other than tab and newline, are refused: they cannot be written as UTF-8, or
+  would rewrite the terminal that shows them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pickletools
+import re
+import struct
 import zipfile
 from pathlib import Path
 
@@ -16,7 +31,22 @@ from .base import Reader, Writer, describe
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+ZIP_END = b"PK\x05\x06"
+ZIP_END_SIZE = 22
 MAX_INDEX_BYTES = 100_000_000
+# What zipfile raises on a damaged archive (NotImplementedError: an unknown "version needed to extract").
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError,
+              RuntimeError, OverflowError, struct.error)
+MAX_SAFETENSORS_HEADER = 100_000_000
+# Bytes that may begin a safetensors header's JSON (after a BOM or whitespace, which its parser refuses
+# or accepts itself): what makes a length-prefixed file worth handing to the safetensors parser.
+_JSON_STARTS = (b"{", b"[", b'"')
+# Characters no tensor or layer name, and no metadata key, may hold: C0/C1 controls, lone surrogates,
+# bidirectional embeddings, overrides and isolates. Metadata values may also hold tab and newline.
+_BAD_NAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+_BAD_VALUE = re.compile("[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]|\r(?!\n)")
+# Opcodes a pickle's first instruction can be (protocol 0/1 pickles have no PROTO header).
+_PICKLE_FIRST = frozenset({"PROTO", "MARK", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "GLOBAL", "STACK_GLOBAL"})
 
 # output format name -> (module, writer class)
 OUTPUT_FORMATS = {
@@ -34,24 +64,79 @@ def _module(name: str):  # type: ignore[no-untyped-def]
     return importlib.import_module(f"{__name__}.{name}")
 
 
-def _hdf5_offset(path: Path, size: int) -> bool:
-    """HDF5's signature sits at 0 or, after a user block, at 512, 1024, 2048, ..."""
+def _hdf5_offsets(path: Path, size: int) -> list[int]:
+    """Where HDF5 finds its signature: at 0 or, after a user block, at 512, 1024, 2048, ..."""
+    found = []
     with open(path, "rb") as f:
         offset = 0
         while offset + 8 <= size:
             f.seek(offset)
             if f.read(8) == HDF5_MAGIC:
-                return True
+                found.append(offset)
             offset = 512 if offset == 0 else offset * 2
-    return False
+    return found
+
+
+def _hdf5_offset(path: Path, size: int) -> bool:
+    return bool(_hdf5_offsets(path, size))
+
+
+def _zip_end(path: Path, size: int) -> int | None:
+    """The offset of a zip end-of-central-directory record whose comment ends exactly at the end of the file."""
+    span = min(size, ZIP_END_SIZE + 0xFFFF)
+    with open(path, "rb") as f:
+        f.seek(size - span)
+        tail = f.read(span)
+    pos = tail.rfind(ZIP_END)
+    while pos >= 0:
+        if pos + ZIP_END_SIZE <= len(tail):
+            (comment,) = struct.unpack_from("<H", tail, pos + 20)
+            if pos + ZIP_END_SIZE + comment == len(tail):
+                return size - span + pos
+        pos = tail.rfind(ZIP_END, 0, pos)
+    return None
+
+
+def _member_data(path: Path, infos: list[zipfile.ZipInfo]) -> list[tuple[int, int]]:
+    """``[start, end)`` of each member's stored bytes, from the lengths in its local header."""
+    spans = []
+    with open(path, "rb") as f:
+        for info in infos:
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if len(local) != 30:
+                continue  # the reader refuses the member itself
+            name_len, extra_len = struct.unpack_from("<HH", local, 26)
+            start = info.header_offset + 30 + name_len + extra_len
+            spans.append((start, start + info.compress_size))
+    return spans
+
+
+def _zip_polyglot(path: Path, size: int, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse a zip archive with bytes after its end record, or an HDF5 file hiding outside its members."""
+    if _zip_end(path, size) is None:
+        raise UnsafeInputError(
+            path, "bytes follow the zip archive's end record; refusing a polyglot (or a damaged archive)"
+        )
+    hdf5 = _hdf5_offsets(path, size)
+    if hdf5:
+        spans = _member_data(path, infos)
+        for offset in hdf5:
+            if not any(start <= offset < end for start, end in spans):
+                raise UnsafeInputError(
+                    path, f"a polyglot: a zip archive that is also an HDF5 file (signature at offset {offset}, "
+                    "outside every member); refusing an ambiguous file",
+                )
 
 
 def _zip_kind(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise InputError(path, f"a damaged zip archive ({exc})") from exc
+            infos = z.infolist()
+            names = [i.filename for i in infos]
+        _zip_polyglot(path, path.stat().st_size, infos)
+    except ZIP_ERRORS as exc:
+        raise InputError(path, f"a damaged zip archive ({exc or type(exc).__name__})") from exc
     if "model.weights.h5" in names:
         return "keras"
     if any(n.endswith(".pkl") or n.endswith("/data.pkl") for n in names):
@@ -107,16 +192,74 @@ def detect(path: str | Path) -> str:
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
     if head.startswith(HDF5_MAGIC):
+        _hdf5_polyglot(path, size)
         return "hdf5"
     if head.startswith(ZIP_MAGICS):
         return _zip_kind(path)
-    if len(head) > 8 and head[8:9] == b"{":
+    if _safetensors_like(head, size):
         return "safetensors"
     if head.lstrip()[:1] == b"{":
         return _json_kind(path, size)
     if size >= 520 and _hdf5_offset(path, size):  # HDF5 after a user block: probed last, it seeks far
+        _hdf5_polyglot(path, size)
         return "hdf5"
+    if _pickle_like(path, head, size):
+        raise UnsafeInputError(path, "a Python pickle (protocol 0 or 1, e.g. an old torch.save file); pickles are never loaded")
     raise InputError(path, describe(head))
+
+
+def _hdf5_polyglot(path: Path, size: int) -> None:
+    try:
+        end = _zip_end(path, size)
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
+    if end is not None:
+        raise UnsafeInputError(
+            path, "a polyglot: an HDF5 file that is also a zip archive (a zip end record closes it); refusing an ambiguous file"
+        )
+
+
+def _safetensors_like(head: bytes, size: int) -> bool:
+    """A little-endian length that fits the file, then what looks like the start of JSON.
+
+    The safetensors parser then says what is wrong (a BOM, an array instead of an object ...).
+    """
+    if len(head) <= 8:
+        return False
+    if head[8:9] == b"{":
+        return True
+    (n,) = struct.unpack("<Q", head[:8])
+    if not 2 <= n <= min(size - 8, MAX_SAFETENSORS_HEADER):
+        return False
+    text = head[8:]
+    text = text[3:] if text.startswith(b"\xef\xbb\xbf") else text
+    return text.lstrip(b" \t\r\n")[:1] in _JSON_STARTS
+
+
+def _pickle_like(path: Path, head: bytes, size: int) -> bool:
+    """True for the start of a pickle without the protocol 2+ header (which :func:`describe` names).
+
+    The opcodes are only decoded (:mod:`pickletools` disassembles; it constructs nothing): the first
+    must be one a pickle starts with, at least three must decode, and the file must end with STOP.
+    """
+    if size < 4 or head[:1] not in (b"(", b"}", b"]", b"c", b")"):
+        return False
+    try:
+        with open(path, "rb") as f:
+            f.seek(size - 1)
+            if f.read(1) != b".":
+                return False
+            f.seek(0)
+            start = f.read(4096)
+    except OSError:
+        return False
+    ops: list[str] = []
+    with contextlib.suppress(Exception):  # whatever the disassembler chokes on is simply not a pickle
+        for op, _arg, _pos in pickletools.genops(start):
+            ops.append(op.name)
+            if len(ops) >= 3:
+                break
+    return len(ops) >= 3 and ops[0] in _PICKLE_FIRST
 
 
 def open_checkpoint(path: str | Path) -> Reader:
@@ -125,6 +268,16 @@ def open_checkpoint(path: str | Path) -> Reader:
     if path.is_dir():
         path = _resolve_dir(path)
     kind = detect(path)
+    reader = _open(kind, path)
+    try:
+        check_text(reader)
+    except BaseException:
+        reader.close()
+        raise
+    return reader
+
+
+def _open(kind: str, path: Path) -> Reader:
     if kind == "safetensors":
         return _module("safetensors").Reader(path)  # type: ignore[no-any-return]
     if kind == "safetensors_index":
@@ -138,6 +291,32 @@ def open_checkpoint(path: str | Path) -> Reader:
     if kind == "keras_sharded":
         return _module("hdf5").KerasShardedReader(path)  # type: ignore[no-any-return]
     raise AssertionError(kind)
+
+
+def _bad_char(text: str, pattern: re.Pattern[str]) -> str | None:
+    found = pattern.search(text)
+    return None if found is None else f"U+{ord(found.group()[0]):04X}"
+
+
+def check_text(reader: Reader) -> None:
+    """Refuse names and metadata that are not printable Unicode text (see the module docstring)."""
+    for t in reader.tensors:
+        for what, text in (("tensor name", t.name), ("layer name", t.layer)):
+            bad = _bad_char(text, _BAD_NAME)
+            if bad is not None:
+                raise UnsafeInputError(
+                    reader.path, f"{what} {text[:200]!r} holds the character {bad} (a control, bidirectional "
+                    "or unpaired surrogate character); refusing a name that cannot be shown or written safely",
+                )
+    for key, value in reader.metadata.items():
+        bad = _bad_char(key, _BAD_NAME)
+        if bad is None and isinstance(value, str):
+            bad = _bad_char(value, _BAD_VALUE)
+        if bad is not None:
+            raise UnsafeInputError(
+                reader.path, f"metadata {key[:200]!r} holds the character {bad} (a control, bidirectional or "
+                "unpaired surrogate character); refusing text that cannot be shown or written safely",
+            )
 
 
 def output_format(dest: str | Path, explicit: str | None = None) -> str:
@@ -170,4 +349,4 @@ def format_family(reader: Reader) -> str:
     }.get(reader.format, "hdf5")
 
 
-__all__ = ["Reader", "Writer", "detect", "format_family", "open_checkpoint", "output_format", "writer_class"]
+__all__ = ["Reader", "Writer", "check_text", "detect", "format_family", "open_checkpoint", "output_format", "writer_class"]

@@ -114,6 +114,7 @@ import shutil
 import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,8 +175,8 @@ def _input_errors(path: Path, what: str = "cannot read HDF5 data") -> Iterator[N
         yield
     except CkptError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError, EOFError,
-            struct.error, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError, EOFError, OverflowError,
+            NotImplementedError, struct.error, zlib.error, zipfile.BadZipFile) as exc:
         raise InputError(path, f"{what} ({_exc_text(exc)})") from exc
 
 
@@ -371,7 +372,7 @@ def _walk(f: h5py.File, label: Path, size: int) -> _Tree:
             raise UnsafeInputError(label, f"{path!r} is a soft link to {link.path!r}; links are never followed")
         if isinstance(link, h5py.ExternalLink):
             raise UnsafeInputError(
-                label, f"{path!r} is an external link to {link.filename}:{link.path}; links out of the file are never followed"
+                label, f"{path!r} is an external link to {link.filename!r}:{link.path!r}; links out of the file are never followed"
             )
         if not isinstance(link, h5py.HardLink):
             raise UnsafeInputError(label, f"{path!r} is a link of an unknown kind; links are never followed")
@@ -416,7 +417,7 @@ def _check_dataset(dset: h5py.Dataset, path: str, label: Path, size: int) -> _Da
         if fid not in BUILTIN_FILTERS:
             text = fname.decode("utf-8", "replace") if isinstance(fname, bytes) else str(fname)
             raise UnsafeInputError(
-                label, f"dataset {path!r} uses HDF5 filter {fid} ({text or 'unnamed'}), a plugin; plugins are never loaded"
+                label, f"dataset {path!r} uses HDF5 filter {fid} ({text or 'unnamed'!r}), a plugin; plugins are never loaded"
             )
     code, raw, swap = _dtype_of(dset, path, label)
     if dset.shape is None:
@@ -574,7 +575,11 @@ def _legacy_order(f: h5py.File, tree: _Tree, prefix: str) -> tuple[list[str], di
 
 
 def _metadata(f: h5py.File) -> dict[str, str]:
-    """Root attributes that are scalar strings or numbers, as str; Keras configurations left out."""
+    """Root attributes that are scalar strings or numbers, as str; Keras configurations left out.
+
+    Values that are not text (bytes that are not UTF-8, which h5py hands out with surrogate escapes)
+    are left out like any other non-scalar attribute.
+    """
     out: dict[str, str] = {}
     for key in f.attrs:
         if key in CONFIG_ATTRS:
@@ -584,9 +589,17 @@ def _metadata(f: h5py.File) -> dict[str, str]:
         except (OSError, TypeError, ValueError):
             continue
         text = _scalar_text(value)
-        if text is not None and len(text) <= MAX_METADATA_CHARS:
+        if text is not None and len(text) <= MAX_METADATA_CHARS and _is_utf8(key) and _is_utf8(text):
             out[key] = text
     return out
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _scalar_text(value: Any) -> str | None:
