@@ -28,15 +28,14 @@ from typing import Any
 
 from .atomic import atomic_path, check_output
 from .errors import UsageError
-from .execute import cast_array
+from .execute import Move, cast_array, copy_tensors
 from .formats import format_family, open_checkpoint, output_format, sharded, writer_class
 from .formats.base import Reader, Writer
-from .tensors import DTYPES, TensorInfo, TensorSpec, numel
+from .tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
 
 __all__ = ["SCHEMA_ID", "ConvertReport", "ConvertedTensor", "GlobCount", "convert", "float_dtype"]
 
 SCHEMA_ID = "ckptsurgeon/convert/1"
-FLOAT_CODES = tuple(code for code, d in DTYPES.items() if d.kind == "float")
 
 Progress = Callable[[int, int], None]  # (bytes written, bytes in all)
 
@@ -246,22 +245,15 @@ def _carried_metadata(reader: Reader) -> dict[str, str]:
 
 
 def _stream(reader: Reader, plan: Sequence[ConvertedTensor], writer: Writer, progress: Progress | None) -> None:
-    """Write every planned tensor into ``writer`` (already begun), one tensor in memory at most."""
-    total = sum(t.nbytes_out for t in plan)
-    done = 0
+    """Write every planned tensor into ``writer`` (already begun), the cheapest way each allows.
+
+    Byte ranges where the dtype stays and the writer takes them; otherwise pieces (cast piece by
+    piece) or, for writers that do not stream pieces, one tensor at a time (see :mod:`.execute`).
+    """
+    moves = [Move(TensorSpec(t.name, t.shape, t.dtype_out), reader, t.name) for t in plan]
+    outcomes = copy_tensors(moves, writer, progress=progress, cast=cast_array)
     for t in plan:
-        if t.cast:
-            arr, t.overflow = cast_array(reader.read(t.name), t.dtype_out)
-            writer.write(t.name, arr)
-        else:
-            where = reader.byte_range(t.name)
-            if where is not None and writer.write_range(t.name, *where):
-                t.byte_copy = True
-            else:
-                writer.write(t.name, reader.read(t.name))
-        done += t.nbytes_out
-        if progress is not None:
-            progress(done, total)
+        t.overflow, t.byte_copy = outcomes[t.name].overflow, outcomes[t.name].byte_copy
 
 
 def _file_sizes(paths: Sequence[Path]) -> list[dict[str, Any]]:

@@ -3,6 +3,9 @@
 Dtype codes are safetensors' (``F32``, ``BF16``, ``F8_E4M3`` ...). ``ml_dtypes`` supplies the
 numpy dtypes numpy itself lacks (bfloat16, float8). All byte layouts here are little-endian and
 C-ordered: that is what every reader hands out and every writer takes.
+
+The table itself (codes, kinds, item sizes) needs neither numpy nor ml_dtypes: they are imported
+the first time a numpy dtype is asked for, so listing options or reading headers stays cheap.
 """
 
 from __future__ import annotations
@@ -10,48 +13,66 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import ml_dtypes
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
 class DType:
     code: str
-    numpy: np.dtype[Any]
     kind: str  # "float", "int", "uint" or "bool"
+    itemsize: int
+    type_name: str  # the numpy scalar type: an attribute of ml_dtypes for ML_DTYPE_NAMES, else of numpy
 
     @property
-    def itemsize(self) -> int:
-        return int(self.numpy.itemsize)
-
-
-def _dt(code: str, np_type: Any, kind: str) -> DType:
-    return DType(code, np.dtype(np_type).newbyteorder("<") if np.dtype(np_type).itemsize > 1 else np.dtype(np_type), kind)
+    def numpy(self) -> np.dtype[Any]:
+        """The little-endian numpy dtype (numpy and ml_dtypes are imported on first use)."""
+        return _numpy_dtype(self.code)
 
 
 DTYPES: dict[str, DType] = {
     d.code: d
     for d in (
-        _dt("F64", np.float64, "float"),
-        _dt("F32", np.float32, "float"),
-        _dt("F16", np.float16, "float"),
-        _dt("BF16", ml_dtypes.bfloat16, "float"),
-        _dt("F8_E4M3", ml_dtypes.float8_e4m3fn, "float"),
-        _dt("F8_E5M2", ml_dtypes.float8_e5m2, "float"),
-        _dt("F8_E8M0", ml_dtypes.float8_e8m0fnu, "float"),
-        _dt("I64", np.int64, "int"),
-        _dt("I32", np.int32, "int"),
-        _dt("I16", np.int16, "int"),
-        _dt("I8", np.int8, "int"),
-        _dt("U64", np.uint64, "uint"),
-        _dt("U32", np.uint32, "uint"),
-        _dt("U16", np.uint16, "uint"),
-        _dt("U8", np.uint8, "uint"),
-        _dt("BOOL", np.bool_, "bool"),
+        DType("F64", "float", 8, "float64"),
+        DType("F32", "float", 4, "float32"),
+        DType("F16", "float", 2, "float16"),
+        DType("BF16", "float", 2, "bfloat16"),
+        DType("F8_E4M3", "float", 1, "float8_e4m3fn"),
+        DType("F8_E5M2", "float", 1, "float8_e5m2"),
+        DType("F8_E8M0", "float", 1, "float8_e8m0fnu"),
+        DType("I64", "int", 8, "int64"),
+        DType("I32", "int", 4, "int32"),
+        DType("I16", "int", 2, "int16"),
+        DType("I8", "int", 1, "int8"),
+        DType("U64", "uint", 8, "uint64"),
+        DType("U32", "uint", 4, "uint32"),
+        DType("U16", "uint", 2, "uint16"),
+        DType("U8", "uint", 1, "uint8"),
+        DType("BOOL", "bool", 1, "bool_"),
     )
 }
+
+FLOAT_CODES: tuple[str, ...] = tuple(code for code, d in DTYPES.items() if d.kind == "float")
+
+
+@cache
+def _numpy_dtype(code: str) -> np.dtype[Any]:
+    import numpy as np
+
+    entry = DTYPES[code]
+    if entry.type_name in ML_DTYPE_NAMES:
+        import ml_dtypes
+
+        dt = np.dtype(getattr(ml_dtypes, entry.type_name))
+    else:
+        dt = np.dtype(getattr(np, entry.type_name))
+    if dt.itemsize != entry.itemsize:  # pragma: no cover - the table above is wrong
+        raise AssertionError(f"{code}: numpy says {dt.itemsize} bytes, the table {entry.itemsize}")
+    return dt.newbyteorder("<") if dt.itemsize > 1 else dt
+
 
 # ml_dtypes' own names, used by HDF5 files (Keras stores them in a ``dtype`` attribute) and npz.
 ML_DTYPE_NAMES: dict[str, str] = {
@@ -61,10 +82,14 @@ ML_DTYPE_NAMES: dict[str, str] = {
     "float8_e8m0fnu": "F8_E8M0",
 }
 
-_BY_NUMPY: dict[np.dtype[Any], str] = {}
-for _d in DTYPES.values():
-    _BY_NUMPY.setdefault(_d.numpy, _d.code)
-    _BY_NUMPY.setdefault(_d.numpy.newbyteorder("="), _d.code)
+
+@cache
+def _by_numpy() -> dict[np.dtype[Any], str]:
+    table: dict[np.dtype[Any], str] = {}
+    for d in DTYPES.values():
+        table.setdefault(d.numpy, d.code)
+        table.setdefault(d.numpy.newbyteorder("="), d.code)
+    return table
 
 
 def dtype(code: str) -> DType:
@@ -77,12 +102,15 @@ def code_of(np_dtype: np.dtype[Any]) -> str | None:
 
     Big-endian dtypes map to the code of their little-endian twin: readers convert them.
     """
+    import numpy as np
+
     d = np.dtype(np_dtype)
     if d.byteorder == ">":
         d = d.newbyteorder("<")
     if d.names is not None or d.subdtype is not None:
         return None
-    return _BY_NUMPY.get(d) or _BY_NUMPY.get(d.newbyteorder("="))
+    by_numpy = _by_numpy()
+    return by_numpy.get(d) or by_numpy.get(d.newbyteorder("="))
 
 
 def numel(shape: tuple[int, ...]) -> int:

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..convert import FLOAT_CODES
-from ..convert import convert as convert_checkpoint
+from ..tensors import FLOAT_CODES
 from .app import app
 from .options import (
     ConfigOpt,
@@ -61,6 +60,7 @@ def convert(
     """
     if output is None:
         raise typer.BadParameter("an output path is needed", param_hint="-o")
+    from ..convert import convert as convert_checkpoint
     from . import render
 
     show_progress = not (json_ or quiet or dry_run) and sys.stderr.isatty()

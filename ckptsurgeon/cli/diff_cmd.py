@@ -7,9 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..diff import DiffOptions
-from ..diff import diff as diff_checkpoints
-from ..rules import Rules
 from .app import app
 from .options import (
     AddPrefixOpt,
@@ -69,6 +66,10 @@ def diff_command(
     """
     if json_ and markdown:
         raise typer.BadParameter("choose one of --json and --markdown", param_hint="--markdown")
+    from ..diff import DiffOptions
+    from ..diff import diff as diff_checkpoints
+    from ..rules import Rules
+
     rules = Rules.from_options(
         rename=rename or (), strip_prefix=strip_prefix or (), add_prefix=add_prefix or (),
         map_file=map_file, include=include or (), exclude=exclude or (),

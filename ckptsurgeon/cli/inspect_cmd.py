@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from .. import api
 from .app import app
 from .options import ConfigOpt, FilterOpt, InputPath, JsonOpt, MarkdownOpt
 
@@ -24,6 +23,8 @@ def inspect(
     config: ConfigOpt = None,
 ) -> None:
     """List a checkpoint's tensors by layer: name, shape, dtype, parameters, bytes; totals and metadata."""
+    from .. import api
+
     result = api.inspect(path, hash=hash_, filter=filter_ or ())
     from . import render
 

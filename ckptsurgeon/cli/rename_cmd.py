@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from .. import api
-from ..rules import Rules
 from .app import app
 from .options import (
     AddPrefixOpt,
@@ -53,6 +51,9 @@ def rename(
     Prints an old name -> new name table. --include/--exclude choose which tensors are written. Two names
     renamed onto one, or a rule that matches nothing, is an error (exit 1) and nothing is written.
     """
+    from .. import api
+    from ..rules import Rules
+
     rules = Rules.from_options(
         rename=rename or (), strip_prefix=strip_prefix or (), add_prefix=add_prefix or (),
         map_file=map_file, include=include or (), exclude=exclude or (),

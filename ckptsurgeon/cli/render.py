@@ -10,21 +10,25 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
 from rich.filesize import decimal
-from rich.table import Table
-from rich.text import Text
 
-from ..api import Inspection
 from ..layers import group_layers, name_template, pattern_name, relative_name
-from ..report import RenameReport, TransferReport
-from ..tensors import TensorInfo
+
+if TYPE_CHECKING:  # rich's console and tables are imported where they are used: JSON output needs neither
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..api import Inspection
+    from ..report import RenameReport, TransferReport
+    from ..tensors import TensorInfo
 
 
 def console(file: TextIO | None = None, width: int | None = None) -> Console:
     """A console on stdout: colour on a terminal, plain text otherwise (and with NO_COLOR)."""
+    from rich.console import Console
+
     file = file or sys.stdout
     is_tty = file.isatty()
     if width is None and not is_tty and not os.environ.get("COLUMNS"):
@@ -75,6 +79,9 @@ class Grid:
         self.styles.append(styles or [""] * len(cells))
 
     def to_rich(self) -> Table:
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(show_lines=False)
         for c in self.columns:
             table.add_column(c.header, justify="right" if c.right else "left", no_wrap=not c.wrap,
@@ -97,6 +104,8 @@ class Grid:
 
 def emit(out: Console, title: str, grid: Grid, notes: list[tuple[str, str]], *, markdown: bool) -> None:
     """Print a title line, the table and notes (text, style); as Markdown when asked."""
+    from rich.text import Text
+
     if markdown:
         body = f"**{title}**\n\n{grid.to_markdown()}"
         if notes:
@@ -232,6 +241,7 @@ class ByteProgress:
     """A byte-sized progress bar on stderr, for terminals only."""
 
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,

@@ -8,9 +8,6 @@ from typing import Annotated
 
 import typer
 
-from ..atomic import check_output
-from ..errors import CheckFailed
-from ..verify import verify, write_hashes
 from .app import app
 from .options import AllowUnusedRulesOpt, ConfigOpt, InputPath, JsonOpt, QuietOpt
 
@@ -56,6 +53,10 @@ def verify_command(
     Exit 0 when every check passes, 1 when one fails (a hash mismatch; NaN/Inf with --fail-on-nonfinite;
     a glob that matches nothing), 3 when the file cannot be read or is malformed.
     """
+    from ..atomic import check_output
+    from ..errors import CheckFailed
+    from ..verify import verify, write_hashes
+
     if write_hashes_to is not None:
         check_output(write_hashes_to, [path])
     result = verify(

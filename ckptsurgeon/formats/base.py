@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
@@ -202,6 +202,35 @@ class Writer(ABC):
     def write_range(self, name: str, src: Path, offset: int, length: int) -> bool:
         """Copy the next tensor's raw bytes from a file range; False if this writer cannot (then call ``write``)."""
         return False
+
+    #: True when :meth:`write_chunks` streams each piece to the file as it comes; False when it
+    #: assembles the whole tensor first (this class's fallback).
+    streams_chunks: ClassVar[bool] = False
+
+    def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write the next tensor from its raw little-endian C-order bytes, given as pieces of any size.
+
+        The pieces must add up to the declared size exactly. Each piece is used before the next is
+        asked for, so a producer may reuse its buffer. This fallback assembles the tensor in memory
+        and calls :meth:`write`; writers that stream the pieces override it and set ``streams_chunks``.
+        """
+        self._expect("WEIGHTS")
+        if self._next >= len(self.specs):
+            raise WriterStateError(self.path, f"tensor {name!r} written after all declared tensors")
+        spec = self.specs[self._next]
+        if spec.name != name:
+            raise WriterStateError(self.path, f"expected tensor {spec.name!r} next, got {name!r}")
+        buf = np.empty(spec.nbytes, dtype=np.uint8)
+        done = 0
+        for chunk in chunks:
+            piece = np.frombuffer(chunk, dtype=np.uint8)
+            if done + piece.size > spec.nbytes:
+                raise WriterStateError(self.path, f"tensor {name!r}: more than the declared {spec.nbytes} bytes")
+            buf[done : done + piece.size] = piece
+            done += piece.size
+        if done != spec.nbytes:
+            raise WriterStateError(self.path, f"tensor {name!r}: {done} bytes given, {spec.nbytes} declared")
+        self.write(name, buf.view(DTYPES[spec.dtype].numpy).reshape(spec.shape))
 
     def finish(self) -> None:
         self._expect("WEIGHTS")

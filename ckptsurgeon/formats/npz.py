@@ -3,8 +3,10 @@
 Reading never unpickles and never hands the archive to ``numpy.load``: the central directory is
 read with :mod:`zipfile`, each member's ``.npy`` header with numpy's bounded header parser, and
 every size is checked against the archive before anything is allocated. STORED members are read
-zero-copy from a memory map of the archive (and expose :meth:`Reader.byte_range`); DEFLATED members
-are inflated as a stream of exactly the declared number of bytes, CRC-checked by :mod:`zipfile`.
+zero-copy from a memory map of the archive (and expose :meth:`Reader.byte_range`); pages a chunked
+read has gone past, and those of a tensor released with :meth:`Reader.release`, are dropped from the
+process (the page cache keeps them). DEFLATED members are inflated as a stream of exactly the
+declared number of bytes, CRC-checked by :mod:`zipfile`.
 
 Tensor name = member name without ``.npy``. A member is refused when its name is not a plain
 relative name ending in ``.npy`` (absolute, ``..``, backslash, NUL), appears twice, is encrypted,
@@ -57,15 +59,17 @@ import sys
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 
 from ckptsurgeon.errors import CkptError, InputError, OutputError, UnsafeInputError
 from ckptsurgeon.formats import base
+from ckptsurgeon.formats.base import WriterStateError
+from ckptsurgeon.formats.safetensors import Writeback, byte_view, drop_pages
 from ckptsurgeon.tensors import DTYPES, TensorInfo, TensorSpec, code_of, default_layer
 
 MEMBER_SUFFIX = ".npy"
@@ -536,10 +540,12 @@ class Reader(base.Reader):
         assert self._map is not None
         view = memoryview(self._map)
         crc = zlib.crc32(view[member.start : member.data_offset])
-        for pos in range(member.data_offset, member.data_offset + nbytes, chunk_bytes):
-            chunk = view[pos : min(pos + chunk_bytes, member.data_offset + nbytes)]
+        end = member.data_offset + nbytes
+        for pos in range(member.data_offset, end, chunk_bytes):
+            chunk = view[pos : min(pos + chunk_bytes, end)]
             crc = zlib.crc32(chunk, crc)
             yield chunk
+            drop_pages(self._map, pos, min(pos + chunk_bytes, end))
         if crc != member.info.CRC:
             raise InputError(self.path, f"member {member.info.orig_filename!r}: CRC mismatch (the archive is damaged)")
 
@@ -569,6 +575,12 @@ class Reader(base.Reader):
         if member.stored and member.c_layout and not member.swapped:
             return self.path, member.data_offset, info.nbytes
         return None
+
+    def release(self, name: str) -> None:
+        """Drop the process's pages of a STORED member's bytes (arrays read from it stay valid)."""
+        info, member = self._member_of(name)
+        if member.stored and self._map is not None:
+            drop_pages(self._map, member.data_offset, member.data_offset + info.nbytes)
 
     def close(self) -> None:
         """Release the archive. Arrays already read from the map keep it alive until they are freed."""
@@ -619,6 +631,7 @@ class Writer(base.Writer):
     """
 
     format = "npz"
+    streams_chunks = True
 
     def __init__(
         self,
@@ -633,6 +646,7 @@ class Writer(base.Writer):
         self._file: BinaryIO | None = None
         self._zip: zipfile.ZipFile | None = None
         self._comment = b""
+        self._writeback: Writeback | None = None
 
     def _begin(self) -> None:
         for spec in self.specs:
@@ -654,6 +668,7 @@ class Writer(base.Writer):
             )
         # O_CREAT | O_EXCL, never O_TRUNC; kept open across write calls and closed by finish/abort.
         self._file = open(self.path, "xb")  # noqa: SIM115
+        self._writeback = Writeback(self._file.fileno())
         try:
             self._zip = zipfile.ZipFile(self._file, "w", allowZip64=True)
         except BaseException:
@@ -661,25 +676,51 @@ class Writer(base.Writer):
             self._file = None
             raise
 
-    def _write(self, spec: TensorSpec, data: np.ndarray) -> None:
+    @contextlib.contextmanager
+    def _member(self, spec: TensorSpec) -> Iterator[IO[bytes]]:
+        """Open the member of ``spec`` and write its ``.npy`` header; the caller writes the data bytes."""
         assert self._zip is not None and self._file is not None
         header = npy_header(spec)
-        nbytes = spec.nbytes
         member = spec.name + MEMBER_SUFFIX
         info = zipfile.ZipInfo(member, date_time=ZIP_EPOCH)
         info.compress_type = zipfile.ZIP_DEFLATED if self.compress else zipfile.ZIP_STORED
         info.create_system = 3  # Unix, whatever the platform: identical bytes everywhere
         info.external_attr = 0o644 << 16
-        info.file_size = len(header) + nbytes
+        info.file_size = len(header) + spec.nbytes
         # zipfile's own rule for a member's ZIP64 record, decided here so the header length is known.
         zip64 = info.file_size * 1.05 > zipfile.ZIP64_LIMIT
         if not self.compress:
             info.extra = alignment_extra(self._file.tell(), len(_zip_name_bytes(member)), zip64)
-        flat = data.reshape(-1).view(np.uint8).data
         with self._zip.open(info, "w", force_zip64=zip64) as out:
             out.write(header)
-            for pos in range(0, nbytes, base.CHUNK_BYTES):
+            yield out
+
+    def _written(self) -> None:
+        """Let the disk start on what is written so far (see :class:`~ckptsurgeon.formats.safetensors.Writeback`)."""
+        if self._writeback is not None and self._file is not None:
+            self._writeback.written_up_to(self._file.tell())
+
+    def _write(self, spec: TensorSpec, data: np.ndarray) -> None:
+        flat = data.reshape(-1).view(np.uint8).data
+        with self._member(spec) as out:
+            for pos in range(0, spec.nbytes, base.CHUNK_BYTES):
                 out.write(flat[pos : pos + base.CHUNK_BYTES])
+                self._written()
+
+    def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write the next tensor's member from its bytes, piece by piece (CRC and compression as they come)."""
+        spec = self._take(name)
+        done = 0
+        with self._member(spec) as out:
+            for chunk in chunks:
+                view = byte_view(chunk)
+                if done + len(view) > spec.nbytes:
+                    raise WriterStateError(self.path, f"tensor {name!r}: more than the declared {spec.nbytes} bytes")
+                out.write(view)
+                done += len(view)
+                self._written()
+            if done != spec.nbytes:
+                raise WriterStateError(self.path, f"tensor {name!r}: {done} bytes given, {spec.nbytes} declared")
 
     def _finish(self) -> None:
         assert self._zip is not None and self._file is not None

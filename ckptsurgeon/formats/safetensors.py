@@ -6,29 +6,36 @@ JSON object (no duplicate keys, no NaN/Infinity tokens), ``__metadata__`` mappin
 known dtypes, shapes of non-negative integers, and data offsets that tile the data section exactly:
 contiguous, no overlap, no hole, no trailing bytes, each range as long as shape x dtype says.
 
-Tensor bytes are read through ``mmap`` without copying. The writer computes the whole header first
-and then streams the data; same-dtype copies from another safetensors file move byte ranges with
-``os.copy_file_range`` and never pass through Python memory.
+Tensor bytes are read through ``mmap`` without copying. Pages of the map that a chunked read has
+gone past, and those of a tensor the caller is done with (:meth:`Reader.release`), are dropped from
+the process with ``MADV_DONTNEED``: the data stays in the page cache and a later access maps it
+again, so memory does not grow with the number of tensors read. The writer computes the whole header
+first and then streams the data, from arrays or from chunks (:meth:`Writer.write_chunks`); same-dtype
+copies from another safetensors file move byte ranges with ``os.copy_file_range`` and never pass
+through Python memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..tensors import DTYPES, TensorInfo, TensorSpec, default_layer, numel
 from . import base
-from .base import CHUNK_BYTES
+from .base import CHUNK_BYTES, WriterStateError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_HEADER_BYTES = 100_000_000
 MAX_INDEX_BYTES = 100_000_000
@@ -40,6 +47,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in out:
             raise ValueError(f"duplicate key {key!r}")
+        (key + value if isinstance(value, str) else key).encode("utf-8")  # a lone "\ud800" escape is not UTF-8
         out[key] = value
     return out
 
@@ -126,6 +134,70 @@ def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, st
     return metadata, tensors
 
 
+_CAN_DROP_PAGES = hasattr(mmap, "MADV_DONTNEED")
+
+
+def drop_pages(mapped: mmap.mmap, start: int, end: int) -> None:
+    """Unmap the process's pages of ``mapped[start:end]`` (``MADV_DONTNEED``); the data stays valid.
+
+    For a shared read-only file mapping this only drops page-table entries: the pages stay in the
+    page cache, and an array still viewing them faults them in again with the same bytes. The
+    range is widened to whole pages. Where the OS has no ``madvise`` this does nothing.
+    """
+    if not _CAN_DROP_PAGES or end <= start:
+        return
+    first = start - start % mmap.PAGESIZE
+    with contextlib.suppress(OSError, ValueError):
+        mapped.madvise(mmap.MADV_DONTNEED, first, min(end, len(mapped)) - first)
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's ``sync_file_range(2)`` through ctypes, or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call  # type: ignore[no-any-return]
+
+
+class Writeback:
+    """Starts the disk on a new file's finished bytes while the process computes the next ones.
+
+    Where writing is paced by the CPU (casts, comparisons, compression), the disk would otherwise
+    sit idle until the fsync at the end; ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` starts the
+    writeback early (asynchronously; the pages stay cached) so that fsync has less left to do. The
+    fsync is still what makes the output durable. Where the call does not exist this does nothing.
+    """
+
+    STEP = 32 * 1024 * 1024
+    _SYNC_FILE_RANGE_WRITE = 2
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.started = 0
+
+    def written_up_to(self, end: int) -> None:
+        """Bytes before ``end`` are written; start writing them back once a step's worth has gathered."""
+        if end - self.started >= self.STEP:
+            call = _sync_file_range()
+            if call is not None:
+                call(self.fd, self.started, end - self.started, self._SYNC_FILE_RANGE_WRITE)  # best effort
+            self.started = end
+
+
+def byte_view(chunk: bytes | bytearray | memoryview) -> memoryview:
+    """A flat byte view of a C-contiguous buffer (numpy arrays of numpy's own dtypes included)."""
+    view = memoryview(chunk)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
 class Reader(base.Reader):
     """One ``.safetensors`` file, validated on open, tensors memory-mapped on first read."""
 
@@ -165,6 +237,8 @@ class Reader(base.Reader):
         return self._mmap
 
     def read(self, name: str) -> np.ndarray:
+        import numpy as np
+
         info = self.by_name[name]
         dt = DTYPES[info.dtype].numpy
         if info.nbytes == 0:
@@ -179,16 +253,27 @@ class Reader(base.Reader):
         return self.path, self.data_start + begin, end - begin
 
     def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
+        """Views of the map, ``chunk_bytes`` at a time; the pages of each are released once the next is asked for."""
         info = self.by_name[name]
         if info.nbytes == 0:
             return
         begin, end = info.loc
-        view = memoryview(self._map())[self.data_start + begin : self.data_start + end]
+        mapped = self._map()
+        first = self.data_start + begin
+        view = memoryview(mapped)[first : self.data_start + end]
         try:
             for start in range(0, len(view), chunk_bytes):
                 yield view[start : start + chunk_bytes]
+                drop_pages(mapped, first + start, first + min(start + chunk_bytes, len(view)))
         finally:
             view.release()
+
+    def release(self, name: str) -> None:
+        """Drop the process's pages of this tensor's bytes (arrays read from it stay valid)."""
+        info = self.by_name[name]
+        if self._mmap is not None and info.nbytes:
+            begin, end = info.loc
+            drop_pages(self._mmap, self.data_start + begin, self.data_start + end)
 
     def close(self) -> None:
         if self._mmap is not None:
@@ -241,7 +326,7 @@ class ShardedReader(base.Reader):
                 if shard not in self.shards:
                     shard_path = path.parent / shard
                     if not shard_path.is_file():
-                        raise InputError(path, f"shard {shard} (holding {name!r}) does not exist")
+                        raise InputError(path, f"shard {shard!r} (holding {name!r}) does not exist")
                     self.shards[shard] = Reader(shard_path)
             self._where: dict[str, str] = {}
             for name, shard in weight_map.items():
@@ -272,6 +357,9 @@ class ShardedReader(base.Reader):
 
     def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
         return self._shard(name).iter_bytes(name, chunk_bytes)
+
+    def release(self, name: str) -> None:
+        self._shard(name).release(name)
 
     def close(self) -> None:
         for reader in getattr(self, "shards", {}).values():
@@ -319,45 +407,115 @@ def copy_range(dst_fd: int, src_fd: int, offset: int, length: int) -> None:
         done += n
 
 
+def pad_header(header: bytes, residue: int, window: int) -> bytes:
+    """``header`` (as :func:`build_header` makes it) padded with spaces so the data starts at ≡ ``residue`` (mod ``window``)."""
+    raw = header[8:] + b" " * ((residue - len(header)) % window)
+    return struct.pack("<Q", len(raw)) + raw
+
+
 class Writer(base.Writer):
-    """Streams a safetensors file: header first, then each tensor's bytes in the declared order."""
+    """Streams a safetensors file: header first, then each tensor's bytes in the declared order.
+
+    Copies of byte ranges are made to suit the page cache, whose large folios make the final fsync
+    markedly faster than the same bytes in small pages:
+
+    * ranges that continue each other in one source file (consecutive tensors of one layout) are
+      copied with one ``copy_file_range``;
+    * :meth:`align_data`, called before the first tensor, pads the header with spaces so that the
+      data section starts where the copied ranges line up with their sources modulo
+      :attr:`align_window` (otherwise every copied page straddles two source pages). The header is
+      written when the first tensor is.
+    """
 
     format = "safetensors"
+    streams_chunks = True
+    align_window = 64 * 1024  # source and output offsets that agree modulo this copy fast
 
     def __init__(self, path: Path, *, metadata: dict[str, str] | None = None, like: Any = None) -> None:
         super().__init__(path, metadata=metadata, like=like)
         self._fd: int | None = None
         self._sources: dict[Path, int] = {}
+        self._pending: tuple[int, int, int] | None = None  # (source fd, offset, length) still to be copied
+        self._header: bytes | None = None  # not written yet
+        self._position = 0  # bytes written or copied so far
+        self._writeback: Writeback | None = None
 
     def _begin(self) -> None:
-        header = build_header(self.specs, self.metadata)
+        self._header = build_header(self.specs, self.metadata)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._write_all(memoryview(header))
+        self._writeback = Writeback(self._fd)
+
+    def align_data(self, residue: int) -> None:
+        """Start the data section at an offset ≡ ``residue`` (mod :attr:`align_window`), if still possible.
+
+        Only before the first tensor is written, and only for residues that keep the data 8-byte aligned.
+        """
+        self._expect("WEIGHTS")
+        if self._header is not None and residue % _ALIGN == 0:
+            self._header = pad_header(self._header, residue, self.align_window)
+
+    def _write_header(self) -> None:
+        if self._header is not None:
+            header, self._header = self._header, None
+            self._write_all(memoryview(header))
 
     def _write_all(self, data: memoryview) -> None:
-        assert self._fd is not None
+        self._write_header()
+        self._copy_pending()
+        assert self._fd is not None and self._writeback is not None
         while len(data):
             n = os.write(self._fd, data)
             data = data[n:]
+            self._position += n
+        self._writeback.written_up_to(self._position)
 
     def _write(self, spec: TensorSpec, data: np.ndarray) -> None:
+        import numpy as np
+
         if spec.nbytes:
             flat = data.reshape(-1).view(np.uint8)
             for start in range(0, flat.nbytes, CHUNK_BYTES):
                 self._write_all(memoryview(flat[start : start + CHUNK_BYTES]))
 
+    def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write the next tensor's bytes piece by piece, straight to the file (no piece is kept)."""
+        spec = self._take(name)
+        done = 0
+        for chunk in chunks:
+            view = byte_view(chunk)
+            if done + len(view) > spec.nbytes:
+                raise WriterStateError(self.path, f"tensor {name!r}: more than the declared {spec.nbytes} bytes")
+            self._write_all(view)
+            done += len(view)
+        if done != spec.nbytes:
+            raise WriterStateError(self.path, f"tensor {name!r}: {done} bytes given, {spec.nbytes} declared")
+
     def write_range(self, name: str, src: Path, offset: int, length: int) -> bool:
+        """Copy the next tensor from a file range (joined to the previous range when it continues it)."""
         spec = self._take(name)
         if length != spec.nbytes:
             raise InputError(src, f"tensor {name!r}: {length} bytes in the file, {spec.nbytes} declared")
         fd = self._sources.get(src)
         if fd is None:
             fd = self._sources[src] = os.open(src, os.O_RDONLY)
-        assert self._fd is not None
-        copy_range(self._fd, fd, offset, length)
+        self._write_header()
+        if self._pending is not None and self._pending[0] == fd and sum(self._pending[1:]) == offset:
+            self._pending = (fd, self._pending[1], self._pending[2] + length)
+        else:
+            self._copy_pending()
+            self._pending = (fd, offset, length)
         return True
 
+    def _copy_pending(self) -> None:
+        if self._pending is not None:
+            fd, offset, length = self._pending
+            self._pending = None
+            assert self._fd is not None
+            copy_range(self._fd, fd, offset, length)
+            self._position += length
+
     def _close(self) -> None:
+        self._pending = None
         for fd in self._sources.values():
             os.close(fd)
         self._sources.clear()
@@ -366,6 +524,8 @@ class Writer(base.Writer):
             self._fd = None
 
     def _finish(self) -> None:
+        self._write_header()
+        self._copy_pending()
         self._close()
 
     def abort(self) -> None:

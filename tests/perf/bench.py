@@ -1,0 +1,465 @@
+"""Benchmark ckpt's data paths against a durable copy and against the naive numpy way, in one run.
+
+    python tests/perf/bench.py --size 3GB            # the full run (needs about 25 GB of free disk)
+    python tests/perf/bench.py --size 1GB,3GB        # two sizes: also shows whether peak RSS stays flat
+    python tests/perf/bench.py --quick               # 200 MB, 2 repetitions: a smoke run in a minute
+
+For each path the script runs, as separate child processes and alternating within each repetition:
+
+* **floor**: ``cp OUT.ref FLOOR && sync FLOOR``, a durable copy of a file of the output's size (the
+  output of an unmeasured warm-up run of ckpt). No tool that writes a durable output can beat it.
+* **ckpt**: the ``ckpt`` command for the path.
+* **naive**: what a script would do with safetensors / numpy / h5py: load every tensor, update or
+  convert in memory, save, and fsync the output (so it is as durable as ckpt's).
+
+It reports medians of wall time, throughput (output bytes per second), peak RSS (``ru_maxrss`` from
+``os.wait4``; file pages a process maps count too), ``ckpt/floor`` (median of the run-by-run ratios)
+and ``naive/ckpt`` (likewise), then checks the targets of the performance issue. The page cache is
+warm: every input was read by the warm-up run just before.
+
+The parent stays small on purpose (no numpy): children are started with ``posix_spawn``, and on
+Linux a spawned child's ``ru_maxrss`` starts from its parent's resident size. Inputs are written by
+child processes too, with the reference libraries (safetensors' layout from ``common.py``, h5py,
+numpy's own ``.npy`` writer), and cached in ``--dir`` for later runs; ``--clean`` removes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import resource
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import common
+
+PY = sys.executable
+
+# --- the targets of the issue ------------------------------------------------------------------------
+TRANSFER_VS_FLOOR = 1.25  # safetensors -> safetensors transfer, x durable copy
+TRANSFER_VS_NAIVE = 3.0  # naive / transfer
+TRANSFER_RSS_MIB = 150.0
+RENAME_VS_FLOOR = 1.15
+INSPECT_WALL_S = 0.3
+NPZ_VS_NUMPY = 2.0  # npz paths, x numpy's own read + write
+NPZ_RSS_SLACK_MIB = 100.0  # npz paths: peak RSS <= largest tensor + this
+RSS_FLAT_SLACK = 1.15  # peak RSS at the largest size <= this x the smallest size's
+
+# --- naive baselines (child processes; every one fsyncs its output like ckpt does) -------------------
+_FSYNC = """
+import os, sys
+
+def fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+"""
+
+NAIVE = {
+    "transfer": _FSYNC + """
+from safetensors.numpy import load_file, save_file
+src, tgt, out = sys.argv[1:4]
+source, target = load_file(src), load_file(tgt)
+for name, value in source.items():
+    if name in target and target[name].shape == value.shape:
+        target[name] = value.astype(target[name].dtype)
+save_file(target, out, metadata={"format": "pt"})
+fsync(out)
+""",
+    "count": _FSYNC + """
+import numpy as np
+from safetensors.numpy import load_file, save_file
+src, tgt, out = sys.argv[1:4]
+source, target = load_file(src), load_file(tgt)
+changed = 0
+for name, value in source.items():
+    if name in target and target[name].shape == value.shape:
+        changed += int(np.count_nonzero(value != target[name]))
+        target[name] = value
+save_file(target, out, metadata={"format": "pt"})
+fsync(out)
+""",
+    "rename": _FSYNC + """
+import re
+from safetensors.numpy import load_file, save_file
+src, out = sys.argv[1:3]
+save_file({re.sub(r"^model\\.", "net.", k): v for k, v in load_file(src).items()}, out, metadata={"format": "pt"})
+fsync(out)
+""",
+    "sharded": _FSYNC + """
+import json
+from safetensors.numpy import load_file, save_file
+index, out = sys.argv[1:3]
+weight_map = json.load(open(index))["weight_map"]
+tensors = {}
+for shard in sorted(set(weight_map.values())):
+    tensors.update(load_file(os.path.join(os.path.dirname(index), shard)))
+save_file({k: tensors[k] for k in weight_map}, out, metadata={"format": "pt"})
+fsync(out)
+""",
+    "to_h5": _FSYNC + """
+import h5py
+from safetensors.numpy import load_file
+src, out = sys.argv[1:3]
+with h5py.File(out, "w") as f:
+    for name, value in load_file(src).items():
+        f.create_dataset(name, data=value)
+fsync(out)
+""",
+    "from_h5": _FSYNC + """
+import h5py
+from safetensors.numpy import save_file
+src, out = sys.argv[1:3]
+tensors = {}
+with h5py.File(src, "r") as f:
+    f.visititems(lambda name, obj: tensors.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+save_file(tensors, out)
+fsync(out)
+""",
+    "npz_to_st": _FSYNC + """
+import numpy as np
+from safetensors.numpy import save_file
+src, out = sys.argv[1:3]
+with np.load(src) as z:
+    tensors = {k: z[k] for k in z.files}
+save_file(tensors, out)
+fsync(out)
+""",
+    "npz_transfer": _FSYNC + """
+import numpy as np
+src, tgt, out = sys.argv[1:4]
+with np.load(src) as s, np.load(tgt) as t:
+    source, target = {k: s[k] for k in s.files}, {k: t[k] for k in t.files}
+for name, value in source.items():
+    if name in target and target[name].shape == value.shape:
+        target[name] = value.astype(target[name].dtype)
+np.savez(out, **target)
+fsync(out)
+""",
+    "cast": _FSYNC + """
+import ml_dtypes
+from safetensors.numpy import load_file, save_file
+src, out = sys.argv[1:3]
+save_file({k: v.astype(ml_dtypes.bfloat16) for k, v in load_file(src).items()}, out, metadata={"format": "pt"})
+fsync(out)
+""",
+    "inspect": """
+import sys
+from safetensors import safe_open
+with safe_open(sys.argv[1], "np") as f:
+    shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+print(len(shapes))
+""",
+}
+
+# --- inputs written once by child processes (reference libraries, one tensor in memory at a time) ----
+MAKE_SAFETENSORS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import common
+size, shards, source, target, index = int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:7]
+model = common.model_for_size(size, "F32")
+common.write_safetensors(common.Path(source), model, seed=1)
+common.write_safetensors(common.Path(target), common.target_model(model), seed=2)
+common.write_sharded(common.Path(index).parent, model, shards, seed=1)
+"""
+MAKE_H5 = """
+import sys, h5py
+from safetensors import safe_open
+src, out = sys.argv[1:3]
+with safe_open(src, "np") as f, h5py.File(out + ".partial", "w") as h:
+    for k in f.keys():
+        h.create_dataset(k, data=f.get_tensor(k))
+import os; os.replace(out + ".partial", out)
+"""
+MAKE_NPZ = """
+import sys, os, zipfile, numpy as np
+from safetensors import safe_open
+src, out = sys.argv[1:3]
+with safe_open(src, "np") as f, zipfile.ZipFile(out + ".partial", "w", allowZip64=True) as z:
+    for k in f.keys():
+        with z.open(k + ".npy", "w", force_zip64=True) as m:
+            np.lib.format.write_array(m, f.get_tensor(k), allow_pickle=False)
+os.replace(out + ".partial", out)
+"""
+
+
+@dataclass
+class Inputs:
+    size: int
+    model: common.Model
+    source: Path
+    target: Path
+    index: Path  # 30-shard copy of the source
+    h5: Path
+    npz_source: Path
+    npz_target: Path
+
+
+def prepare(directory: Path, size: int, shards: int) -> Inputs:
+    model = common.model_for_size(size, "F32")
+    tag = f"{size / 1e9:g}GB"
+    base = directory / f"bench-{tag}"
+    paths = Inputs(size, model, Path(f"{base}-source.safetensors"), Path(f"{base}-target.safetensors"),
+                   directory / f"bench-{tag}-{shards}-shards" / "model.safetensors.index.json",
+                   Path(f"{base}-source.h5"), Path(f"{base}-source.npz"), Path(f"{base}-target.npz"))
+    print(f"{tag}: source {model.describe()}")
+    started = time.perf_counter()
+    here = str(Path(__file__).resolve().parent)
+    common.run_measured([PY, "-c", MAKE_SAFETENSORS, here, str(size), str(shards), str(paths.source),
+                         str(paths.target), str(paths.index)]).check()  # in a child: this parent stays small
+    for script, src, out in ((MAKE_H5, paths.source, paths.h5), (MAKE_NPZ, paths.source, paths.npz_source),
+                             (MAKE_NPZ, paths.target, paths.npz_target)):
+        if not out.exists():
+            common.run_measured([PY, "-c", script, str(src), str(out)]).check()
+    print(f"  inputs ready in {time.perf_counter() - started:.1f} s (cached in {directory})")
+    return paths
+
+
+# --- one path: floor, ckpt and naive, alternating --------------------------------------------------------
+
+
+@dataclass
+class Path_:
+    """One benchmarked path: the ckpt arguments (OUT stands for the output) and the naive script."""
+
+    name: str
+    ckpt: list[str]
+    out_suffix: str
+    naive: str | None = None
+    naive_args: list[str] = field(default_factory=list)  # the naive script's inputs (OUT is appended)
+    floor: bool = True  # writes an output, so a durable copy is the floor
+    plain_copy: Path | None = None  # also time ``cp FILE OUT`` without fsync (the cost of touching that data once)
+
+
+@dataclass
+class Result:
+    path: Path_
+    out_bytes: int
+    floor: list[common.Measurement] = field(default_factory=list)
+    ckpt: list[common.Measurement] = field(default_factory=list)
+    naive: list[common.Measurement] = field(default_factory=list)
+    copy: list[common.Measurement] = field(default_factory=list)  # cp without fsync (plain_copy)
+
+    @staticmethod
+    def median(runs: list[common.Measurement], key: Callable[[common.Measurement], float]) -> float | None:
+        return statistics.median(key(r) for r in runs) if runs else None
+
+    def wall(self, which: str) -> float | None:
+        return self.median(getattr(self, which), lambda r: r.wall_s)
+
+    def rss(self, which: str) -> float | None:
+        runs = getattr(self, which)
+        return max(r.maxrss_mib for r in runs) if runs else None
+
+    def ratio(self, num: str, den: str) -> float | None:
+        """Median of the run-by-run ratios num/den (runs of one repetition are paired)."""
+        pairs = list(zip(getattr(self, num), getattr(self, den), strict=False))
+        return statistics.median(a.wall_s / b.wall_s for a, b in pairs) if pairs else None
+
+
+def run_path(p: Path_, work: Path, repeat: int, env: dict[str, str], naive: bool) -> Result:
+    ref = work / f"ref{p.out_suffix}"
+    out = work / f"out{p.out_suffix}"
+
+    def ckpt_argv(dest: Path) -> list[str]:
+        return [str(dest) if a == "OUT" else a for a in p.ckpt]
+
+    # Warm-up: fills the page cache with the inputs and leaves a file of the output's size for the floor.
+    common.run_measured(ckpt_argv(ref if p.floor else out), env=env).check()
+    result = Result(p, ref.stat().st_size if p.floor else 0)
+    try:
+        for _ in range(repeat):
+            if p.floor:
+                result.floor.append(_once(lambda: common.durable_copy(ref, out), out))
+            result.ckpt.append(_once(lambda: common.run_measured(ckpt_argv(out), env=env).check(), out))
+            if p.plain_copy is not None:
+                cp = ["cp", "--", str(p.plain_copy), str(out)]
+                result.copy.append(_once(lambda cp=cp: common.run_measured(cp).check(), out))
+            if naive and p.naive is not None:
+                argv = [PY, "-c", p.naive, *p.naive_args] + ([str(out)] if p.floor else [])
+                result.naive.append(_once(lambda argv=argv: common.run_measured(argv).check(), out))
+    finally:
+        ref.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
+    return result
+
+
+def _once(run: Callable[[], common.Measurement], out: Path) -> common.Measurement:
+    try:
+        return run()
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def paths_for(inputs: Inputs, ckpt: list[str]) -> list[Path_]:
+    s, t, idx = str(inputs.source), str(inputs.target), str(inputs.index)
+    return [
+        Path_("safetensors -> safetensors: transfer", [*ckpt, "transfer", s, t, "-o", "OUT"], ".safetensors",
+              NAIVE["transfer"], [s, t]),
+        Path_("  the same, --count-changes", [*ckpt, "transfer", s, t, "-o", "OUT", "--count-changes"], ".safetensors",
+              NAIVE["count"], [s, t], plain_copy=inputs.source),
+        Path_("safetensors: rename", [*ckpt, "rename", s, "-o", "OUT", "--rename", r"^model\.=>net."], ".safetensors",
+              NAIVE["rename"], [s]),
+        Path_("sharded (30) -> single: convert", [*ckpt, "convert", idx, "-o", "OUT"], ".safetensors",
+              NAIVE["sharded"], [idx]),
+        Path_("safetensors -> HDF5: convert", [*ckpt, "convert", s, "-o", "OUT"], ".h5", NAIVE["to_h5"], [s]),
+        Path_("HDF5 -> safetensors: convert", [*ckpt, "convert", str(inputs.h5), "-o", "OUT"], ".safetensors",
+              NAIVE["from_h5"], [str(inputs.h5)]),
+        Path_("npz -> safetensors: convert", [*ckpt, "convert", str(inputs.npz_source), "-o", "OUT"], ".safetensors",
+              NAIVE["npz_to_st"], [str(inputs.npz_source)]),
+        Path_("npz -> npz: transfer", [*ckpt, "transfer", str(inputs.npz_source), str(inputs.npz_target), "-o", "OUT"],
+              ".npz", NAIVE["npz_transfer"], [str(inputs.npz_source), str(inputs.npz_target)]),
+        Path_("F32 -> BF16: convert --dtype", [*ckpt, "convert", s, "-o", "OUT", "--dtype", "BF16"], ".safetensors",
+              NAIVE["cast"], [s]),
+        Path_("inspect FILE", [*ckpt, "inspect", s], "", NAIVE["inspect"], [s], floor=False),
+        Path_("inspect INDEX (30 shards)", [*ckpt, "inspect", idx], "", None, floor=False),
+    ]
+
+
+# --- reporting -----------------------------------------------------------------------------------------
+
+
+def _f(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def table(results: list[Result], size: int) -> None:
+    rows = []
+    for r in results:
+        for which, label in (("floor", "durable copy"), ("copy", "cp, no fsync"), ("ckpt", "ckpt"), ("naive", "naive")):
+            wall = r.wall(which)
+            if wall is None:
+                continue
+            gbps = r.out_bytes / wall / 1e9 if r.out_bytes else None
+            rows.append([
+                r.path.name if which == ("floor" if r.floor else "ckpt") else "",
+                label, _f(wall, ".3f"), _f(gbps, ".2f"), _f(r.rss(which), ".0f"),
+                _f(r.ratio("ckpt", "floor"), ".2f") if which == "ckpt" else "",
+                _f(r.ratio("naive", "ckpt"), ".2f") if which == "naive" else "",
+            ])
+    common.print_table(["path", "run", "wall s", "GB/s", "peak RSS MiB", "ckpt/floor", "naive/ckpt"], rows,
+                       title=f"{size / 1e9:g} GB checkpoints (medians of the repetitions; ratios: median of run-by-run ratios)")
+
+
+@dataclass
+class Check:
+    what: str
+    measured: str
+    ok: bool
+
+
+def checks(by_size: dict[int, list[Result]], largest_tensor: dict[int, int]) -> list[Check]:
+    out: list[Check] = []
+    for size, results in by_size.items():
+        tag = f"{size / 1e9:g} GB"
+        r = {x.path.name.strip(): x for x in results}
+
+        def add(what: str, value: float | None, limit: float, fmt: str, below: bool = True, tag: str = tag) -> None:
+            if value is not None:
+                out.append(Check(f"{tag}: {what}", format(value, fmt), value < limit if below else value >= limit))
+
+        tr = r.get("safetensors -> safetensors: transfer")
+        if tr:
+            add(f"transfer / durable copy < {TRANSFER_VS_FLOOR}", tr.ratio("ckpt", "floor"), TRANSFER_VS_FLOOR, ".2f")
+            add(f"naive / transfer >= {TRANSFER_VS_NAIVE:g}", tr.ratio("naive", "ckpt"), TRANSFER_VS_NAIVE, ".2f", below=False)
+            add(f"transfer peak RSS < {TRANSFER_RSS_MIB:g} MiB", tr.rss("ckpt"), TRANSFER_RSS_MIB, ".0f")
+        rn = r.get("safetensors: rename")
+        if rn:
+            add(f"rename / durable copy < {RENAME_VS_FLOOR}", rn.ratio("ckpt", "floor"), RENAME_VS_FLOOR, ".2f")
+        for name in ("inspect FILE", "inspect INDEX (30 shards)"):
+            if name in r:
+                add(f"{name} wall < {INSPECT_WALL_S} s", r[name].wall("ckpt"), INSPECT_WALL_S, ".3f")
+        for name in ("npz -> safetensors: convert", "npz -> npz: transfer"):
+            if name in r:
+                add(f"{name} / numpy < {NPZ_VS_NUMPY:g}", _inverse(r[name].ratio("naive", "ckpt")), NPZ_VS_NUMPY, ".2f")
+                bound = largest_tensor[size] / common.MIB + NPZ_RSS_SLACK_MIB
+                add(f"{name} peak RSS < largest tensor + {NPZ_RSS_SLACK_MIB:g} = {bound:.0f} MiB", r[name].rss("ckpt"),
+                    bound, ".0f")
+        cc = r.get("the same, --count-changes")
+        if tr and cc and cc.copy:
+            extra = cc.wall("ckpt") - tr.wall("ckpt")  # type: ignore[operator]
+            add(f"--count-changes: time added to transfer < cp of the source, no fsync ({cc.wall('copy'):.2f} s)",
+                extra, cc.wall("copy") or 0.0, ".2f")
+        if cc:
+            add(f"--count-changes peak RSS < {TRANSFER_RSS_MIB:g} MiB", cc.rss("ckpt"), TRANSFER_RSS_MIB, ".0f")
+        cast = r.get("F32 -> BF16: convert --dtype")
+        if cast:
+            add(f"cast peak RSS < {TRANSFER_RSS_MIB:g} MiB", cast.rss("ckpt"), TRANSFER_RSS_MIB, ".0f")
+    if len(by_size) > 1:
+        small, large = min(by_size), max(by_size)
+        for name in ("safetensors -> safetensors: transfer", "the same, --count-changes", "F32 -> BF16: convert --dtype"):
+            a = next((x for x in by_size[small] if x.path.name.strip() == name), None)
+            b = next((x for x in by_size[large] if x.path.name.strip() == name), None)
+            if a and b and a.rss("ckpt") and b.rss("ckpt"):
+                ratio = b.rss("ckpt") / a.rss("ckpt")  # type: ignore[operator]
+                out.append(Check(f"{name}: peak RSS {large / 1e9:g} GB / {small / 1e9:g} GB < {RSS_FLAT_SLACK}",
+                                 f"{ratio:.2f}", ratio < RSS_FLAT_SLACK))
+    return out
+
+
+def _inverse(x: float | None) -> float | None:
+    return None if not x else 1 / x
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="3GB", help="checkpoint size(s), comma-separated (default 3GB)")
+    parser.add_argument("--quick", action="store_true", help="200MB and 2 repetitions (a smoke run)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of each path (default 3)")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="only paths whose name contains TEXT (repeatable)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive baselines (they are the slowest)")
+    parser.add_argument("--shards", type=int, default=30)
+    parser.add_argument("--dir", type=Path, default=common.DEFAULT_DIR, help="where inputs are cached")
+    parser.add_argument("--clean", action="store_true", help="delete the inputs at the end")
+    args = parser.parse_args(argv)
+    sizes = [common.parse_size("200MB")] if args.quick else [common.parse_size(s) for s in args.size.split(",")]
+    repeat = 2 if args.quick else args.repeat
+
+    ckpt = common.ckpt_command()
+    env = common.ckpt_env(args.dir / "pycache")
+    print(f"ckpt: {' '.join(ckpt)}; {repeat} repetitions, floor / ckpt / naive alternating; warm page cache")
+    print(common.machine_line())
+    by_size: dict[int, list[Result]] = {}
+    largest: dict[int, int] = {}
+    made: list[Inputs] = []
+    for size in sizes:
+        inputs = prepare(args.dir, size, args.shards)
+        made.append(inputs)
+        tensors = inputs.model.tensors() + common.target_model(inputs.model).tensors()
+        largest[size] = max(math.prod(t.shape) for t in tensors) * common.ITEMSIZE["F32"]
+        work = args.dir / "bench-out"
+        work.mkdir(parents=True, exist_ok=True)
+        results = []
+        for p in paths_for(inputs, ckpt):
+            if args.only and not any(o in p.name for o in args.only):
+                continue
+            print(f"  {p.name.strip()} ...", flush=True)
+            results.append(run_path(p, work, repeat, env, naive=not args.no_naive))
+        shutil.rmtree(work, ignore_errors=True)
+        by_size[size] = results
+    print(f"(this parent's own peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
+          "a spawned child's peak RSS is never below it)\n")
+    print(common.machine_line() + "\n")
+    for size, results in by_size.items():
+        table(results, size)
+    found = checks(by_size, largest)
+    common.print_table(["target", "measured", ""], [[c.what, c.measured, "ok" if c.ok else "MISS"] for c in found],
+                       title="targets")
+    if args.clean:
+        for inputs in made:
+            for f in (inputs.source, inputs.target, inputs.h5, inputs.npz_source, inputs.npz_target):
+                f.unlink(missing_ok=True)
+            shutil.rmtree(inputs.index.parent, ignore_errors=True)
+        print(f"removed the inputs from {args.dir}")
+    return 0 if all(c.ok for c in found) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
