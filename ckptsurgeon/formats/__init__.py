@@ -183,7 +183,7 @@ def detect(path: str | Path) -> str:
     path = Path(path)
     try:
         size = path.stat().st_size
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:  # unbuffered: read these 64 bytes, not a page of tensor data
             head = f.read(64)
     except FileNotFoundError as exc:
         raise InputError(path, "no such file") from exc

@@ -207,7 +207,7 @@ class Reader(base.Reader):
         super().__init__(path)
         self._mmap: mmap.mmap | None = None
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb", buffering=0) as f:  # exact reads: the header and nothing of the data
                 size = os.fstat(f.fileno()).st_size
                 if size < 8:
                     raise InputError(path, f"truncated: {size} bytes, a safetensors file has at least 8")
