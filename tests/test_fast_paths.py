@@ -17,7 +17,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
@@ -523,7 +523,7 @@ def test_write_tensor_uses_the_cast_given(model: Path, tmp_path: Path) -> None:
 
 
 @given(data=st.binary(min_size=0, max_size=2000), sizes=st.lists(st.integers(1, 300), min_size=1, max_size=5))
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None)
 def test_base_fallback_assembles_any_pieces(data: bytes, sizes: list[int]) -> None:
     n = len(data) // 4 * 4
     collected: dict[str, np.ndarray] = {}
@@ -551,7 +551,7 @@ def test_base_fallback_assembles_any_pieces(data: bytes, sizes: list[int]) -> No
     assert collected["t"].tobytes() == data[:n] and collected["t"].dtype == np.float32
 
 
-def test_bytes_io_is_not_needed() -> None:
+def test_byte_view_takes_any_contiguous_buffer() -> None:
     """``write_chunks`` takes bytes, bytearrays and memoryviews of numpy arrays of numpy's own dtypes."""
     out = io.BytesIO()
     for chunk in (b"ab", bytearray(b"cd"), memoryview(np.array([1.5], np.float32))):

@@ -168,12 +168,14 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
 
 
 class Writeback:
-    """Starts the disk on a new file's finished bytes while the process computes the next ones.
+    """Starts the disk on a new file's finished bytes while later bytes are still being produced.
 
-    Where writing is paced by the CPU (casts, comparisons, compression), the disk would otherwise
-    sit idle until the fsync at the end; ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` starts the
-    writeback early (asynchronously; the pages stay cached) so that fsync has less left to do. The
-    fsync is still what makes the output durable. Where the call does not exist this does nothing.
+    Otherwise the disk sits idle until the fsync at the end while the copy, cast or comparison runs;
+    ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` starts the writeback early (asynchronously; the pages
+    stay cached), so the fsync has less left to do and the whole write ends sooner (measured on a
+    3 GB transfer: faster than ``cp`` + ``sync`` of the output, which copies first and writes back
+    after). The fsync is still what makes the output durable. Where the call does not exist this
+    does nothing.
     """
 
     STEP = 32 * 1024 * 1024
@@ -510,9 +512,12 @@ class Writer(base.Writer):
         if self._pending is not None:
             fd, offset, length = self._pending
             self._pending = None
-            assert self._fd is not None
-            copy_range(self._fd, fd, offset, length)
-            self._position += length
+            assert self._fd is not None and self._writeback is not None
+            for start in range(0, length, Writeback.STEP):  # in steps, so the disk starts during a long copy
+                n = min(Writeback.STEP, length - start)
+                copy_range(self._fd, fd, offset + start, n)
+                self._position += n
+                self._writeback.written_up_to(self._position)
 
     def _close(self) -> None:
         self._pending = None
