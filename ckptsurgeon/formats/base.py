@@ -178,13 +178,18 @@ class Writer(ABC):
         self._begin()
         self._state = "WEIGHTS"
 
-    def _take(self, name: str) -> TensorSpec:
+    def _peek(self, name: str) -> TensorSpec:
+        """The spec of the tensor due next, checked to be ``name``."""
         self._expect("WEIGHTS")
         if self._next >= len(self.specs):
             raise WriterStateError(self.path, f"tensor {name!r} written after all declared tensors")
         spec = self.specs[self._next]
         if spec.name != name:
             raise WriterStateError(self.path, f"expected tensor {spec.name!r} next, got {name!r}")
+        return spec
+
+    def _take(self, name: str) -> TensorSpec:
+        spec = self._peek(name)
         self._next += 1
         return spec
 
@@ -214,12 +219,7 @@ class Writer(ABC):
         asked for, so a producer may reuse its buffer. This fallback assembles the tensor in memory
         and calls :meth:`write`; writers that stream the pieces override it and set ``streams_chunks``.
         """
-        self._expect("WEIGHTS")
-        if self._next >= len(self.specs):
-            raise WriterStateError(self.path, f"tensor {name!r} written after all declared tensors")
-        spec = self.specs[self._next]
-        if spec.name != name:
-            raise WriterStateError(self.path, f"expected tensor {spec.name!r} next, got {name!r}")
+        spec = self._peek(name)
         buf = np.empty(spec.nbytes, dtype=np.uint8)
         done = 0
         for chunk in chunks:
