@@ -11,18 +11,20 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .atomic import atomic_path, check_output, write_text
 from .errors import CheckFailed, CkptError, InputError, UsageError
-from .execute import Move, Progress, cast_array, copy_tensors, execute, plan_moves
 from .formats import format_family, open_checkpoint, output_format, writer_class
 from .formats.base import Reader
 from .plan import Plan, TransferOptions, build_plan, gate_failures, plan_from_dict, plan_to_dict
 from .report import RenameReport, TransferReport
 from .rules import Rules, apply_rules
 from .tensors import TensorInfo, TensorSpec
+
+if TYPE_CHECKING:  # execute.py brings numpy; inspect and dry runs never need it
+    from .execute import Move, Progress
 
 __all__ = [
     "Inspection",
@@ -169,6 +171,8 @@ def verify_written(path: Path, moves: list[Move]) -> None:
     Replaced tensors must hold the source's bytes (after the planned cast), kept ones the target's.
     Raises CheckFailed naming the first tensor that differs.
     """
+    from .execute import cast_array
+
     with open_checkpoint(path) as written:
         names = [t.name for t in written.tensors]
         if sorted(names) != sorted(m.out.name for m in moves):
@@ -263,6 +267,8 @@ def transfer(
         metadata = dict(tgt.metadata)
         if provenance:
             metadata |= _provenance(src, tgt, options, str(plan_file) if plan_file else None)
+        from .execute import execute, plan_moves
+
         moves = plan_moves(plan, src, tgt)
         with atomic_path(output) as tmp:
             writer = writer_class(fmt)(tmp, metadata=metadata, like=like)
@@ -328,6 +334,8 @@ def rename(
             raise RenameFailed(report)
         if dry_run or output is None or fmt is None:
             return report
+        from .execute import Move, copy_tensors
+
         moves = [Move(TensorSpec(new, reader[old].shape, reader[old].dtype), reader, old) for old, new in names]
         like = reader if format_family(reader) == fmt else None
         with atomic_path(output) as tmp:

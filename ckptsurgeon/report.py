@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .execute import Outcome
 from .layers import Group, group_layers, relative_name
 from .plan import SHAPE_MISMATCH, Plan, Step, percent
 from .rules import Renamed
+
+if TYPE_CHECKING:
+    from .execute import Outcome
 
 SCHEMA = "ckptsurgeon/transfer-report/1"
 

@@ -161,3 +161,37 @@ def test_python_dash_m_entry_point(corpus: Path) -> None:
     )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["totals"]["tensors"] == 16
+
+
+# --- start-up: a run imports what its command needs, nothing more -----------------------------------
+_IMPORTS_OF_A_RUN = """
+import contextlib, io, json, sys
+from ckptsurgeon.cli.app import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "absent"),
+    [
+        (["inspect", "examples/pretrained.safetensors"],
+         ["numpy", "ml_dtypes", "h5py", "ckptsurgeon.execute", "ckptsurgeon.cli.transfer_cmd"]),
+        (["inspect", "examples/pretrained.safetensors", "--json"], ["numpy", "h5py", "rich.table"]),
+        (["--help"], ["numpy", "h5py"]),
+        (["transfer", "examples/pretrained.safetensors", "examples/target.safetensors", "--dry-run"],
+         ["numpy", "h5py", "ckptsurgeon.cli.inspect_cmd"]),
+    ],
+)
+def test_a_run_imports_only_what_its_command_needs(argv: list[str], absent: list[str]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", _IMPORTS_OF_A_RUN, *argv], cwd=root,
+                          capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] in (0, None)
+    assert "ckptsurgeon.formats.safetensors" in result["modules"] or argv == ["--help"]
+    assert [m for m in absent if m in result["modules"]] == []

@@ -104,6 +104,9 @@ class CachedApp:
     def __init__(self, app: Any) -> None:
         import typer.main
 
+        from ckptsurgeon.cli.app import register_commands
+
+        register_commands()
         self.command = typer.main.get_command(app)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -388,6 +391,7 @@ CHILD = textwrap.dedent(
     import typer.main
     from ckptsurgeon.cli import app as app_module
     from ckptsurgeon.cli.app import main
+    app_module.register_commands()
     _command = typer.main.get_command(app_module.app)  # built once, as CachedApp does
     app_module.app = lambda *args, **kwargs: _command(*args, **kwargs)
     FILES = json.loads(sys.argv[1])

@@ -24,6 +24,7 @@ app = typer.Typer(
     "(safetensors, HDF5/Keras, npz) without loading a framework.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are plain; rich's markup parser is not imported on every start
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -47,11 +48,27 @@ def _global(
     """Checkpoint surgery without loading a framework."""
 
 
-def _register() -> None:
-    from . import convert_cmd, diff_cmd, inspect_cmd, rename_cmd, transfer_cmd, verify_cmd  # noqa: F401  (commands register themselves on `app`)
+# Each command lives in its own module, which registers it on `app` when imported. A run imports
+# only the module of the command it names, so `ckpt inspect` never pays for what `transfer` imports.
+COMMANDS = {
+    "inspect": "inspect_cmd",
+    "transfer": "transfer_cmd",
+    "rename": "rename_cmd",
+    "convert": "convert_cmd",
+    "diff": "diff_cmd",
+    "verify": "verify_cmd",
+}
 
 
-_register()
+def register_commands(args: list[str] | None = None) -> None:
+    """Register the command ``args`` names on :data:`app`, or every command when it names none
+    (``ckpt --help``, a typo that typer should answer with the list of commands)."""
+    import importlib
+
+    named = next((arg for arg in args or () if not arg.startswith("-")), None)
+    modules = [COMMANDS[named]] if named in COMMANDS else list(COMMANDS.values())
+    for module in modules:
+        importlib.import_module(f"{__package__}.{module}")
 
 
 def _debug_wanted(argv: list[str]) -> bool:
@@ -237,6 +254,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
             try:
                 # Standalone mode: typer reports its own usage errors (exit 2) and handles --help;
                 # it always ends with SystemExit.
+                register_commands(args)
                 app(args=args, prog_name="ckpt")
             except SystemExit as exc:
                 code = exc.code

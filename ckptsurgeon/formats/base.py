@@ -14,19 +14,24 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import CkptError, InputError
 from ..tensors import DTYPES, TensorInfo, TensorSpec
+
+if TYPE_CHECKING:  # numpy is imported where data is touched, so reading a header never loads it
+    import numpy as np
 
 CHUNK_BYTES = 16 * 1024 * 1024
 
 
 def c_order(arr: np.ndarray) -> np.ndarray:
     """``arr`` in C order, copied only if needed; unlike ``np.ascontiguousarray`` it keeps 0-d arrays 0-d."""
-    return arr if arr.flags.c_contiguous else np.array(arr, order="C")
+    if arr.flags.c_contiguous:
+        return arr
+    import numpy as np
+
+    return np.array(arr, order="C")
 
 
 class Reader(ABC):
@@ -77,6 +82,8 @@ class Reader(ABC):
 
     def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
         """The tensor's raw bytes in chunks (one array in memory at most)."""
+        import numpy as np
+
         flat = memoryview(np.ascontiguousarray(self.read(name)).reshape(-1).view(np.uint8))
         for start in range(0, len(flat), chunk_bytes):
             yield flat[start : start + chunk_bytes]
@@ -195,6 +202,8 @@ class Writer(ABC):
 
     def write(self, name: str, data: np.ndarray) -> None:
         """Write the next tensor's values (shape and dtype as declared)."""
+        import numpy as np
+
         spec = self._take(name)
         data = np.asarray(data)
         want = DTYPES[spec.dtype].numpy
@@ -219,6 +228,8 @@ class Writer(ABC):
         asked for, so a producer may reuse its buffer. This fallback assembles the tensor in memory
         and calls :meth:`write`; writers that stream the pieces override it and set ``streams_chunks``.
         """
+        import numpy as np
+
         spec = self._peek(name)
         buf = np.empty(spec.nbytes, dtype=np.uint8)
         done = 0

@@ -41,9 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import AtomicFiles
 from ..atomic import output_errors as output_errors  # re-exported: convert reports through it
@@ -51,6 +49,9 @@ from ..errors import UsageError
 from ..tensors import TensorSpec
 from . import base
 from . import safetensors as st
+
+if TYPE_CHECKING:
+    import numpy as np
 
 INDEX_SUFFIX = ".safetensors.index.json"
 DEFAULT_INDEX_NAME = "model" + INDEX_SUFFIX
