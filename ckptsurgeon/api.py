@@ -171,7 +171,7 @@ def verify_written(path: Path, moves: list[Move]) -> None:
     Replaced tensors must hold the source's bytes (after the planned cast), kept ones the target's.
     Raises CheckFailed naming the first tensor that differs.
     """
-    from .execute import cast_array
+    from .values import cast_array
 
     with open_checkpoint(path) as written:
         names = [t.name for t in written.tensors]

@@ -28,10 +28,11 @@ from typing import Any
 
 from .atomic import atomic_path, check_output
 from .errors import UsageError
-from .execute import Move, cast_array, copy_tensors
+from .execute import Move, copy_tensors
 from .formats import format_family, open_checkpoint, output_format, sharded, writer_class
 from .formats.base import Reader, Writer
 from .tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
+from .values import cast_array
 
 __all__ = ["SCHEMA_ID", "ConvertReport", "ConvertedTensor", "GlobCount", "convert", "float_dtype"]
 

@@ -185,10 +185,16 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
         (["--help"], ["numpy", "h5py"]),
         (["transfer", "examples/pretrained.safetensors", "examples/target.safetensors", "--dry-run"],
          ["numpy", "h5py", "ckptsurgeon.cli.inspect_cmd"]),
+        # byte ranges only: the values are never touched, so numpy is never loaded
+        (["transfer", "examples/pretrained.safetensors", "examples/target.safetensors", "-o", "{tmp}/out.safetensors"],
+         ["numpy", "h5py", "ckptsurgeon.values"]),
+        (["rename", "examples/pretrained.safetensors", "-o", "{tmp}/out.safetensors", "--rename", "blocks=>b"],
+         ["numpy", "h5py", "ckptsurgeon.values"]),
     ],
 )
-def test_a_run_imports_only_what_its_command_needs(argv: list[str], absent: list[str]) -> None:
+def test_a_run_imports_only_what_its_command_needs(argv: list[str], absent: list[str], tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     done = subprocess.run([sys.executable, "-c", _IMPORTS_OF_A_RUN, *argv], cwd=root,
                           capture_output=True, text=True, check=True)
     result = json.loads(done.stdout.splitlines()[-1])

@@ -23,22 +23,21 @@ from safetensors.numpy import load_file, save_file
 
 from ckptsurgeon import api, execute
 from ckptsurgeon.convert import convert
-from ckptsurgeon.execute import (
-    Move,
-    Outcome,
-    cast_array,
-    changed_in_piece,
-    copy_tensors,
-    count_changed,
-    pieces,
-    same_bytes,
-    write_tensor,
-)
+from ckptsurgeon.execute import Move, Outcome, copy_tensors, write_tensor
 from ckptsurgeon.formats import base, npz, open_checkpoint
 from ckptsurgeon.formats import hdf5 as h5_format
 from ckptsurgeon.formats import safetensors as st_format
 from ckptsurgeon.formats.base import WriterStateError
 from ckptsurgeon.tensors import DTYPES, TensorInfo, TensorSpec, code_of
+from ckptsurgeon.values import (
+    any_nonfinite,
+    cast_array,
+    changed_in_piece,
+    count_changed,
+    nonfinite,
+    pieces,
+    same_bytes,
+)
 
 # --- helpers -----------------------------------------------------------------------------------------
 
@@ -340,11 +339,11 @@ def test_nonfinite_from_bits_equals_isfinite(code: str) -> None:
         values = np.arange(1 << 16, dtype=np.uint16).view(DTYPES[code].numpy)
     with np.errstate(invalid="ignore"):
         expected = ~np.isfinite(values.astype(np.float64))
-    assert np.array_equal(execute.nonfinite(values), expected)
-    assert execute.any_nonfinite(values) == bool(expected.any())
+    assert np.array_equal(nonfinite(values), expected)
+    assert any_nonfinite(values) == bool(expected.any())
     finite = values[~expected]
-    assert not execute.any_nonfinite(finite) and not execute.any_nonfinite(finite[:0])
-    assert all(execute.any_nonfinite(values[i : i + 1]) == bool(expected[i]) for i in range(0, values.size, 97))
+    assert not any_nonfinite(finite) and not any_nonfinite(finite[:0])
+    assert all(any_nonfinite(values[i : i + 1]) == bool(expected[i]) for i in range(0, values.size, 97))
 
 
 def test_overflow_count_is_finite_before_and_not_after() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import shutil
 import statistics
@@ -301,6 +302,7 @@ def run_path(p: Path_, work: Path, repeat: int, env: dict[str, str], naive: bool
 
 
 def _once(run: Callable[[], common.Measurement], out: Path) -> common.Measurement:
+    os.sync()  # unmeasured: no writeback or journal commit of an earlier run overlaps this one
     try:
         return run()
     finally:
