@@ -4,6 +4,8 @@
 
 1. **Byte range.** The dtype stays, the reader knows where the raw bytes lie and the writer takes a
    range (safetensors to safetensors: ``copy_file_range``). The bytes never enter Python.
+   Or **stored as is**: where the writer can take the reader's storage directly (HDF5 to HDF5 with
+   the same chunking and filters), the compressed chunks are copied without decoding them.
 2. **Pieces.** The values go through in flat, element-aligned pieces of at most :data:`PIECE_BYTES`
    into :meth:`Writer.write_chunks <ckptsurgeon.formats.base.Writer.write_chunks>`; a cast converts
    each piece, and ``--count-changes`` compares each piece with the target's piece on the way
@@ -104,6 +106,8 @@ def write_tensor(move: Move, writer: Writer, outcome: Outcome, *, cast: Cast | N
         where = move.reader.byte_range(move.name)
         if where is not None and writer.write_range(out.name, *where):
             outcome.byte_copy = True
+            return
+        if writer.write_stored(out.name, move.reader, move.name):
             return
     from . import values  # numpy: from here on the values are touched
 

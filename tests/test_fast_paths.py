@@ -556,3 +556,100 @@ def test_byte_view_takes_any_contiguous_buffer() -> None:
     for chunk in (b"ab", bytearray(b"cd"), memoryview(np.array([1.5], np.float32))):
         out.write(st_format.byte_view(chunk))
     assert out.getvalue() == b"abcd" + np.array([1.5], np.float32).tobytes()
+
+
+# --- HDF5 to HDF5: compressed chunks copied as stored --------------------------------------------
+def _deflated_h5(path: Path, values: dict[str, np.ndarray], *, zlib_level: int | None = None,
+                 fill: float | None = None, skip_chunk: bool = False) -> None:
+    """Chunked, deflate(4) datasets written by h5py. With ``zlib_level`` the chunks are compressed by
+    Python's zlib at that level and stored with ``write_direct_chunk``: valid deflate data whose bytes
+    a recompression at level 4 would not reproduce."""
+    import zlib
+
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        for name, arr in values.items():
+            chunks = tuple(max(1, n // 2) for n in arr.shape)
+            ds = f.create_dataset(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks, compression="gzip",
+                                  compression_opts=4, fillvalue=fill)
+            if zlib_level is None and not skip_chunk:
+                ds[...] = arr
+                continue
+            for index in np.ndindex(*(2,) * arr.ndim):
+                if skip_chunk and not any(index):
+                    continue  # chunk 0 is never written: it reads as the fill value
+                offset = tuple(i * c for i, c in zip(index, chunks, strict=True))
+                block = arr[tuple(slice(o, o + c) for o, c in zip(offset, chunks, strict=True))]
+                ds.id.write_direct_chunk(offset, zlib.compress(np.ascontiguousarray(block).tobytes(), zlib_level or 4))
+
+
+def _chunk_bytes(path: Path, name: str) -> dict[tuple[int, ...], bytes]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        dsid = f[name].id
+        offsets: list[tuple[int, ...]] = []
+        dsid.chunk_iter(lambda info: offsets.append(tuple(info.chunk_offset)))
+        return {o: dsid.read_direct_chunk(o)[1] for o in offsets}
+
+
+def _h5_values(path: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _stored_pair(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(7)
+    src_values = {"dense/kernel": rng.standard_normal((32, 64)).astype(np.float32),
+                  "dense/bias": rng.standard_normal(64).astype(np.float32),
+                  "head/kernel": rng.standard_normal((16, 8)).astype(np.float32)}
+    tgt_values = {k: v + 1 for k, v in src_values.items()}
+    tgt_values["head/kernel"] = rng.standard_normal((16, 4)).astype(np.float32)  # kept: shape mismatch
+    src, tgt = tmp_path / "src.h5", tmp_path / "tgt.h5"
+    _deflated_h5(src, src_values, zlib_level=1)
+    _deflated_h5(tgt, tgt_values, zlib_level=9)
+    return src, tgt, src_values
+
+
+def test_hdf5_transfer_copies_compressed_chunks_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, tgt, src_values = _stored_pair(tmp_path)
+    fast, simple = tmp_path / "fast.h5", tmp_path / "simple.h5"
+    api.transfer(src, tgt, output=fast)
+    monkeypatch.setattr(h5_format.Writer, "write_stored", lambda self, *args: False)
+    api.transfer(src, tgt, output=simple)
+    fast_values, simple_values = _h5_values(fast), _h5_values(simple)
+    assert fast_values.keys() == simple_values.keys() == src_values.keys()
+    for name, value in fast_values.items():
+        assert value.tobytes() == simple_values[name].tobytes()
+    assert fast_values["dense/kernel"].tobytes() == src_values["dense/kernel"].tobytes()
+    # replaced tensors hold the source's chunks, the kept one the target's: as stored, never recompressed
+    for name, origin in (("dense/kernel", src), ("dense/bias", src), ("head/kernel", tgt)):
+        assert _chunk_bytes(fast, name) == _chunk_bytes(origin, name)
+        assert _chunk_bytes(simple, name) != _chunk_bytes(origin, name)  # decoded and deflated again
+
+
+def test_hdf5_stored_copy_needs_every_chunk_written(tmp_path: Path) -> None:
+    """An unwritten chunk reads as the source's fill value; the values path carries it over."""
+    values = {"w": np.arange(64, dtype=np.float32).reshape(8, 8)}
+    src, tgt = tmp_path / "src.h5", tmp_path / "tgt.h5"
+    _deflated_h5(src, values, fill=7.0, skip_chunk=True)
+    _deflated_h5(tgt, {"w": np.zeros((8, 8), np.float32)})
+    out = tmp_path / "out.h5"
+    api.transfer(src, tgt, output=out)
+    expected = values["w"].copy()
+    expected[:4, :4] = 7.0
+    assert np.array_equal(_h5_values(out)["w"], expected)
+    assert np.array_equal(_h5_values(src)["w"], expected)
+
+
+def test_hdf5_convert_keeps_chunks_of_a_like_file(tmp_path: Path) -> None:
+    src, _, src_values = _stored_pair(tmp_path)
+    out = tmp_path / "renamed.h5"
+    api.rename(src, output=out, rules=api.Rules.from_options(rename=[r"^dense/=>fc/"]))
+    assert _chunk_bytes(out, "fc/kernel") == _chunk_bytes(src, "dense/kernel")
+    assert _h5_values(out)["fc/kernel"].tobytes() == src_values["dense/kernel"].tobytes()

@@ -217,6 +217,12 @@ class Writer(ABC):
         """Copy the next tensor's raw bytes from a file range; False if this writer cannot (then call ``write``)."""
         return False
 
+    def write_stored(self, name: str, reader: Reader, source_name: str) -> bool:
+        """Copy the next tensor from ``reader``'s tensor ``source_name`` (same dtype and shape) as that
+        file stores it, without decoding it (HDF5: compressed chunks verbatim); False if this writer
+        cannot for this tensor (then use the other ways). Values are the same either way."""
+        return False
+
     #: True when :meth:`write_chunks` streams each piece to the file as it comes; False when it
     #: assembles the whole tensor first (this class's fallback).
     streams_chunks: ClassVar[bool] = False

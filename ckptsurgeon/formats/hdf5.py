@@ -1359,11 +1359,37 @@ class Writer(BaseWriter):
             raise
 
     def _write(self, spec: TensorSpec, data: np.ndarray) -> None:
+        like = self._template.datasets.get(spec.name) if self._template else None
+        self._put(spec, like, np.asarray(data).reshape(spec.shape))  # numpy scalars too
+
+    def write_stored(self, name: str, reader: BaseReader, source_name: str) -> bool:
+        """Copy the tensor's chunks from an HDF5 reader verbatim (no decompression, no recompression)
+        when the dataset this writer would create stores them the same way: chunked, with the same
+        chunk shape, filters and file type, every chunk written. Contiguous data is not worth it: the
+        plain path moves it at memory speed."""
+        spec = self._peek(name)
+        like = self._template.datasets.get(spec.name) if self._template else None
+        if like is None or like.code != spec.dtype or like.shape != spec.shape or not isinstance(reader, _HDF5Reader):
+            return False
+        src, ds = reader._locate(source_name)
+        if ds.code != spec.dtype or ds.shape != spec.shape or not ds.nbytes:
+            return False
+        dcpl = self._dcpl(spec, like, same_type=True)
+        with _input_errors(src.label, f"cannot read dataset {ds.path!r}"):
+            sid = src.h5[ds.path].id
+            offsets = _stored_chunks(sid, dcpl, like.tid, ds.shape)
+        if offsets is None:
+            return False
+        self._take(name)
+        self._put(spec, like, None, stored=(src.label, sid, offsets))
+        return True
+
+    def _put(self, spec: TensorSpec, like: _LikeDataset | None, data: np.ndarray | None,
+             stored: tuple[Path, Any, list[tuple[int, ...]]] | None = None) -> None:
         try:
             with _output_errors(self.path, f"cannot write tensor {spec.name!r}"):
-                like = self._template.datasets.get(spec.name) if self._template else None
                 self._make_groups(spec.name)
-                self._write_dataset(spec, np.asarray(data).reshape(spec.shape), like)  # numpy scalars too
+                self._write_dataset(spec, data, like, stored)
         except BaseException:
             self._close()
             self._state = "DONE"
@@ -1449,7 +1475,8 @@ class Writer(BaseWriter):
             return _Attr(attr.name, np.array([], dtype=np.float64), np.dtype(np.float64))
         return _Attr(attr.name, arr, attr.dtype)
 
-    def _write_dataset(self, spec: TensorSpec, data: np.ndarray, like: _LikeDataset | None) -> None:
+    def _write_dataset(self, spec: TensorSpec, data: np.ndarray | None, like: _LikeDataset | None,
+                       stored: tuple[Path, Any, list[tuple[int, ...]]] | None = None) -> None:
         shape = spec.shape
         same_type = like is not None and like.code == spec.dtype
         if like is not None and same_type:
@@ -1464,7 +1491,13 @@ class Writer(BaseWriter):
         dcpl = self._dcpl(spec, like, same_type)
         dsid = h5d.create(self._h5.id, spec.name.encode("utf-8"), tid, space, dcpl=dcpl, lcpl=self._lcpl)
         try:
-            if data.size:
+            if stored is not None:
+                label, sid, offsets = stored
+                for offset in offsets:
+                    with _input_errors(label, f"cannot read a chunk of dataset {spec.name!r}"):
+                        mask, chunk = sid.read_direct_chunk(offset)
+                    dsid.write_direct_chunk(offset, chunk, mask)
+            elif data is not None and data.size:
                 if raw:
                     buf = data
                     if tid.get_class() == h5t.FLOAT and tid.get_order() == h5t.ORDER_BE:
@@ -1504,6 +1537,29 @@ class Writer(BaseWriter):
                     continue
                 dcpl.set_filter(fid, flags, values)
         return dcpl
+
+
+def _filters(dcpl: Any) -> list[tuple[Any, ...]]:
+    return [tuple(dcpl.get_filter(i)[:3]) for i in range(dcpl.get_nfilters())]
+
+
+def _stored_chunks(sid: Any, dcpl: Any, tid: Any, shape: tuple[int, ...]) -> list[tuple[int, ...]] | None:
+    """The chunk offsets of a source dataset whose chunks a dataset created with ``dcpl`` and file
+    type ``tid`` can take verbatim, or None. Every chunk must be written: an unwritten one reads as
+    the source's fill value, which the new dataset would not share."""
+    if dcpl.get_layout() != h5d.CHUNKED:
+        return None
+    src = sid.get_create_plist()
+    if src.get_layout() != h5d.CHUNKED or tuple(src.get_chunk()) != tuple(dcpl.get_chunk()):
+        return None
+    if _filters(src) != _filters(dcpl) or not sid.get_type().equal(tid):
+        return None
+    chunk = dcpl.get_chunk()
+    if sid.get_num_chunks() != math.prod(-(-n // c) for n, c in zip(shape, chunk, strict=True)):
+        return None
+    offsets: list[tuple[int, ...]] = []
+    sid.chunk_iter(lambda info: offsets.append(tuple(info.chunk_offset)))
+    return offsets
 
 
 def _write_attr(obj: Any, attr: _Attr) -> None:
@@ -1549,6 +1605,19 @@ class KerasZipWriter(BaseWriter):
             self._cleanup()
             self._state = "DONE"
             raise
+
+    def write_stored(self, name: str, reader: BaseReader, source_name: str) -> bool:
+        spec = self._peek(name)
+        assert self._inner is not None
+        try:
+            done = self._inner.write_stored(spec.name, reader, source_name)
+        except BaseException:
+            self._cleanup()
+            self._state = "DONE"
+            raise
+        if done:
+            self._take(name)
+        return done
 
     def _finish(self) -> None:
         assert self._inner is not None

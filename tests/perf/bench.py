@@ -47,8 +47,8 @@ TRANSFER_VS_NAIVE = 3.0  # naive / transfer
 TRANSFER_RSS_MIB = 150.0
 RENAME_VS_FLOOR = 1.15
 INSPECT_WALL_S = 0.3
-NPZ_VS_NUMPY = 2.0  # npz paths, x numpy's own read + write
-NPZ_RSS_SLACK_MIB = 100.0  # npz paths: peak RSS <= largest tensor + this
+NPZ_VS_NUMPY = 2.0  # npz and HDF5 paths, x numpy's / h5py's own read + write
+NPZ_RSS_SLACK_MIB = 100.0  # npz and HDF5 paths: peak RSS <= largest tensor + this
 RSS_FLAT_SLACK = 1.15  # peak RSS at the largest size <= this x the smallest size's
 
 # --- naive baselines (child processes; every one fsyncs its output like ckpt does) -------------------
@@ -122,6 +122,23 @@ with h5py.File(src, "r") as f:
 save_file(tensors, out)
 fsync(out)
 """,
+    "h5_transfer": _FSYNC + """
+import h5py
+src, tgt, out = sys.argv[1:4]
+
+def datasets(f):
+    found = []
+    f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+with h5py.File(src, "r") as s, h5py.File(tgt, "r") as t, h5py.File(out, "w") as o:
+    for name in datasets(t):
+        old = t[name]
+        use = s[name] if name in s and s[name].shape == old.shape else old
+        o.create_dataset(name, data=use[()], chunks=old.chunks, compression=old.compression,
+                         compression_opts=old.compression_opts)
+fsync(out)
+""",
     "npz_to_st": _FSYNC + """
 import numpy as np
 from safetensors.numpy import save_file
@@ -173,9 +190,10 @@ MAKE_H5 = """
 import sys, h5py
 from safetensors import safe_open
 src, out = sys.argv[1:3]
+gzip = out.endswith(".gzip.h5")  # chunked (h5py's automatic chunk shape) and deflate level 4
 with safe_open(src, "np") as f, h5py.File(out + ".partial", "w") as h:
     for k in f.keys():
-        h.create_dataset(k, data=f.get_tensor(k))
+        h.create_dataset(k, data=f.get_tensor(k), **({"compression": "gzip", "compression_opts": 4} if gzip else {}))
 import os; os.replace(out + ".partial", out)
 """
 MAKE_NPZ = """
@@ -198,8 +216,15 @@ class Inputs:
     target: Path
     index: Path  # 30-shard copy of the source
     h5: Path
+    h5_target: Path
+    h5_gzip: Path  # chunked, deflate level 4
+    h5_gzip_target: Path
     npz_source: Path
     npz_target: Path
+
+    def files(self) -> list[Path]:
+        return [self.source, self.target, self.h5, self.h5_target, self.h5_gzip, self.h5_gzip_target,
+                self.npz_source, self.npz_target]
 
 
 def prepare(directory: Path, size: int, shards: int) -> Inputs:
@@ -208,14 +233,16 @@ def prepare(directory: Path, size: int, shards: int) -> Inputs:
     base = directory / f"bench-{tag}"
     paths = Inputs(size, model, Path(f"{base}-source.safetensors"), Path(f"{base}-target.safetensors"),
                    directory / f"bench-{tag}-{shards}-shards" / "model.safetensors.index.json",
-                   Path(f"{base}-source.h5"), Path(f"{base}-source.npz"), Path(f"{base}-target.npz"))
+                   Path(f"{base}-source.h5"), Path(f"{base}-target.h5"), Path(f"{base}-source.gzip.h5"),
+                   Path(f"{base}-target.gzip.h5"), Path(f"{base}-source.npz"), Path(f"{base}-target.npz"))
     print(f"{tag}: source {model.describe()}")
     started = time.perf_counter()
     here = str(Path(__file__).resolve().parent)
     common.run_measured([PY, "-c", MAKE_SAFETENSORS, here, str(size), str(shards), str(paths.source),
                          str(paths.target), str(paths.index)]).check()  # in a child: this parent stays small
-    for script, src, out in ((MAKE_H5, paths.source, paths.h5), (MAKE_NPZ, paths.source, paths.npz_source),
-                             (MAKE_NPZ, paths.target, paths.npz_target)):
+    for script, src, out in ((MAKE_H5, paths.source, paths.h5), (MAKE_H5, paths.target, paths.h5_target),
+                             (MAKE_H5, paths.source, paths.h5_gzip), (MAKE_H5, paths.target, paths.h5_gzip_target),
+                             (MAKE_NPZ, paths.source, paths.npz_source), (MAKE_NPZ, paths.target, paths.npz_target)):
         if not out.exists():
             common.run_measured([PY, "-c", script, str(src), str(out)]).check()
     print(f"  inputs ready in {time.perf_counter() - started:.1f} s (cached in {directory})")
@@ -323,6 +350,11 @@ def paths_for(inputs: Inputs, ckpt: list[str]) -> list[Path_]:
         Path_("safetensors -> HDF5: convert", [*ckpt, "convert", s, "-o", "OUT"], ".h5", NAIVE["to_h5"], [s]),
         Path_("HDF5 -> safetensors: convert", [*ckpt, "convert", str(inputs.h5), "-o", "OUT"], ".safetensors",
               NAIVE["from_h5"], [str(inputs.h5)]),
+        Path_("HDF5 -> HDF5: transfer", [*ckpt, "transfer", str(inputs.h5), str(inputs.h5_target), "-o", "OUT"],
+              ".h5", NAIVE["h5_transfer"], [str(inputs.h5), str(inputs.h5_target)]),
+        Path_("HDF5 gzip -> HDF5 gzip: transfer",
+              [*ckpt, "transfer", str(inputs.h5_gzip), str(inputs.h5_gzip_target), "-o", "OUT"],
+              ".h5", NAIVE["h5_transfer"], [str(inputs.h5_gzip), str(inputs.h5_gzip_target)]),
         Path_("npz -> safetensors: convert", [*ckpt, "convert", str(inputs.npz_source), "-o", "OUT"], ".safetensors",
               NAIVE["npz_to_st"], [str(inputs.npz_source)]),
         Path_("npz -> npz: transfer", [*ckpt, "transfer", str(inputs.npz_source), str(inputs.npz_target), "-o", "OUT"],
@@ -388,9 +420,10 @@ def checks(by_size: dict[int, list[Result]], largest_tensor: dict[int, int]) -> 
         for name in ("inspect FILE", "inspect INDEX (30 shards)"):
             if name in r:
                 add(f"{name} wall < {INSPECT_WALL_S} s", r[name].wall("ckpt"), INSPECT_WALL_S, ".3f")
-        for name in ("npz -> safetensors: convert", "npz -> npz: transfer"):
+        for name in ("safetensors -> HDF5: convert", "HDF5 -> safetensors: convert", "HDF5 -> HDF5: transfer",
+                     "HDF5 gzip -> HDF5 gzip: transfer", "npz -> safetensors: convert", "npz -> npz: transfer"):
             if name in r:
-                add(f"{name} / numpy < {NPZ_VS_NUMPY:g}", _inverse(r[name].ratio("naive", "ckpt")), NPZ_VS_NUMPY, ".2f")
+                add(f"{name} / {'h5py' if 'HDF5' in name else 'numpy'} < {NPZ_VS_NUMPY:g}", _inverse(r[name].ratio("naive", "ckpt")), NPZ_VS_NUMPY, ".2f")
                 bound = largest_tensor[size] / common.MIB + NPZ_RSS_SLACK_MIB
                 add(f"{name} peak RSS < largest tensor + {NPZ_RSS_SLACK_MIB:g} = {bound:.0f} MiB", r[name].rss("ckpt"),
                     bound, ".0f")
@@ -466,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                        title="targets")
     if args.clean:
         for inputs in made:
-            for f in (inputs.source, inputs.target, inputs.h5, inputs.npz_source, inputs.npz_target):
+            for f in inputs.files():
                 f.unlink(missing_ok=True)
             shutil.rmtree(inputs.index.parent, ignore_errors=True)
         print(f"removed the inputs from {args.dir}")
