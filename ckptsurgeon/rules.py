@@ -249,21 +249,22 @@ class Rules:
     @classmethod
     def from_options(
         cls,
-        rename: Iterable[str] = (),
-        strip_prefix: Iterable[str] = (),
-        add_prefix: Iterable[str] = (),
+        rename: Iterable[str] | None = (),
+        strip_prefix: Iterable[str] | None = (),
+        add_prefix: Iterable[str] | None = (),
         map_file: str | Path | None = None,
-        include: Iterable[str] = (),
-        exclude: Iterable[str] = (),
+        include: Iterable[str] | None = (),
+        exclude: Iterable[str] | None = (),
     ) -> Rules:
-        """Parse command-line option values; raises UsageError / InputError on a bad one."""
+        """Parse command-line option values (None: the option was not given); raises UsageError /
+        InputError on a bad one."""
         renames = (
-            *(parse_strip_prefix(p) for p in strip_prefix),
-            *(parse_rename(spec) for spec in rename),
-            *(parse_add_prefix(p) for p in add_prefix),
+            *(parse_strip_prefix(p) for p in strip_prefix or ()),
+            *(parse_rename(spec) for spec in rename or ()),
+            *(parse_add_prefix(p) for p in add_prefix or ()),
         )
         name_map = tuple(load_map(map_file).items()) if map_file is not None else ()
-        return cls(renames, name_map, tuple(include), tuple(exclude))
+        return cls(renames, name_map, tuple(include or ()), tuple(exclude or ()))
 
     @property
     def empty(self) -> bool:

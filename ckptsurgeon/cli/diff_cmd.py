@@ -16,6 +16,7 @@ from .options import (
     IncludeOpt,
     JsonOpt,
     MapOpt,
+    MarkdownOpt,
     QuietOpt,
     RenameOpt,
     StripPrefixOpt,
@@ -44,9 +45,7 @@ def diff_command(
         bool, typer.Option("--all", help="List equal tensors too; do not collapse repeated blocks.")
     ] = False,
     json_: JsonOpt = False,
-    markdown: Annotated[
-        bool, typer.Option("--markdown", help="Print the table as Markdown, for pasting into a pull request.")
-    ] = False,
+    markdown: MarkdownOpt = False,
     quiet: QuietOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -70,10 +69,8 @@ def diff_command(
     from ..diff import diff as diff_checkpoints
     from ..rules import Rules
 
-    rules = Rules.from_options(
-        rename=rename or (), strip_prefix=strip_prefix or (), add_prefix=add_prefix or (),
-        map_file=map_file, include=include or (), exclude=exclude or (),
-    )
+    rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
+                               include=include, exclude=exclude)
     options = DiffOptions(rules=rules, atol=atol, rtol=rtol, metadata=metadata, allow_unused_rules=allow_unused_rules)
     result = diff_checkpoints(a, b, options)
     from . import diff_render, render

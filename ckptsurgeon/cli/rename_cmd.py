@@ -54,10 +54,8 @@ def rename(
     from .. import api
     from ..rules import Rules
 
-    rules = Rules.from_options(
-        rename=rename or (), strip_prefix=strip_prefix or (), add_prefix=add_prefix or (),
-        map_file=map_file, include=include or (), exclude=exclude or (),
-    )
+    rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
+                               include=include, exclude=exclude)
     if output is None and not dry_run:
         raise typer.BadParameter("an output path is needed, or --dry-run", param_hint="-o")
     from . import render

@@ -104,10 +104,8 @@ def transfer(
 
     if match not in MATCH_MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MATCH_MODES)}", param_hint="--match")
-    rules = Rules.from_options(
-        rename=rename or (), strip_prefix=strip_prefix or (), add_prefix=add_prefix or (),
-        map_file=map_file, include=include or (), exclude=exclude or (),
-    )
+    rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
+                               include=include, exclude=exclude)
     options = TransferOptions(
         rules=rules, match=match, auto_prefix=not no_auto_prefix,  # type: ignore[arg-type]
         only_target=tuple(only_target or ()), skip_target=tuple(skip_target or ()),
