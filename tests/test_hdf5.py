@@ -797,3 +797,29 @@ def test_sharded_dataset_in_two_shards_is_refused(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "cnn_00001.weights.h5", "a") as f:
         f["layers/dense/vars/0"] = np.zeros((16, 10), np.float32)
     expect(InputError, index, "layers/dense/vars/0", "two shards")
+
+
+def test_damaged_stored_keras_weights_fail_the_crc_check(tmp_path: Path) -> None:
+    """A byte of tensor data flipped inside a STORED model.weights.h5: headers still list, data never flows."""
+    from ckptsurgeon.cli.app import main
+
+    path = tmp_path / "cnn.keras"
+    path.write_bytes((CORPUS / "keras3/cnn.keras").read_bytes())
+    with open_checkpoint(path) as r:
+        name = r.tensors[0].name
+        where = r.byte_range(name)
+        assert where is not None
+        assert r.read(name).size  # the undamaged archive passes the check
+    data = bytearray(path.read_bytes())
+    data[where[1]] ^= 0x01
+    path.write_bytes(bytes(data))
+    with open_checkpoint(path) as r:
+        assert [t.name for t in r.tensors]
+        with pytest.raises(InputError, match="CRC mismatch"):
+            r.read(name)
+    for argv in (["convert", str(path), "-o", str(tmp_path / "out.safetensors")],
+                 ["verify", str(path)]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.keras"]

@@ -517,10 +517,26 @@ def test_corrupt_stored_data_fails_the_crc_check(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[offset + 10] ^= 0xFF
     path.write_bytes(bytes(data))
+    for use in ("read", "byte_range", "sha256", "iter_bytes"):  # zero-copy reads and byte ranges included
+        with npz.Reader(path) as r, pytest.raises(InputError, match="CRC mismatch"):
+            list(getattr(r, use)("w") or ())
+
+
+def test_a_damaged_stored_member_is_never_copied(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ckptsurgeon.cli.app import main
+
+    path = write_npz(tmp_path / "a.npz", {"w": sample("F32", (64,)), "b": sample("F32", (8,))})
     with npz.Reader(path) as r:
-        r.read("w")  # zero-copy reads do not checksum
-        with pytest.raises(InputError, match="CRC"):
-            r.sha256("w")
+        offset = r.byte_range("b")[1]  # type: ignore[index]
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(SystemExit) as info:
+        main(["convert", str(path), "-o", str(out)])
+    assert info.value.code == 3
+    assert "CRC mismatch" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
 
 
 def test_corrupt_deflated_data_is_refused(tmp_path: Path) -> None:

@@ -1173,6 +1173,7 @@ class KerasZipReader(_HDF5Reader):
                         raise InputError(path, f"archive member {KERAS_MEMBER} extends past the end of the archive")
                     window = _Window(path, start, info.file_size)
                     source = (window, info.file_size, path, start, [window])
+                    self._unchecked: tuple[int, int, int] | None = (start, info.file_size, info.CRC)
                 else:
                     spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the source
                     try:
@@ -1187,6 +1188,28 @@ class KerasZipReader(_HDF5Reader):
         label = Path(f"{path}:{KERAS_MEMBER}")
         self._open_single(_Source(label, target, msize, origin=origin, base_offset=base, closers=closers))
         self.format = "keras-zip"
+
+    _unchecked = None  # (offset, size, CRC) of a STORED weights member not yet checked against its CRC
+
+    def _locate(self, name: str) -> tuple[_Source, _Dataset]:
+        """Before the first tensor's data is used, a STORED weights member is checked against its CRC
+        (zipfile checks a compressed one as it inflates it): one pass, in 1 MiB reads."""
+        if self._unchecked is not None:
+            start, size, expected = self._unchecked
+            crc = 0
+            with _input_errors(self.path, f"cannot read archive member {KERAS_MEMBER}"), open(self.path, "rb") as f:
+                f.seek(start)
+                left = size
+                while left:
+                    block = f.read(min(left, 1 << 20))
+                    if not block:
+                        raise InputError(self.path, f"archive member {KERAS_MEMBER} ends early")
+                    crc = zlib.crc32(block, crc)
+                    left -= len(block)
+            if crc != expected:
+                raise InputError(self.path, f"archive member {KERAS_MEMBER}: CRC mismatch (the archive is damaged)")
+            self._unchecked = None
+        return super()._locate(name)
 
 
 class KerasShardedReader(_HDF5Reader):

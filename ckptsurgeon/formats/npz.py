@@ -3,7 +3,8 @@
 Reading never unpickles and never hands the archive to ``numpy.load``: the central directory is
 read with :mod:`zipfile`, each member's ``.npy`` header with numpy's bounded header parser, and
 every size is checked against the archive before anything is allocated. STORED members are read
-zero-copy from a memory map of the archive (and expose :meth:`Reader.byte_range`); pages a chunked
+zero-copy from a memory map of the archive (and expose :meth:`Reader.byte_range`), each checked
+against its CRC before its bytes are first used, as :mod:`zipfile` checks the others; pages a chunked
 read has gone past, and those of a tensor released with :meth:`Reader.release`, are dropped from the
 process (the page cache keeps them). DEFLATED members are inflated as a stream of exactly the
 declared number of bytes, CRC-checked by :mod:`zipfile`.
@@ -314,6 +315,7 @@ class Reader(base.Reader):
         self._float8 = float8
         self._zip: zipfile.ZipFile | None = None
         self._map: mmap.mmap | None = None
+        self._crc_checked: set[str] = set()  # STORED members whose CRC matched
         try:
             self._open()
         except BaseException:
@@ -502,6 +504,7 @@ class Reader(base.Reader):
         info, member = self._member_of(name)
         if member.stored:
             assert self._map is not None
+            self._check_crc(member, info.nbytes)
             flat = np.frombuffer(self._map, dtype=member.file_dtype, count=info.numel, offset=member.data_offset)
         else:
             flat = self._inflate(member, info.nbytes).view(member.file_dtype)
@@ -548,6 +551,15 @@ class Reader(base.Reader):
             drop_pages(self._map, pos, min(pos + chunk_bytes, end))
         if crc != member.info.CRC:
             raise InputError(self.path, f"member {member.info.orig_filename!r}: CRC mismatch (the archive is damaged)")
+        self._crc_checked.add(member.info.orig_filename)
+
+    def _check_crc(self, member: Member, nbytes: int) -> None:
+        """Check a STORED member against its CRC once, before its bytes are used without passing
+        through a chunked read (an array viewing the map, a byte-range copy): one pass over the member,
+        its pages dropped as it goes, so a damaged archive never yields data."""
+        if member.info.orig_filename not in self._crc_checked:
+            for _ in self._stored_chunks(member, nbytes, base.CHUNK_BYTES):
+                pass
 
     def iter_bytes(self, name: str, chunk_bytes: int = base.CHUNK_BYTES) -> Iterator[memoryview]:
         """The tensor's little-endian C-order bytes in chunks, without holding the whole tensor.
@@ -573,6 +585,7 @@ class Reader(base.Reader):
     def byte_range(self, name: str) -> tuple[Path, int, int] | None:
         info, member = self._member_of(name)
         if member.stored and member.c_layout and not member.swapped:
+            self._check_crc(member, info.nbytes)
             return self.path, member.data_offset, info.nbytes
         return None
 
