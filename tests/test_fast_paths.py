@@ -9,6 +9,7 @@ mapped inputs released after use. No timing here: ``tests/perf/bench.py`` measur
 
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from safetensors.numpy import load_file, save_file
 from ckptsurgeon import api, execute
 from ckptsurgeon.convert import convert
 from ckptsurgeon.execute import Move, Outcome, copy_tensors, write_tensor
-from ckptsurgeon.formats import base, npz, open_checkpoint
+from ckptsurgeon.formats import base, npz, open_checkpoint, sharded
 from ckptsurgeon.formats import hdf5 as h5_format
 from ckptsurgeon.formats import safetensors as st_format
 from ckptsurgeon.formats.base import WriterStateError
@@ -226,14 +227,18 @@ def test_deflated_npz_streams_into_safetensors(corpus: Path, tmp_path: Path, mon
     assert fast.read_bytes() == simple.read_bytes()
 
 
-@pytest.mark.parametrize("make", ["safetensors", "npz", "hdf5"])
+@pytest.mark.parametrize("make", ["safetensors", "sharded", "npz", "hdf5"])
 def test_write_chunks_of_any_size_equal_write(make: str, tmp_path: Path) -> None:
     arrays = {"x": special_values("F32", 1000, 3).reshape(10, 100), "y": special_values("BF16", 77, 4),
               "z": np.zeros((0,), np.float32), "s": np.array(2, np.int32)}
     specs = [TensorSpec(k, v.shape, "F32" if k == "x" else "BF16" if k == "y" else "F32" if k == "z" else "I32")
              for k, v in arrays.items()]
-    cls = {"safetensors": st_format.Writer, "npz": npz.Writer, "hdf5": h5_format.Writer}[make]
-    suffix = {"safetensors": ".safetensors", "npz": ".npz", "hdf5": ".h5"}[make]
+    cls = {"safetensors": st_format.Writer, "npz": npz.Writer, "hdf5": h5_format.Writer,
+           "sharded": functools.partial(sharded.Writer, shard_size=2000)}[make]
+    suffix = {"safetensors": ".safetensors", "npz": ".npz", "hdf5": ".h5", "sharded": "/model.safetensors.index.json"}[make]
+    if make == "sharded":
+        (tmp_path / "whole").mkdir()
+        (tmp_path / "chunked").mkdir()
 
     def cut(raw: bytes) -> Iterator[bytes]:
         sizes = [1, 3, 250, 17, 5000]
@@ -257,7 +262,11 @@ def test_write_chunks_of_any_size_equal_write(make: str, tmp_path: Path) -> None
     with open_checkpoint(whole) as a, open_checkpoint(chunked) as b:
         for k in arrays:
             assert a.read(k).tobytes() == b.read(k).tobytes() == arrays[k].tobytes()
-    if make != "hdf5":  # HDF5 files carry no timestamps either, but their layout is h5py's business
+    if make == "sharded":
+        shards = sorted(p.name for p in whole.parent.iterdir())
+        assert len(shards) == 3 and shards == sorted(p.name for p in chunked.parent.iterdir())
+        assert all((whole.parent / n).read_bytes() == (chunked.parent / n).read_bytes() for n in shards)
+    elif make != "hdf5":  # HDF5 files carry no timestamps either, but their layout is h5py's business
         assert whole.read_bytes() == chunked.read_bytes()
 
 

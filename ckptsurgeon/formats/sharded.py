@@ -245,6 +245,14 @@ class Writer(base.Writer):
         self._written_one()
         return True
 
+    streams_chunks = True  # the shard's safetensors writer streams them
+
+    def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        self._peek(name)
+        self._target().write_chunks(name, chunks)
+        self._take(name)
+        self._written_one()
+
     def _finish(self) -> None:
         assert self.layout is not None and self._current is None
         index_tmp = self._files.temp(self.path)  # asked for last: renamed into place last
