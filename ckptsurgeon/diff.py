@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,8 +32,8 @@ from .formats import open_checkpoint
 from .formats.base import Reader
 from .match import auto_prefix
 from .rules import Renamed, Rules, apply_rules, quote
-from .tensors import DTYPES, TensorInfo, numel
-from .verify import element_chunks
+from .tensors import TensorInfo, numel
+from .values import pieces
 
 DIFF_SCHEMA = "ckptsurgeon/diff/1"
 CHUNK_ELEMENTS = 1 << 20  # elements per compared chunk: a few float64 temporaries of 8 MB each
@@ -119,12 +118,6 @@ def compare_values(a: np.ndarray, b: np.ndarray, atol: float = 0.0, rtol: float 
     )
 
 
-def _pieces(reader: Reader, info: TensorInfo, elements: int) -> Iterator[np.ndarray]:
-    dt = DTYPES[info.dtype].numpy
-    for piece in element_chunks(reader, info, elements):
-        yield np.frombuffer(piece, dtype=dt)
-
-
 def compare_tensors(
     a: Reader, a_info: TensorInfo, b: Reader, b_info: TensorInfo,
     *, atol: float = 0.0, rtol: float = 0.0, chunk_elements: int = CHUNK_ELEMENTS,
@@ -134,8 +127,8 @@ def compare_tensors(
         raise ValueError(f"{a_info.name!r} and {b_info.name!r} have different shapes")
     same_dtype = a_info.dtype == b_info.dtype
     total = ValueDiff(byte_identical=same_dtype)
-    pieces = zip(_pieces(a, a_info, chunk_elements), _pieces(b, b_info, chunk_elements), strict=True)
-    for piece_a, piece_b in pieces:
+    pairs = zip(pieces(a, a_info.name, chunk_elements), pieces(b, b_info.name, chunk_elements), strict=True)
+    for piece_a, piece_b in pairs:
         if same_dtype and np.array_equal(piece_a.view(np.uint8), piece_b.view(np.uint8)):
             continue  # identical bytes: no differences, no arithmetic
         total += compare_values(piece_a, piece_b, atol, rtol)

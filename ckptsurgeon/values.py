@@ -129,15 +129,22 @@ def changed_in_piece(new: np.ndarray, old: np.ndarray) -> int:
 
 
 def pieces(reader: Reader, name: str, elements: int) -> Iterator[np.ndarray]:
-    """A tensor's values as flat arrays of ``elements`` values each (the last may be shorter), in order.
+    """A tensor's values as flat arrays of ``elements`` values each (the last may be shorter), in order."""
+    dt = DTYPES[reader[name].dtype].numpy
+    for piece in element_chunks(reader, name, elements):
+        yield np.frombuffer(piece, dtype=dt)
 
-    Cut from the reader's byte chunks: a piece is a view of a chunk (of a memory map, where the
+
+def element_chunks(reader: Reader, name: str, elements: int) -> Iterator[memoryview]:
+    """A tensor's raw bytes in pieces of exactly ``elements`` elements (the last may be shorter), in order.
+
+    Readers cut their byte streams where it suits the format (HDF5 by rows, safetensors by bytes),
+    so pieces are re-cut here: a piece is a view of the reader's chunk (of a memory map, where the
     format reads that way) when it lies inside one, the tensor's last piece included, and a copy
-    only where it straddles two chunks.
+    only where it straddles two chunks. At most one reader chunk and one piece are held.
     """
     info = reader[name]
-    dt = DTYPES[info.dtype].numpy
-    size = max(1, elements) * dt.itemsize
+    size = max(1, elements) * DTYPES[info.dtype].itemsize
     left = info.nbytes  # bytes of the tensor not yet yielded
     pending = bytearray()
     for chunk in reader.iter_bytes(name, size):
@@ -150,7 +157,7 @@ def pieces(reader: Reader, name: str, elements: int) -> Iterator[np.ndarray]:
             pending += view[:start]
             if len(pending) < size and len(pending) < left:
                 continue
-            yield np.frombuffer(bytes(pending), dtype=dt)
+            yield memoryview(bytes(pending))
             left -= len(pending)
             pending.clear()
         while start < len(view):
@@ -158,7 +165,7 @@ def pieces(reader: Reader, name: str, elements: int) -> Iterator[np.ndarray]:
             if n < size and n != left:  # a short piece that is not the tensor's last: wait for the next chunk
                 pending += view[start:]
                 break
-            yield np.frombuffer(view[start : start + n], dtype=dt)
+            yield view[start : start + n]
             left -= n
             start += n
     if pending or left:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,47 +27,13 @@ from .formats import open_checkpoint
 from .formats.base import CHUNK_BYTES, Reader
 from .rules import Renamed, Rules, apply_rules, listing
 from .tensors import DTYPES, TensorInfo, numel
+from .values import element_chunks
 
 HASHES_SCHEMA = "ckptsurgeon/hashes/1"
 VERIFY_SCHEMA = "ckptsurgeon/verify/1"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_HASH_FILE_BYTES = 200_000_000
-
-
-# --- reading in element-aligned chunks -------------------------------------------------------------
-
-
-def element_chunks(reader: Reader, info: TensorInfo, elements: int) -> Iterator[memoryview]:
-    """A tensor's raw bytes in pieces of exactly ``elements`` elements (the last piece may be shorter).
-
-    Readers cut their byte streams where it suits the format (HDF5 by rows, safetensors by bytes),
-    so pieces are re-cut here: a piece is a view of the reader's chunk where it lies inside one,
-    and a small copy only where it straddles two. At most one reader chunk and one piece are held.
-    """
-    itemsize = DTYPES[info.dtype].itemsize
-    size = max(1, elements) * itemsize
-    pending = bytearray()
-    for chunk in reader.iter_bytes(info.name, size):
-        view = memoryview(chunk)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        start = 0
-        if pending:
-            start = min(size - len(pending), len(view))
-            pending += view[:start]
-            if len(pending) < size:
-                continue
-            yield memoryview(bytes(pending))
-            pending.clear()
-        while len(view) - start >= size:
-            yield view[start : start + size]
-            start += size
-        pending += view[start:]
-    if pending:
-        if len(pending) % itemsize:
-            raise InputError(reader.path, f"tensor {info.name!r}: data ends inside an element")
-        yield memoryview(bytes(pending))
 
 
 def is_float(dtype_code: str) -> bool:
@@ -115,7 +81,7 @@ def check_tensor(reader: Reader, info: TensorInfo, chunk_bytes: int = CHUNK_BYTE
     np_dtype = DTYPES[info.dtype].numpy
     nan = inf = 0
     elements = max(1, chunk_bytes // DTYPES[info.dtype].itemsize)
-    for piece in element_chunks(reader, info, elements):
+    for piece in element_chunks(reader, info.name, elements):
         digest.update(piece)
         if counting:
             values = np.frombuffer(piece, dtype=np_dtype)

@@ -19,7 +19,8 @@ from ckptsurgeon.atomic import TEMP_MARK
 from ckptsurgeon.cli.app import main
 from ckptsurgeon.errors import CheckFailed, InputError
 from ckptsurgeon.formats import open_checkpoint
-from ckptsurgeon.verify import HashFile, check_tensor, element_chunks, verify, write_hashes
+from ckptsurgeon.values import element_chunks
+from ckptsurgeon.verify import HashFile, check_tensor, verify, write_hashes
 
 from .conftest import CORPUS
 
@@ -235,7 +236,7 @@ def test_element_chunks_are_whole_elements(tmp_path: Path) -> None:
         f["x"] = x.reshape(7, 11, 13)
     with open_checkpoint(h5) as reader:
         info = reader["x"]
-        pieces = [bytes(p) for p in element_chunks(reader, info, 100)]
+        pieces = [bytes(p) for p in element_chunks(reader, "x", 100)]
         assert [len(p) for p in pieces] == [400] * 10 + [4]
         assert b"".join(pieces) == x.tobytes()
         assert check_tensor(reader, info, chunk_bytes=40).sha256 == reader.sha256("x")
