@@ -6,9 +6,11 @@
    range (safetensors to safetensors: ``copy_file_range``). The bytes never enter Python.
    Or **stored as is**: where the writer can take the reader's storage directly (HDF5 to HDF5 with
    the same chunking and filters), the compressed chunks are copied without decoding them.
+   With ``--count-changes`` a replaced tensor still goes as a byte range; a worker thread compares
+   its values with the target's meanwhile (:class:`_CountBeside`).
 2. **Pieces.** The values go through in flat, element-aligned pieces of at most :data:`PIECE_BYTES`
    into :meth:`Writer.write_chunks <ckptsurgeon.formats.base.Writer.write_chunks>`; a cast converts
-   each piece, and ``--count-changes`` compares each piece with the target's piece on the way
+   each piece, and ``--count-changes`` (where no byte range applies) compares each piece with the target's piece on the way
    (identical bytes skip the arithmetic). The safetensors and npz writers stream the pieces; other
    writers assemble the tensor.
 3. **Whole array.** A tensor that keeps its dtype, for a writer that does not stream pieces (HDF5),
@@ -23,7 +25,9 @@ whole arrays. Progress is reported through a callback; nothing here prints.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .formats.base import Reader, Writer
@@ -154,6 +158,63 @@ def release(reader: Reader, name: str) -> None:
         drop(name)
 
 
+class _CountBeside:
+    """``--count-changes`` beside byte-range copies.
+
+    A replaced tensor that keeps its dtype is copied as a byte range, exactly as without counting,
+    while a worker thread compares the source's values with the target's (numpy releases the GIL),
+    so the comparison overlaps the copy and the disk's writeback instead of adding to them. The
+    counts are collected by :meth:`wait` before the writer finishes; an error in the worker is
+    raised there. Only the calling thread touches the writer.
+    """
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._jobs: list[tuple[Outcome, Future[int]]] = []
+
+    def take(self, move: Move, writer: Writer, outcome: Outcome) -> bool:
+        """Copy ``move`` as a byte range and count its changes in the worker; False if it does not apply."""
+        against = move.against
+        if against is None or move.reader[move.name].dtype != move.out.dtype \
+                or against[move.out.name].shape != move.out.shape:
+            return False
+        where = move.reader.byte_range(move.name)
+        if where is None or not writer.write_range(move.out.name, *where):
+            return False
+        outcome.byte_copy = True
+        if self._pool is None:
+            from . import values  # noqa: F401  (imported here, not first in the worker)
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckpt-count")
+        self._jobs.append((outcome, self._pool.submit(_count_changes, move)))
+        return True
+
+    def wait(self) -> None:
+        for outcome, job in self._jobs:
+            outcome.changed = job.result()
+
+    def __enter__(self) -> _CountBeside:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)  # a failed run stops after the tensor in hand
+
+
+def _count_changes(move: Move) -> int:
+    """How many values of the move's tensor differ from the target's (then its pages are released)."""
+    from .values import changed_in_piece, pieces
+
+    against = move.against
+    assert against is not None
+    elements = _piece_elements(move.reader[move.name].dtype, against[move.out.name].dtype)
+    new, old = pieces(move.reader, move.name, elements), pieces(against, move.out.name, elements)
+    changed = sum(changed_in_piece(a, b) for a, b in zip(new, old, strict=True))
+    release(move.reader, move.name)
+    release(against, move.out.name)
+    return changed
+
+
 def copy_tensors(moves: Sequence[Move], writer: Writer, *, progress: Progress | None = None,
                  cast: Cast | None = None) -> dict[str, Outcome]:
     """Write every move, in order, into ``writer`` (already begun with their specs); return the outcomes."""
@@ -161,15 +222,18 @@ def copy_tensors(moves: Sequence[Move], writer: Writer, *, progress: Progress | 
     total = sum(m.out.nbytes for m in moves)
     done = 0
     outcomes: dict[str, Outcome] = {}
-    for move in moves:
-        outcome = outcomes[move.out.name] = Outcome()
-        write_tensor(move, writer, outcome, cast=cast)
-        release(move.reader, move.name)
-        if move.against is not None:
-            release(move.against, move.out.name)
-        done += move.out.nbytes
-        if progress is not None:
-            progress(done, total)
+    with _CountBeside() as beside:
+        for move in moves:
+            outcome = outcomes[move.out.name] = Outcome()
+            if not beside.take(move, writer, outcome):
+                write_tensor(move, writer, outcome, cast=cast)
+                release(move.reader, move.name)
+                if move.against is not None:
+                    release(move.against, move.out.name)
+            done += move.out.nbytes
+            if progress is not None:
+                progress(done, total)
+        beside.wait()
     return outcomes
 
 

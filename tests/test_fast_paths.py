@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
-from ckptsurgeon import api, execute
+from ckptsurgeon import api, execute, values
 from ckptsurgeon.convert import convert
 from ckptsurgeon.execute import Move, Outcome, copy_tensors, write_tensor
 from ckptsurgeon.formats import base, npz, open_checkpoint, sharded
@@ -156,6 +156,27 @@ def test_transfer_output_is_the_same_with_and_without_count_changes(model: Path,
     assert plain.read_bytes() == counted.read_bytes()
     assert report.outcomes["a.weight"].changed == 33 * 17
     assert report.outcomes["b.weight"].changed == 0 and report.outcomes["c.empty"].changed == 0
+    # counted beside the byte-range copy, not by streaming the values through
+    assert all(report.outcomes[s.name].byte_copy for s in report.plan.steps if s.action == "replace"
+               and report.outcomes[s.name].changed is not None and s.shape != (0,))
+
+
+def test_an_error_while_counting_beside_the_copy_leaves_nothing(model: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptsurgeon.errors import InputError
+
+    arrays = model_arrays()
+    arrays["a.weight"] = arrays["a.weight"] + 1
+    tgt = save_st(tmp_path / "target.safetensors", arrays)
+
+    def broken(new: np.ndarray, old: np.ndarray) -> int:
+        raise InputError(tgt, "cannot read (simulated)")
+
+    monkeypatch.setattr(values, "changed_in_piece", broken)
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(InputError, match="simulated"):
+        api.transfer(model, tgt, out, count_changes=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "target.safetensors"]
 
 
 def data_start(path: Path) -> int:

@@ -25,6 +25,7 @@ import mmap
 import os
 import struct
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from .base import CHUNK_BYTES, WriterStateError
 if TYPE_CHECKING:
     import numpy as np
 
+_MAP_LOCK = threading.Lock()  # a reader may be read from two threads (counting beside a copy)
 MAX_HEADER_BYTES = 100_000_000
 MAX_INDEX_BYTES = 100_000_000
 _ALIGN = 8
@@ -229,13 +231,17 @@ class Reader(base.Reader):
 
     def _map(self) -> mmap.mmap:
         if self._mmap is None:
-            try:
-                with open(self.path, "rb") as f:
-                    self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            except (OSError, ValueError) as exc:
-                raise InputError(self.path, f"cannot map the file: {exc}") from exc
-            if len(self._mmap) < self.data_start + sum(t.nbytes for t in self.tensors):
-                raise InputError(self.path, "the file shrank after it was opened")
+            with _MAP_LOCK:
+                if self._mmap is None:
+                    try:
+                        with open(self.path, "rb") as f:
+                            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    except (OSError, ValueError) as exc:
+                        raise InputError(self.path, f"cannot map the file: {exc}") from exc
+                    if len(mapped) < self.data_start + sum(t.nbytes for t in self.tensors):
+                        mapped.close()
+                        raise InputError(self.path, "the file shrank after it was opened")
+                    self._mmap = mapped
         return self._mmap
 
     def read(self, name: str) -> np.ndarray:
