@@ -584,7 +584,7 @@ def test_byte_view_takes_any_contiguous_buffer() -> None:
     """``write_chunks`` takes bytes, bytearrays and memoryviews of numpy arrays of numpy's own dtypes."""
     out = io.BytesIO()
     for chunk in (b"ab", bytearray(b"cd"), memoryview(np.array([1.5], np.float32))):
-        out.write(st_format.byte_view(chunk))
+        out.write(base.byte_view(chunk))
     assert out.getvalue() == b"abcd" + np.array([1.5], np.float32).tobytes()
 
 

@@ -25,6 +25,12 @@ if TYPE_CHECKING:  # numpy is imported where data is touched, so reading a heade
 CHUNK_BYTES = 16 * 1024 * 1024
 
 
+def byte_view(chunk: bytes | bytearray | memoryview) -> memoryview:
+    """A flat byte view of a C-contiguous buffer (numpy arrays of numpy's own dtypes included)."""
+    view = memoryview(chunk)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
 def c_order(arr: np.ndarray) -> np.ndarray:
     """``arr`` in C order, copied only if needed; unlike ``np.ascontiguousarray`` it keeps 0-d arrays 0-d."""
     if arr.flags.c_contiguous:
@@ -227,6 +233,18 @@ class Writer(ABC):
     #: assembles the whole tensor first (this class's fallback).
     streams_chunks: ClassVar[bool] = False
 
+    def _exact_pieces(self, spec: TensorSpec, chunks: Iterable[bytes | bytearray | memoryview]) -> Iterator[memoryview]:
+        """``chunks`` as flat byte views, checked to add up to ``spec``'s size exactly (WriterStateError)."""
+        done = 0
+        for chunk in chunks:
+            view = byte_view(chunk)
+            if done + len(view) > spec.nbytes:
+                raise WriterStateError(self.path, f"tensor {spec.name!r}: more than the declared {spec.nbytes} bytes")
+            yield view
+            done += len(view)
+        if done != spec.nbytes:
+            raise WriterStateError(self.path, f"tensor {spec.name!r}: {done} bytes given, {spec.nbytes} declared")
+
     def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write the next tensor from its raw little-endian C-order bytes, given as pieces of any size.
 
@@ -239,14 +257,9 @@ class Writer(ABC):
         spec = self._peek(name)
         buf = np.empty(spec.nbytes, dtype=np.uint8)
         done = 0
-        for chunk in chunks:
-            piece = np.frombuffer(chunk, dtype=np.uint8)
-            if done + piece.size > spec.nbytes:
-                raise WriterStateError(self.path, f"tensor {name!r}: more than the declared {spec.nbytes} bytes")
-            buf[done : done + piece.size] = piece
-            done += piece.size
-        if done != spec.nbytes:
-            raise WriterStateError(self.path, f"tensor {name!r}: {done} bytes given, {spec.nbytes} declared")
+        for view in self._exact_pieces(spec, chunks):
+            buf[done : done + len(view)] = np.frombuffer(view, dtype=np.uint8)
+            done += len(view)
         self.write(name, buf.view(DTYPES[spec.dtype].numpy).reshape(spec.shape))
 
     def finish(self) -> None:

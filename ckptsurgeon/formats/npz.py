@@ -69,8 +69,7 @@ import numpy as np
 
 from ckptsurgeon.errors import CkptError, InputError, OutputError, UnsafeInputError
 from ckptsurgeon.formats import base
-from ckptsurgeon.formats.base import WriterStateError
-from ckptsurgeon.formats.safetensors import Writeback, byte_view, drop_pages
+from ckptsurgeon.formats.safetensors import Writeback, drop_pages
 from ckptsurgeon.tensors import DTYPES, TensorInfo, TensorSpec, code_of, default_layer
 
 MEMBER_SUFFIX = ".npy"
@@ -723,17 +722,10 @@ class Writer(base.Writer):
     def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write the next tensor's member from its bytes, piece by piece (CRC and compression as they come)."""
         spec = self._take(name)
-        done = 0
         with self._member(spec) as out:
-            for chunk in chunks:
-                view = byte_view(chunk)
-                if done + len(view) > spec.nbytes:
-                    raise WriterStateError(self.path, f"tensor {name!r}: more than the declared {spec.nbytes} bytes")
+            for view in self._exact_pieces(spec, chunks):
                 out.write(view)
-                done += len(view)
                 self._written()
-            if done != spec.nbytes:
-                raise WriterStateError(self.path, f"tensor {name!r}: {done} bytes given, {spec.nbytes} declared")
 
     def _finish(self) -> None:
         assert self._zip is not None and self._file is not None

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InputError
 from ..tensors import DTYPES, TensorInfo, TensorSpec, default_layer, numel
 from . import base
-from .base import CHUNK_BYTES, WriterStateError
+from .base import CHUNK_BYTES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -194,12 +194,6 @@ class Writeback:
             if call is not None:
                 call(self.fd, self.started, end - self.started, self._SYNC_FILE_RANGE_WRITE)  # best effort
             self.started = end
-
-
-def byte_view(chunk: bytes | bytearray | memoryview) -> memoryview:
-    """A flat byte view of a C-contiguous buffer (numpy arrays of numpy's own dtypes included)."""
-    view = memoryview(chunk)
-    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 class Reader(base.Reader):
@@ -488,15 +482,8 @@ class Writer(base.Writer):
     def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write the next tensor's bytes piece by piece, straight to the file (no piece is kept)."""
         spec = self._take(name)
-        done = 0
-        for chunk in chunks:
-            view = byte_view(chunk)
-            if done + len(view) > spec.nbytes:
-                raise WriterStateError(self.path, f"tensor {name!r}: more than the declared {spec.nbytes} bytes")
+        for view in self._exact_pieces(spec, chunks):
             self._write_all(view)
-            done += len(view)
-        if done != spec.nbytes:
-            raise WriterStateError(self.path, f"tensor {name!r}: {done} bytes given, {spec.nbytes} declared")
 
     def write_range(self, name: str, src: Path, offset: int, length: int) -> bool:
         """Copy the next tensor from a file range (joined to the previous range when it continues it)."""
