@@ -14,6 +14,7 @@ import io
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -683,3 +684,25 @@ def test_hdf5_convert_keeps_chunks_of_a_like_file(tmp_path: Path) -> None:
     api.rename(src, output=out, rules=api.Rules.from_options(rename=[r"^dense/=>fc/"]))
     assert _chunk_bytes(out, "fc/kernel") == _chunk_bytes(src, "dense/kernel")
     assert _h5_values(out)["fc/kernel"].tobytes() == src_values["dense/kernel"].tobytes()
+
+
+def test_stored_chunk_offsets_without_chunk_iter(tmp_path: Path) -> None:
+    """An h5py built on an HDF5 without H5Dchunk_iter lists the chunks one query at a time, the same."""
+    import h5py
+
+    src, _, _ = _stored_pair(tmp_path)
+
+    class NoChunkIter:
+        def __init__(self, dsid: Any) -> None:
+            self._dsid = dsid
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "chunk_iter":
+                raise AttributeError(name)
+            return getattr(self._dsid, name)
+
+    with h5py.File(src, "r") as f:
+        dsid = f["dense/kernel"].id
+        dcpl, tid, shape = dsid.get_create_plist(), dsid.get_type(), f["dense/kernel"].shape
+        assert h5_format._stored_chunks(NoChunkIter(dsid), dcpl, tid, shape) == \
+            h5_format._stored_chunks(dsid, dcpl, tid, shape) == [(0, 0), (0, 32), (16, 0), (16, 32)]

@@ -1577,9 +1577,14 @@ def _stored_chunks(sid: Any, dcpl: Any, tid: Any, shape: tuple[int, ...]) -> lis
         return None
     if _filters(src) != _filters(dcpl) or not sid.get_type().equal(tid):
         return None
-    chunk = dcpl.get_chunk()
-    if sid.get_num_chunks() != math.prod(-(-n // c) for n, c in zip(shape, chunk, strict=True)):
+    if not hasattr(sid, "get_num_chunks"):  # h5py built on an HDF5 before 1.10.5: no chunk queries
         return None
+    chunk = dcpl.get_chunk()
+    count = sid.get_num_chunks()
+    if count != math.prod(-(-n // c) for n, c in zip(shape, chunk, strict=True)):
+        return None
+    if not hasattr(sid, "chunk_iter"):  # HDF5 before 1.12.3: one query per chunk
+        return [tuple(sid.get_chunk_info(i).chunk_offset) for i in range(count)]
     offsets: list[tuple[int, ...]] = []
     sid.chunk_iter(lambda info: offsets.append(tuple(info.chunk_offset)))
     return offsets
