@@ -74,8 +74,8 @@ class ArrayReader(Reader):
 def expected(a: np.ndarray, b: np.ndarray, atol: float = 0.0, rtol: float = 0.0) -> tuple[int, float]:
     """numpy's own answer: elements not isclose (NaN equal), and the largest finite |a-b| where a != b."""
     a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    differing = int(np.count_nonzero(~np.isclose(a64, b64, rtol=rtol, atol=atol, equal_nan=True)))
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # |a - b| of two huge values overflows to inf
+        differing = int(np.count_nonzero(~np.isclose(a64, b64, rtol=rtol, atol=atol, equal_nan=True)))
         dist = np.abs(a64 - b64)
     moved = ~((a64 == b64) | (np.isnan(a64) & np.isnan(b64))) & np.isfinite(dist)
     return differing, float(dist[moved].max()) if moved.any() else 0.0

@@ -26,6 +26,7 @@ from safetensors.numpy import load_file, save_file
 from ckptsurgeon import api, execute, values
 from ckptsurgeon.convert import convert
 from ckptsurgeon.execute import Move, Outcome, copy_tensors, write_tensor
+from ckptsurgeon.formats import _io as io_module
 from ckptsurgeon.formats import base, npz, open_checkpoint, sharded
 from ckptsurgeon.formats import hdf5 as h5_format
 from ckptsurgeon.formats import safetensors as st_format
@@ -228,10 +229,10 @@ def test_streamed_pieces_equal_whole_arrays(model: Path, tmp_path: Path, piece_b
 
 
 def test_early_writeback_changes_no_byte(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(st_format.Writeback, "STEP", 1)  # start writeback after every write
+    monkeypatch.setattr(io_module.Writeback, "STEP", 1)  # start writeback after every write
     for suffix in (".safetensors", ".npz"):
         convert(model, tmp_path / f"often{suffix}", dtype="F16")
-    monkeypatch.setattr(st_format.Writeback, "STEP", 1 << 60)
+    monkeypatch.setattr(io_module.Writeback, "STEP", 1 << 60)
     for suffix in (".safetensors", ".npz"):
         convert(model, tmp_path / f"never{suffix}", dtype="F16")
         assert (tmp_path / f"often{suffix}").read_bytes() == (tmp_path / f"never{suffix}").read_bytes()

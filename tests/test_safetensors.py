@@ -13,6 +13,7 @@ from safetensors.numpy import save_file
 
 from ckptsurgeon.atomic import TEMP_MARK, atomic_path
 from ckptsurgeon.errors import InputError
+from ckptsurgeon.formats import _io as io_module
 from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.formats import safetensors as st
 from ckptsurgeon.tensors import DTYPES, TensorSpec
@@ -135,7 +136,7 @@ def test_copy_range_fallback_without_copy_file_range(tmp_path: Path, monkeypatch
     monkeypatch.delattr(os, "copy_file_range", raising=False)
     dst = tmp_path / "dst.bin"
     with open(src, "rb") as s, open(dst, "wb") as d:
-        st.copy_range(d.fileno(), s.fileno(), 10, 1000)
+        io_module.copy_range(d.fileno(), s.fileno(), 10, 1000)
     assert dst.read_bytes() == src.read_bytes()[10:1010]
 
 

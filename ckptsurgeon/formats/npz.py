@@ -69,7 +69,7 @@ import numpy as np
 
 from ckptsurgeon.errors import CkptError, InputError, OutputError, UnsafeInputError
 from ckptsurgeon.formats import base
-from ckptsurgeon.formats.safetensors import Writeback, drop_pages
+from ckptsurgeon.formats._io import Writeback, drop_pages
 from ckptsurgeon.tensors import DTYPES, TensorInfo, TensorSpec, code_of, default_layer
 
 MEMBER_SUFFIX = ".npy"

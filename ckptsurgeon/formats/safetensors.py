@@ -18,21 +18,19 @@ through Python memory.
 from __future__ import annotations
 
 import contextlib
-import errno
-import functools
 import json
 import mmap
 import os
 import struct
-import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..tensors import DTYPES, TensorInfo, TensorSpec, default_layer, numel
 from . import base
+from ._io import Writeback, copy_range, drop_pages
 from .base import CHUNK_BYTES
 
 if TYPE_CHECKING:
@@ -134,66 +132,6 @@ def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, st
     if position != data_len:
         raise bad(f"tensors cover {position} bytes but the data section holds {data_len}")
     return metadata, tensors
-
-
-_CAN_DROP_PAGES = hasattr(mmap, "MADV_DONTNEED")
-
-
-def drop_pages(mapped: mmap.mmap, start: int, end: int) -> None:
-    """Unmap the process's pages of ``mapped[start:end]`` (``MADV_DONTNEED``); the data stays valid.
-
-    For a shared read-only file mapping this only drops page-table entries: the pages stay in the
-    page cache, and an array still viewing them faults them in again with the same bytes. The
-    range is widened to whole pages. Where the OS has no ``madvise`` this does nothing.
-    """
-    if not _CAN_DROP_PAGES or end <= start:
-        return
-    first = start - start % mmap.PAGESIZE
-    with contextlib.suppress(OSError, ValueError):
-        mapped.madvise(mmap.MADV_DONTNEED, first, min(end, len(mapped)) - first)
-
-
-@functools.cache
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """Linux's ``sync_file_range(2)`` through ctypes, or None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-    return call  # type: ignore[no-any-return]
-
-
-class Writeback:
-    """Starts the disk on a new file's finished bytes while later bytes are still being produced.
-
-    Otherwise the disk sits idle until the fsync at the end while the copy, cast or comparison runs;
-    ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` starts the writeback early (asynchronously; the pages
-    stay cached), so the fsync has less left to do and the whole write ends sooner (measured on a
-    3 GB transfer: faster than ``cp`` + ``sync`` of the output, which copies first and writes back
-    after). The fsync is still what makes the output durable. Where the call does not exist this
-    does nothing.
-    """
-
-    STEP = 32 * 1024 * 1024
-    _SYNC_FILE_RANGE_WRITE = 2
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.started = 0
-
-    def written_up_to(self, end: int) -> None:
-        """Bytes before ``end`` are written; start writing them back once a step's worth has gathered."""
-        if end - self.started >= self.STEP:
-            call = _sync_file_range()
-            if call is not None:
-                call(self.fd, self.started, end - self.started, self._SYNC_FILE_RANGE_WRITE)  # best effort
-            self.started = end
 
 
 class Reader(base.Reader):
@@ -380,33 +318,6 @@ def build_header(specs: list[TensorSpec], metadata: dict[str, str]) -> bytes:
     raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-(8 + len(raw)) % _ALIGN)
     return struct.pack("<Q", len(raw)) + raw
-
-
-def copy_range(dst_fd: int, src_fd: int, offset: int, length: int) -> None:
-    """Copy ``length`` bytes from ``src_fd`` at ``offset`` to the current position of ``dst_fd``.
-
-    ``os.copy_file_range`` moves the bytes inside the kernel (or shares extents on file systems
-    that can); where it is missing or refused, a bounded pread/write loop does the same.
-    """
-    done = 0
-    use_cfr = hasattr(os, "copy_file_range")
-    while done < length:
-        if use_cfr:
-            try:
-                n = os.copy_file_range(src_fd, dst_fd, length - done, offset + done)
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF):
-                    raise
-                use_cfr = False
-                continue
-        else:
-            chunk = memoryview(os.pread(src_fd, min(CHUNK_BYTES, length - done), offset + done))
-            n = len(chunk)
-            while chunk:
-                chunk = chunk[os.write(dst_fd, chunk) :]
-        if n == 0:
-            raise InputError(None, f"the input ended {length - done} bytes early while copying")
-        done += n
 
 
 def pad_header(header: bytes, residue: int, window: int) -> bytes:
