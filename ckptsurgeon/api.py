@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .atomic import atomic_path, check_output, write_text
 from .errors import CheckFailed, CkptError, InputError, UsageError
-from .formats import format_family, open_checkpoint, output_format, writer_class
+from .formats import open_checkpoint, output_format, writer_for, writes_like
 from .formats.base import Reader
 from .plan import Plan, TransferOptions, build_plan, gate_failures, plan_from_dict, plan_to_dict
 from .report import RenameReport, TransferReport
@@ -263,7 +263,7 @@ def transfer(
             write_text(save_plan, json.dumps(doc, indent=2, ensure_ascii=False) + "\n", [*src.files, *tgt.files])
         if dry_run or output is None or fmt is None:
             return report
-        like = tgt if format_family(tgt) == fmt else None
+        like = tgt if writes_like(tgt, fmt) else None
         metadata = dict(tgt.metadata)
         if provenance:
             metadata |= _provenance(src, tgt, options, str(plan_file) if plan_file else None)
@@ -271,7 +271,7 @@ def transfer(
 
         moves = plan_moves(plan, src, tgt)
         with atomic_path(output) as tmp:
-            writer = writer_class(fmt)(tmp, metadata=metadata, like=like)
+            writer = writer_for(fmt)(tmp, metadata=metadata, like=like)
             try:
                 writer.begin([m.out for m in moves])
                 report.outcomes = execute(plan, src, tgt, writer, count_changes=count_changes, progress=progress)
@@ -337,14 +337,14 @@ def rename(
         from .execute import Move, copy_tensors
 
         moves = [Move(TensorSpec(new, reader[old].shape, reader[old].dtype), reader, old) for old, new in names]
-        like = reader if format_family(reader) == fmt else None
+        like = reader if writes_like(reader, fmt) else None
         with atomic_path(output) as tmp:
-            writer = writer_class(fmt)(tmp, metadata=reader.metadata, like=like)
+            writer = writer_for(fmt)(tmp, metadata=reader.metadata, like=like)
             try:
                 writer.begin([m.out for m in moves], origins={new: old for old, new in names if old != new})
                 copy_tensors(moves, writer, progress=progress)
                 writer.finish()
-                report.layout_fallback = getattr(writer, "layout_fallback", None)
+                report.layout_fallback = writer.layout_fallback
             except BaseException:
                 writer.abort()
                 raise

@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path, check_output
+from .atomic import atomic_path, check_output, output_errors
 from .errors import UsageError
 from .execute import Move, copy_tensors
-from .formats import format_family, open_checkpoint, output_format, sharded, writer_class
+from .formats import open_checkpoint, output_format, writer_for, writes_like
 from .formats.base import Reader, Writer
+from .formats.safetensors import sharded
 from .tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
 from .values import cast_array
 
@@ -232,10 +233,7 @@ def _like(reader: Reader, fmt: str) -> Reader | None:
 
     HDF5 and ``.keras`` outputs from any HDF5/Keras input take the input's groups and attributes.
     """
-    family = format_family(reader)
-    if family == fmt or (family in ("hdf5", "keras") and fmt in ("hdf5", "keras")):
-        return reader
-    return None
+    return reader if writes_like(reader, fmt) else None
 
 
 def _carried_metadata(reader: Reader) -> dict[str, str]:
@@ -277,7 +275,7 @@ def _write_single(reader: Reader, plan: Sequence[ConvertedTensor], dest: Path, f
                   metadata: dict[str, str], progress: Progress | None) -> None:
     specs = [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan]
     with atomic_path(dest) as tmp:
-        writer = writer_class(fmt)(tmp, metadata=metadata, like=_like(reader, fmt))
+        writer = writer_for(fmt)(tmp, metadata=metadata, like=_like(reader, fmt))
         try:
             writer.begin(specs)
             _stream(reader, plan, writer, progress)
@@ -291,7 +289,7 @@ def _write_sharded(reader: Reader, plan: Sequence[ConvertedTensor], index: Path,
                    metadata: dict[str, str], force: bool, new_dir: bool, progress: Progress | None) -> None:
     specs = [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan]
     writer = sharded.Writer(index, metadata=metadata, shard_size=shard_size, force=force, inputs=reader.files)
-    with sharded.output_errors(index):
+    with output_errors(index):
         if new_dir:
             index.parent.mkdir()
         try:

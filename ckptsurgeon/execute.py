@@ -115,7 +115,7 @@ def write_tensor(move: Move, writer: Writer, outcome: Outcome, *, cast: Cast | N
             return
     from . import values  # numpy: from here on the values are touched
 
-    if same_dtype and not writer.streams_chunks:
+    if same_dtype and not writer.caps.streams_chunks:
         writer.write(out.name, move.reader.read(move.name))
         if against is not None:
             elements = _piece_elements(info.dtype, against[out.name].dtype)
@@ -135,9 +135,9 @@ def write_tensor(move: Move, writer: Writer, outcome: Outcome, *, cast: Cast | N
 def align_output(writer: Writer, moves: Sequence[Move]) -> None:
     """Let a writer that can (``align_window`` / ``align_data``: safetensors) place its data section where
     most of the bytes to be copied as ranges line up with their sources; see the safetensors Writer."""
-    window = getattr(writer, "align_window", None)
-    if not window:
+    if not writer.caps.align:
         return
+    window = writer.align_window
     votes: dict[int, int] = {}  # residue of (source offset - output offset) -> bytes
     offset = 0
     for move in moves:
@@ -148,14 +148,13 @@ def align_output(writer: Writer, moves: Sequence[Move]) -> None:
                 votes[residue] = votes.get(residue, 0) + where[2]
         offset += move.out.nbytes
     if votes:
-        writer.align_data(max(votes, key=lambda r: votes[r]))  # type: ignore[attr-defined]
+        writer.align_data(max(votes, key=lambda r: votes[r]))
 
 
 def release(reader: Reader, name: str) -> None:
     """Let go of the memory-mapped pages of a tensor the caller is done with (readers that map files)."""
-    drop = getattr(reader, "release", None)
-    if drop is not None:
-        drop(name)
+    if reader.caps.release:
+        reader.release(name)
 
 
 class _CountBeside:

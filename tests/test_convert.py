@@ -22,7 +22,8 @@ from ckptsurgeon.cli.convert_render import render_convert
 from ckptsurgeon.convert import convert
 from ckptsurgeon.errors import InputError, OutputError, UsageError
 from ckptsurgeon.formats import open_checkpoint
-from ckptsurgeon.formats import safetensors as st_format
+from ckptsurgeon.formats.safetensors import reader as st_reader
+from ckptsurgeon.formats.safetensors import writer as st_writer
 
 from .conftest import manifest_code
 
@@ -95,7 +96,7 @@ def test_keras_layout_survives_a_dtype_conversion(rel: str, corpus: Path, tmp_pa
     out = tmp_path / "out.weights.h5"
     convert(src, out, dtype="BF16")
     with open_checkpoint(src) as a, open_checkpoint(out) as b:
-        assert b.format == ("keras-h5" if a.format == "keras-h5" else "keras3-h5")
+        assert b.layout == ("keras-h5" if a.layout == "keras-h5" else "keras3-h5")
         assert [(t.name, t.layer, t.shape) for t in b.tensors] == [(t.name, t.layer, t.shape) for t in a.tensors]
         for t in a.tensors:
             assert b[t.name].dtype == ("BF16" if t.dtype.startswith("F") else t.dtype)
@@ -133,7 +134,7 @@ def test_overflow_is_counted_per_tensor(tmp_path: Path) -> None:
 
 def test_same_dtype_safetensors_tensors_move_as_byte_ranges(corpus: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(st_format.Reader, "read", lambda *a: pytest.fail("read through numpy"))
+    monkeypatch.setattr(st_reader.Reader, "read", lambda *a: pytest.fail("read through numpy"))
     report = convert(corpus / "hf_sharded/tiny_gpt2/model.safetensors.index.json", tmp_path / "one.safetensors")
     assert all(t.byte_copy for t in report.tensors) and report.summary["byte_copies"] == 28
     (tmp_path / "sh").mkdir()
@@ -208,16 +209,16 @@ def test_error_mid_write_leaves_the_old_sharded_checkpoint_and_no_temp_file(
     src = corpus / "hf_sharded/tiny_gpt2/model.safetensors.index.json"
     convert(src, tmp_path, shard_size="30kB", dtype="F16")
     before = file_hashes(tmp_path)
-    real_finish = st_format.Writer.finish
+    real_finish = st_writer.Writer.finish
     finished: list[Path] = []
 
-    def fail_after_first_shard(self: st_format.Writer) -> None:
+    def fail_after_first_shard(self: st_writer.Writer) -> None:
         if finished:
             raise RuntimeError("injected failure")
         finished.append(self.path)
         real_finish(self)
 
-    monkeypatch.setattr(st_format.Writer, "finish", fail_after_first_shard)
+    monkeypatch.setattr(st_writer.Writer, "finish", fail_after_first_shard)
     with pytest.raises(RuntimeError, match="injected"):
         convert(src, tmp_path, shard_size="30kB", dtype="BF16")
     assert finished and file_hashes(tmp_path) == before and leftovers(tmp_path) == []
@@ -287,7 +288,7 @@ def test_metadata_is_carried(corpus: Path, tmp_path: Path) -> None:
 def test_dry_run_reads_no_tensor_data_and_writes_nothing(corpus: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     for attr in ("read", "iter_bytes", "byte_range", "_map"):
-        monkeypatch.setattr(st_format.Reader, attr, lambda *a, **k: pytest.fail("tensor data read in a dry run"))
+        monkeypatch.setattr(st_reader.Reader, attr, lambda *a, **k: pytest.fail("tensor data read in a dry run"))
     src = corpus / "hf_sharded/tiny_gpt2/model.safetensors.index.json"
     report = convert(src, tmp_path, shard_size="30kB", dtype="BF16", dry_run=True)
     assert report.dry_run and len(report.shards) == 2 and report.files == []

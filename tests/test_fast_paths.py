@@ -27,10 +27,12 @@ from ckptsurgeon import api, execute, values
 from ckptsurgeon.convert import convert
 from ckptsurgeon.execute import Move, Outcome, copy_tensors, write_tensor
 from ckptsurgeon.formats import _io as io_module
-from ckptsurgeon.formats import base, npz, open_checkpoint, sharded
+from ckptsurgeon.formats import base, npz, open_checkpoint
 from ckptsurgeon.formats import hdf5 as h5_format
-from ckptsurgeon.formats import safetensors as st_format
 from ckptsurgeon.formats.base import WriterStateError
+from ckptsurgeon.formats.safetensors import header as st_header
+from ckptsurgeon.formats.safetensors import sharded
+from ckptsurgeon.formats.safetensors import writer as st_writer
 from ckptsurgeon.tensors import DTYPES, TensorInfo, TensorSpec, code_of
 from ckptsurgeon.values import (
     any_nonfinite,
@@ -66,7 +68,7 @@ def save_st(path: Path, tensors: dict[str, np.ndarray]) -> Path:
     if all(v.dtype != ml_dtypes.float8_e4m3fn for v in tensors.values()):
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata={"k": "v"})
         return path
-    w = st_format.Writer(path, metadata={"k": "v"})
+    w = st_writer.Writer(path, metadata={"k": "v"})
     w.begin([TensorSpec(k, v.shape, code_of(v.dtype) or "?") for k, v in tensors.items()])
     for k, v in tensors.items():
         w.write(k, v)
@@ -89,7 +91,7 @@ def model_arrays() -> dict[str, np.ndarray]:
     }
 
 
-class RangesRefused(st_format.Writer):
+class RangesRefused(st_writer.Writer):
     """A safetensors writer that takes no byte ranges and no pieces: the simple read + write path."""
 
     streams_chunks = False
@@ -127,7 +129,7 @@ def test_byte_range_copy_equals_read_and_write(model: Path, tmp_path: Path) -> N
     fast, simple = tmp_path / "fast.safetensors", tmp_path / "simple.safetensors"
     with open_checkpoint(model) as r:
         moves = [Move(TensorSpec(t.name, t.shape, t.dtype), r, t.name) for t in r.tensors]
-        outcomes = write_moves(st_format.Writer(fast, metadata=r.metadata), moves)
+        outcomes = write_moves(st_writer.Writer(fast, metadata=r.metadata), moves)
         write_moves(RangesRefused(simple, metadata=r.metadata), moves)
     assert all(o.byte_copy for name, o in outcomes.items() if name != "c.empty")
     assert fast.read_bytes() == simple.read_bytes()
@@ -141,7 +143,7 @@ def test_sharded_and_npz_ranges_equal_read_and_write(corpus: Path, tmp_path: Pat
         fast, simple = tmp_path / f"{src.stem}-fast.safetensors", tmp_path / f"{src.stem}-simple.safetensors"
         with open_checkpoint(src) as r:
             moves = [Move(TensorSpec(t.name, t.shape, t.dtype), r, t.name) for t in r.tensors]
-            outcomes = write_moves(st_format.Writer(fast), moves)
+            outcomes = write_moves(st_writer.Writer(fast), moves)
             write_moves(RangesRefused(simple), moves)
         assert any(o.byte_copy for o in outcomes.values())
         assert fast.read_bytes() == simple.read_bytes()
@@ -189,7 +191,7 @@ def test_aligned_output_lines_up_with_its_source_and_reads_everywhere(model: Pat
     """A rename to shorter names pads the header so copied ranges keep their offsets modulo 64 KiB."""
     out = tmp_path / "renamed.safetensors"
     api.rename(model, out, api.Rules.from_options(rename=[r"\.weight$=>.w"]))
-    window = st_format.Writer.align_window
+    window = st_writer.Writer.align_window
     assert (data_start(out) - data_start(model)) % window == 0 and data_start(out) % 8 == 0
     assert data_start(out) - data_start(model) < window
     expected = {k.replace(".weight", ".w"): v for k, v in model_arrays().items()}
@@ -203,9 +205,9 @@ def test_aligned_output_lines_up_with_its_source_and_reads_everywhere(model: Pat
 
 
 def test_pad_header() -> None:
-    header = st_format.build_header([TensorSpec("x", (3,), "F32")], {})
+    header = st_header.build_header([TensorSpec("x", (3,), "F32")], {})
     for residue in (0, 8, 4096, 65528):
-        padded = st_format.pad_header(header, residue, 65536)
+        padded = st_header.pad_header(header, residue, 65536)
         assert len(padded) % 65536 == residue and len(padded) - len(header) < 65536
         assert int.from_bytes(padded[:8], "little") == len(padded) - 8
         assert padded[8:].rstrip(b" ") == header[8:].rstrip(b" ")
@@ -244,7 +246,7 @@ def test_deflated_npz_streams_into_safetensors(corpus: Path, tmp_path: Path, mon
     fast, simple = tmp_path / "fast.safetensors", tmp_path / "simple.safetensors"
     with open_checkpoint(src) as r:
         moves = [Move(TensorSpec(t.name, t.shape, t.dtype), r, t.name) for t in r.tensors]
-        outcomes = write_moves(st_format.Writer(fast), moves)
+        outcomes = write_moves(st_writer.Writer(fast), moves)
         write_moves(RangesRefused(simple), moves)
     assert not any(o.byte_copy for o in outcomes.values())
     assert fast.read_bytes() == simple.read_bytes()
@@ -256,7 +258,7 @@ def test_write_chunks_of_any_size_equal_write(make: str, tmp_path: Path) -> None
               "z": np.zeros((0,), np.float32), "s": np.array(2, np.int32)}
     specs = [TensorSpec(k, v.shape, "F32" if k == "x" else "BF16" if k == "y" else "F32" if k == "z" else "I32")
              for k, v in arrays.items()]
-    cls = {"safetensors": st_format.Writer, "npz": npz.Writer, "hdf5": h5_format.Writer,
+    cls = {"safetensors": st_writer.Writer, "npz": npz.Writer, "hdf5": h5_format.Writer,
            "sharded": functools.partial(sharded.Writer, shard_size=2000)}[make]
     suffix = {"safetensors": ".safetensors", "npz": ".npz", "hdf5": ".h5", "sharded": "/model.safetensors.index.json"}[make]
     if make == "sharded":
@@ -293,7 +295,7 @@ def test_write_chunks_of_any_size_equal_write(make: str, tmp_path: Path) -> None
         assert whole.read_bytes() == chunked.read_bytes()
 
 
-@pytest.mark.parametrize("cls", [st_format.Writer, npz.Writer, h5_format.Writer])
+@pytest.mark.parametrize("cls", [st_writer.Writer, npz.Writer, h5_format.Writer])
 def test_write_chunks_refuses_the_wrong_number_of_bytes(cls: type[base.Writer], tmp_path: Path) -> None:
     for pieces_given in ([b"\0" * 8], [b"\0" * 12, b"\0" * 8]):
         w = cls(tmp_path / f"o{len(pieces_given)}.x")
@@ -543,7 +545,7 @@ def test_write_tensor_uses_the_cast_given(model: Path, tmp_path: Path) -> None:
         return cast_array(arr, code)
 
     with open_checkpoint(model) as r:
-        w = st_format.Writer(tmp_path / "o.safetensors")
+        w = st_writer.Writer(tmp_path / "o.safetensors")
         w.begin([TensorSpec("a.weight", (33, 17), "BF16")])
         outcome = Outcome()
         write_tensor(Move(TensorSpec("a.weight", (33, 17), "BF16"), r, "a.weight"), w, outcome, cast=counting_cast)

@@ -29,13 +29,14 @@ from safetensors.numpy import save_file
 
 from ckptsurgeon import atomic
 from ckptsurgeon import convert as convert_module
-from ckptsurgeon import formats as formats_module
 from ckptsurgeon.atomic import TEMP_MARK, AtomicFiles, atomic_path, clean_stale_temps, host_tag, temp_path_for
 from ckptsurgeon.cli.app import EXIT_SIGINT, EXIT_SIGPIPE, EXIT_SIGTERM, main
 from ckptsurgeon.errors import OutputError
+from ckptsurgeon.formats import _zip as zip_module
 from ckptsurgeon.formats import npz as npz_format
-from ckptsurgeon.formats import open_checkpoint, sharded
-from ckptsurgeon.formats import safetensors as st_format
+from ckptsurgeon.formats import open_checkpoint
+from ckptsurgeon.formats.safetensors import reader as st_reader
+from ckptsurgeon.formats.safetensors import sharded
 
 OLD = b"the previous output, which must survive"
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -437,7 +438,7 @@ def test_an_unwritable_directory_is_exit_4_before_any_tensor_is_read(
             "verify --write-hashes": ["verify", str(src), "--write-hashes", str(ro / "hashes.json")],
         }[command]
         for name in ("read", "iter_bytes", "byte_range", "sha256", "_map"):
-            monkeypatch.setattr(st_format.Reader, name, lambda *a, **k: pytest.fail("a tensor was read"))
+            monkeypatch.setattr(st_reader.Reader, name, lambda *a, **k: pytest.fail("a tensor was read"))
         code, _, err = run(argv, capsys)
         assert code == 4
         line = one_line(err)
@@ -464,13 +465,13 @@ def test_memory_and_recursion_errors_while_reading_are_the_inputs_problem(
     if where == "format detection":
         src = tmp_path / "src.npz"
         np.savez(src, a=np.zeros(3, np.float32))
-        monkeypatch.setattr(formats_module, "_zip_kind", _raise(error()))
+        monkeypatch.setattr(zip_module, "member_names", _raise(error()))
     else:
         src = small_checkpoint(tmp_path / "src.safetensors")
         if where == "header":
-            monkeypatch.setattr(st_format, "parse_header", _raise(error()))
+            monkeypatch.setattr(st_reader, "parse_header", _raise(error()))
         else:
-            monkeypatch.setattr(st_format.Reader, "_map", _raise(error()))
+            monkeypatch.setattr(st_reader.Reader, "_map", _raise(error()))
     out = tmp_path / "out.npz"
     out.write_bytes(OLD)
     code, _, err = run(["convert", str(src), "-o", str(out)], capsys)

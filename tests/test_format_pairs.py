@@ -12,7 +12,7 @@ from safetensors.numpy import save_file
 
 from ckptsurgeon import api
 from ckptsurgeon.atomic import atomic_path
-from ckptsurgeon.formats import open_checkpoint, writer_class
+from ckptsurgeon.formats import open_checkpoint, writer_for
 from ckptsurgeon.plan import TransferOptions
 from ckptsurgeon.tensors import DTYPES, TensorSpec, code_of
 
@@ -22,7 +22,7 @@ SUFFIX = {"safetensors": ".safetensors", "hdf5": ".h5", "npz": ".npz", "keras": 
 def write_with(fmt: str, path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> Path:
     """Write tensors with ckptsurgeon's own streaming writer for ``fmt``."""
     with atomic_path(path) as tmp:
-        w = writer_class(fmt)(tmp, metadata=metadata)
+        w = writer_for(fmt)(tmp, metadata=metadata)
         w.begin([TensorSpec(n, a.shape, code_of(a.dtype)) for n, a in tensors.items()])  # type: ignore[arg-type]
         for n, a in tensors.items():
             w.write(n, a)

@@ -31,12 +31,12 @@ from ckptsurgeon.tensors import DTYPES, TensorSpec
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 MANIFEST = json.loads((CORPUS / "MANIFEST.json").read_text())
-KERAS_FORMATS = {
-    "tf_keras_legacy_weights_h5": "keras-h5",
-    "tf_keras_legacy_full_model_h5": "keras-h5",
-    "keras3_weights_h5": "keras3-h5",
-    "keras3_sharded_weights": "keras3-sharded",
-    "keras3_keras_zip": "keras-zip",
+KERAS_FORMATS = {  # the manifest's format -> (our format, the Keras layout inside)
+    "tf_keras_legacy_weights_h5": ("hdf5", "keras-h5"),
+    "tf_keras_legacy_full_model_h5": ("hdf5", "keras-h5"),
+    "keras3_weights_h5": ("hdf5", "keras3-h5"),
+    "keras3_sharded_weights": ("keras-sharded", "keras3-h5"),
+    "keras3_keras_zip": ("keras", "keras3-h5"),
 }
 KERAS_FILES = [f for f in MANIFEST["files"] if f["format"] in KERAS_FORMATS]
 DTYPE_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
@@ -97,7 +97,7 @@ def open_fds() -> set[str]:
 @pytest.mark.parametrize("entry", KERAS_FILES, ids=entry_id)
 def test_corpus_file_reads_as_manifest_says(entry: dict[str, Any]) -> None:
     with open_checkpoint(CORPUS / entry["path"]) as r:
-        assert r.format == KERAS_FORMATS[entry["format"]]
+        assert (r.format, r.layout) == KERAS_FORMATS[entry["format"]]
         want = {t["h5_path"]: t for t in entry["tensors"] + entry.get("optimizer_tensors", [])}
         assert sorted(t.name for t in r.tensors) == sorted(want)
         for name, t in want.items():
@@ -292,7 +292,7 @@ def test_like_writer_on_a_sharded_like_writes_one_file(tmp_path: Path) -> None:
     new = like_round_trip(CORPUS / "keras3/cnn_sharded/cnn.weights.json", tmp_path / "one.weights.h5")
     assert tree(tmp_path / "one.weights.h5") == tree(CORPUS / "keras3/cnn.weights.h5")
     with open_checkpoint(tmp_path / "one.weights.h5") as r:
-        assert r.format == "keras3-h5"
+        assert r.layout == "keras3-h5"
         assert all(r.read(n).tobytes() == a.tobytes() for n, a in new.items())
 
 
@@ -313,7 +313,7 @@ def test_keras_zip_writer_round_trip(tmp_path: Path, name: str) -> None:
         (tmp_path / "orig.h5").write_bytes(zs.read("model.weights.h5"))
     assert tree(tmp_path / "member.h5") == tree(tmp_path / "orig.h5")
     with open_checkpoint(tmp_path / "a.keras") as r:
-        assert isinstance(r, KerasZipReader) and r.format == "keras-zip"
+        assert isinstance(r, KerasZipReader) and r.format == "keras"
         for n, a in new.items():
             assert r.read(n).tobytes() == a.tobytes()
             rng = r.byte_range(n)
@@ -349,7 +349,7 @@ def test_like_writer_drops_omitted_and_adds_new_tensors(tmp_path: Path) -> None:
         assert list(f.attrs["layer_names"]) == list(h5py.File(src, "r").attrs["layer_names"])
         assert f["extra/new/w"].dtype == np.float16
     with open_checkpoint(out) as r:
-        assert r.format == "keras-h5"
+        assert r.layout == "keras-h5"
         assert r["extra/new/w"].layer == "extra/new"
 
 
@@ -700,7 +700,7 @@ def test_keras_bfloat16_convention_is_read(tmp_path: Path) -> None:
         ds.attrs["dtype"] = "bfloat16"
         f.create_group("vars").attrs["name"] = "model"
     with open_checkpoint(tmp_path / "x.weights.h5") as r:
-        assert r.format == "keras3-h5"
+        assert r.layout == "keras3-h5"
         assert r["layers/dense/vars/0"].dtype == "BF16" and r["layers/dense/vars/0"].layer == "fc"
         assert r.read("layers/dense/vars/0").tobytes() == vals.tobytes()
 
@@ -786,7 +786,7 @@ def test_sharded_layer_name_from_another_shard(tmp_path: Path) -> None:
     index = tmp_path / "m.weights.json"
     index.write_text(json.dumps({"weight_map": {"/layers/dense/vars": ["m_00000.weights.h5", "m_00001.weights.h5"]}}))
     with open_checkpoint(index) as r:
-        assert r.format == "keras3-sharded"
+        assert r.format == "keras-sharded"
         assert [(t.name, t.layer) for t in r.tensors] == [("layers/dense/vars/0", "fc"), ("layers/dense/vars/1", "fc")]
         where = r.byte_range("layers/dense/vars/1")
         assert where is not None and where[0] == tmp_path / "m_00001.weights.h5"

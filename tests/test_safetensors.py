@@ -15,7 +15,8 @@ from ckptsurgeon.atomic import TEMP_MARK, atomic_path
 from ckptsurgeon.errors import InputError
 from ckptsurgeon.formats import _io as io_module
 from ckptsurgeon.formats import open_checkpoint
-from ckptsurgeon.formats import safetensors as st
+from ckptsurgeon.formats.safetensors import reader as st_reader
+from ckptsurgeon.formats.safetensors import writer as st_writer
 from ckptsurgeon.tensors import DTYPES, TensorSpec
 from tests.conftest import manifest_code
 
@@ -71,7 +72,7 @@ def sample(code: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 def write(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     with atomic_path(path) as tmp:
-        w = st.Writer(tmp, metadata=metadata)
+        w = st_writer.Writer(tmp, metadata=metadata)
         w.begin([TensorSpec(n, a.shape, next(c for c, d in DTYPES.items() if d.numpy == a.dtype)) for n, a in arrays.items()])
         for n, a in arrays.items():
             w.write(n, a)
@@ -119,7 +120,7 @@ def test_write_range_copies_bytes_verbatim(corpus: Path, tmp_path: Path) -> None
     src = corpus / "torch/smallcnn.safetensors"
     out = tmp_path / "copy.safetensors"
     with open_checkpoint(src) as reader, atomic_path(out) as tmp:
-        w = st.Writer(tmp, metadata=reader.metadata)
+        w = st_writer.Writer(tmp, metadata=reader.metadata)
         w.begin([TensorSpec(t.name, t.shape, t.dtype) for t in reader.tensors])
         for t in reader.tensors:
             assert w.write_range(t.name, *reader.byte_range(t.name))
@@ -144,7 +145,7 @@ def test_exception_mid_write_leaves_destination_untouched(tmp_path: Path) -> Non
     dest = tmp_path / "out.safetensors"
     dest.write_bytes(b"old contents")
     with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
-        w = st.Writer(tmp)
+        w = st_writer.Writer(tmp)
         w.begin([TensorSpec("a", (4,), "F32"), TensorSpec("b", (4,), "F32")])
         w.write("a", np.zeros(4, np.float32))
         raise RuntimeError("injected")
@@ -154,7 +155,7 @@ def test_exception_mid_write_leaves_destination_untouched(tmp_path: Path) -> Non
 
 
 def test_writer_state_machine_refuses_misuse(tmp_path: Path) -> None:
-    w = st.Writer(tmp_path / "x.safetensors")
+    w = st_writer.Writer(tmp_path / "x.safetensors")
     with pytest.raises(Exception, match="expected state WEIGHTS"):
         w.write("a", np.zeros(1, np.float32))
     w.begin([TensorSpec("a", (1,), "F32"), TensorSpec("b", (1,), "F32")])
@@ -162,7 +163,7 @@ def test_writer_state_machine_refuses_misuse(tmp_path: Path) -> None:
         w.write("b", np.zeros(1, np.float32))
     with pytest.raises(Exception, match="declared F32"):
         w.write("a", np.zeros(2, np.float32))
-    w2 = st.Writer(tmp_path / "y.safetensors")
+    w2 = st_writer.Writer(tmp_path / "y.safetensors")
     w2.begin([TensorSpec("a", (1,), "F32")])
     with pytest.raises(Exception, match="not written"):
         w2.finish()
@@ -221,7 +222,7 @@ def test_malformed_headers_are_refused(case: str, tmp_path: Path) -> None:
         return
     raw_file(path, header, data, length)
     with pytest.raises(InputError, match=message) as info:
-        st.Reader(path)
+        st_reader.Reader(path)
     assert str(path) in info.value.message and "\n" not in info.value.message
 
 

@@ -15,9 +15,10 @@ from safetensors import safe_open
 
 from ckptsurgeon.atomic import TEMP_MARK
 from ckptsurgeon.errors import UsageError
-from ckptsurgeon.formats import open_checkpoint, sharded
-from ckptsurgeon.formats import safetensors as st_format
+from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.formats.base import WriterStateError
+from ckptsurgeon.formats.safetensors import sharded
+from ckptsurgeon.formats.safetensors import writer as st_writer
 from ckptsurgeon.tensors import TensorSpec, code_of
 
 
@@ -181,16 +182,16 @@ def test_error_after_the_first_shard_leaves_nothing_and_keeps_the_old_checkpoint
     index = tmp_path / "model.safetensors.index.json"
     write(index, tensors(seed=1), shard_size=200)
     before = listing(tmp_path)
-    real_finish = st_format.Writer.finish
+    real_finish = st_writer.Writer.finish
     calls = []
 
-    def finish_then_fail(self: st_format.Writer) -> None:
+    def finish_then_fail(self: st_writer.Writer) -> None:
         calls.append(self.path)
         if len(calls) > 1:
             raise OSError(28, "No space left on device")
         real_finish(self)
 
-    monkeypatch.setattr(st_format.Writer, "finish", finish_then_fail)
+    monkeypatch.setattr(st_writer.Writer, "finish", finish_then_fail)
     with pytest.raises(OSError):
         write(index, data, shard_size=200)
     assert len(calls) == 2

@@ -192,13 +192,13 @@ def test_count_changes_equals_numpy_comparison(tmp_path: Path) -> None:
 
 
 def test_dry_run_reads_no_tensor_data(pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ckptsurgeon.formats import safetensors as st
+    from ckptsurgeon.formats.safetensors import reader as st_reader
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("tensor data read during a dry run")
 
     for attr in ("read", "iter_bytes", "byte_range", "_map"):
-        monkeypatch.setattr(st.Reader, attr, forbidden)
+        monkeypatch.setattr(st_reader.Reader, attr, forbidden)
     src, tgt = pair
     report = api.transfer(src, tgt, tmp_path / "o.safetensors", dry_run=True,
                           options=TransferOptions(rules=Rules.from_options(rename=[r"\.ffn\.=>.mlp."])))

@@ -13,7 +13,7 @@ from safetensors.numpy import load_file, save_file
 from ckptsurgeon import __version__, api
 from ckptsurgeon.errors import CheckFailed
 from ckptsurgeon.formats import open_checkpoint
-from ckptsurgeon.formats import safetensors as st
+from ckptsurgeon.formats.safetensors import writer as st_writer
 from ckptsurgeon.plan import TransferOptions
 from ckptsurgeon.rules import Rules
 
@@ -65,9 +65,9 @@ def test_verify_catches_a_corrupted_write(tmp_path: Path, monkeypatch: pytest.Mo
     src, tgt = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"previous")
-    original = st.Writer._finish
+    original = st_writer.Writer._finish
 
-    def corrupting_finish(self: st.Writer) -> None:
+    def corrupting_finish(self: st_writer.Writer) -> None:
         original(self)
         with open(self.path, "r+b") as f:  # flip one byte of the last tensor's data
             f.seek(-3, 2)
@@ -75,12 +75,12 @@ def test_verify_catches_a_corrupted_write(tmp_path: Path, monkeypatch: pytest.Mo
             f.seek(-3, 2)
             f.write(bytes([byte[0] ^ 0xFF]))
 
-    monkeypatch.setattr(st.Writer, "_finish", corrupting_finish)
+    monkeypatch.setattr(st_writer.Writer, "_finish", corrupting_finish)
     with pytest.raises(CheckFailed, match="--verify"):
         api.transfer(src, tgt, out, RULES, verify=True)
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]
-    monkeypatch.setattr(st.Writer, "_finish", original)
+    monkeypatch.setattr(st_writer.Writer, "_finish", original)
     api.transfer(src, tgt, out, RULES, verify=True)
     assert load_file(out)["blocks.3.mlp.fc2.weight"].shape == (64, 256)
 

@@ -1,296 +1,160 @@
-"""Format registry: detect a checkpoint's format by its content and open it with the right reader.
+"""The format registry: which formats there are, which one a file is, and how to open or write it.
 
-Format modules are imported lazily, so ``ckpt --help`` never pays for h5py. Every module exposes
-the same names (``Reader``, ``Writer``); a format is chosen by magic bytes and structure, never by
-the file name alone. Output formats are chosen by the output's extension (or an explicit name).
+Every format lives in a package of its own (``formats/<name>/``) whose light ``__init__.py``
+exports ``SPECS``, a tuple of :class:`~ckptsurgeon.formats.base.FormatSpec`. :data:`FORMATS`
+gathers them from :data:`PACKAGES`; nothing else in ckptsurgeon names a format. A format is chosen
+by content, never by the file name alone:
 
-Two checks here apply to every format, before and after a reader opens a file:
+1. A :class:`~ckptsurgeon.formats._probe.Probe` is made once per path (size, first bytes; zip
+   members, HDF5 signatures and JSON read lazily, polyglots refused there).
+2. The specs are asked in order; the first whose ``sniff`` claims the file wins. A sharded index
+   (a JSON file with a ``weight_map``) belongs to the spec whose ``shards_of`` is the format of
+   its first shard; an index of shards no spec reads as a sharded checkpoint says so.
+3. A file nothing claims is named by :func:`~ckptsurgeon.formats._probe.refuse`.
 
-- **polyglots are refused**: a file that two readers would both accept, read differently by
-  different tools (an HDF5 file closed by a zip end record; a zip archive holding an HDF5
-  signature, at one of the offsets where HDF5 looks for it, outside its members' data; bytes after
-  a zip archive's end record);
-- **names are text**: tensor names, layer names and metadata keys that are not valid Unicode (lone
-  surrogates) or hold control or bidirectional-override characters, and metadata values holding
-  control characters other than tab and newline, are refused: they cannot be written as UTF-8, or
-  would rewrite the terminal that shows them.
+After a reader opens a file, its names and metadata are checked to be printable text
+(:func:`check_text`): tensor names, layer names and metadata keys that are not valid Unicode (lone
+surrogates) or hold control or bidirectional-override characters, and metadata values holding
+control characters other than tab and newline, are refused: they cannot be written as UTF-8, or
+would rewrite the terminal that shows them.
+
+Output formats are chosen by name (``--format``) or by the output path's extension
+(:func:`output_format`); :func:`writer_for` gives the writer class. Readers and writers are imported
+only when a file is opened or written, so ``ckpt --help`` never pays for h5py or numpy.
+
+Adding a format: see "Adding a format" in the README; the contract suite in
+``tests/formats/test_contract.py`` says when it is done.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import pickletools
+import importlib
 import re
-import struct
-import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import InputError, UnsafeInputError, UsageError
-from .base import Reader, Writer, describe
+from ..errors import CkptError, InputError, UnsafeInputError, UsageError
+from ._probe import Probe, refuse
+from .base import FormatSpec, OpenOptions, Reader, Writer
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
-ZIP_END = b"PK\x05\x06"
-ZIP_END_SIZE = 22
-MAX_INDEX_BYTES = 100_000_000
-# What zipfile raises on a damaged archive (NotImplementedError: an unknown "version needed to extract").
-ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError,
-              RuntimeError, OverflowError, struct.error)
-MAX_SAFETENSORS_HEADER = 100_000_000
-# Bytes that may begin a safetensors header's JSON (after a BOM or whitespace, which its parser refuses
-# or accepts itself): what makes a length-prefixed file worth handing to the safetensors parser.
-_JSON_STARTS = (b"{", b"[", b'"')
+#: The format packages, in the order their specs are asked (HDF5 last: it may seek for a user block).
+PACKAGES = ("safetensors", "_interim")
+
+
+def _gather(packages: Iterable[str]) -> tuple[FormatSpec, ...]:
+    specs: list[FormatSpec] = []
+    for package in packages:
+        specs.extend(importlib.import_module(f"{__name__}.{package}").SPECS)
+    return tuple(specs)
+
+
+FORMATS: tuple[FormatSpec, ...] = _gather(PACKAGES)
+
 # Characters no tensor or layer name, and no metadata key, may hold: C0/C1 controls, lone surrogates,
 # bidirectional embeddings, overrides and isolates. Metadata values may also hold tab and newline.
 _BAD_NAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
 _BAD_VALUE = re.compile("[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]|\r(?!\n)")
-# Opcodes a pickle's first instruction can be (protocol 0/1 pickles have no PROTO header).
-_PICKLE_FIRST = frozenset({"PROTO", "MARK", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "GLOBAL", "STACK_GLOBAL"})
-
-# output format name -> (module, writer class)
-OUTPUT_FORMATS = {
-    "safetensors": ("safetensors", "Writer"),
-    "hdf5": ("hdf5", "Writer"),
-    "keras": ("hdf5", "KerasZipWriter"),
-    "npz": ("npz", "Writer"),
-}
-EXTENSIONS = {".safetensors": "safetensors", ".h5": "hdf5", ".hdf5": "hdf5", ".keras": "keras", ".npz": "npz"}
 
 
-def _module(name: str):  # type: ignore[no-untyped-def]
-    import importlib
+def register(spec: FormatSpec) -> None:
+    """Add a format defined outside ckptsurgeon's packages (asked after the built-in ones)."""
+    global FORMATS
+    if any(s.name == spec.name for s in FORMATS):
+        raise ValueError(f"a format named {spec.name!r} is registered already")
+    FORMATS = (*FORMATS, spec)
 
-    return importlib.import_module(f"{__name__}.{name}")
+
+def unregister(name: str) -> None:
+    global FORMATS
+    FORMATS = tuple(s for s in FORMATS if s.name != name)
 
 
-def _hdf5_offsets(path: Path, size: int) -> list[int]:
-    """Where HDF5 finds its signature: at 0 or, after a user block, at 512, 1024, 2048, ..."""
-    found = []
-    with open(path, "rb") as f:
-        offset = 0
-        while offset + 8 <= size:
-            f.seek(offset)
-            if f.read(8) == HDF5_MAGIC:
-                found.append(offset)
-            offset = 512 if offset == 0 else offset * 2
+def spec(name: str) -> FormatSpec:
+    """The spec of the format named ``name`` (a UsageError naming the choices for any other name)."""
+    for s in FORMATS:
+        if s.name == name:
+            return s
+    writable = ", ".join(s.name for s in FORMATS if s.writer is not None)
+    raise UsageError(None, f"unknown format {name!r}; choose one of {writable}")
+
+
+def family(reader: Reader) -> str:
+    """The family of an opened checkpoint's format (what "write like it" means)."""
+    return spec(reader.format).family
+
+
+def _detect(probe: Probe, *, indexes: bool = True) -> FormatSpec:
+    for s in FORMATS:
+        if s.shards_of is None:
+            if s.sniff is not None and s.sniff(probe):
+                return s
+        elif indexes and probe.index is not None and _shard_format(probe) == s.shards_of:
+            return s
+    if indexes and probe.index is not None:
+        found = _shard_format(probe)
+        sharded = ", ".join(s.shards_of for s in FORMATS if s.shards_of)
+        raise InputError(probe.path, f"an index of {found} shards; ckptsurgeon reads sharded {sharded} checkpoints")
+    raise refuse(probe)
+
+
+def _shard_format(probe: Probe) -> str:
+    """The format of an index's first shard (each reader checks the other shards as it opens them)."""
+    index = probe.index
+    assert index is not None
+    if probe.shard_format is not None:
+        return probe.shard_format
+    key, shard = index.first_shard()
+    path = index.shard_path(shard)
+    if not path.is_file():
+        raise InputError(probe.path, f"shard {shard!r} (holding {key!r}) does not exist")
+    try:
+        found = _detect(Probe(path), indexes=False).name
+    except CkptError as exc:
+        raise type(exc)(probe.path, f"shard {shard!r}: {exc.problem}", hint=exc.hint) from exc
+    probe.shard_format = found
     return found
 
 
-def _hdf5_offset(path: Path, size: int) -> bool:
-    return bool(_hdf5_offsets(path, size))
+def detect(path: str | Path) -> str:
+    """The name of a checkpoint file's format, by content."""
+    return _detect(Probe(Path(path))).name
 
 
-def _zip_end(path: Path, size: int) -> int | None:
-    """The offset of a zip end-of-central-directory record whose comment ends exactly at the end of the file."""
-    span = min(size, ZIP_END_SIZE + 0xFFFF)
-    with open(path, "rb") as f:
-        f.seek(size - span)
-        tail = f.read(span)
-    pos = tail.rfind(ZIP_END)
-    while pos >= 0:
-        if pos + ZIP_END_SIZE <= len(tail):
-            (comment,) = struct.unpack_from("<H", tail, pos + 20)
-            if pos + ZIP_END_SIZE + comment == len(tail):
-                return size - span + pos
-        pos = tail.rfind(ZIP_END, 0, pos)
-    return None
-
-
-def _member_data(path: Path, infos: list[zipfile.ZipInfo]) -> list[tuple[int, int]]:
-    """``[start, end)`` of each member's stored bytes, from the lengths in its local header."""
-    spans = []
-    with open(path, "rb") as f:
-        for info in infos:
-            f.seek(info.header_offset)
-            local = f.read(30)
-            if len(local) != 30:
-                continue  # the reader refuses the member itself
-            name_len, extra_len = struct.unpack_from("<HH", local, 26)
-            start = info.header_offset + 30 + name_len + extra_len
-            spans.append((start, start + info.compress_size))
-    return spans
-
-
-def _zip_polyglot(path: Path, size: int, infos: list[zipfile.ZipInfo]) -> None:
-    """Refuse a zip archive with bytes after its end record, or an HDF5 file hiding outside its members."""
-    if _zip_end(path, size) is None:
-        raise UnsafeInputError(
-            path, "bytes follow the zip archive's end record; refusing a polyglot (or a damaged archive)"
-        )
-    hdf5 = _hdf5_offsets(path, size)
-    if hdf5:
-        spans = _member_data(path, infos)
-        for offset in hdf5:
-            if not any(start <= offset < end for start, end in spans):
-                raise UnsafeInputError(
-                    path, f"a polyglot: a zip archive that is also an HDF5 file (signature at offset {offset}, "
-                    "outside every member); refusing an ambiguous file",
-                )
-
-
-def _zip_kind(path: Path) -> str:
+def what_is(path: Path) -> str:
+    """A few words on what a file is, for messages about a file in the wrong place."""
     try:
-        with zipfile.ZipFile(path) as z:
-            infos = z.infolist()
-            names = [i.filename for i in infos]
-        _zip_polyglot(path, path.stat().st_size, infos)
-    except ZIP_ERRORS as exc:
-        raise InputError(path, f"a damaged zip archive ({exc or type(exc).__name__})") from exc
-    if "model.weights.h5" in names:
-        return "keras"
-    if any(n.endswith(".pkl") or n.endswith("/data.pkl") for n in names):
-        raise UnsafeInputError(
-            path, "a PyTorch pickle checkpoint (torch.save zip); pickles are never loaded",
-            hint="save it with safetensors.torch.save_file first",
-        )
-    if names and all(n.endswith(".npy") for n in names):
-        return "npz"
-    if not names:
-        raise InputError(path, "an empty zip archive")
-    raise InputError(path, "a zip archive that is neither an npz (only .npy members) nor a .keras archive")
+        found = _detect(Probe(path), indexes=False)
+    except CkptError as exc:
+        return exc.problem
+    return f"a {found.description} file"
 
 
-def _json_kind(path: Path, size: int) -> str:
-    if size > MAX_INDEX_BYTES:
-        raise InputError(path, f"a {size} byte JSON file is too large for a checkpoint index")
-    try:
-        doc = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from exc
-    wm = doc.get("weight_map") if isinstance(doc, dict) else None
-    if isinstance(wm, dict) and wm:
-        first = next(iter(wm.values()))
-        if isinstance(first, str):
-            return "safetensors_index"
-        if isinstance(first, list):
-            return "keras_sharded"
-    raise InputError(path, "a JSON file that is not a sharded checkpoint index (no \"weight_map\")")
-
-
-def _resolve_dir(path: Path) -> Path:
-    indexes = sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("*.weights.json"))
-    if len(indexes) == 1:
-        return indexes[0]
-    singles = sorted(path.glob("*.safetensors"))
-    if not indexes and len(singles) == 1:
-        return singles[0]
+def resolve_folder(path: Path) -> Path:
+    """The checkpoint a directory holds: its one index, or else its one single-file checkpoint."""
+    indexes = [s for s in FORMATS if s.shards_of]
+    singles = [s for s in FORMATS if not s.shards_of]
+    for group in (indexes, singles):
+        found = sorted({p for s in group for g in s.folder_globs for p in path.glob(g)})
+        if len(found) == 1:
+            return found[0]
+        if found:
+            break
     raise InputError(path, "is a directory; name the checkpoint file (or the index of a sharded checkpoint)")
 
 
-def detect(path: str | Path) -> str:
-    """The format of a checkpoint by content: safetensors, safetensors_index, hdf5, keras, keras_sharded, npz."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb", buffering=0) as f:  # unbuffered: read these 64 bytes, not a page of tensor data
-            head = f.read(64)
-    except FileNotFoundError as exc:
-        raise InputError(path, "no such file") from exc
-    except IsADirectoryError as exc:
-        raise InputError(path, "is a directory") from exc
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
-    if head.startswith(HDF5_MAGIC):
-        _hdf5_polyglot(path, size)
-        return "hdf5"
-    if head.startswith(ZIP_MAGICS):
-        return _zip_kind(path)
-    if _safetensors_like(head, size):
-        return "safetensors"
-    if head.lstrip()[:1] == b"{":
-        return _json_kind(path, size)
-    if size >= 520 and _hdf5_offset(path, size):  # HDF5 after a user block: probed last, it seeks far
-        _hdf5_polyglot(path, size)
-        return "hdf5"
-    if _pickle_like(path, head, size):
-        raise UnsafeInputError(path, "a Python pickle (protocol 0 or 1, e.g. an old torch.save file); pickles are never loaded")
-    raise InputError(path, describe(head))
-
-
-def _hdf5_polyglot(path: Path, size: int) -> None:
-    try:
-        end = _zip_end(path, size)
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
-    if end is not None:
-        raise UnsafeInputError(
-            path, "a polyglot: an HDF5 file that is also a zip archive (a zip end record closes it); refusing an ambiguous file"
-        )
-
-
-def _safetensors_like(head: bytes, size: int) -> bool:
-    """A little-endian length that fits the file, then what looks like the start of JSON.
-
-    The safetensors parser then says what is wrong (a BOM, an array instead of an object ...).
-    """
-    if len(head) <= 8:
-        return False
-    if head[8:9] == b"{":
-        return True
-    (n,) = struct.unpack("<Q", head[:8])
-    if not 2 <= n <= min(size - 8, MAX_SAFETENSORS_HEADER):
-        return False
-    text = head[8:]
-    text = text[3:] if text.startswith(b"\xef\xbb\xbf") else text
-    return text.lstrip(b" \t\r\n")[:1] in _JSON_STARTS
-
-
-def _pickle_like(path: Path, head: bytes, size: int) -> bool:
-    """True for the start of a pickle without the protocol 2+ header (which :func:`describe` names).
-
-    The opcodes are only decoded (:mod:`pickletools` disassembles; it constructs nothing): the first
-    must be one a pickle starts with, at least three must decode, and the file must end with STOP.
-    """
-    if size < 4 or head[:1] not in (b"(", b"}", b"]", b"c", b")"):
-        return False
-    try:
-        with open(path, "rb") as f:
-            f.seek(size - 1)
-            if f.read(1) != b".":
-                return False
-            f.seek(0)
-            start = f.read(4096)
-    except OSError:
-        return False
-    ops: list[str] = []
-    with contextlib.suppress(Exception):  # whatever the disassembler chokes on is simply not a pickle
-        for op, _arg, _pos in pickletools.genops(start):
-            ops.append(op.name)
-            if len(ops) >= 3:
-                break
-    return len(ops) >= 3 and ops[0] in _PICKLE_FIRST
-
-
-def open_checkpoint(path: str | Path) -> Reader:
+def open_checkpoint(path: str | Path, options: OpenOptions | None = None) -> Reader:
     """Open any supported checkpoint lazily (headers only)."""
     path = Path(path)
     if path.is_dir():
-        path = _resolve_dir(path)
-    kind = detect(path)
-    reader = _open(kind, path)
+        path = resolve_folder(path)
+    found = _detect(Probe(path))
+    reader = found.reader_class()(path, options)
     try:
         check_text(reader)
     except BaseException:
         reader.close()
         raise
     return reader
-
-
-def _open(kind: str, path: Path) -> Reader:
-    if kind == "safetensors":
-        return _module("safetensors").Reader(path)  # type: ignore[no-any-return]
-    if kind == "safetensors_index":
-        return _module("safetensors").ShardedReader(path)  # type: ignore[no-any-return]
-    if kind == "npz":
-        return _module("npz").Reader(path)  # type: ignore[no-any-return]
-    if kind == "hdf5":
-        return _module("hdf5").Reader(path)  # type: ignore[no-any-return]
-    if kind == "keras":
-        return _module("hdf5").KerasZipReader(path)  # type: ignore[no-any-return]
-    if kind == "keras_sharded":
-        return _module("hdf5").KerasShardedReader(path)  # type: ignore[no-any-return]
-    raise AssertionError(kind)
 
 
 def _bad_char(text: str, pattern: re.Pattern[str]) -> str | None:
@@ -322,31 +186,44 @@ def check_text(reader: Reader) -> None:
 def output_format(dest: str | Path, explicit: str | None = None) -> str:
     """The output format named explicitly or by the destination's extension."""
     if explicit:
-        if explicit not in OUTPUT_FORMATS:
-            raise UsageError(None, f"unknown output format {explicit!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
-        return explicit
+        found = spec(explicit)
+        if found.writer is None or found.shards_of:
+            writable = ", ".join(s.name for s in FORMATS if s.writer is not None and not s.shards_of)
+            raise UsageError(None, f"unknown output format {explicit!r}; choose one of {writable}")
+        return found.name
     suffix = Path(dest).suffix.lower()
-    if suffix in EXTENSIONS:
-        return EXTENSIONS[suffix]
-    raise UsageError(
-        dest, f"cannot tell the output format from the extension {suffix or '(none)'!r}",
-        hint=f"use one of {', '.join(EXTENSIONS)}",
-    )
+    for s in FORMATS:
+        if s.writer is not None and suffix in s.extensions:
+            return s.name
+    extensions = ", ".join(e for s in FORMATS if s.writer is not None for e in s.extensions)
+    raise UsageError(dest, f"cannot tell the output format from the extension {suffix or '(none)'!r}",
+                     hint=f"use one of {extensions}")
 
 
-def writer_class(fmt: str) -> type[Writer]:
-    module, cls = OUTPUT_FORMATS[fmt]
-    return getattr(_module(module), cls)  # type: ignore[no-any-return]
+def writer_for(name: str) -> type[Writer]:
+    """The writer class of the format named ``name``."""
+    return spec(name).writer_class()
 
 
-def format_family(reader: Reader) -> str:
-    """The output format that writes files like this reader's (for writing "like" a target)."""
-    return {
-        "safetensors": "safetensors",
-        "safetensors-sharded": "safetensors",
-        "npz": "npz",
-        "keras-zip": "keras",
-    }.get(reader.format, "hdf5")
+def writes_like(reader: Reader, output: str) -> bool:
+    """Whether a writer of format ``output`` can lay its file out like ``reader``'s (``like=reader``)."""
+    return family(reader) in writer_for(output).caps.like
 
 
-__all__ = ["Reader", "Writer", "check_text", "detect", "format_family", "open_checkpoint", "output_format", "writer_class"]
+__all__ = [
+    "FORMATS",
+    "FormatSpec",
+    "OpenOptions",
+    "Reader",
+    "Writer",
+    "check_text",
+    "detect",
+    "family",
+    "open_checkpoint",
+    "output_format",
+    "register",
+    "spec",
+    "what_is",
+    "writer_for",
+    "writes_like",
+]

@@ -1,28 +1,123 @@
-"""The two protocols every format module implements: a lazy Reader and a streaming Writer.
+"""What every format implements, and how a format tells the registry about itself.
 
-A format module exposes the same few names: ``detect(head, path)``, ``Reader`` and ``Writer``
-(see ``formats/__init__.py``). Readers parse and validate metadata when opened and read tensor
-bytes only when asked; writers are told every tensor first (``begin``), then take the data one
-tensor at a time, in that order.
+A format package (``formats/<name>/``) exports :class:`FormatSpec` records from a light
+``__init__.py``: its identity string, family, extensions, a cheap ``sniff`` over a
+:class:`~ckptsurgeon.formats._probe.Probe`, and its reader and writer classes by import path, so
+that listing and detecting formats imports no format's heavy code. Readers implement
+:class:`Reader` (metadata when opened, tensor bytes on demand); writers subclass :class:`Writer`,
+a state machine that is told every tensor first (``begin``) and then takes the data one tensor at
+a time, in that order. What a reader or writer can do beyond the basics is declared data
+(:class:`ReaderCaps`, :class:`WriterCaps`), never found by probing for attributes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import CkptError, InputError
+from ..errors import EXIT_INTERNAL, CkptError, InputError
 from ..tensors import DTYPES, TensorInfo, TensorSpec
+from ._io import CHUNK_BYTES
 
 if TYPE_CHECKING:  # numpy is imported where data is touched, so reading a header never loads it
     import numpy as np
 
-CHUNK_BYTES = 16 * 1024 * 1024
+    from ._probe import Probe
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """How to read an input, beyond its path (each format reads the fields that concern it).
+
+    ``float8``: which float8 code a 1-byte void npz member holds (``F8_E4M3``, ``F8_E5M2``,
+    ``F8_E8M0``), for archives without ckptsurgeon's naming comment.
+    """
+
+    float8: str | None = None
+
+
+@dataclass(frozen=True)
+class ReaderCaps:
+    """What a reader offers beyond ``read`` and ``iter_bytes``.
+
+    ``byte_ranges``: ``byte_range(name)`` can say where a tensor's raw bytes lie in a file.
+    ``release``: ``release(name)`` drops the process's mapped pages of a tensor it is done with.
+    """
+
+    byte_ranges: bool = False
+    release: bool = False
+
+
+@dataclass(frozen=True)
+class WriterCaps:
+    """What a writer offers beyond ``write``.
+
+    ``byte_ranges``: ``write_range`` copies a file range. ``streams_chunks``: ``write_chunks``
+    streams each piece to the file (else it assembles the tensor first). ``stored``:
+    ``write_stored`` may copy a reader's storage as it is (HDF5 chunks). ``align``:
+    ``align_data(residue)`` places the data section to suit byte-range copies, within
+    ``align_window`` bytes. ``like``: the families whose readers it can take as a layout template
+    (``like=``). ``renames``: the layout template follows renames (``begin(origins=...)``) and the
+    writer reports a ``layout_fallback`` when it cannot. ``sharded``: it writes several files and
+    takes ``shard_size``.
+    """
+
+    byte_ranges: bool = False
+    streams_chunks: bool = False
+    stored: bool = False
+    align: bool = False
+    like: tuple[str, ...] = ()
+    renames: bool = False
+    sharded: bool = False
+
+
+def _load(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One checkpoint format, as the registry knows it before importing any of its code.
+
+    ``name`` is the format's one identity string: the reader's ``format``, the JSON reports'
+    ``format`` and the ``--format`` value. ``family`` says what "write like the input" means
+    (formats of one family lay out files alike). ``extensions`` choose this format for an output
+    path. ``sniff`` answers from a probe of the file's first bytes, cheaply and without importing
+    the reader. ``reader`` / ``writer`` are ``"module:Class"`` paths (``writer`` None: read-only).
+    ``shards_of``: this is a sharded index whose shard files are all of that format; such a spec
+    is detected from the index (a JSON file with a ``weight_map``) by its first shard's format, not
+    by ``sniff``. ``folder_globs``: the file names that make a directory this checkpoint (an
+    index before single files). ``output_priority``: among specs claiming one extension, the
+    lower wins.
+    """
+
+    name: str
+    family: str
+    reader: str
+    description: str
+    sniff: Callable[[Probe], bool] | None = None
+    writer: str | None = None
+    extensions: tuple[str, ...] = ()
+    shards_of: str | None = None
+    folder_globs: tuple[str, ...] = ()
+
+    def reader_class(self) -> type[Reader]:
+        cls: type[Reader] = _load(self.reader)
+        return cls
+
+    def writer_class(self) -> type[Writer]:
+        if self.writer is None:
+            raise AssertionError(f"{self.name} is read-only")
+        cls: type[Writer] = _load(self.writer)
+        return cls
 
 
 def byte_view(chunk: bytes | bytearray | memoryview) -> memoryview:
@@ -48,10 +143,14 @@ class Reader(ABC):
     the raw bytes lie in a file when they can be copied verbatim.
     """
 
-    format: str = ""  # a class default; a reader may refine it per file (keras-h5, keras3-h5, ...)
+    format: ClassVar[str] = ""  # the FormatSpec name
+    caps: ClassVar[ReaderCaps] = ReaderCaps()
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, options: OpenOptions | None = None) -> None:
         self.path = path
+        self.options = options or OpenOptions()
+        #: a refinement of the format for this file, shown beside it (HDF5: "keras-h5", "keras3-h5")
+        self.layout: str | None = None
         self.metadata: dict[str, str] = {}
         self.tensors: list[TensorInfo] = []
         self._index: dict[str, TensorInfo] | None = None
@@ -124,6 +223,9 @@ class Reader(ABC):
             h.update(chunk)
         return h.hexdigest()
 
+    def release(self, name: str) -> None:  # noqa: B027 - optional: readers that map files declare caps.release
+        """Let go of memory this reader holds for a tensor the caller is done with (``caps.release``)."""
+
     # --- life cycle -----------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional for formats holding nothing open
         pass
@@ -148,7 +250,9 @@ class Reader(ABC):
 
 
 class WriterStateError(CkptError):
-    """A writer was driven out of order: a bug in the caller, reported at the call."""
+    """A writer was driven out of order: a bug in the caller (exit 70), reported at the call."""
+
+    exit_code = EXIT_INTERNAL
 
 
 class Writer(ABC):
@@ -160,6 +264,9 @@ class Writer(ABC):
     """
 
     format: ClassVar[str]
+    caps: ClassVar[WriterCaps] = WriterCaps()
+    #: bytes within which ``align_data`` can move the data section (``caps.align``)
+    align_window: ClassVar[int] = 0
 
     def __init__(self, path: Path, *, metadata: Mapping[str, str] | None = None, like: Reader | None = None) -> None:
         self.path = path
@@ -229,10 +336,6 @@ class Writer(ABC):
         cannot for this tensor (then use the other ways). Values are the same either way."""
         return False
 
-    #: True when :meth:`write_chunks` streams each piece to the file as it comes; False when it
-    #: assembles the whole tensor first (this class's fallback).
-    streams_chunks: ClassVar[bool] = False
-
     def _exact_pieces(self, spec: TensorSpec, chunks: Iterable[bytes | bytearray | memoryview]) -> Iterator[memoryview]:
         """``chunks`` as flat byte views, checked to add up to ``spec``'s size exactly (WriterStateError)."""
         done = 0
@@ -250,7 +353,7 @@ class Writer(ABC):
 
         The pieces must add up to the declared size exactly. Each piece is used before the next is
         asked for, so a producer may reuse its buffer. This fallback assembles the tensor in memory
-        and calls :meth:`write`; writers that stream the pieces override it and set ``streams_chunks``.
+        and calls :meth:`write`; writers that stream the pieces override it and declare ``caps.streams_chunks``.
         """
         import numpy as np
 
@@ -261,6 +364,12 @@ class Writer(ABC):
             buf[done : done + len(view)] = np.frombuffer(view, dtype=np.uint8)
             done += len(view)
         self.write(name, buf.view(DTYPES[spec.dtype].numpy).reshape(spec.shape))
+
+    def align_data(self, residue: int) -> None:  # noqa: B027 - only writers declaring caps.align act on it
+        """Start the data section at an offset ≡ ``residue`` (mod ``align_window``), if still possible."""
+
+    #: why the like-layout could not follow the renames and tensors were placed plainly (``caps.renames``)
+    layout_fallback: str | None = None
 
     def finish(self) -> None:
         self._expect("WEIGHTS")

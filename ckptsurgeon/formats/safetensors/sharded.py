@@ -43,12 +43,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import AtomicFiles
-from ..atomic import output_errors as output_errors  # re-exported: convert reports through it
-from ..errors import UsageError
-from ..tensors import TensorSpec
-from . import base
-from . import safetensors as st
+from ...atomic import AtomicFiles
+from ...errors import UsageError
+from ...tensors import TensorSpec
+from .. import base
+from . import writer as st
 
 if TYPE_CHECKING:
     import numpy as np
@@ -197,6 +196,7 @@ class Writer(base.Writer):
     """
 
     format = "safetensors-sharded"
+    caps = base.WriterCaps(byte_ranges=True, streams_chunks=True, like=("safetensors",), sharded=True)
 
     def __init__(self, path: Path, *, metadata: Mapping[str, str] | None = None, like: Any = None,
                  shard_size: int, force: bool = False, inputs: Sequence[Path] = ()) -> None:
@@ -244,8 +244,6 @@ class Writer(base.Writer):
         assert copied, "the safetensors writer copies every byte range"
         self._written_one()
         return True
-
-    streams_chunks = True  # the shard's safetensors writer streams them
 
     def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
         self._peek(name)

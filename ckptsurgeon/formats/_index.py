@@ -1,0 +1,132 @@
+"""One reader for the JSON index of a sharded checkpoint.
+
+Three libraries write the same idea: Hugging Face's ``model.safetensors.index.json`` (and
+``pytorch_model.bin.index.json``) map each tensor name to one shard file; Keras 3's
+``NAME.weights.json`` maps each layer path (``/layers/dense/vars``) to the shard files holding it,
+as a list or, for a layer in one shard, as a plain string. Both have ``{"metadata": {...},
+"weight_map": {...}}``. This module reads either form into a :class:`ShardIndex`; which format the
+shards are is decided by the shards themselves (the registry probes the first one), never by the
+index's name or the shape of its values.
+
+The file is read strictly: at most :data:`MAX_INDEX_BYTES`, UTF-8 JSON with no duplicate keys and
+no NaN/Infinity, a ``weight_map`` object of non-empty string keys, and shard names that are plain
+file names beside the index (no directory part, no ``..``, no NUL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, UnsafeInputError
+
+MAX_INDEX_BYTES = 100_000_000
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        (key + value if isinstance(value, str) else key).encode("utf-8")  # a lone "\ud800" escape is not UTF-8
+        out[key] = value
+    return out
+
+
+def _no_constants(token: str) -> Any:
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def strict_json(raw: bytes, what: str) -> Any:
+    """Parse JSON as the safetensors reference parser would: UTF-8, no duplicate keys, no NaN/Infinity."""
+    text = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if text.startswith("\ufeff"):
+        raise ValueError(f"{what} starts with a byte order mark")
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
+def read_json(path: Path, what: str = "the index") -> Any:
+    """A JSON file of at most :data:`MAX_INDEX_BYTES`, parsed strictly (InputError naming ``path``)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_INDEX_BYTES:
+            raise InputError(path, f"a {size} byte JSON file is too large for a checkpoint index")
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise InputError(path, "no such file") from exc
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        return strict_json(raw, what)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(path, f"invalid index JSON ({exc})") from exc
+
+
+def shard_file_name(index: Path, value: Any) -> str:
+    """``value`` checked to be a plain file name beside the index."""
+    if not isinstance(value, str):
+        raise InputError(index, f"shard file name {value!r} is not a string")
+    if not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value or os.path.isabs(value):
+        raise UnsafeInputError(index, f"shard file name {value!r} is not a plain file name beside the index "
+                               "(it points outside the index's directory)")
+    return value
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """A parsed index: each key's shard files, the shards in first-named order, the metadata as text."""
+
+    path: Path
+    weight_map: dict[str, tuple[str, ...]]
+    shards: tuple[str, ...]
+    metadata: dict[str, str]
+
+    @classmethod
+    def from_doc(cls, path: Path, doc: Any) -> ShardIndex | None:
+        """The index in ``doc``, or None when ``doc`` is no index (not an object with a ``weight_map``)."""
+        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not isinstance(weight_map, dict):
+            return None
+        meta = doc.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise InputError(path, 'the index "metadata" is not an object')
+        entries: dict[str, tuple[str, ...]] = {}
+        shards: dict[str, None] = {}
+        for key, value in weight_map.items():
+            if not key:
+                raise InputError(path, "the index's weight_map has an empty key")
+            files = [value] if isinstance(value, str) else value
+            if not isinstance(files, list) or not files:
+                raise InputError(path, f"weight_map entry {key!r} is neither a shard file name nor a list of them")
+            entries[key] = tuple(shard_file_name(path, f) for f in files)
+            shards.update(dict.fromkeys(entries[key]))
+        if not shards:
+            raise InputError(path, "the index's weight_map names no shards")
+        metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+        return cls(path, entries, tuple(shards), metadata)
+
+    @classmethod
+    def read(cls, path: Path) -> ShardIndex:
+        index = cls.from_doc(path, read_json(path))
+        if index is None:
+            raise InputError(path, 'the index has no "weight_map" object')
+        return index
+
+    def shard_path(self, name: str) -> Path:
+        return self.path.parent / name
+
+    def one_shard(self, key: str) -> str:
+        """The shard holding ``key``, for indexes where each key lives in exactly one shard."""
+        files = self.weight_map[key]
+        if len(files) != 1:
+            raise InputError(self.path, f"the index puts {key!r} in {len(files)} shards ({', '.join(files)}); "
+                             "a tensor lives in one")
+        return files[0]
+
+    def first_shard(self) -> tuple[str, str]:
+        """``(key, shard)``: the first entry's first shard (the one probed for the shards' format)."""
+        key, files = next(iter(self.weight_map.items()))
+        return key, files[0]

@@ -1,0 +1,200 @@
+"""What a file looks like before any reader opens it: one :class:`Probe` per path.
+
+A probe reads the file's size and first 64 bytes once (unbuffered: nothing of the tensor data)
+and works out the rest lazily, each fact at most once, for the format specs' ``sniff`` functions:
+where HDF5 would find its signature, the member names of a zip archive, a JSON index. Refusals
+that concern the file as a whole, not one format, are made here:
+
+- **polyglots**: a file that two kinds of reader would both accept, read differently by
+  different tools (an HDF5 file closed by a zip end record; a zip archive holding an HDF5
+  signature, at one of the offsets where HDF5 looks for it, outside its members' data; bytes after
+  a zip archive's end record);
+- **files that are not checkpoints**, or whose format ckptsurgeon does not read, are named by
+  :func:`refuse` in one line (a pickle, a Git LFS pointer, an HTML page, a GGUF file ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickletools
+import struct
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, UnsafeInputError
+from . import _zip
+from ._index import MAX_INDEX_BYTES, ShardIndex, strict_json
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+HEAD_BYTES = 64
+# Opcodes a pickle's first instruction can be (protocol 0/1 pickles have no PROTO header).
+_PICKLE_FIRST = frozenset({"PROTO", "MARK", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "GLOBAL", "STACK_GLOBAL"})
+
+
+class Probe:
+    """The facts about one file that format detection needs, each read at most once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        #: the format of a sharded index's first shard, once the registry has probed it
+        self.shard_format: str | None = None
+        try:
+            with open(path, "rb", buffering=0) as f:  # unbuffered: these 64 bytes, not a page of tensor data
+                self.size = f.seek(0, 2)
+                f.seek(0)
+                self.head = f.read(HEAD_BYTES)
+        except FileNotFoundError as exc:
+            raise InputError(path, "no such file") from exc
+        except IsADirectoryError as exc:
+            raise InputError(path, "is a directory") from exc
+        except OSError as exc:
+            raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
+
+    @property
+    def is_zip(self) -> bool:
+        return self.head.startswith(ZIP_MAGICS)
+
+    @cached_property
+    def hdf5_offsets(self) -> tuple[int, ...]:
+        """Where HDF5 would find its signature (0, or after a user block: 512, 1024, 2048 ...).
+
+        Empty for zip archives, whose signatures must lie inside members (:attr:`zip_names`
+        refuses the others). An HDF5 file closed by a zip end record is refused as a polyglot.
+        """
+        if self.is_zip:
+            self.zip_names  # noqa: B018 - refuses signatures outside the members
+            return ()
+        if not self.head.startswith(HDF5_MAGIC) and self.size < 520:
+            return ()
+        found = tuple(hdf5_offsets(self.path, self.size))
+        if found and _zip.end_record(self.path, self.size) is not None:
+            raise UnsafeInputError(
+                self.path, "a polyglot: an HDF5 file that is also a zip archive (a zip end record closes it); "
+                "refusing an ambiguous file",
+            )
+        return found
+
+    @cached_property
+    def zip_names(self) -> tuple[str, ...] | None:
+        """The member names of a zip archive (checked, polyglots refused); None for other files."""
+        if not self.is_zip:
+            return None
+        return tuple(_zip.member_names(self.path, self.size, hdf5_offsets(self.path, self.size)))
+
+    @cached_property
+    def json(self) -> Any:
+        """The document of a JSON file (strictly parsed, at most 100 MB); None for other files."""
+        if self.head.lstrip()[:1] != b"{":
+            return None
+        if self.size > MAX_INDEX_BYTES:
+            raise InputError(self.path, f"a {self.size} byte JSON file is too large for a checkpoint index")
+        try:
+            return strict_json(self.path.read_bytes(), "the JSON file")
+        except OSError as exc:
+            raise InputError(self.path, f"cannot read: {exc.strerror or exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise InputError(self.path, f"not valid JSON ({exc})") from exc
+
+    @cached_property
+    def index(self) -> ShardIndex | None:
+        """The sharded index in a JSON file with a ``weight_map``; None for anything else."""
+        return None if self.json is None else ShardIndex.from_doc(self.path, self.json)
+
+    def safetensors_like(self, max_header: int) -> bool:
+        """An 8-byte little-endian length that fits the file, then what looks like the start of JSON.
+
+        The safetensors parser then says what is wrong (a BOM, an array instead of an object ...).
+        """
+        head, size = self.head, self.size
+        if len(head) <= 8 or head.startswith((HDF5_MAGIC, *ZIP_MAGICS)):
+            return False
+        if head[8:9] == b"{":
+            return True
+        (n,) = struct.unpack("<Q", head[:8])
+        if not 2 <= n <= min(size - 8, max_header):
+            return False
+        text = head[8:]
+        text = text[3:] if text.startswith(b"\xef\xbb\xbf") else text
+        return text.lstrip(b" \t\r\n")[:1] in (b"{", b"[", b'"')
+
+
+def hdf5_offsets(path: Path, size: int) -> list[int]:
+    """Where HDF5 finds its signature: at 0 or, after a user block, at 512, 1024, 2048, ..."""
+    found = []
+    with open(path, "rb") as f:
+        offset = 0
+        while offset + 8 <= size:
+            f.seek(offset)
+            if f.read(8) == HDF5_MAGIC:
+                found.append(offset)
+            offset = 512 if offset == 0 else offset * 2
+    return found
+
+
+def _pickle_like(probe: Probe) -> bool:
+    """True for the start of a pickle without the protocol 2+ header (which :func:`describe` names).
+
+    The opcodes are only decoded (:mod:`pickletools` disassembles; it constructs nothing): the first
+    must be one a pickle starts with, at least three must decode, and the file must end with STOP.
+    """
+    if probe.size < 4 or probe.head[:1] not in (b"(", b"}", b"]", b"c", b")"):
+        return False
+    try:
+        with open(probe.path, "rb") as f:
+            f.seek(probe.size - 1)
+            if f.read(1) != b".":
+                return False
+            f.seek(0)
+            start = f.read(4096)
+    except OSError:
+        return False
+    ops: list[str] = []
+    with contextlib.suppress(Exception):  # whatever the disassembler chokes on is simply not a pickle
+        for op, _arg, _pos in pickletools.genops(start):
+            ops.append(op.name)
+            if len(ops) >= 3:
+                break
+    return len(ops) >= 3 and ops[0] in _PICKLE_FIRST
+
+
+def describe(head: bytes) -> str:
+    """Name the kind of file behind bytes no reader accepts, for the error message."""
+    text = head.lstrip()
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        return "a Git LFS pointer, not the checkpoint itself (run `git lfs pull` to fetch the real file)"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle (e.g. a legacy torch.save file); pickles are never loaded"
+    if head.startswith(b"GGUF"):
+        return "a GGUF file, not supported yet"
+    if head.startswith(b"\x93NUMPY"):
+        return "a single .npy array, not a checkpoint (save it with numpy.savez)"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip-compressed; decompress it first"
+    if text.startswith((b"<!DOCTYPE", b"<html", b"<HTML")):
+        return "an HTML page (a failed download?)"
+    if not head:
+        return "empty"
+    return "not a checkpoint format ckptsurgeon reads (safetensors, HDF5/Keras, npz)"
+
+
+def refuse(probe: Probe) -> InputError:
+    """The one-line error for a file no format claimed."""
+    names = probe.zip_names
+    if names is not None:
+        if any(n.endswith(".pkl") for n in names):
+            return UnsafeInputError(
+                probe.path, "a PyTorch pickle checkpoint (torch.save zip); pickles are never loaded",
+                hint="save it with safetensors.torch.save_file first",
+            )
+        if not names:
+            return InputError(probe.path, "an empty zip archive")
+        return InputError(probe.path, "a zip archive that is neither an npz (only .npy members) nor a .keras archive")
+    if probe.json is not None:
+        return InputError(probe.path, "a JSON file that is not a sharded checkpoint index (no \"weight_map\")")
+    if _pickle_like(probe):
+        return UnsafeInputError(
+            probe.path, "a Python pickle (protocol 0 or 1, e.g. an old torch.save file); pickles are never loaded"
+        )
+    return InputError(probe.path, describe(probe.head))

@@ -1,0 +1,46 @@
+"""safetensors, one file or sharded in the Hugging Face layout.
+
+``header.py`` parses and builds the header, ``reader.py`` reads one file (memory-mapped) or a
+sharded checkpoint through its index, ``writer.py`` streams one file (byte ranges with
+``copy_file_range``), ``sharded.py`` writes numbered shards and their index atomically.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..base import FormatSpec
+
+if TYPE_CHECKING:
+    from .._probe import Probe
+
+MAX_HEADER_BYTES = 100_000_000  # the reference parser's limit (header.py checks it again)
+
+
+def sniff(probe: Probe) -> bool:
+    """An 8-byte length that fits the file, then the start of a JSON header."""
+    return probe.safetensors_like(MAX_HEADER_BYTES)
+
+
+SAFETENSORS = FormatSpec(
+    name="safetensors",
+    family="safetensors",
+    description="safetensors",
+    sniff=sniff,
+    reader="ckptsurgeon.formats.safetensors.reader:Reader",
+    writer="ckptsurgeon.formats.safetensors.writer:Writer",
+    extensions=(".safetensors",),
+    folder_globs=("*.safetensors",),
+)
+
+SAFETENSORS_SHARDED = FormatSpec(
+    name="safetensors-sharded",
+    family="safetensors",
+    description="sharded safetensors (Hugging Face index)",
+    reader="ckptsurgeon.formats.safetensors.reader:ShardedReader",
+    writer="ckptsurgeon.formats.safetensors.sharded:Writer",
+    shards_of="safetensors",
+    folder_globs=("*.safetensors.index.json",),
+)
+
+SPECS = (SAFETENSORS, SAFETENSORS_SHARDED)

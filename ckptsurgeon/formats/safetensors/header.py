@@ -1,0 +1,115 @@
+"""The safetensors header: parsed strictly before any data is touched, and built for a writer.
+
+The header is validated completely, at least as strictly as the reference parser: an 8-byte
+little-endian length no larger than the file and than 100 MB, a UTF-8 JSON object (no duplicate
+keys, no NaN/Infinity tokens), ``__metadata__`` mapping str to str, known dtypes, shapes of
+non-negative integers, and data offsets that tile the data section exactly: contiguous, no
+overlap, no hole, no trailing bytes, each range as long as shape x dtype says.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from ...errors import InputError
+from ...tensors import DTYPES, TensorInfo, TensorSpec, default_layer, numel
+from .._index import strict_json
+
+MAX_HEADER_BYTES = 100_000_000
+ALIGN = 8
+
+
+def _is_uint(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, str], list[TensorInfo]]:
+    """Validate a safetensors header; return its metadata and tensors in data-offset order.
+
+    Each TensorInfo's ``loc`` is its ``(begin, end)`` within the data section.
+    """
+
+    def bad(problem: str) -> InputError:
+        return InputError(path, f"invalid safetensors header: {problem}")
+
+    if not header.lstrip(b" ").startswith(b"{"):
+        raise bad("the header does not start with '{'")
+    try:
+        doc = strict_json(header, "the header")
+    except RecursionError as exc:
+        raise bad("JSON nested too deeply") from exc
+    except ValueError as exc:
+        raise bad(f"not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise bad("not a JSON object")
+
+    metadata: dict[str, str] = {}
+    raw_meta = doc.pop("__metadata__", None)
+    if raw_meta is not None:
+        if not isinstance(raw_meta, dict) or not all(isinstance(v, str) for v in raw_meta.values()):
+            raise bad("__metadata__ must map strings to strings")
+        metadata = raw_meta
+
+    tensors: list[TensorInfo] = []
+    for name, entry in doc.items():
+        if not isinstance(entry, dict):
+            raise bad(f"tensor {name!r} is not an object")
+        if set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise bad(f"tensor {name!r} must have exactly dtype, shape and data_offsets, has {sorted(entry)}")
+        code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(code, str) or code not in DTYPES:
+            raise bad(f"tensor {name!r} has unknown dtype {code!r}")
+        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+            raise bad(f"tensor {name!r} shape {shape!r} is not a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)):
+            raise bad(f"tensor {name!r} data_offsets {offsets!r} are not two non-negative integers")
+        begin, end = offsets
+        if end < begin:
+            raise bad(f"tensor {name!r} data_offsets {offsets} end before they begin")
+        if end > data_len:
+            raise InputError(
+                path, f"truncated or corrupt: tensor {name!r} ends at data offset {end} "
+                f"but the data section holds only {data_len} bytes",
+            )
+        nbytes = numel(tuple(shape)) * DTYPES[code].itemsize
+        if end - begin != nbytes:
+            raise bad(f"tensor {name!r} is {shape} {code} = {nbytes} bytes but its offsets span {end - begin}")
+        tensors.append(TensorInfo(name, tuple(shape), code, default_layer(name), loc=(begin, end)))
+
+    tensors.sort(key=lambda t: t.loc)
+    position = 0
+    for t in tensors:
+        begin, end = t.loc
+        if begin != position:
+            what = "overlaps the previous tensor" if begin < position else f"leaves a hole of {begin - position} bytes"
+            raise bad(f"tensor {t.name!r} at offset {begin} {what}")
+        position = end
+    if position != data_len:
+        raise bad(f"tensors cover {position} bytes but the data section holds {data_len}")
+    return metadata, tensors
+
+
+
+def build_header(specs: list[TensorSpec], metadata: dict[str, str]) -> bytes:
+    """The header for tensors laid out in the given order, padded with spaces to 8-byte alignment."""
+    doc: dict[str, Any] = {}
+    if metadata:
+        doc["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for s in specs:
+        doc[s.name] = {"dtype": s.dtype, "shape": list(s.shape), "data_offsets": [offset, offset + s.nbytes]}
+        offset += s.nbytes
+    raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-(8 + len(raw)) % ALIGN)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def pad_header(header: bytes, residue: int, window: int) -> bytes:
+    """``header`` (as :func:`build_header` makes it) padded with spaces so the data starts at ≡ ``residue`` (mod ``window``)."""
+    raw = header[8:] + b" " * ((residue - len(header)) % window)
+    return struct.pack("<Q", len(raw)) + raw
+
+

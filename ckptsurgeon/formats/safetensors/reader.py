@@ -1,0 +1,190 @@
+"""Reading safetensors: one file (:class:`Reader`) or a Hugging Face sharded checkpoint (:class:`ShardedReader`).
+
+Tensor bytes are read through ``mmap`` without copying. Pages of the map that a chunked read has
+gone past, and those of a tensor the caller is done with (:meth:`Reader.release`), are dropped from
+the process with ``MADV_DONTNEED``: the data stays in the page cache and a later access maps it
+again, so memory does not grow with the number of tensors read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ...errors import InputError
+from ...tensors import DTYPES
+from .. import base
+from .._index import ShardIndex
+from .._io import CHUNK_BYTES, drop_pages
+from .._probe import Probe
+from .header import MAX_HEADER_BYTES, parse_header
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_MAP_LOCK = threading.Lock()  # a reader may be read from two threads (counting beside a copy)
+
+
+class Reader(base.Reader):
+    """One ``.safetensors`` file, validated on open, tensors memory-mapped on first read."""
+
+    format = "safetensors"
+    caps = base.ReaderCaps(byte_ranges=True, release=True)
+
+    def __init__(self, path: Path, options: base.OpenOptions | None = None) -> None:
+        super().__init__(path, options)
+        self._mmap: mmap.mmap | None = None
+        try:
+            with open(path, "rb", buffering=0) as f:  # exact reads: the header and nothing of the data
+                size = os.fstat(f.fileno()).st_size
+                if size < 8:
+                    raise InputError(path, f"truncated: {size} bytes, a safetensors file has at least 8")
+                (n,) = struct.unpack("<Q", f.read(8))
+                if n > MAX_HEADER_BYTES:
+                    raise InputError(path, f"invalid safetensors header: length {n} exceeds the 100 MB limit")
+                if 8 + n > size:
+                    raise InputError(path, f"truncated: header length {n} runs past the end of the {size}-byte file")
+                header = f.read(n)
+        except OSError as exc:
+            raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
+        if len(header) != n:
+            raise InputError(path, "truncated while reading the header")
+        self.data_start = 8 + n
+        self.metadata, ordered = parse_header(path, header, size - self.data_start)
+        self.tensors = ordered
+
+    def _map(self) -> mmap.mmap:
+        if self._mmap is None:
+            with _MAP_LOCK:
+                if self._mmap is None:
+                    try:
+                        with open(self.path, "rb") as f:
+                            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    except (OSError, ValueError) as exc:
+                        raise InputError(self.path, f"cannot map the file: {exc}") from exc
+                    if len(mapped) < self.data_start + sum(t.nbytes for t in self.tensors):
+                        mapped.close()
+                        raise InputError(self.path, "the file shrank after it was opened")
+                    self._mmap = mapped
+        return self._mmap
+
+    def read(self, name: str) -> np.ndarray:
+        import numpy as np
+
+        info = self.by_name[name]
+        dt = DTYPES[info.dtype].numpy
+        if info.nbytes == 0:
+            return np.zeros(info.shape, dtype=dt)
+        begin, _ = info.loc
+        arr = np.frombuffer(self._map(), dtype=dt, count=info.numel, offset=self.data_start + begin)
+        return arr.reshape(info.shape)
+
+    def byte_range(self, name: str) -> tuple[Path, int, int]:
+        info = self.by_name[name]
+        begin, end = info.loc
+        return self.path, self.data_start + begin, end - begin
+
+    def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
+        """Views of the map, ``chunk_bytes`` at a time; the pages of each are released once the next is asked for."""
+        info = self.by_name[name]
+        if info.nbytes == 0:
+            return
+        begin, end = info.loc
+        mapped = self._map()
+        first = self.data_start + begin
+        view = memoryview(mapped)[first : self.data_start + end]
+        try:
+            for start in range(0, len(view), chunk_bytes):
+                yield view[start : start + chunk_bytes]
+                drop_pages(mapped, first + start, first + min(start + chunk_bytes, len(view)))
+        finally:
+            view.release()
+
+    def release(self, name: str) -> None:
+        """Drop the process's pages of this tensor's bytes (arrays read from it stay valid)."""
+        info = self.by_name[name]
+        if self._mmap is not None and info.nbytes:
+            begin, end = info.loc
+            drop_pages(self._mmap, self.data_start + begin, self.data_start + end)
+
+    def close(self) -> None:
+        if self._mmap is not None:
+            # Arrays handed out may still view the map; then it closes when they are gone.
+            with contextlib.suppress(BufferError):
+                self._mmap.close()
+            self._mmap = None
+
+
+
+class ShardedReader(base.Reader):
+    """A Hugging Face sharded checkpoint: ``*.safetensors.index.json`` and the shards it names.
+
+    The index is checked against every shard's header in both directions; a shard that is not a
+    safetensors file is named as what it is.
+    """
+
+    format = "safetensors-sharded"
+    caps = base.ReaderCaps(byte_ranges=True, release=True)
+
+    def __init__(self, path: Path, options: base.OpenOptions | None = None) -> None:
+        super().__init__(path, options)
+        index = ShardIndex.read(path)
+        self.metadata = index.metadata
+        self.shards: dict[str, Reader] = {}
+        try:
+            self._where = {name: index.one_shard(name) for name in index.weight_map}
+            for name, shard in self._where.items():
+                if shard not in self.shards:
+                    self.shards[shard] = self._open_shard(index, shard, name)
+            for name, shard in self._where.items():
+                if name not in self.shards[shard]:
+                    raise InputError(path, f"the index puts {name!r} in {shard}, which does not hold it")
+            for shard, reader in self.shards.items():
+                for t in reader.tensors:
+                    if self._where.get(t.name) != shard:
+                        raise InputError(path, f"shard {shard} holds {t.name!r}, which the index does not list there")
+        except BaseException:
+            self.close()
+            raise
+        self.tensors = [self.shards[shard][n] for n, shard in self._where.items()]
+
+    def _open_shard(self, index: ShardIndex, shard: str, name: str) -> Reader:
+        shard_path = index.shard_path(shard)
+        if not shard_path.is_file():
+            raise InputError(self.path, f"shard {shard!r} (holding {name!r}) does not exist")
+        if not Probe(shard_path).safetensors_like(MAX_HEADER_BYTES):
+            from .. import what_is
+
+            raise InputError(self.path, f"shard {shard!r} is not a safetensors file but {what_is(shard_path)}")
+        return Reader(shard_path)
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.path, *(r.path for r in self.shards.values())]
+
+    def _shard(self, name: str) -> Reader:
+        return self.shards[self._where[name]]
+
+    def read(self, name: str) -> np.ndarray:
+        return self._shard(name).read(name)
+
+    def byte_range(self, name: str) -> tuple[Path, int, int]:
+        return self._shard(name).byte_range(name)
+
+    def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
+        return self._shard(name).iter_bytes(name, chunk_bytes)
+
+    def release(self, name: str) -> None:
+        self._shard(name).release(name)
+
+    def close(self) -> None:
+        for reader in getattr(self, "shards", {}).values():
+            reader.close()
+
+
