@@ -1,5 +1,53 @@
-"""ckptsurgeon: checkpoint surgery across safetensors, HDF5/Keras and npz, without loading a framework."""
+"""ckptsurgeon: checkpoint surgery across safetensors, HDF5/Keras and npz, without loading a framework.
+
+The library: ``inspect``, ``transfer``, ``rename``, ``convert``, ``diff`` and ``verify`` (each
+returns its command's report), ``open_checkpoint`` (a lazy reader of any supported format), the
+option types and the errors. Importing the package loads none of the commands' code; each name is
+imported on first use.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# name -> module it lives in (imported on first use, so `import ckptsurgeon` stays cheap)
+_EXPORTS = {
+    "inspect": "api", "transfer": "api", "rename": "api", "convert": "api", "diff": "api", "verify": "api",
+    "write_hashes": "api", "plan_transfer": "api",
+    "open_checkpoint": "formats", "OpenOptions": "formats.base",
+    "Rules": "rules", "TransferOptions": "plan", "DiffOptions": "commands.diff",
+    "CkptError": "errors", "InputError": "errors", "UnsafeInputError": "errors", "OutputError": "errors",
+    "UsageError": "errors", "CheckFailed": "errors",
+}
+
+__all__ = [
+    "CheckFailed", "CkptError", "DiffOptions", "InputError", "OpenOptions", "OutputError", "Rules", "TransferOptions",
+    "UnsafeInputError", "UsageError", "__version__", "convert", "diff", "inspect", "open_checkpoint", "plan_transfer",
+    "rename", "transfer", "verify", "write_hashes",
+]
+
+if TYPE_CHECKING:
+    from .api import convert, diff, inspect, plan_transfer, rename, transfer, verify, write_hashes
+    from .commands.diff import DiffOptions
+    from .errors import CheckFailed, CkptError, InputError, OutputError, UnsafeInputError, UsageError
+    from .formats import open_checkpoint
+    from .formats.base import OpenOptions
+    from .plan import TransferOptions
+    from .rules import Rules
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ckptsurgeon' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

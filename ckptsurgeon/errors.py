@@ -7,6 +7,7 @@ Anything that is not a :class:`CkptError` is a bug in ckptsurgeon (exit 70).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -71,6 +72,14 @@ class UsageError(CkptError):
 
 
 class CheckFailed(CkptError):
-    """A requested check did not pass (strict mode, coverage, an unused rule, nothing loaded ...)."""
+    """A requested check did not pass (strict mode, coverage, an unused rule, nothing loaded ...).
+
+    Raised by the commands only when their caller asks (``check=True``); ``report`` is then the
+    command's report, whose ``ok`` is False.
+    """
 
     exit_code = EXIT_CHECK_FAILED
+
+    def __init__(self, path: str | Path | None, problem: str, *, hint: str | None = None, report: Any = None) -> None:
+        super().__init__(path, problem, hint=hint)
+        self.report = report

@@ -1,5 +1,8 @@
 """The only code that moves tensor bytes: run a plan's steps into a writer, one tensor at a time.
 
+:func:`write_checkpoint` is the one entry: it holds the atomic open / begin / copy / finish /
+abort sequence for every command that writes (transfer, rename, convert, sharded or not).
+
 :func:`write_tensor` moves a tensor the cheapest way that applies:
 
 1. **Byte range.** The dtype stays, the reader knows where the raw bytes lie and the writer takes a
@@ -24,11 +27,12 @@ whole arrays. Progress is reported through a callback; nothing here prints.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .formats.base import Reader, Writer
 from .plan import Plan
@@ -236,37 +240,116 @@ def copy_tensors(moves: Sequence[Move], writer: Writer, *, progress: Progress | 
     return outcomes
 
 
-def plan_moves(plan: Plan, source: Reader, target: Reader, *, count_changes: bool = False) -> list[Move]:
-    """The moves of a transfer plan: kept tensors from the target, the rest from the source.
+def plan_moves(plan: Plan, readers: Mapping[str, Reader], *, count_changes: str | None = None) -> list[Move]:
+    """The moves of a plan: each step's value read from its input, in the plan's order.
 
-    With ``count_changes``, replaced tensors are compared with the target's values as they are written.
+    ``count_changes`` names the input whose tensor of the same name each replaced tensor is
+    compared with as it is written (a transfer's target, with ``--count-changes``).
     """
     moves = []
+    against = readers[count_changes] if count_changes is not None else None
     for step in plan.steps:
-        spec = TensorSpec(step.name, step.shape, step.dtype)
-        if step.action == "keep":
-            moves.append(Move(spec, target, step.name))
-        else:
-            assert step.source is not None
-            against = target if count_changes and step.action == "replace" else None
-            moves.append(Move(spec, source, step.source, against))
+        ref = step.origin
+        moves.append(Move(step.out, readers[ref.input], ref.name, against if step.action == "replace" else None))
     return moves
 
 
-def execute(
+def _origins(moves: Sequence[Move], like: Reader | None) -> dict[str, str]:
+    """Output name -> the like-file tensor it stands for, where a tensor of the like-file is written renamed."""
+    return {m.out.name: m.name for m in moves if like is not None and m.reader is like and m.name != m.out.name}
+
+
+def _fill(writer: Writer, moves: Sequence[Move], like: Reader | None, progress: Progress | None,
+          cast: Cast | None) -> dict[str, Outcome]:
+    """begin, copy every tensor, finish; on any error (or interruption) abort the writer and re-raise."""
+    try:
+        writer.begin([m.out for m in moves], origins=_origins(moves, like))
+        outcomes = copy_tensors(moves, writer, progress=progress, cast=cast)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    return outcomes
+
+
+@dataclass
+class Written:
+    """What writing a plan did: each output tensor's outcome, and the writer's layout fallback (if any)."""
+
+    outcomes: dict[str, Outcome]
+    layout_fallback: str | None = None
+
+
+def write_checkpoint(
+    dest: Path,
+    fmt: str,
     plan: Plan,
-    source: Reader,
-    target: Reader,
-    writer: Writer,
+    readers: Mapping[str, Reader],
     *,
-    count_changes: bool = False,
+    metadata: Mapping[str, str],
+    like: Reader | None = None,
+    count_changes: str | None = None,
     progress: Progress | None = None,
-) -> dict[str, Outcome]:
-    """Write a transfer plan into ``writer`` (already begun); with ``count_changes``, count changed values."""
-    moves = plan_moves(plan, source, target, count_changes=count_changes)
-    outcomes = copy_tensors(moves, writer, progress=progress)
-    if count_changes:
+    cast: Cast | None = None,
+    verify: bool = False,
+    writer_options: Mapping[str, Any] | None = None,
+) -> Written:
+    """Write ``plan`` as a checkpoint of format ``fmt`` at ``dest``: whole, or not at all.
+
+    A single-file output is written to a temporary file beside ``dest``, fsynced and renamed into
+    place (:func:`ckptsurgeon.atomic.atomic_path`); a writer that writes several files
+    (``caps.sharded``) commits them itself, its index last. ``like`` lays the output out like that
+    input (a tensor of it written under a new name keeps its place). ``verify`` re-reads the
+    written file before it is renamed into place (:func:`verify_written`). With ``count_changes``
+    (an input's name) replaced tensors are compared with that input's; kept ones count 0 changes.
+    """
+    from .atomic import atomic_path, output_errors
+    from .formats import writer_for
+
+    writer_class = writer_for(fmt)
+    moves = plan_moves(plan, readers, count_changes=count_changes)
+    options = dict(writer_options or {})
+    if writer_class.caps.sharded:
+        with output_errors(dest):
+            writer = writer_class(dest, metadata=metadata, like=like, **options)
+            outcomes = _fill(writer, moves, like, progress, cast)
+    else:
+        with atomic_path(dest) as tmp:
+            writer = writer_class(tmp, metadata=metadata, like=like, **options)
+            outcomes = _fill(writer, moves, like, progress, cast)
+            if verify:
+                verify_written(tmp, moves)
+    if count_changes is not None:
         for step in plan.steps:
             if step.action == "keep":
                 outcomes[step.name].changed = 0
-    return outcomes
+    return Written(outcomes, writer.layout_fallback)
+
+
+def verify_written(path: Path, moves: Sequence[Move]) -> None:
+    """Re-read a written checkpoint and check every tensor against what was planned.
+
+    Each tensor must hold its input's bytes (after the planned cast). Raises CheckFailed naming
+    the first tensor that differs.
+    """
+    import hashlib
+
+    from .errors import CheckFailed
+    from .formats import open_checkpoint
+    from .values import cast_array
+
+    with open_checkpoint(path) as written:
+        names = [t.name for t in written.tensors]
+        if sorted(names) != sorted(m.out.name for m in moves):
+            raise CheckFailed(path, "--verify: the written file does not hold the planned tensors")
+        for move in moves:
+            info = move.reader[move.name]
+            if info.dtype == move.out.dtype:
+                expected = move.reader.sha256(move.name)
+            else:
+                converted, _ = cast_array(move.reader.read(move.name), move.out.dtype)
+                expected = hashlib.sha256(converted.tobytes()).hexdigest()
+            if written.sha256(move.out.name) != expected or written[move.out.name].shape != move.out.shape:
+                raise CheckFailed(
+                    path, f"--verify: tensor {move.out.name!r} as written differs from the plan; nothing was written"
+                )

@@ -30,6 +30,7 @@ from typing import Literal
 from .errors import CheckFailed, UsageError
 from .rules import listing
 from .tensors import TensorInfo
+from .text import format_shape
 
 MatchMode = Literal["exact", "suffix", "order"]
 Status = Literal["matched", "shape_mismatch", "no_source", "ambiguous"]
@@ -42,8 +43,7 @@ WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.", "model_weights/")
 _SHOWN = 3  # mismatching pairs listed in an order-mode error
 
 
-def format_shape(shape: tuple[int, ...]) -> str:
-    return f"[{', '.join(map(str, shape))}]"
+
 
 
 # --- wrapper prefixes ------------------------------------------------------------------------

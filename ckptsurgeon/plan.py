@@ -1,9 +1,17 @@
-"""Plan a transfer from metadata alone: one frozen step per output tensor, no arrays, no files.
+r"""Plans from metadata alone: one frozen step per output tensor, no arrays, no files.
 
-``build_plan(source, target, options)`` applies the rename / filter / map rules to the source's
-names, fixes a wrapper prefix when asked, pairs target tensors with source tensors and decides for
-every output tensor: replace it from the source (maybe with a cast), keep the target's value (and
-why), or add an unmatched source tensor. ``gate_failures`` says which requested checks fail.
+Transfer, rename and convert all plan into the same shape: a :class:`Plan` of :class:`Step`\ s,
+each naming the output tensor (:class:`~ckptsurgeon.tensors.TensorSpec`), the input tensor its
+values come from (a :class:`TensorRef` into one of the named inputs), the transform on the way
+(a :class:`Cast` is the first; none for a byte-for-byte copy), the action and the reason. One
+executor (:func:`ckptsurgeon.execute.write_checkpoint`) writes any plan.
+
+- :func:`plan_transfer` applies the rename / filter / map rules to the source's names, fixes a
+  wrapper prefix when asked, pairs target tensors with source tensors and decides for every output
+  tensor: replace it from the source (maybe with a cast), keep the target's value (and why), or
+  add an unmatched source tensor. :func:`gate_failures` says which requested checks fail.
+- :func:`plan_rename` writes every kept tensor of one input under its new name.
+- :func:`plan_convert` writes the chosen tensors of one input, floats cast when asked.
 """
 
 from __future__ import annotations
@@ -24,9 +32,15 @@ from .match import (
     match,
 )
 from .rules import Renamed, Rules, apply_rules
-from .tensors import DTYPES, TensorInfo, default_layer
+from .tensors import DTYPES, TensorInfo, TensorSpec, default_layer, numel
+from .text import percent
 
-Action = Literal["replace", "keep", "add"]
+Action = Literal["replace", "keep", "add", "write"]
+
+# The inputs a step can read from: a transfer's two checkpoints, or the one input of rename and convert.
+SOURCE = "source"
+TARGET = "target"
+INPUT = "input"
 
 # Machine-readable reasons (the report's ``kind`` field).
 MATCHED = "matched"
@@ -37,6 +51,9 @@ NOT_CASTABLE = "dtype_not_castable"
 TARGET_FILTERED = "target_filtered"
 SOURCE_EXCLUDED = "source_excluded"
 EXTRA = "unmatched_source_added"
+RENAMED = "renamed"
+UNCHANGED = "unchanged"
+CONVERTED = "converted"
 
 
 @dataclass(frozen=True)
@@ -58,28 +75,95 @@ class TransferOptions:
 
 
 @dataclass(frozen=True)
-class Step:
-    """One output tensor: where its value comes from, in which dtype, and why."""
+class TensorRef:
+    """One tensor of one input: which input (``source``, ``target`` or ``input``) and its stored name."""
 
+    input: str
     name: str
-    layer: str
     shape: tuple[int, ...]
-    dtype: str  # the output dtype
+    dtype: str
+
+    @classmethod
+    def of(cls, input: str, info: TensorInfo) -> TensorRef:
+        return cls(input, info.name, info.shape, info.dtype)
+
+
+@dataclass(frozen=True)
+class Cast:
+    """The values converted to another dtype of the same kind (float to float, integer to integer)."""
+
+    to: str
+
+    def output(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
+        """The output's shape and dtype (metadata half: what the planner and the writer are told)."""
+        return shape, self.to
+
+
+Transform = Cast
+
+
+@dataclass(frozen=True)
+class Step:
+    """One output tensor: where its value comes from, through which transform, and why.
+
+    ``inputs`` holds the tensor the value is read from (one for every plan today). A transfer's
+    step that keeps the target's value may still name the source tensor it considered
+    (``candidate``: a shape mismatch, a dtype not cast), so the report can show it.
+    """
+
+    out: TensorSpec
+    inputs: tuple[TensorRef, ...]
+    transform: Transform | None
     action: Action
     kind: str
     reason: str
-    source: str | None = None  # the source tensor's stored name
-    source_key: str | None = None  # its name after the rules
-    source_shape: tuple[int, ...] | None = None
-    source_dtype: str | None = None
+    layer: str = ""
+    candidate: TensorRef | None = None
+    source_key: str | None = None  # a transfer's source name after the rules (and the prefix fix)
     hint: str | None = None
 
     @property
+    def name(self) -> str:
+        return self.out.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.out.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.out.dtype
+
+    @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return numel(self.out.shape)
+
+    @property
+    def origin(self) -> TensorRef:
+        """The tensor the value is read from."""
+        return self.inputs[0]
+
+    @property
+    def _considered(self) -> TensorRef | None:
+        if self.action in ("replace", "add"):
+            return self.inputs[0]
+        return self.candidate
+
+    @property
+    def source(self) -> str | None:
+        """The source tensor's stored name (a transfer's replace and add steps, or the one considered)."""
+        ref = self._considered
+        return None if ref is None else ref.name
+
+    @property
+    def source_shape(self) -> tuple[int, ...] | None:
+        ref = self._considered
+        return None if ref is None else ref.shape
+
+    @property
+    def source_dtype(self) -> str | None:
+        ref = self._considered
+        return None if ref is None else ref.dtype
 
     @property
     def from_source(self) -> bool:
@@ -87,20 +171,32 @@ class Step:
 
     @property
     def cast(self) -> tuple[str, str] | None:
-        if self.from_source and self.source_dtype and self.source_dtype != self.dtype:
-            return self.source_dtype, self.dtype
+        if isinstance(self.transform, Cast) and self.origin.dtype != self.transform.to:
+            return self.origin.dtype, self.transform.to
         return None
+
+
+def make_step(origin: TensorRef, action: Action, kind: str, reason: str, *, name: str | None = None,
+              dtype: str | None = None, layer: str | None = None, **extra: object) -> Step:
+    """A step that writes ``origin``'s values as ``name`` (default: the same name), cast to ``dtype`` if it differs."""
+    out_name = origin.name if name is None else name
+    out_dtype = origin.dtype if dtype is None else dtype
+    transform = Cast(out_dtype) if out_dtype != origin.dtype else None
+    return Step(TensorSpec(out_name, origin.shape, out_dtype), (origin,), transform, action, kind, reason,
+                layer=default_layer(out_name) if layer is None else layer, **extra)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class Plan:
+    """Every output tensor, in the order it is written; for a transfer, also what was left over and why."""
+
     steps: tuple[Step, ...]
-    unused_sources: tuple[str, ...]  # stored names of loadable source tensors no step uses
-    excluded_sources: tuple[tuple[str, str], ...]  # stored name, reason
-    prefix_fix: PrefixFix | None
-    renamed: Renamed
-    options: TransferOptions
-    source_count: int
+    renamed: Renamed  # the rules applied to the (source) names, with their match counts
+    unused_sources: tuple[str, ...] = ()  # stored names of loadable source tensors no step uses
+    excluded_sources: tuple[tuple[str, str], ...] = ()  # stored name, reason
+    prefix_fix: PrefixFix | None = None
+    options: TransferOptions = field(default_factory=TransferOptions)
+    source_count: int = 0
 
     @property
     def replaced(self) -> list[Step]:
@@ -145,8 +241,8 @@ def _matched_reason(pairing: Pairing, mode: MatchMode, renamed: Renamed, mapped:
     return f"same name and shape (after {' and '.join(via)})"
 
 
-def build_plan(source: Sequence[TensorInfo], target: Sequence[TensorInfo], options: TransferOptions) -> Plan:
-    """Decide every output tensor from the two checkpoints' metadata (see the module docstring)."""
+def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], options: TransferOptions) -> Plan:
+    """Decide every output tensor of a transfer from the two checkpoints' metadata (see the module docstring)."""
     renamed = apply_rules([t.name for t in source], options.rules)
     by_stored = {t.name: t for t in source}
     mapped = {old for old, _ in options.rules.name_map}
@@ -167,44 +263,39 @@ def build_plan(source: Sequence[TensorInfo], target: Sequence[TensorInfo], optio
 
     steps: list[Step] = []
     for t in target:
-        keep = dict(name=t.name, layer=t.layer, shape=t.shape, dtype=t.dtype, action="keep")
+        mine = TensorRef.of(TARGET, t)
+
+        def keep(kind: str, reason: str, *, candidate: TensorRef | None = None, source_key: str | None = None,
+                 hint: str | None = None, t: TensorInfo = t, mine: TensorRef = mine) -> Step:
+            return make_step(mine, "keep", kind, reason, layer=t.layer, candidate=candidate, source_key=source_key,
+                             hint=hint)
+
         why_not = _target_filter(t.name, options)
         if why_not is not None:
-            steps.append(Step(**keep, kind=TARGET_FILTERED, reason=why_not))  # type: ignore[arg-type]
+            steps.append(keep(TARGET_FILTERED, why_not))
             continue
         p = pairings[t.name]
         src = p.source
         if p.status == "matched" and src is not None:
+            theirs = TensorRef.of(SOURCE, src)
             out_dtype = src.dtype if options.keep_dtype else t.dtype
             if not castable(src.dtype, out_dtype):
-                steps.append(Step(
-                    **keep, kind=NOT_CASTABLE, source=src.name, source_key=p.source_key,  # type: ignore[arg-type]
-                    source_shape=src.shape, source_dtype=src.dtype,
-                    reason=f"dtype {src.dtype} is not cast to {t.dtype} (use --keep-dtype to keep the source's)",
-                ))
+                steps.append(keep(NOT_CASTABLE, f"dtype {src.dtype} is not cast to {t.dtype} "
+                                  "(use --keep-dtype to keep the source's)", candidate=theirs, source_key=p.source_key))
                 continue
-            steps.append(Step(
-                name=t.name, layer=t.layer, shape=t.shape, dtype=out_dtype, action="replace", kind=MATCHED,
-                reason=_matched_reason(p, options.match, renamed, mapped),
-                source=src.name, source_key=p.source_key, source_shape=src.shape, source_dtype=src.dtype,
-            ))
+            steps.append(make_step(theirs, "replace", MATCHED, _matched_reason(p, options.match, renamed, mapped),
+                                   name=t.name, dtype=out_dtype, layer=t.layer, source_key=p.source_key))
         elif p.status == "shape_mismatch" and src is not None:
-            steps.append(Step(
-                **keep, kind=SHAPE_MISMATCH, source=src.name, source_key=p.source_key,  # type: ignore[arg-type]
-                source_shape=src.shape, source_dtype=src.dtype,
-                reason=f"shape mismatch: source {format_shape(src.shape)} vs target {format_shape(t.shape)}",
-            ))
+            steps.append(keep(SHAPE_MISMATCH,
+                              f"shape mismatch: source {format_shape(src.shape)} vs target {format_shape(t.shape)}",
+                              candidate=TensorRef.of(SOURCE, src), source_key=p.source_key))
         elif p.status == "ambiguous":
             note = f"; {p.note}" if p.note else ""
-            steps.append(Step(
-                **keep, kind=AMBIGUOUS,  # type: ignore[arg-type]
-                reason=f"ambiguous: {', '.join(p.candidates)}{note}",
-            ))
+            steps.append(keep(AMBIGUOUS, f"ambiguous: {', '.join(p.candidates)}{note}"))
         elif t.name in excluded:
-            steps.append(Step(**keep, kind=SOURCE_EXCLUDED, reason=f"source {excluded[t.name]}"))  # type: ignore[arg-type]
+            steps.append(keep(SOURCE_EXCLUDED, f"source {excluded[t.name]}"))
         else:
-            hint = did_you_mean(t, unused_infos)
-            steps.append(Step(**keep, kind=NO_SOURCE, reason="no source tensor", hint=hint))  # type: ignore[arg-type]
+            steps.append(keep(NO_SOURCE, "no source tensor", hint=did_you_mean(t, unused_infos)))
 
     unused = [info.name for k, info in keyed.items() if k not in used]
     if options.add_unmatched:
@@ -212,11 +303,8 @@ def build_plan(source: Sequence[TensorInfo], target: Sequence[TensorInfo], optio
         for key, info in keyed.items():
             if key in used or key in target_names:
                 continue
-            steps.append(Step(
-                name=key, layer=default_layer(key), shape=info.shape, dtype=info.dtype, action="add", kind=EXTRA,
-                reason="unmatched source tensor added (--add-unmatched)",
-                source=info.name, source_key=key, source_shape=info.shape, source_dtype=info.dtype,
-            ))
+            steps.append(make_step(TensorRef.of(SOURCE, info), "add", EXTRA,
+                                   "unmatched source tensor added (--add-unmatched)", name=key, source_key=key))
         added = {s.source for s in steps if s.action == "add"}
         unused = [n for n in unused if n not in added]
 
@@ -229,6 +317,28 @@ def build_plan(source: Sequence[TensorInfo], target: Sequence[TensorInfo], optio
         options=options,
         source_count=len(source),
     )
+
+
+def plan_rename(tensors: Sequence[TensorInfo], rules: Rules) -> Plan:
+    """Every tensor the rules keep, under its new name; bytes and dtypes unchanged (CheckFailed on a collision)."""
+    renamed = apply_rules([t.name for t in tensors], rules)
+    by_name = {t.name: t for t in tensors}
+    steps = tuple(
+        make_step(TensorRef.of(INPUT, by_name[old]), "write", RENAMED if old != new else UNCHANGED,
+                  f"renamed from {old!r}" if old != new else "name unchanged", name=new)
+        for old, new in renamed.mapping.items()
+    )
+    return Plan(steps=steps, renamed=renamed, source_count=len(tensors))
+
+
+def plan_convert(tensors: Sequence[TensorInfo], dtype: str | None = None) -> Plan:
+    """Every given tensor under its own name; floating tensors cast to ``dtype`` when one is given."""
+    steps = tuple(
+        make_step(TensorRef.of(INPUT, t), "write", CONVERTED, "converted",
+                  dtype=dtype if dtype is not None and DTYPES[t.dtype].kind == "float" else t.dtype, layer=t.layer)
+        for t in tensors
+    )
+    return Plan(steps=steps, renamed=apply_rules([t.name for t in tensors], Rules()), source_count=len(tensors))
 
 
 def gate_failures(plan: Plan) -> list[str]:
@@ -266,75 +376,9 @@ def gate_failures(plan: Plan) -> list[str]:
     return failures
 
 
-def percent(share: float) -> str:
-    """0.9987 -> '99.8%' (never rounded up past what was reached); 0.5 -> '50%'."""
-    tenths = int(share * 1000 + 1e-9) / 10
-    return f"{tenths:.0f}%" if tenths == int(tenths) else f"{tenths:.1f}%"
+
 
 
 def _few(names: list[str], shown: int = 5) -> str:
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
-
-
-# --- saved plans: review a mapping once, replay it exactly -----------------------------------------
-
-PLAN_SCHEMA = "ckptsurgeon/plan/1"
-
-
-def plan_to_dict(plan: Plan, source_digest: str, target_digest: str) -> dict[str, object]:
-    """The resolved mapping as JSON-ready data, with the digests of the inputs' headers."""
-    return {
-        "schema": PLAN_SCHEMA,
-        "source_digest": source_digest,
-        "target_digest": target_digest,
-        "match": plan.options.match,
-        "steps": [
-            {"name": s.name, "action": s.action, "source": s.source, "dtype": s.dtype, "kind": s.kind,
-             "reason": s.reason}
-            for s in plan.steps
-        ],
-    }
-
-
-def plan_from_dict(
-    doc: object, source: Sequence[TensorInfo], target: Sequence[TensorInfo], where: str, options: TransferOptions,
-) -> Plan:
-    """Rebuild a saved plan against the inputs it was made for (the caller has checked their digests).
-
-    Raises ValueError with a one-line reason when the document is not a plan these inputs can replay.
-    """
-    if not isinstance(doc, dict) or doc.get("schema") != PLAN_SCHEMA or not isinstance(doc.get("steps"), list):
-        raise ValueError(f"{where} is not a ckptsurgeon plan (schema {PLAN_SCHEMA})")
-    src = {t.name: t for t in source}
-    tgt = {t.name: t for t in target}
-    steps: list[Step] = []
-    for raw in doc["steps"]:
-        if not isinstance(raw, dict):
-            raise ValueError("a step is not an object")
-        name, action, origin, dtype = raw.get("name"), raw.get("action"), raw.get("source"), raw.get("dtype")
-        if action == "keep":
-            info = tgt.get(name)  # type: ignore[arg-type]
-            if info is None:
-                raise ValueError(f"the plan keeps {name!r}, which the target does not have")
-            steps.append(Step(name, info.layer, info.shape, info.dtype, "keep", str(raw.get("kind", NO_SOURCE)),
-                              str(raw.get("reason", ""))))
-            continue
-        if action not in ("replace", "add") or origin not in src or dtype not in DTYPES:
-            raise ValueError(f"step {name!r} is not a valid replace/add step for these inputs")
-        info = src[origin]
-        layer = tgt[name].layer if name in tgt else default_layer(str(name))
-        shape = tgt[name].shape if name in tgt else info.shape
-        steps.append(Step(str(name), layer, shape, str(dtype), action, str(raw.get("kind", MATCHED)),
-                          str(raw.get("reason", "")), source=origin, source_key=str(name),
-                          source_shape=info.shape, source_dtype=info.dtype))
-    used = {s.source for s in steps if s.source}
-    return Plan(
-        steps=tuple(steps),
-        unused_sources=tuple(t.name for t in source if t.name not in used),
-        excluded_sources=(),
-        prefix_fix=None,
-        renamed=apply_rules([t.name for t in source], Rules()),
-        options=options,
-        source_count=len(source),
-    )

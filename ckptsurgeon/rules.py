@@ -23,7 +23,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import shlex
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import CheckFailed, InputError, UsageError
+from .text import listing, quote
 
 RuleKind = Literal["rename", "strip_prefix", "add_prefix"]
 
@@ -39,20 +39,10 @@ RENAME_ARROW = "=>"
 _SHOWN = 4  # names listed in a message before "and N more"
 
 
-def quote(text: str) -> str:
-    """``text`` as a user would type it in a shell: rule texts and messages show it this way."""
-    return shlex.quote(text)
 
 
-def listing(items: Sequence[str], shown: int = _SHOWN) -> str:
-    """``'a', 'b' and 'c'`` — at most ``shown`` quoted items, then ``and N more``."""
-    quoted = [repr(item) for item in items[:shown]]
-    rest = len(items) - len(quoted)
-    if rest:
-        return f"{', '.join(quoted)} and {rest} more"
-    if len(quoted) <= 1:
-        return "".join(quoted)
-    return f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
 
 
 # --- single rules ----------------------------------------------------------------------------

@@ -30,3 +30,7 @@ MANIFEST_DTYPES = {
 def manifest_code(dtype_name: str) -> str:
     """The safetensors dtype code of a MANIFEST.json dtype name."""
     return MANIFEST_DTYPES[dtype_name]
+
+
+# The CLI runner (`cli`) and checkpoints of any registered format (`make_checkpoint`): tests/support.
+from .support.fixtures import cli, make_checkpoint  # noqa: E402, F401

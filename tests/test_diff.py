@@ -19,16 +19,17 @@ from hypothesis.extra import numpy as hnp
 from rich.console import Console
 from safetensors.numpy import load_file, save_file
 
-from ckptsurgeon import diff as diff_module
+import ckptsurgeon
 from ckptsurgeon.cli.app import main
 from ckptsurgeon.cli.diff_render import diff_markdown, diff_rows, render_diff
-from ckptsurgeon.diff import DiffOptions, compare_tensors, compare_values, diff, diff_readers
+from ckptsurgeon.commands import diff as diff_module
+from ckptsurgeon.commands.diff import DiffOptions, compare_tensors, compare_values, diff, diff_readers
 from ckptsurgeon.errors import CheckFailed, UsageError
 from ckptsurgeon.formats.base import Reader
 from ckptsurgeon.rules import Rules
 from ckptsurgeon.tensors import TensorInfo, code_of, default_layer
 
-SCHEMA = json.loads((Path(diff_module.__file__).parent / "schemas" / "diff.schema.json").read_text())
+SCHEMA = json.loads((Path(ckptsurgeon.__file__).parent / "schemas" / "diff.schema.json").read_text())
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 from ckptsurgeon import api, execute, values
-from ckptsurgeon.convert import convert
+from ckptsurgeon.commands.convert import convert
 from ckptsurgeon.execute import Move, Outcome, copy_tensors, write_tensor
 from ckptsurgeon.formats import _io as io_module
 from ckptsurgeon.formats import base, npz, open_checkpoint

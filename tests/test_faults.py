@@ -28,7 +28,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from ckptsurgeon import atomic
-from ckptsurgeon import convert as convert_module
+from ckptsurgeon import values as values_module
 from ckptsurgeon.atomic import TEMP_MARK, AtomicFiles, atomic_path, clean_stale_temps, host_tag, temp_path_for
 from ckptsurgeon.cli.app import EXIT_SIGINT, EXIT_SIGPIPE, EXIT_SIGTERM, main
 from ckptsurgeon.errors import OutputError
@@ -486,7 +486,7 @@ def test_a_memory_error_outside_any_reader_is_an_internal_error(
         where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     src = small_checkpoint(tmp_path / "src.safetensors")
     if where == "cast":
-        monkeypatch.setattr(convert_module, "cast_array", _raise(MemoryError()))
+        monkeypatch.setattr(values_module, "cast_array", _raise(MemoryError()))
     else:
         real_write = os.write
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ckptsurgeon.errors import CheckFailed
-from ckptsurgeon.plan import TransferOptions, build_plan, gate_failures
+from ckptsurgeon.plan import TransferOptions, gate_failures, plan_transfer
 from ckptsurgeon.rules import Rules
 from ckptsurgeon.tensors import TensorInfo, default_layer
 
@@ -16,7 +16,7 @@ def T(name: str, shape: tuple[int, ...] = (4,), dtype: str = "F32") -> TensorInf
 
 def plan(source: list[TensorInfo], target: list[TensorInfo], **kw: object):  # type: ignore[no-untyped-def]
     rules = kw.pop("rules", Rules())
-    return build_plan(source, target, TransferOptions(rules=rules, **kw))  # type: ignore[arg-type]
+    return plan_transfer(source, target, TransferOptions(rules=rules, **kw))  # type: ignore[arg-type]
 
 
 def by_name(p) -> dict:  # type: ignore[no-untyped-def]

@@ -80,6 +80,10 @@ def test_rename_is_reproducible(tmp_path: Path) -> None:
         assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest(), suffix
 
 
-def test_library_raises_rename_failed(tmp_path: Path) -> None:
-    with pytest.raises(CheckFailed):
-        api.rename(EXAMPLES / "pretrained.safetensors", tmp_path / "o.safetensors", Rules.from_options(rename=["zz=>y"]))
+def test_library_reports_a_failed_rename_and_raises_it_when_asked(tmp_path: Path) -> None:
+    out = tmp_path / "o.safetensors"
+    report = api.rename(EXAMPLES / "pretrained.safetensors", out, Rules.from_options(rename=["zz=>y"]))
+    assert not report.ok and "matched no tensor name" in report.failures[0] and not out.exists()
+    with pytest.raises(CheckFailed) as info:
+        api.rename(EXAMPLES / "pretrained.safetensors", out, Rules.from_options(rename=["zz=>y"]), check=True)
+    assert info.value.report is not None and not info.value.report.ok and not out.exists()

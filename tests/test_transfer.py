@@ -257,6 +257,6 @@ def test_change_table_golden(pair: tuple[Path, Path]) -> None:
 def test_library_raises_transfer_failed_with_report(pair: tuple[Path, Path], tmp_path: Path) -> None:
     src, tgt = pair
     with pytest.raises(CheckFailed) as info:
-        api.transfer(src, tgt, tmp_path / "o.safetensors", TransferOptions(strict=True))
-    assert isinstance(info.value, api.TransferFailed)
+        api.transfer(src, tgt, tmp_path / "o.safetensors", TransferOptions(strict=True), check=True)
+    assert not info.value.report.ok and not (tmp_path / "o.safetensors").exists()
     assert info.value.report.summary["replaced_tensors"] == 1

@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from ckptsurgeon import verify as verify_module
+import ckptsurgeon
 from ckptsurgeon.atomic import TEMP_MARK
 from ckptsurgeon.cli.app import main
+from ckptsurgeon.commands.verify import HashFile, check_tensor, verify, write_hashes
 from ckptsurgeon.errors import CheckFailed, InputError
 from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.values import element_chunks
-from ckptsurgeon.verify import HashFile, check_tensor, verify, write_hashes
 
 from .conftest import CORPUS
 
-SCHEMA = json.loads((Path(verify_module.__file__).parent / "schemas" / "verify.schema.json").read_text())
+SCHEMA = json.loads((Path(ckptsurgeon.__file__).parent / "schemas" / "verify.schema.json").read_text())
 HASHES_SCHEMA = {"$schema": SCHEMA["$schema"], "$defs": SCHEMA["$defs"], "$ref": "#/$defs/hashes_file"}
 
 VERIFIED_FORMATS = {

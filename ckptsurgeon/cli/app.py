@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable
-from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, NoReturn, TextIO
 
@@ -16,7 +15,7 @@ import typer
 
 from .. import __version__
 from ..atomic import interrupt
-from ..errors import EXIT_BAD_INPUT, EXIT_INTERNAL, CkptError
+from . import errors
 
 app = typer.Typer(
     name="ckpt",
@@ -185,64 +184,14 @@ def _silence_stdout(stream: TextIO) -> None:
             os.close(devnull)
 
 
-def _input_being_read(exc: BaseException) -> str | None:
-    """The input file a reader was reading when ``exc`` was raised, if a reader was.
-
-    The innermost ckptsurgeon frame that is a method of a Reader names its file; one of a Writer
-    means the error came while writing (no input to blame). Before a reader exists, the file being
-    opened (``open_checkpoint``/``detect``) is the one.
-    """
-    from ..formats.base import Reader, Writer
-
-    frames = []
-    tb = exc.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    opening: str | None = None
-    for frame in reversed(frames):
-        if not str(frame.f_globals.get("__name__", "")).startswith("ckptsurgeon."):
-            continue
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, Writer):
-            return None
-        if isinstance(owner, Reader):
-            path = getattr(owner, "path", None) or frame.f_locals.get("path")
-            return str(path) if path is not None else None
-        if opening is None and frame.f_code.co_name in ("open_checkpoint", "detect") \
-                and frame.f_globals.get("__name__") == "ckptsurgeon.formats":
-            path = frame.f_locals.get("path")
-            opening = str(path) if isinstance(path, (str, Path)) else None
-    return opening
-
-
-def _resource_error(exc: MemoryError | RecursionError) -> tuple[str, int]:
-    """The message and exit code of a MemoryError/RecursionError: the input's problem (3) or ours (70)."""
-    path = _input_being_read(exc)
-    if isinstance(exc, MemoryError):
-        if path is not None:
-            return (f"{path}: cannot read: out of memory (MemoryError); the file may declare more data "
-                    "than this machine can hold", EXIT_BAD_INPUT)
-        return ("internal error: out of memory (MemoryError) while no input was being read "
-                "(rerun with --debug to see where)", EXIT_INTERNAL)
-    if path is not None:
-        return f"{path}: cannot read: nested too deeply (RecursionError)", EXIT_BAD_INPUT
-    return _internal_error(exc), EXIT_INTERNAL
-
-
-def _internal_error(exc: BaseException) -> str:
-    return (f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
-            "(this is a bug in ckptsurgeon; rerun with --debug and report the traceback)")
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; every error a user can cause ends as one line on stderr and a documented exit code.
 
     Besides the codes of :mod:`ckptsurgeon.errors` (0, 1, 2, 3, 4, 70): 130 after SIGINT and 143
     after SIGTERM (one line on stderr; an output being written is removed, the destination is left
-    as it was); 141, silently, when stdout is a pipe whose reader went away. A MemoryError or
-    RecursionError while a reader reads a file is that file's problem (3); anywhere else it is an
-    internal error (70). Neither ever shows a traceback unless --debug (or CKPT_DEBUG=1).
+    as it was); 141, silently, when stdout is a pipe whose reader went away. Which exception
+    gives which line and code is :mod:`ckptsurgeon.cli.errors`' table. No error shows a traceback
+    unless --debug (or CKPT_DEBUG=1).
     """
     args = sys.argv[1:] if argv is None else argv
     debug = _debug_wanted(args)
@@ -270,12 +219,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
             code = EXIT_SIGPIPE
         elif error is not None and debug:
             raise error
-        elif isinstance(error, CkptError):
-            fail(error.message, error.exit_code)
-        elif isinstance(error, (MemoryError, RecursionError)):
-            fail(*_resource_error(error))
         elif isinstance(error, Exception):
-            fail(_internal_error(error), EXIT_INTERNAL)
+            fail(*errors.message(error))
         elif error is not None:  # KeyboardInterrupt raised by hand, GeneratorExit ...: not ours to swallow
             raise error
     sys.exit(code)

@@ -60,13 +60,13 @@ def convert(
     """
     if output is None:
         raise typer.BadParameter("an output path is needed", param_hint="-o")
-    from ..convert import convert as convert_checkpoint
+    from .. import api
     from . import render
 
     show_progress = not (json_ or quiet or dry_run) and sys.stderr.isatty()
     progress = render.progress_bar() if show_progress else None
     with progress or render.null_context():
-        report = convert_checkpoint(
+        report = api.convert(
             path, output, fmt=format_, dtype=dtype, include=include or (), exclude=exclude or (),
             shard_size=shard_size, dry_run=dry_run, force=force, progress=progress.update if progress else None,
         )

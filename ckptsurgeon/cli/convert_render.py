@@ -7,7 +7,7 @@ from rich.filesize import decimal
 from rich.table import Table
 from rich.text import Text
 
-from ..convert import ConvertReport
+from ..commands.convert import ConvertReport
 from .render import count
 
 SHOWN_SHARDS = 8

@@ -65,14 +65,13 @@ def diff_command(
     """
     if json_ and markdown:
         raise typer.BadParameter("choose one of --json and --markdown", param_hint="--markdown")
-    from ..diff import DiffOptions
-    from ..diff import diff as diff_checkpoints
-    from ..rules import Rules
+    from .. import api
+    from ..api import DiffOptions, Rules
 
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
     options = DiffOptions(rules=rules, atol=atol, rtol=rtol, metadata=metadata, allow_unused_rules=allow_unused_rules)
-    result = diff_checkpoints(a, b, options)
+    result = api.diff(a, b, options)
     from . import diff_render, render
 
     if json_:

@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..diff import DiffResult, TensorDiff
+from ..commands.diff import DiffResult, TensorDiff
+from ..commands.verify import Verification
 from ..layers import group_layers
-from ..verify import Verification
 from .render import count, shape_text
 
 CHANGE_STYLE = {

@@ -52,7 +52,7 @@ def rename(
     renamed onto one, or a rule that matches nothing, is an error (exit 1) and nothing is written.
     """
     from .. import api
-    from ..rules import Rules
+    from ..api import Rules
 
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
@@ -61,18 +61,14 @@ def rename(
     from . import render
 
     progress = render.progress_bar() if not (json_ or quiet or dry_run) and sys.stderr.isatty() else None
-    failed: api.RenameFailed | None = None
-    try:
-        with progress or render.null_context():
-            result = api.rename(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
-                                output_format_name=format_, progress=progress.update if progress else None)
-    except api.RenameFailed as exc:
-        failed, result = exc, exc.report
+    with progress or render.null_context():
+        result = api.rename(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
+                            output_format_name=format_, progress=progress.update if progress else None)
     if json_:
         render.print_json(result.to_dict())
     elif quiet:
         print(result.verdict)
     else:
         render.render_rename(result, render.console(), show_all=all_, markdown=markdown)
-    if failed is not None:
-        raise failed
+    if not result.ok:
+        raise api.CheckFailed(path, "; ".join(result.failures), report=result)

@@ -20,8 +20,9 @@ if TYPE_CHECKING:  # rich's console and tables are imported where they are used:
     from rich.console import Console
     from rich.table import Table
 
-    from ..api import Inspection
-    from ..report import RenameReport, TransferReport
+    from ..commands.inspect import Inspection
+    from ..commands.rename import RenameReport
+    from ..commands.transfer import TransferReport
     from ..tensors import TensorInfo
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -98,9 +97,7 @@ def transfer(
     kept and why. Exit 1 when nothing loads or a requested check fails; nothing is written then.
     """
     from .. import api
-    from ..atomic import check_output, write_text
-    from ..plan import TransferOptions
-    from ..rules import Rules
+    from ..api import Rules, TransferOptions
 
     if match not in MATCH_MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MATCH_MODES)}", param_hint="--match")
@@ -115,29 +112,24 @@ def transfer(
     if output is None and not dry_run:
         raise typer.BadParameter("an output path is needed, or --dry-run", param_hint="-o")
     if report is not None:
-        check_output(report, [source, target])  # before any work, not after the output is written
+        api.check_output(report, [source, target])  # before any work, not after the output is written
     from . import render
 
     progress = render.progress_bar() if not (json_ or quiet) and sys.stderr.isatty() and not dry_run else None
-    failed: api.TransferFailed | None = None
-    try:
-        with progress or render.null_context():
-            result = api.transfer(
-                source, target, output, options, dry_run=dry_run, count_changes=count_changes,
-                output_format_name=format_, progress=progress.update if progress else None,
-                save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify,
-            )
-    except api.TransferFailed as exc:
-        failed, result = exc, exc.report
+    with progress or render.null_context():
+        result = api.transfer(
+            source, target, output, options, dry_run=dry_run, count_changes=count_changes,
+            output_format_name=format_, progress=progress.update if progress else None,
+            save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify,
+        )
     doc = result.to_dict()
     if report is not None:
-        write_text(report, json.dumps(doc, indent=2, ensure_ascii=False) + "\n", [source, target])
+        api.write_json(report, doc, [source, target])
     if json_:
         render.print_json(doc)
     elif quiet:
         print(result.verdict)
     else:
         render.render_transfer(result, render.console(), collapse=not all_, markdown=markdown)
-    if failed is not None:
-        failed.path = str(target)
-        raise failed
+    if not result.ok:
+        raise api.CheckFailed(target, "; ".join(result.failures), report=result)

@@ -53,13 +53,11 @@ def verify_command(
     Exit 0 when every check passes, 1 when one fails (a hash mismatch; NaN/Inf with --fail-on-nonfinite;
     a glob that matches nothing), 3 when the file cannot be read or is malformed.
     """
-    from ..atomic import check_output
-    from ..errors import CheckFailed
-    from ..verify import verify, write_hashes
+    from .. import api
 
     if write_hashes_to is not None:
-        check_output(write_hashes_to, [path])
-    result = verify(
+        api.check_output(write_hashes_to, [path])
+    result = api.verify(
         path, hashes=hashes, include=include or (), exclude=exclude or (),
         allow_unused_rules=allow_unused_rules, fail_on_nonfinite=fail_on_nonfinite,
     )
@@ -73,10 +71,10 @@ def verify_command(
         diff_render.render_verify(result, render.console(), all_=all_)
     if write_hashes_to is not None:
         if result.ok:
-            write_hashes(result.hash_file(), write_hashes_to, result.files)
+            api.write_hashes(result.hash_file(), write_hashes_to, result.files)
             if not quiet:
                 print(f"ckpt: wrote the hashes of {len(result.tensors):,} tensors to {write_hashes_to}", file=sys.stderr)
         else:
             print(f"ckpt: {write_hashes_to} not written: the checks failed", file=sys.stderr)
     if not result.ok:
-        raise CheckFailed(path, "; ".join(result.failures))
+        raise api.CheckFailed(path, "; ".join(result.failures), report=result)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..errors import CkptError, InputError, UnsafeInputError, UsageError
 from ._probe import Probe, refuse
-from .base import FormatSpec, OpenOptions, Reader, Writer
+from .base import FormatSpec, OpenOptions, Reader, Writer, reading
 
 #: The format packages, in the order their specs are asked (HDF5 last: it may seek for a user block).
 PACKAGES = ("safetensors", "_interim")
@@ -147,7 +147,8 @@ def open_checkpoint(path: str | Path, options: OpenOptions | None = None) -> Rea
     path = Path(path)
     if path.is_dir():
         path = resolve_folder(path)
-    found = _detect(Probe(path))
+    with reading(path):
+        found = _detect(Probe(path))
     reader = found.reader_class()(path, options)
     try:
         check_text(reader)

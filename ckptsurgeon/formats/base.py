@@ -12,8 +12,11 @@ a time, in that order. What a reader or writer can do beyond the basics is decla
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib
+import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -135,6 +138,49 @@ def c_order(arr: np.ndarray) -> np.ndarray:
     return np.array(arr, order="C")
 
 
+@contextlib.contextmanager
+def reading(path: Path | str) -> Iterator[None]:
+    """Make a MemoryError or RecursionError raised while ``path`` is read that file's problem (InputError).
+
+    A file that declares more data than the machine can hold, or nests deeper than Python
+    recurses, is a malformed input (exit 3), not a bug; the same errors anywhere else are.
+    """
+    try:
+        yield
+    except MemoryError as exc:
+        raise InputError(path, "cannot read: out of memory (MemoryError); the file may declare more data "
+                         "than this machine can hold") from exc
+    except RecursionError as exc:
+        raise InputError(path, "cannot read: nested too deeply (RecursionError)") from exc
+
+
+def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` with :func:`reading` around it (a generator's body included), naming the reader's file."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(self: Reader, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            with reading(self.path):
+                yield from method(self, *args, **kwargs)
+
+        wrapped: Callable[..., Any] = generator
+    else:
+
+        @functools.wraps(method)
+        def call(self: Reader, *args: Any, **kwargs: Any) -> Any:
+            path = getattr(self, "path", None) or (args[0] if args else "(input)")
+            with reading(path):
+                return method(self, *args, **kwargs)
+
+        wrapped = call
+    wrapped._reading_guard = True  # type: ignore[attr-defined]
+    return wrapped
+
+
+#: The Reader methods that read a file: each is wrapped by :func:`reading` in every subclass.
+READING_METHODS = ("__init__", "read", "iter_bytes", "byte_range", "sha256", "content_sha256")
+
+
 class Reader(ABC):
     """A checkpoint opened for reading: metadata now, tensor bytes on demand.
 
@@ -145,6 +191,13 @@ class Reader(ABC):
 
     format: ClassVar[str] = ""  # the FormatSpec name
     caps: ClassVar[ReaderCaps] = ReaderCaps()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in READING_METHODS:
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_reading_guard", False):
+                setattr(cls, name, _guarded(method))
 
     def __init__(self, path: Path, options: OpenOptions | None = None) -> None:
         self.path = path
@@ -247,6 +300,10 @@ class Reader(ABC):
         if tuple(arr.shape) != info.shape:
             raise InputError(self.path, f"tensor {info.name!r}: data has shape {arr.shape}, header says {info.shape}")
         return c_order(arr)
+
+
+for _name in ("iter_bytes", "byte_range", "sha256", "content_sha256"):  # the base's own readers of files
+    setattr(Reader, _name, _guarded(Reader.__dict__[_name]))
 
 
 class WriterStateError(CkptError):

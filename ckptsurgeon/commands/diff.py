@@ -27,13 +27,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import UsageError
-from .formats import open_checkpoint
-from .formats.base import Reader
-from .match import auto_prefix
-from .rules import Renamed, Rules, apply_rules, quote
-from .tensors import TensorInfo, numel
-from .values import pieces
+from ..errors import UsageError
+from ..formats import open_checkpoint
+from ..formats.base import Reader
+from ..match import auto_prefix
+from ..rules import Renamed, Rules, apply_rules, quote
+from ..tensors import TensorInfo, numel
+from ..text import plural
+from ..values import pieces
 
 DIFF_SCHEMA = "ckptsurgeon/diff/1"
 CHUNK_ELEMENTS = 1 << 20  # elements per compared chunk: a few float64 temporaries of 8 MB each
@@ -251,6 +252,11 @@ class DiffResult:
         return not (self.only_a or self.only_b or self.changed or self.metadata_differs)
 
     @property
+    def ok(self) -> bool:
+        """The check a diff makes: the two checkpoints are equal (within the tolerances)."""
+        return self.equal
+
+    @property
     def summary(self) -> dict[str, Any]:
         compared = [t.values for t in self.tensors if t.values is not None]
         maxima = [v.max_abs_diff for v in compared]
@@ -279,7 +285,7 @@ class DiffResult:
         if self.metadata.count and not self.options.metadata:
             meta_note = f"; {_differ(self.metadata.count, 'metadata key')} (not compared without --metadata)"
         if self.equal:
-            text = f"equal{tolerance}: {_plural(s['compared'], 'tensor')} compared"
+            text = f"equal{tolerance}: {plural(s['compared'], 'tensor')} compared"
             if s["within_tolerance"]:
                 text += (f", {s['equal'] - s['within_tolerance']:,} identical, "
                          f"{s['within_tolerance']:,} within tolerance (max |a-b| {_num(s['max_abs_diff'])})")
@@ -296,7 +302,7 @@ class DiffResult:
                          f"{tolerance} (max |a-b| {_num(s['max_abs_diff'])})")
         if self.metadata_differs:
             parts.append(_differ(self.metadata.count, "metadata key"))
-        common = (f"{s['equal']:,} of {_plural(s['compared'], 'common tensor')} equal" if s["compared"]
+        common = (f"{s['equal']:,} of {plural(s['compared'], 'common tensor')} equal" if s["compared"]
                   else "no tensor in common")
         return f"different: {', '.join(parts)}; {common}{meta_note}"
 
@@ -333,12 +339,11 @@ class DiffResult:
         }
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word if n == 1 else word + 's'}"
+
 
 
 def _differ(n: int, word: str) -> str:
-    return f"{_plural(n, word)} {'differs' if n == 1 else 'differ'}"
+    return f"{plural(n, word)} {'differs' if n == 1 else 'differ'}"
 
 
 def _num(x: float | None) -> str:

@@ -1,22 +1,47 @@
-"""The transfer report as plain data: rows per tensor and per layer, totals, a verdict, ``to_dict()``.
+"""``ckpt transfer``: load a source's weights into a target wherever names and shapes match.
 
-Built from the plan (what was decided) and the execution's outcomes (what happened). The JSON
-form is versioned (``schema``); its fields are documented in README.md and in
-``ckptsurgeon/schemas/transfer-report.schema.json``.
+:func:`run` opens both checkpoints (headers only), plans (:func:`ckptsurgeon.plan.plan_transfer`),
+checks the requested gates, and writes a new checkpoint through
+:func:`ckptsurgeon.execute.write_checkpoint`. :class:`TransferReport` is the result as plain data:
+rows per tensor and per layer, totals, a verdict and ``to_dict()``, built from the plan (what was
+decided) and the outcomes (what happened). Its JSON form is versioned (``schema``); the fields are
+documented in README.md and in ``ckptsurgeon/schemas/transfer-report.schema.json``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .layers import Group, group_layers, relative_name
-from .plan import SHAPE_MISMATCH, Plan, Step, percent
-from .rules import Renamed
+from .. import __version__
+from ..atomic import check_output, write_text
+from ..errors import CheckFailed, UsageError
+from ..formats import open_checkpoint, output_format, writes_like
+from ..formats.base import Reader
+from ..layers import Group, group_layers, relative_name
+from ..plan import (
+    SHAPE_MISMATCH,
+    SOURCE,
+    TARGET,
+    Plan,
+    Step,
+    TransferOptions,
+    gate_failures,
+    percent,
+    plan_transfer,
+)
+from ..plan_file import load_plan, plan_to_dict
+from ..text import blame, human, plural
 
 if TYPE_CHECKING:
-    from .execute import Outcome
+    from ..execute import Outcome
+
+Progress = Callable[[int, int], None]
 
 SCHEMA = "ckptsurgeon/transfer-report/1"
 
@@ -67,6 +92,11 @@ class TransferReport:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     dry_run: bool = False
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every requested check passed (then the output, if asked for, was written)."""
+        return not self.failures
 
     # --- per layer ------------------------------------------------------------------------
     def layer_groups(self, collapse: bool = True) -> list[Group[Step]]:
@@ -145,17 +175,17 @@ class TransferReport:
         )
         extras = []
         if s["shape_mismatches"]:
-            extras.append(_plural(s["shape_mismatches"], "shape mismatch", "shape mismatches"))
+            extras.append(plural(s["shape_mismatches"], "shape mismatch", "shape mismatches"))
         if s["casts"]:
-            extras.append(_plural(s["casts"], "tensor cast", "tensors cast"))
+            extras.append(plural(s["casts"], "tensor cast", "tensors cast"))
         if s["overflowed_values"]:
-            extras.append(_plural(s["overflowed_values"], "value overflowed", "values overflowed"))
+            extras.append(plural(s["overflowed_values"], "value overflowed", "values overflowed"))
         if s["added_tensors"]:
-            extras.append(_plural(s["added_tensors"], "source tensor added", "source tensors added"))
+            extras.append(plural(s["added_tensors"], "source tensor added", "source tensors added"))
         if s["source_tensors_unused"]:
-            extras.append(_plural(s["source_tensors_unused"], "source tensor unused", "source tensors unused"))
+            extras.append(plural(s["source_tensors_unused"], "source tensor unused", "source tensors unused"))
         if s["changed_values"] is not None:
-            extras.append(_plural(s["changed_values"], "value changed", "values changed"))
+            extras.append(plural(s["changed_values"], "value changed", "values changed"))
         if self.dry_run:
             extras.append("dry run, nothing written")
         return "; ".join([text, *extras])
@@ -206,64 +236,119 @@ class TransferReport:
         }
 
 
-def _plural(n: int, one: str, many: str) -> str:
-    return f"{n:,} {one if n == 1 else many}"
 
 
-def human(n: int) -> str:
-    """1234 -> '1,234'; 1_210_000 -> '1.21 M'; 3_400_000_000 -> '3.40 B'."""
-    if n >= 1_000_000_000:
-        return f"{n / 1e9:.2f} B"
-    if n >= 1_000_000:
-        return f"{n / 1e6:.2f} M"
-    return f"{n:,}"
+
+def describe_input(reader: Reader) -> dict[str, Any]:
+    return {"path": str(reader.path), "format": reader.format, "tensors": len(reader.tensors)}
 
 
-RENAME_SCHEMA = "ckptsurgeon/rename/1"
+def _same_input(a: Reader, b: Reader) -> bool:
+    for x in a.files:
+        for y in b.files:
+            try:
+                if os.path.samefile(x, y):
+                    return True
+            except OSError:
+                continue
+    return False
 
 
-@dataclass
-class RenameReport:
-    """What ``ckpt rename`` did: old name -> new name for every tensor written, and what was dropped."""
+def plan_readers(source: Reader, target: Reader, options: TransferOptions) -> Plan:
+    """The transfer plan from two opened checkpoints' metadata (nothing is read beyond headers)."""
+    if _same_input(source, target):
+        raise UsageError(source.path, f"source and target are the same file ({target.path})",
+                         hint="a transfer needs two different checkpoints")
+    with blame(source.path):
+        return plan_transfer(source.tensors, target.tensors, options)
 
-    path: str
-    format: str
-    output: dict[str, Any] | None
-    renamed: Renamed
-    names: list[tuple[str, str]]  # (old, new) for every tensor written, in file order
-    dry_run: bool = False
-    failures: list[str] = field(default_factory=list)
-    layout_fallback: str | None = None  # why a Keras layout could not follow the renames (written plain)
 
-    @property
-    def summary(self) -> dict[str, int]:
-        changed = sum(1 for old, new in self.names if old != new)
-        return {"tensors": len(self.names), "renamed": changed, "unchanged": len(self.names) - changed,
-                "dropped": len(self.renamed.excluded)}
+def _provenance(src: Reader, tgt: Reader, options: TransferOptions, replayed: str | None) -> dict[str, str]:
+    rules = [r.text for r in options.rules.renames] + [f"--include {g}" for g in options.rules.include]
+    rules += [f"--exclude {g}" for g in options.rules.exclude]
+    return {
+        "ckptsurgeon.version": __version__,
+        "ckptsurgeon.command": "transfer",
+        "ckptsurgeon.source": src.path.name,
+        "ckptsurgeon.source_sha256": src.content_sha256(),
+        "ckptsurgeon.target": tgt.path.name,
+        "ckptsurgeon.target_sha256": tgt.content_sha256(),
+        "ckptsurgeon.rules": json.dumps(
+            {"rules": rules, "map_entries": len(options.rules.name_map), "match": options.match,
+             "keep_dtype": options.keep_dtype, "replayed_plan": replayed},
+            sort_keys=True,
+        ),
+    }
 
-    @property
-    def verdict(self) -> str:
-        s = self.summary
-        text = f"renamed {s['renamed']} of {s['tensors']} tensors"
-        if s["dropped"]:
-            text += f"; {_plural(s['dropped'], 'tensor', 'tensors')} left out by the filters"
-        if self.dry_run:
-            text += "; dry run, nothing written"
-        return text
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": RENAME_SCHEMA,
-            "path": self.path,
-            "format": self.format,
-            "output": self.output,
-            "dry_run": self.dry_run,
-            "tensors": [{"old": old, "new": new, "renamed": old != new} for old, new in self.names],
-            "dropped": [{"name": n, "reason": r} for n, r in self.renamed.excluded.items()],
-            "rules": [{"rule": r.text, "matches": n} for r, n in self.renamed.rule_counts]
-            + [{"rule": text, "matches": n} for text, n in self.renamed.glob_counts],
-            "summary": self.summary,
-            "layout_fallback": self.layout_fallback,
-            "failures": self.failures,
-            "verdict": self.verdict,
-        }
+def run(
+    source: str | Path,
+    target: str | Path,
+    output: str | Path | None = None,
+    options: TransferOptions | None = None,
+    *,
+    dry_run: bool = False,
+    count_changes: bool = False,
+    output_format_name: str | None = None,
+    progress: Progress | None = None,
+    save_plan: str | Path | None = None,
+    plan_file: str | Path | None = None,
+    provenance: bool = False,
+    verify: bool = False,
+    check: bool = False,
+) -> TransferReport:
+    """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
+
+    The output is a new file, written atomically in the target's format (or the one ``output``'s
+    extension names). When a requested check fails nothing is written and the report says so
+    (``ok`` False, ``failures``); with ``check`` that raises :class:`~ckptsurgeon.errors.CheckFailed`
+    (exit 1) carrying the report. With ``dry_run`` only headers are read and nothing is written.
+
+    ``save_plan`` writes the resolved mapping with the inputs' header digests; ``plan_file``
+    replays such a mapping instead of applying rules, and refuses inputs whose headers changed.
+    ``provenance`` records the tool version, the inputs' sha256 and the rules in the output's
+    metadata. ``verify`` re-reads the written file before it is renamed into place.
+    """
+    options = options or TransferOptions()
+    if output is None and not dry_run:
+        raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
+    if plan_file is not None and not options.rules.empty:
+        raise UsageError(plan_file, "a saved plan is replayed as it is; rename, map and filter rules cannot be added")
+    with open_checkpoint(source) as src, open_checkpoint(target) as tgt:
+        plan = plan_readers(src, tgt, options)  # with a saved plan: the same-file guard
+        if plan_file is not None:
+            plan = load_plan(Path(plan_file), src, tgt, options)
+        inputs = [*src.files, *tgt.files]
+        fmt = None
+        if output is not None:
+            fmt = output_format(output, output_format_name)
+            check_output(output, inputs)
+        if save_plan is not None:
+            check_output(save_plan, inputs)
+        report = TransferReport(
+            source=describe_input(src), target=describe_input(tgt),
+            output=None if output is None else {"path": str(output), "format": fmt},
+            plan=plan, dry_run=dry_run,
+        )
+        report.failures = gate_failures(plan)
+        if report.failures:
+            if check:
+                raise CheckFailed(tgt.path, "; ".join(report.failures), report=report)
+            return report
+        if save_plan is not None:
+            doc = plan_to_dict(plan, src.header_digest(), tgt.header_digest())
+            write_text(save_plan, json.dumps(doc, indent=2, ensure_ascii=False) + "\n", inputs)
+        if dry_run or output is None or fmt is None:
+            return report
+        metadata = dict(tgt.metadata)
+        if provenance:
+            metadata |= _provenance(src, tgt, options, str(plan_file) if plan_file else None)
+        from ..execute import write_checkpoint
+
+        written = write_checkpoint(
+            Path(output), fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
+            like=tgt if writes_like(tgt, fmt) else None, count_changes=TARGET if count_changes else None,
+            progress=progress, verify=verify,
+        )
+        report.outcomes = written.outcomes
+        return report

@@ -21,13 +21,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .atomic import atomic_path, check_output
-from .errors import InputError
-from .formats import open_checkpoint
-from .formats.base import CHUNK_BYTES, Reader
-from .rules import Renamed, Rules, apply_rules, listing
-from .tensors import DTYPES, TensorInfo, numel
-from .values import element_chunks
+from ..atomic import atomic_path, check_output
+from ..errors import InputError
+from ..formats import open_checkpoint
+from ..formats.base import CHUNK_BYTES, Reader
+from ..rules import Renamed, Rules, apply_rules, listing
+from ..tensors import DTYPES, TensorInfo, numel
+from ..text import plural
+from ..values import element_chunks
 
 HASHES_SCHEMA = "ckptsurgeon/hashes/1"
 VERIFY_SCHEMA = "ckptsurgeon/verify/1"
@@ -284,11 +285,11 @@ class Verification:
             for m in self.mismatches:
                 by_problem.setdefault(m.problem, []).append(m.name)
             words = {"changed": "changed", "missing": "missing", "extra": "not in the hash file"}
-            parts = [f"{_plural(len(names), 'tensor')} {words[p]} ({listing(names)})" for p, names in by_problem.items()]
+            parts = [f"{plural(len(names), 'tensor')} {words[p]} ({listing(names)})" for p, names in by_problem.items()]
             out.append(f"{self.hashes_path}: " + "; ".join(parts))
         if self.fail_on_nonfinite and self.nonfinite_tensors:
             names = [t.name for t in self.nonfinite_tensors]
-            out.append(f"{_plural(len(names), 'tensor')} hold NaN or Inf ({listing(names)})")
+            out.append(f"{plural(len(names), 'tensor')} hold NaN or Inf ({listing(names)})")
         return out
 
     @property
@@ -312,9 +313,9 @@ class Verification:
     def verdict(self) -> str:
         """The one-line summary."""
         s = self.summary
-        read = f"{_plural(s['tensors'], 'tensor')} read ({s['parameters']:,} parameters)"
+        read = f"{plural(s['tensors'], 'tensor')} read ({s['parameters']:,} parameters)"
         if s["nonfinite_tensors"]:
-            nonfinite = (f"{_plural(s['nonfinite_tensors'], 'tensor')} with NaN/Inf "
+            nonfinite = (f"{plural(s['nonfinite_tensors'], 'tensor')} with NaN/Inf "
                          f"({s['nan']:,} NaN, {s['inf']:,} Inf)")
         else:
             nonfinite = "no NaN/Inf"
@@ -322,7 +323,7 @@ class Verification:
         if self.hashes_path is not None:
             matched = self.recorded - sum(1 for m in self.mismatches if m.problem != "extra")
             parts.append(f"{matched:,} of {self.recorded:,} recorded hashes match"
-                         + (f", {_plural(len(self.mismatches), 'mismatch', 'mismatches')}" if self.mismatches else ""))
+                         + (f", {plural(len(self.mismatches), 'mismatch', 'mismatches')}" if self.mismatches else ""))
         return ("ok: " if self.ok else "FAILED: ") + "; ".join(parts)
 
     def hash_file(self) -> HashFile:
@@ -351,8 +352,7 @@ class Verification:
         }
 
 
-def _plural(n: int, one: str, many: str | None = None) -> str:
-    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
 
 
 def _select(names: Sequence[str], include: Sequence[str], exclude: Sequence[str],

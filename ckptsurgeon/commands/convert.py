@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path, check_output, output_errors
-from .errors import UsageError
-from .execute import Move, copy_tensors
-from .formats import open_checkpoint, output_format, writer_for, writes_like
-from .formats.base import Reader, Writer
-from .formats.safetensors import sharded
-from .tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
-from .values import cast_array
+from ..atomic import check_output, output_errors
+from ..errors import CheckFailed, UsageError
+from ..formats import open_checkpoint, output_format, spec, writes_like
+from ..formats.base import Reader
+from ..formats.safetensors import sharded
+from ..plan import INPUT, plan_convert
+from ..tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
+from ..text import human_bytes
 
 __all__ = ["SCHEMA_ID", "ConvertReport", "ConvertedTensor", "GlobCount", "convert", "float_dtype"]
 
@@ -131,6 +131,10 @@ class ConvertReport:
         ]
 
     @property
+    def ok(self) -> bool:
+        return True  # every check convert makes stops it with an error before anything is written
+
+    @property
     def summary(self) -> dict[str, Any]:
         return {
             "tensors": len(self.tensors),
@@ -185,16 +189,7 @@ class ConvertReport:
         }
 
 
-def human_bytes(n: int) -> str:
-    """Decimal units, as Hugging Face and ``rich.filesize.decimal`` count: ``112.1 kB``."""
-    if n < 1000:
-        return f"{n} byte" + ("s" if n != 1 else "")
-    value = float(n)
-    for unit in ("kB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 999.95:
-            return f"{value:,.1f} {unit}"
-    return f"{value / 1000:,.1f} PB"
+
 
 
 def float_dtype(code: str) -> str:
@@ -216,8 +211,8 @@ def _select(tensors: Sequence[TensorInfo], include: Sequence[str], exclude: Sequ
     counts += [GlobCount("exclude", g, sum(fnmatch.fnmatchcase(t.name, g) for t in tensors)) for g in exclude]
     unused = [c.glob for c in counts if c.kind == "include" and c.matches == 0]
     if unused:
-        raise UsageError(None, f"--include {unused[0]!r} matches no tensor",
-                         hint="list the names with `ckpt inspect`; globs match whole names")
+        raise CheckFailed(None, f"--include {unused[0]!r} matches no tensor",
+                          hint="list the names with `ckpt inspect`; globs match whole names")
     chosen: list[TensorInfo] = []
     dropped: list[TensorInfo] = []
     for t in tensors:
@@ -228,31 +223,11 @@ def _select(tensors: Sequence[TensorInfo], include: Sequence[str], exclude: Sequ
     return chosen, [t.name for t in dropped], counts
 
 
-def _like(reader: Reader, fmt: str) -> Reader | None:
-    """The input as a layout template when the output is its own kind of file.
-
-    HDF5 and ``.keras`` outputs from any HDF5/Keras input take the input's groups and attributes.
-    """
-    return reader if writes_like(reader, fmt) else None
-
-
 def _carried_metadata(reader: Reader) -> dict[str, str]:
     meta = dict(reader.metadata)
-    if reader.format == "safetensors-sharded":
+    if spec(reader.format).shards_of:  # an index's total_size describes the index, not the weights
         meta.pop("total_size", None)
     return meta
-
-
-def _stream(reader: Reader, plan: Sequence[ConvertedTensor], writer: Writer, progress: Progress | None) -> None:
-    """Write every planned tensor into ``writer`` (already begun), the cheapest way each allows.
-
-    Byte ranges where the dtype stays and the writer takes them; otherwise pieces (cast piece by
-    piece) or, for writers that do not stream pieces, one tensor at a time (see :mod:`.execute`).
-    """
-    moves = [Move(TensorSpec(t.name, t.shape, t.dtype_out), reader, t.name) for t in plan]
-    outcomes = copy_tensors(moves, writer, progress=progress, cast=cast_array)
-    for t in plan:
-        t.overflow, t.byte_copy = outcomes[t.name].overflow, outcomes[t.name].byte_copy
 
 
 def _file_sizes(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -264,44 +239,11 @@ def _destination(out: str | Path, fmt: str | None, shard_size: int | None) -> tu
     if shard_size is not None:
         if fmt not in (None, "safetensors"):
             raise UsageError(None, f"--shard-size writes sharded safetensors, not {fmt}")
-        return sharded.index_path(out), "safetensors"
+        return sharded.index_path(out), "safetensors-sharded"
     dest = Path(out)
     if dest.name.endswith(sharded.INDEX_SUFFIX):
         raise UsageError(dest, "names a sharded checkpoint's index", hint="add --shard-size, e.g. --shard-size 5GB")
     return dest, output_format(dest, fmt)
-
-
-def _write_single(reader: Reader, plan: Sequence[ConvertedTensor], dest: Path, fmt: str,
-                  metadata: dict[str, str], progress: Progress | None) -> None:
-    specs = [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan]
-    with atomic_path(dest) as tmp:
-        writer = writer_for(fmt)(tmp, metadata=metadata, like=_like(reader, fmt))
-        try:
-            writer.begin(specs)
-            _stream(reader, plan, writer, progress)
-            writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
-
-
-def _write_sharded(reader: Reader, plan: Sequence[ConvertedTensor], index: Path, shard_size: int, *,
-                   metadata: dict[str, str], force: bool, new_dir: bool, progress: Progress | None) -> None:
-    specs = [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan]
-    writer = sharded.Writer(index, metadata=metadata, shard_size=shard_size, force=force, inputs=reader.files)
-    with output_errors(index):
-        if new_dir:
-            index.parent.mkdir()
-        try:
-            writer.begin(specs)
-            _stream(reader, plan, writer, progress)
-            writer.finish()
-        except BaseException:
-            writer.abort()
-            if new_dir:
-                with contextlib.suppress(OSError):
-                    index.parent.rmdir()
-            raise
 
 
 def convert(
@@ -341,11 +283,8 @@ def convert(
         chosen, excluded, counts = _select(reader.tensors, include, exclude)
         if not chosen:
             raise UsageError(reader.path, "no tensors to write (the include/exclude globs left none)")
-        plan = [
-            ConvertedTensor(t.name, t.shape, t.dtype,
-                            cast_to if cast_to is not None and DTYPES[t.dtype].kind == "float" else t.dtype)
-            for t in chosen
-        ]
+        steps = plan_convert(chosen, cast_to)
+        plan = [ConvertedTensor(s.name, s.shape, s.origin.dtype, s.dtype) for s in steps.steps]
         inputs = list(reader.files)
         report = ConvertReport(
             input={"path": str(src), "format": reader.format, "files": [str(p) for p in inputs],
@@ -372,11 +311,23 @@ def convert(
         if dry_run:
             return report
 
-        if layout is not None and size is not None:
-            _write_sharded(reader, plan, dest, size, metadata=report.metadata, force=force, new_dir=new_dir,
-                           progress=progress)
-            report.files = _file_sizes([*layout.paths, dest])
-        else:
-            _write_single(reader, plan, dest, fmt, report.metadata, progress)
-            report.files = _file_sizes([dest])
+        from ..execute import write_checkpoint
+
+        if new_dir:
+            with output_errors(dest):
+                dest.parent.mkdir()
+        try:
+            written = write_checkpoint(
+                dest, fmt, steps, {INPUT: reader}, metadata=report.metadata,
+                like=reader if writes_like(reader, fmt) else None, progress=progress, cast=None,
+                writer_options={"shard_size": size, "force": force, "inputs": inputs} if layout is not None else None,
+            )
+        except BaseException:
+            if new_dir:
+                with contextlib.suppress(OSError):
+                    dest.parent.rmdir()
+            raise
+        for t in plan:
+            t.overflow, t.byte_copy = written.outcomes[t.name].overflow, written.outcomes[t.name].byte_copy
+        report.files = _file_sizes([*layout.paths, dest] if layout is not None else [dest])
         return report
