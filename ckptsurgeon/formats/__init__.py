@@ -51,8 +51,8 @@ _PICKLE_FIRST = frozenset({"PROTO", "MARK", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_T
 # output format name -> (module, writer class)
 OUTPUT_FORMATS = {
     "safetensors": ("safetensors", "Writer"),
-    "hdf5": ("hdf5", "Writer"),
-    "keras": ("hdf5", "KerasZipWriter"),
+    "hdf5": ("hdf5.writer", "Writer"),
+    "keras": ("hdf5.archive", "KerasZipWriter"),
     "npz": ("npz", "Writer"),
 }
 EXTENSIONS = {".safetensors": "safetensors", ".h5": "hdf5", ".hdf5": "hdf5", ".keras": "keras", ".npz": "npz"}
@@ -285,11 +285,11 @@ def _open(kind: str, path: Path) -> Reader:
     if kind == "npz":
         return _module("npz").Reader(path)  # type: ignore[no-any-return]
     if kind == "hdf5":
-        return _module("hdf5").Reader(path)  # type: ignore[no-any-return]
+        return _module("hdf5.reader").Reader(path)  # type: ignore[no-any-return]
     if kind == "keras":
-        return _module("hdf5").KerasZipReader(path)  # type: ignore[no-any-return]
+        return _module("hdf5.archive").KerasZipReader(path)  # type: ignore[no-any-return]
     if kind == "keras_sharded":
-        return _module("hdf5").KerasShardedReader(path)  # type: ignore[no-any-return]
+        return _module("hdf5.reader").KerasShardedReader(path)  # type: ignore[no-any-return]
     raise AssertionError(kind)
 
 
