@@ -28,7 +28,7 @@ from ckptsurgeon.commands.convert import convert
 from ckptsurgeon.execute import Move, Outcome, copy_tensors, write_tensor
 from ckptsurgeon.formats import _io as io_module
 from ckptsurgeon.formats import base, npz, open_checkpoint
-from ckptsurgeon.formats import hdf5 as h5_format
+from ckptsurgeon.formats.hdf5 import writer as h5_writer
 from ckptsurgeon.formats.base import WriterStateError
 from ckptsurgeon.formats.safetensors import header as st_header
 from ckptsurgeon.formats.safetensors import sharded
@@ -258,7 +258,7 @@ def test_write_chunks_of_any_size_equal_write(make: str, tmp_path: Path) -> None
               "z": np.zeros((0,), np.float32), "s": np.array(2, np.int32)}
     specs = [TensorSpec(k, v.shape, "F32" if k == "x" else "BF16" if k == "y" else "F32" if k == "z" else "I32")
              for k, v in arrays.items()]
-    cls = {"safetensors": st_writer.Writer, "npz": npz.Writer, "hdf5": h5_format.Writer,
+    cls = {"safetensors": st_writer.Writer, "npz": npz.Writer, "hdf5": h5_writer.Writer,
            "sharded": functools.partial(sharded.Writer, shard_size=2000)}[make]
     suffix = {"safetensors": ".safetensors", "npz": ".npz", "hdf5": ".h5", "sharded": "/model.safetensors.index.json"}[make]
     if make == "sharded":
@@ -295,7 +295,7 @@ def test_write_chunks_of_any_size_equal_write(make: str, tmp_path: Path) -> None
         assert whole.read_bytes() == chunked.read_bytes()
 
 
-@pytest.mark.parametrize("cls", [st_writer.Writer, npz.Writer, h5_format.Writer])
+@pytest.mark.parametrize("cls", [st_writer.Writer, npz.Writer, h5_writer.Writer])
 def test_write_chunks_refuses_the_wrong_number_of_bytes(cls: type[base.Writer], tmp_path: Path) -> None:
     for pieces_given in ([b"\0" * 8], [b"\0" * 12, b"\0" * 8]):
         w = cls(tmp_path / f"o{len(pieces_given)}.x")
@@ -654,7 +654,7 @@ def test_hdf5_transfer_copies_compressed_chunks_verbatim(tmp_path: Path, monkeyp
     src, tgt, src_values = _stored_pair(tmp_path)
     fast, simple = tmp_path / "fast.h5", tmp_path / "simple.h5"
     api.transfer(src, tgt, output=fast)
-    monkeypatch.setattr(h5_format.Writer, "write_stored", lambda self, *args: False)
+    monkeypatch.setattr(h5_writer.Writer, "write_stored", lambda self, *args: False)
     api.transfer(src, tgt, output=simple)
     fast_values, simple_values = _h5_values(fast), _h5_values(simple)
     assert fast_values.keys() == simple_values.keys() == src_values.keys()
@@ -707,5 +707,5 @@ def test_stored_chunk_offsets_without_chunk_iter(tmp_path: Path) -> None:
     with h5py.File(src, "r") as f:
         dsid = f["dense/kernel"].id
         dcpl, tid, shape = dsid.get_create_plist(), dsid.get_type(), f["dense/kernel"].shape
-        assert h5_format._stored_chunks(NoChunkIter(dsid), dcpl, tid, shape) == \
-            h5_format._stored_chunks(dsid, dcpl, tid, shape) == [(0, 0), (0, 32), (16, 0), (16, 32)]
+        assert h5_writer._stored_chunks(NoChunkIter(dsid), dcpl, tid, shape) == \
+            h5_writer._stored_chunks(dsid, dcpl, tid, shape) == [(0, 0), (0, 32), (16, 0), (16, 32)]

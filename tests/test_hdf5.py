@@ -6,6 +6,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,13 +22,9 @@ import pytest
 from ckptsurgeon.atomic import atomic_path
 from ckptsurgeon.errors import InputError, UnsafeInputError, UsageError
 from ckptsurgeon.formats import open_checkpoint
-from ckptsurgeon.formats.hdf5 import (
-    KerasShardedReader,
-    KerasZipReader,
-    KerasZipWriter,
-    Reader,
-    Writer,
-)
+from ckptsurgeon.formats.hdf5.archive import KerasZipReader, KerasZipWriter
+from ckptsurgeon.formats.hdf5.reader import KerasShardedReader, Reader
+from ckptsurgeon.formats.hdf5.writer import Writer
 from ckptsurgeon.tensors import DTYPES, TensorSpec
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -158,9 +156,117 @@ def test_reader_closes_its_files(tmp_path: Path) -> None:
 
 
 def test_h5py_is_imported_by_the_hdf5_module_only() -> None:
-    code = "import sys, ckptsurgeon.formats; assert 'h5py' not in sys.modules"
+    code = ("import sys, ckptsurgeon.formats, ckptsurgeon.formats.hdf5\n"
+            "assert 'h5py' not in sys.modules and 'numpy' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
-    assert os.environ["HDF5_PLUGIN_PRELOAD"] == "::"
+    package = Path(__file__).resolve().parent.parent / "ckptsurgeon"
+    importers = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                       if re.search(r"^\s*(import h5py|from h5py\b)", p.read_text(), re.MULTILINE))
+    assert importers == ["formats/hdf5/_h5.py"]
+
+
+def _env_without_plugin_settings(**extra: str) -> dict[str, str]:
+    """This process's environment without HDF5's plugin variables (the hostile corpus builder sets one)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HDF5_PLUGIN")}
+    env.update(extra)
+    return env
+
+
+def test_importing_the_hdf5_modules_leaves_the_environment_alone() -> None:
+    code = (
+        "import os, sys\n"
+        "before = dict(os.environ)\n"
+        "import ckptsurgeon.formats.hdf5\n"
+        "assert dict(os.environ) == before\n"
+        "import ckptsurgeon.formats.hdf5.archive, ckptsurgeon.formats.hdf5.reader, ckptsurgeon.formats.hdf5.writer\n"
+        "assert 'h5py' in sys.modules and dict(os.environ) == before\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env_without_plugin_settings())
+
+
+@pytest.mark.parametrize("h5py_first", [False, True], ids=["h5_first", "h5py_first"])
+def test_plugin_search_path_is_empty_once_h5py_comes_through_h5(h5py_first: bool, tmp_path: Path) -> None:
+    code = (
+        ("import h5py; assert h5py.h5pl.size() == 1\n" if h5py_first else "")
+        + "from ckptsurgeon.formats.hdf5._h5 import h5py\n"
+        + "assert h5py.h5pl.size() == 0, [h5py.h5pl.get(i) for i in range(h5py.h5pl.size())]\n"
+    )
+    env = _env_without_plugin_settings(HDF5_PLUGIN_PATH=str(tmp_path))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# A filter plugin (filter 311, which passes data through) that leaves a file behind when it is loaded.
+_PLUGIN_C = r"""
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+typedef struct {
+    int version, id;
+    unsigned encoder_present, decoder_present;
+    const char *name;
+    void *can_apply, *set_local;
+    size_t (*filter)(unsigned, size_t, const unsigned *, size_t, size_t *, void **);
+} filter_class;
+static size_t same(unsigned f, size_t n, const unsigned *cd, size_t nbytes, size_t *size, void **buf) {
+    (void)f; (void)n; (void)cd; (void)size; (void)buf;
+    return nbytes;
+}
+static const filter_class cls = {1, 311, 1, 1, "pass-through", NULL, NULL, same};
+int H5PLget_plugin_type(void) { return 0; }
+const void *H5PLget_plugin_info(void) { return &cls; }
+__attribute__((constructor)) static void loaded(void) {
+    FILE *f = fopen(getenv("PLUGIN_LOADED"), "w");
+    if (f) fclose(f);
+}
+"""
+_WRITE_WITH_PLUGIN = """
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "w") as f:
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_chunk((4,))
+    dcpl.set_filter(311, 0, ())
+    dsid = h5py.h5d.create(f.id, b"w", h5py.h5t.NATIVE_FLOAT, h5py.h5s.create_simple((8,)), dcpl=dcpl)
+    dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, np.arange(8, dtype=np.float32))
+"""
+_READ = """
+import sys
+if sys.argv[2] == "guarded":
+    import ckptsurgeon.formats.hdf5._h5
+import h5py
+try:
+    with h5py.File(sys.argv[1], "r") as f:
+        print(f["w"][()].tolist())
+except OSError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_filter_plugin_is_never_loaded(tmp_path: Path) -> None:
+    """A real plugin on HDF5_PLUGIN_PATH: loaded by plain h5py, never once h5py came through ``_h5``,
+    even when the file is read with h5py directly (past the walk, which refuses such datasets)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("needs a C compiler to build a filter plugin")
+    plugins, marker, h5 = tmp_path / "plugins", tmp_path / "loaded", tmp_path / "filtered.h5"
+    plugins.mkdir()
+    (tmp_path / "plugin.c").write_text(_PLUGIN_C)
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(plugins / "libpassthrough.so"), str(tmp_path / "plugin.c")],
+                   check=True, capture_output=True)
+    env = _env_without_plugin_settings(HDF5_PLUGIN_PATH=str(plugins), PLUGIN_LOADED=str(marker))
+
+    def run(code: str, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    run(_WRITE_WITH_PLUGIN, str(h5))
+    marker.unlink()
+    assert run(_READ, str(h5), "plain") == str([float(i) for i in range(8)])
+    assert marker.exists(), "the test plugin was not loaded without the guard"
+    marker.unlink()
+    assert run(_READ, str(h5), "guarded").startswith("refused:")
+    assert not marker.exists(), "a filter plugin was loaded"
+    with pytest.raises(UnsafeInputError, match="filter 311"):
+        open_checkpoint(h5)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -613,12 +719,12 @@ class FakeStorage:
 def test_declared_sizes_are_checked_against_the_file(
     stored: int, offset: int | None, nbytes: int, layout: int, nfilters: int, words: str
 ) -> None:
-    from ckptsurgeon.formats.hdf5 import _check_extent
+    from ckptsurgeon.formats.hdf5._h5 import check_extent
 
     with pytest.raises(InputError, match=words):
-        _check_extent(FakeStorage(stored, offset), "w", Path("f.h5"), 5000, nbytes, layout, nfilters)
-    assert _check_extent(FakeStorage(100, 2048), "w", Path("f.h5"), 5000, 100, h5py.h5d.CONTIGUOUS, 0) == 2048
-    assert _check_extent(FakeStorage(1000, None), "w", Path("f.h5"), 5000, 10**6, h5py.h5d.CHUNKED, 1) is None
+        check_extent(FakeStorage(stored, offset), "w", Path("f.h5"), 5000, nbytes, layout, nfilters)
+    assert check_extent(FakeStorage(100, 2048), "w", Path("f.h5"), 5000, 100, h5py.h5d.CONTIGUOUS, 0) == 2048
+    assert check_extent(FakeStorage(1000, None), "w", Path("f.h5"), 5000, 10**6, h5py.h5d.CHUNKED, 1) is None
 
 
 def test_truncated_file_is_refused(tmp_path: Path) -> None:

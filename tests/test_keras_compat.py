@@ -18,7 +18,8 @@ keras = pytest.importorskip("keras")
 
 from ckptsurgeon import api  # noqa: E402
 from ckptsurgeon.formats import open_checkpoint  # noqa: E402
-from ckptsurgeon.formats.hdf5 import KerasZipWriter, Writer  # noqa: E402
+from ckptsurgeon.formats.hdf5.archive import KerasZipWriter  # noqa: E402
+from ckptsurgeon.formats.hdf5.writer import Writer  # noqa: E402
 from ckptsurgeon.rules import Rules  # noqa: E402
 from ckptsurgeon.tensors import TensorSpec  # noqa: E402
 

@@ -13,7 +13,8 @@ import pytest
 from ckptsurgeon import api
 from ckptsurgeon.errors import UsageError
 from ckptsurgeon.formats import open_checkpoint
-from ckptsurgeon.formats.hdf5 import KerasZipReader, KerasZipWriter, Writer
+from ckptsurgeon.formats.hdf5.archive import KerasZipReader, KerasZipWriter
+from ckptsurgeon.formats.hdf5.writer import Writer
 from ckptsurgeon.rules import Rules
 from ckptsurgeon.tensors import TensorSpec
 
