@@ -27,16 +27,13 @@ import zipfile
 from pathlib import Path
 
 from ..errors import InputError, UnsafeInputError, UsageError
+from . import _zip
 from .base import Reader, Writer, describe
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
-ZIP_END = b"PK\x05\x06"
-ZIP_END_SIZE = 22
+ZIP_MAGICS = _zip.MAGICS
 MAX_INDEX_BYTES = 100_000_000
-# What zipfile raises on a damaged archive (NotImplementedError: an unknown "version needed to extract").
-ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError,
-              RuntimeError, OverflowError, struct.error)
+ZIP_ERRORS = _zip.ZIP_ERRORS
 MAX_SAFETENSORS_HEADER = 100_000_000
 # Bytes that may begin a safetensors header's JSON (after a BOM or whitespace, which its parser refuses
 # or accepts itself): what makes a length-prefixed file worth handing to the safetensors parser.
@@ -66,67 +63,11 @@ def _module(name: str):  # type: ignore[no-untyped-def]
 
 def _hdf5_offsets(path: Path, size: int) -> list[int]:
     """Where HDF5 finds its signature: at 0 or, after a user block, at 512, 1024, 2048, ..."""
-    found = []
-    with open(path, "rb") as f:
-        offset = 0
-        while offset + 8 <= size:
-            f.seek(offset)
-            if f.read(8) == HDF5_MAGIC:
-                found.append(offset)
-            offset = 512 if offset == 0 else offset * 2
-    return found
+    return _zip.hdf5_offsets(path, size)
 
 
 def _hdf5_offset(path: Path, size: int) -> bool:
     return bool(_hdf5_offsets(path, size))
-
-
-def _zip_end(path: Path, size: int) -> int | None:
-    """The offset of a zip end-of-central-directory record whose comment ends exactly at the end of the file."""
-    span = min(size, ZIP_END_SIZE + 0xFFFF)
-    with open(path, "rb") as f:
-        f.seek(size - span)
-        tail = f.read(span)
-    pos = tail.rfind(ZIP_END)
-    while pos >= 0:
-        if pos + ZIP_END_SIZE <= len(tail):
-            (comment,) = struct.unpack_from("<H", tail, pos + 20)
-            if pos + ZIP_END_SIZE + comment == len(tail):
-                return size - span + pos
-        pos = tail.rfind(ZIP_END, 0, pos)
-    return None
-
-
-def _member_data(path: Path, infos: list[zipfile.ZipInfo]) -> list[tuple[int, int]]:
-    """``[start, end)`` of each member's stored bytes, from the lengths in its local header."""
-    spans = []
-    with open(path, "rb") as f:
-        for info in infos:
-            f.seek(info.header_offset)
-            local = f.read(30)
-            if len(local) != 30:
-                continue  # the reader refuses the member itself
-            name_len, extra_len = struct.unpack_from("<HH", local, 26)
-            start = info.header_offset + 30 + name_len + extra_len
-            spans.append((start, start + info.compress_size))
-    return spans
-
-
-def _zip_polyglot(path: Path, size: int, infos: list[zipfile.ZipInfo]) -> None:
-    """Refuse a zip archive with bytes after its end record, or an HDF5 file hiding outside its members."""
-    if _zip_end(path, size) is None:
-        raise UnsafeInputError(
-            path, "bytes follow the zip archive's end record; refusing a polyglot (or a damaged archive)"
-        )
-    hdf5 = _hdf5_offsets(path, size)
-    if hdf5:
-        spans = _member_data(path, infos)
-        for offset in hdf5:
-            if not any(start <= offset < end for start, end in spans):
-                raise UnsafeInputError(
-                    path, f"a polyglot: a zip archive that is also an HDF5 file (signature at offset {offset}, "
-                    "outside every member); refusing an ambiguous file",
-                )
 
 
 def _zip_kind(path: Path) -> str:
@@ -134,7 +75,7 @@ def _zip_kind(path: Path) -> str:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
             names = [i.filename for i in infos]
-        _zip_polyglot(path, path.stat().st_size, infos)
+        _zip.refuse_polyglot(path, path.stat().st_size, infos)
     except ZIP_ERRORS as exc:
         raise InputError(path, f"a damaged zip archive ({exc or type(exc).__name__})") from exc
     if "model.weights.h5" in names:
@@ -210,7 +151,7 @@ def detect(path: str | Path) -> str:
 
 def _hdf5_polyglot(path: Path, size: int) -> None:
     try:
-        end = _zip_end(path, size)
+        end = _zip.end_record(path, size)
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
     if end is not None:
