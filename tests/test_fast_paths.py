@@ -27,10 +27,11 @@ from ckptsurgeon import api, execute, values
 from ckptsurgeon.convert import convert
 from ckptsurgeon.execute import Move, Outcome, copy_tensors, write_tensor
 from ckptsurgeon.formats import _io as io_module
-from ckptsurgeon.formats import base, npz, open_checkpoint, sharded
+from ckptsurgeon.formats import base, open_checkpoint, sharded
 from ckptsurgeon.formats import hdf5 as h5_format
 from ckptsurgeon.formats import safetensors as st_format
 from ckptsurgeon.formats.base import WriterStateError
+from ckptsurgeon.formats.npz import writer as npz_writer
 from ckptsurgeon.tensors import DTYPES, TensorInfo, TensorSpec, code_of
 from ckptsurgeon.values import (
     any_nonfinite,
@@ -101,7 +102,7 @@ class RangesRefused(st_format.Writer):
         base.Writer.write_chunks(self, name, chunks)  # type: ignore[arg-type]  # the assembling fallback
 
 
-class NpzWholeArrays(npz.Writer):
+class NpzWholeArrays(npz_writer.Writer):
     streams_chunks = False
 
     def write_chunks(self, name: str, chunks: object) -> None:
@@ -223,7 +224,7 @@ def test_streamed_pieces_equal_whole_arrays(model: Path, tmp_path: Path, piece_b
         fast, simple = tmp_path / f"fast{compress}.npz", tmp_path / f"simple{compress}.npz"
         with open_checkpoint(model) as r:
             moves = [Move(TensorSpec(t.name, t.shape, t.dtype), r, t.name) for t in r.tensors]
-            write_moves(npz.Writer(fast, compress=compress), moves)
+            write_moves(npz_writer.Writer(fast, compress=compress), moves)
             write_moves(NpzWholeArrays(simple, compress=compress), moves)
         assert fast.read_bytes() == simple.read_bytes()
 
@@ -256,7 +257,7 @@ def test_write_chunks_of_any_size_equal_write(make: str, tmp_path: Path) -> None
               "z": np.zeros((0,), np.float32), "s": np.array(2, np.int32)}
     specs = [TensorSpec(k, v.shape, "F32" if k == "x" else "BF16" if k == "y" else "F32" if k == "z" else "I32")
              for k, v in arrays.items()]
-    cls = {"safetensors": st_format.Writer, "npz": npz.Writer, "hdf5": h5_format.Writer,
+    cls = {"safetensors": st_format.Writer, "npz": npz_writer.Writer, "hdf5": h5_format.Writer,
            "sharded": functools.partial(sharded.Writer, shard_size=2000)}[make]
     suffix = {"safetensors": ".safetensors", "npz": ".npz", "hdf5": ".h5", "sharded": "/model.safetensors.index.json"}[make]
     if make == "sharded":
@@ -293,7 +294,7 @@ def test_write_chunks_of_any_size_equal_write(make: str, tmp_path: Path) -> None
         assert whole.read_bytes() == chunked.read_bytes()
 
 
-@pytest.mark.parametrize("cls", [st_format.Writer, npz.Writer, h5_format.Writer])
+@pytest.mark.parametrize("cls", [st_format.Writer, npz_writer.Writer, h5_format.Writer])
 def test_write_chunks_refuses_the_wrong_number_of_bytes(cls: type[base.Writer], tmp_path: Path) -> None:
     for pieces_given in ([b"\0" * 8], [b"\0" * 12, b"\0" * 8]):
         w = cls(tmp_path / f"o{len(pieces_given)}.x")

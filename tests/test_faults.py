@@ -33,9 +33,9 @@ from ckptsurgeon import formats as formats_module
 from ckptsurgeon.atomic import TEMP_MARK, AtomicFiles, atomic_path, clean_stale_temps, host_tag, temp_path_for
 from ckptsurgeon.cli.app import EXIT_SIGINT, EXIT_SIGPIPE, EXIT_SIGTERM, main
 from ckptsurgeon.errors import OutputError
-from ckptsurgeon.formats import npz as npz_format
 from ckptsurgeon.formats import open_checkpoint, sharded
 from ckptsurgeon.formats import safetensors as st_format
+from ckptsurgeon.formats.npz import writer as npz_writer
 
 OLD = b"the previous output, which must survive"
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -340,7 +340,7 @@ def fill_disk(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
     def full_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> FullFile:
         return FullFile(open(path, mode, *args, **kwargs), disk)
 
-    monkeypatch.setattr(npz_format, "open", full_open, raising=False)
+    monkeypatch.setattr(npz_writer, "open", full_open, raising=False)
 
 
 @pytest.mark.parametrize("output", ["out.safetensors", "out.npz", "shards", "model.safetensors.index.json"])

@@ -50,7 +50,7 @@ OUTPUT_FORMATS = {
     "safetensors": ("safetensors", "Writer"),
     "hdf5": ("hdf5", "Writer"),
     "keras": ("hdf5", "KerasZipWriter"),
-    "npz": ("npz", "Writer"),
+    "npz": ("npz.writer", "Writer"),
 }
 EXTENSIONS = {".safetensors": "safetensors", ".h5": "hdf5", ".hdf5": "hdf5", ".keras": "keras", ".npz": "npz"}
 
@@ -224,7 +224,7 @@ def _open(kind: str, path: Path) -> Reader:
     if kind == "safetensors_index":
         return _module("safetensors").ShardedReader(path)  # type: ignore[no-any-return]
     if kind == "npz":
-        return _module("npz").Reader(path)  # type: ignore[no-any-return]
+        return _module("npz.reader").Reader(path)  # type: ignore[no-any-return]
     if kind == "hdf5":
         return _module("hdf5").Reader(path)  # type: ignore[no-any-return]
     if kind == "keras":
