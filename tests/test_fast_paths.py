@@ -27,9 +27,10 @@ from ckptsurgeon import api, execute, values
 from ckptsurgeon.commands.convert import convert
 from ckptsurgeon.execute import Move, Outcome, copy_tensors, write_tensor
 from ckptsurgeon.formats import _io as io_module
-from ckptsurgeon.formats import base, npz, open_checkpoint
-from ckptsurgeon.formats.hdf5 import writer as h5_writer
+from ckptsurgeon.formats import base, open_checkpoint
 from ckptsurgeon.formats.base import WriterStateError
+from ckptsurgeon.formats.hdf5 import writer as h5_writer
+from ckptsurgeon.formats.npz import writer as npz_writer
 from ckptsurgeon.formats.safetensors import header as st_header
 from ckptsurgeon.formats.safetensors import sharded
 from ckptsurgeon.formats.safetensors import writer as st_writer
@@ -103,7 +104,7 @@ class RangesRefused(st_writer.Writer):
         base.Writer.write_chunks(self, name, chunks)  # type: ignore[arg-type]  # the assembling fallback
 
 
-class NpzWholeArrays(npz.Writer):
+class NpzWholeArrays(npz_writer.Writer):
     streams_chunks = False
 
     def write_chunks(self, name: str, chunks: object) -> None:
@@ -225,7 +226,7 @@ def test_streamed_pieces_equal_whole_arrays(model: Path, tmp_path: Path, piece_b
         fast, simple = tmp_path / f"fast{compress}.npz", tmp_path / f"simple{compress}.npz"
         with open_checkpoint(model) as r:
             moves = [Move(TensorSpec(t.name, t.shape, t.dtype), r, t.name) for t in r.tensors]
-            write_moves(npz.Writer(fast, compress=compress), moves)
+            write_moves(npz_writer.Writer(fast, compress=compress), moves)
             write_moves(NpzWholeArrays(simple, compress=compress), moves)
         assert fast.read_bytes() == simple.read_bytes()
 
@@ -258,7 +259,7 @@ def test_write_chunks_of_any_size_equal_write(make: str, tmp_path: Path) -> None
               "z": np.zeros((0,), np.float32), "s": np.array(2, np.int32)}
     specs = [TensorSpec(k, v.shape, "F32" if k == "x" else "BF16" if k == "y" else "F32" if k == "z" else "I32")
              for k, v in arrays.items()]
-    cls = {"safetensors": st_writer.Writer, "npz": npz.Writer, "hdf5": h5_writer.Writer,
+    cls = {"safetensors": st_writer.Writer, "npz": npz_writer.Writer, "hdf5": h5_writer.Writer,
            "sharded": functools.partial(sharded.Writer, shard_size=2000)}[make]
     suffix = {"safetensors": ".safetensors", "npz": ".npz", "hdf5": ".h5", "sharded": "/model.safetensors.index.json"}[make]
     if make == "sharded":
@@ -295,7 +296,7 @@ def test_write_chunks_of_any_size_equal_write(make: str, tmp_path: Path) -> None
         assert whole.read_bytes() == chunked.read_bytes()
 
 
-@pytest.mark.parametrize("cls", [st_writer.Writer, npz.Writer, h5_writer.Writer])
+@pytest.mark.parametrize("cls", [st_writer.Writer, npz_writer.Writer, h5_writer.Writer])
 def test_write_chunks_refuses_the_wrong_number_of_bytes(cls: type[base.Writer], tmp_path: Path) -> None:
     for pieces_given in ([b"\0" * 8], [b"\0" * 12, b"\0" * 8]):
         w = cls(tmp_path / f"o{len(pieces_given)}.x")

@@ -33,8 +33,8 @@ from ckptsurgeon.atomic import TEMP_MARK, AtomicFiles, atomic_path, clean_stale_
 from ckptsurgeon.cli.app import EXIT_SIGINT, EXIT_SIGPIPE, EXIT_SIGTERM, main
 from ckptsurgeon.errors import OutputError
 from ckptsurgeon.formats import _zip as zip_module
-from ckptsurgeon.formats import npz as npz_format
 from ckptsurgeon.formats import open_checkpoint
+from ckptsurgeon.formats.npz import writer as npz_writer
 from ckptsurgeon.formats.safetensors import reader as st_reader
 from ckptsurgeon.formats.safetensors import sharded
 
@@ -341,7 +341,7 @@ def fill_disk(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
     def full_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> FullFile:
         return FullFile(open(path, mode, *args, **kwargs), disk)
 
-    monkeypatch.setattr(npz_format, "open", full_open, raising=False)
+    monkeypatch.setattr(npz_writer, "open", full_open, raising=False)
 
 
 @pytest.mark.parametrize("output", ["out.safetensors", "out.npz", "shards", "model.safetensors.index.json"])

@@ -22,7 +22,9 @@ from hypothesis import strategies as st
 
 from ckptsurgeon.atomic import TEMP_MARK, atomic_path
 from ckptsurgeon.errors import InputError, OutputError, UnsafeInputError
-from ckptsurgeon.formats import detect, npz, open_checkpoint
+from ckptsurgeon.formats import detect, open_checkpoint
+from ckptsurgeon.formats.npz import reader as npz_reader
+from ckptsurgeon.formats.npz import writer as npz_writer
 from ckptsurgeon.tensors import DTYPES, TensorSpec
 
 MANIFEST_DTYPES = {
@@ -48,7 +50,7 @@ def sample(code: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray], **kwargs: object) -> Path:
     codes = {d.numpy: c for c, d in reversed(DTYPES.items())}
-    writer = npz.Writer(path, **kwargs)  # type: ignore[arg-type]
+    writer = npz_writer.Writer(path, **kwargs)  # type: ignore[arg-type]
     writer.begin([TensorSpec(name, a.shape, codes[a.dtype]) for name, a in arrays.items()])
     for name, a in arrays.items():
         writer.write(name, a)
@@ -73,7 +75,7 @@ def make_zip(path: Path, members: list[tuple[str, bytes]], method: int = zipfile
         warnings.simplefilter("ignore")  # zipfile warns about duplicate names
         with zipfile.ZipFile(path, "w", compression=method) as zf:
             for name, data in members:
-                zf.writestr(zipfile.ZipInfo(name, date_time=npz.ZIP_EPOCH), data, compress_type=method)
+                zf.writestr(zipfile.ZipInfo(name, date_time=npz_writer.ZIP_EPOCH), data, compress_type=method)
     return path
 
 
@@ -110,7 +112,7 @@ def patch(path: Path, edit: Callable[[bytearray], None]) -> Path:
 
 
 def read_everything(path: Path, **kwargs: object) -> dict[str, np.ndarray]:
-    with npz.Reader(path, **kwargs) as r:  # type: ignore[arg-type]
+    with npz_reader.Reader(path, **kwargs) as r:  # type: ignore[arg-type]
         out = {}
         for t in r.tensors:
             out[t.name] = np.array(r.read(t.name))
@@ -138,13 +140,13 @@ def test_corpus_matches_manifest(corpus: Path, manifest: dict, rel: str) -> None
 def test_corpus_byte_ranges(corpus: Path, manifest: dict) -> None:
     entry = next(f for f in manifest["files"] if f["path"] == "npz/weights.npz")
     data = (corpus / entry["path"]).read_bytes()
-    with npz.Reader(corpus / entry["path"]) as r:
+    with npz_reader.Reader(corpus / entry["path"]) as r:
         for t in entry["tensors"]:
             path, offset, length = r.byte_range(t["name"])  # type: ignore[misc]
             assert path == corpus / entry["path"]
             assert hashlib.sha256(data[offset : offset + length]).hexdigest() == t["sha256"]
             assert not r.read(t["name"]).flags.writeable  # a view of the memory map
-    with npz.Reader(corpus / "npz/weights_compressed.npz") as r:
+    with npz_reader.Reader(corpus / "npz/weights_compressed.npz") as r:
         assert all(r.byte_range(t.name) is None for t in r.tensors)
 
 
@@ -153,10 +155,14 @@ def test_detected_by_content_not_name(corpus: Path, tmp_path: Path) -> None:
         copy = tmp_path / (Path(rel).stem + ".bin")
         shutil.copyfile(corpus / rel, copy)
         assert detect(copy) == "npz"
-        assert npz.detect(copy.read_bytes()[:64], copy)
         with open_checkpoint(copy) as r:
-            assert isinstance(r, npz.Reader) and len(r) > 0
-    assert not npz.detect(b"\x89HDF\r\n\x1a\n", tmp_path / "x")
+            assert isinstance(r, npz_reader.Reader) and len(r) > 0
+    zipped = tmp_path / "other.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("a.npy", b"x")
+        z.writestr("notes.txt", b"y")
+    with pytest.raises(InputError, match="neither an npz"):
+        detect(zipped)
 
 
 # --- round trips ------------------------------------------------------------------------------------
@@ -168,7 +174,7 @@ def test_round_trip_every_dtype_and_shape(tmp_path: Path, compress: bool) -> Non
     arrays = {f"{code}/{'x'.join(map(str, shape)) or 'scalar'}": sample(code, shape, i)
               for i, (code, shape) in enumerate(itertools.product(DTYPES, SHAPES))}
     path = write_npz(tmp_path / "out.npz", arrays, compress=compress)
-    with npz.Reader(path) as r:
+    with npz_reader.Reader(path) as r:
         assert [t.name for t in r.tensors] == list(arrays)
         for name, a in arrays.items():
             info = r[name]
@@ -194,29 +200,29 @@ def test_large_tensor_streams_in_chunks(tmp_path: Path) -> None:
     b = sample("F64", (3, 1001), 8).astype(">f8")  # big-endian: chunks must stay item-aligned
     for compress in (False, True):
         path = write_npz(tmp_path / f"big{compress}.npz", {"a": a}, compress=compress)
-        with npz.Reader(path) as r:
+        with npz_reader.Reader(path) as r:
             assert b"".join(bytes(c) for c in r.iter_bytes("a", chunk_bytes=999)) == a.tobytes()
             assert sha(r.read("a")) == sha(a)
     path = tmp_path / "be.npz"
     np.savez(path, b=b)
-    with npz.Reader(path) as r:
+    with npz_reader.Reader(path) as r:
         assert b"".join(bytes(c) for c in r.iter_bytes("b", chunk_bytes=1001)) == b.astype("<f8").tobytes()
 
 
 def test_stored_data_is_aligned(tmp_path: Path) -> None:
     arrays = {f"t{i}" * (i + 1): sample("F32", (i + 1,), i) for i in range(20)}
     path = write_npz(tmp_path / "a.npz", arrays)
-    with npz.Reader(path) as r:
+    with npz_reader.Reader(path) as r:
         for name in arrays:
             _, offset, _ = r.byte_range(name)  # type: ignore[misc]
-            assert offset % npz.ALIGNMENT == 0
+            assert offset % npz_writer.ALIGNMENT == 0
             assert r.read(name).flags.aligned
 
 
 def test_metadata_round_trip_and_comment_only_when_needed(tmp_path: Path) -> None:
     meta = {"format": "pt", "note": "naïve – ünïcode", "empty": ""}
     path = write_npz(tmp_path / "m.npz", {"w": sample("F32", (2, 2))}, metadata=meta)
-    with npz.Reader(path) as r:
+    with npz_reader.Reader(path) as r:
         assert r.metadata == meta
     plain = write_npz(tmp_path / "plain.npz", {"w": sample("F32", (2, 2)), "b": sample("BF16", (3,))})
     with zipfile.ZipFile(plain) as zf:
@@ -224,7 +230,7 @@ def test_metadata_round_trip_and_comment_only_when_needed(tmp_path: Path) -> Non
     f8 = write_npz(tmp_path / "f8.npz", {"q": sample("F8_E4M3", (4,)), "r": sample("F8_E5M2", (4,))})
     with zipfile.ZipFile(f8) as zf:
         assert zf.comment == b'{"ckptsurgeon":1,"dtypes":{"q":"F8_E4M3","r":"F8_E5M2"}}'
-    with npz.Reader(f8) as r:
+    with npz_reader.Reader(f8) as r:
         assert [t.dtype for t in r.tensors] == ["F8_E4M3", "F8_E5M2"] and r.metadata == {}
 
 
@@ -235,7 +241,7 @@ def test_output_is_byte_identical(tmp_path: Path, compress: bool) -> None:
     two = write_npz(tmp_path / "two.npz", arrays, metadata={"k": "v"}, compress=compress)
     assert one.read_bytes() == two.read_bytes()
     with zipfile.ZipFile(one) as zf:
-        assert all(i.date_time == npz.ZIP_EPOCH for i in zf.infolist())
+        assert all(i.date_time == npz_writer.ZIP_EPOCH for i in zf.infolist())
         assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED}
 
 
@@ -246,20 +252,20 @@ def test_zip64_members(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()
     with zipfile.ZipFile(path) as zf:
         assert all(i.extract_version >= 45 for i in zf.infolist())
-    with npz.Reader(path) as r:
+    with npz_reader.Reader(path) as r:
         for name, a in arrays.items():
             assert r.read(name).tobytes() == a.tobytes()
-            assert r.byte_range(name)[1] % npz.ALIGNMENT == 0  # type: ignore[index]
+            assert r.byte_range(name)[1] % npz_writer.ALIGNMENT == 0  # type: ignore[index]
     with np.load(path) as loaded:
         assert all(loaded[n].tobytes() == a.tobytes() for n, a in arrays.items())
 
 
 def test_writer_follows_like(corpus: Path, tmp_path: Path) -> None:
-    with npz.Reader(corpus / "npz/weights_compressed.npz") as like:
-        assert npz.Writer(tmp_path / "x.npz", like=like).compress
-    with npz.Reader(corpus / "npz/weights.npz") as like:
-        assert not npz.Writer(tmp_path / "y.npz", like=like).compress
-    assert npz.Writer(tmp_path / "z.npz", compress=True).compress
+    with npz_reader.Reader(corpus / "npz/weights_compressed.npz") as like:
+        assert npz_writer.Writer(tmp_path / "x.npz", like=like).compress
+    with npz_reader.Reader(corpus / "npz/weights.npz") as like:
+        assert not npz_writer.Writer(tmp_path / "y.npz", like=like).compress
+    assert npz_writer.Writer(tmp_path / "z.npz", compress=True).compress
 
 
 # --- files written by numpy itself ------------------------------------------------------------------
@@ -267,7 +273,7 @@ def test_flax_style_bfloat16_reads_as_bf16(tmp_path: Path) -> None:
     a = sample("BF16", (3, 5), 1)
     path = tmp_path / "flax.npz"
     savez(path, **{"params/Dense_0/kernel": a, "raw": a.view("V2")})  # "<V2" and "|V2"
-    with npz.Reader(path) as r:
+    with npz_reader.Reader(path) as r:
         assert [t.dtype for t in r.tensors] == ["BF16", "BF16"]
         for name in ("params/Dense_0/kernel", "raw"):
             got = r.read(name)
@@ -279,17 +285,17 @@ def test_numpy_saved_float8(tmp_path: Path) -> None:
     e5m2, e4m3 = sample("F8_E5M2", (6,), 2), sample("F8_E4M3", (6,), 3)
     path = tmp_path / "e5m2.npz"
     np.savez(path, x=e5m2)  # numpy writes descr "<f1", which numpy.load itself rejects
-    with npz.Reader(path) as r:
+    with npz_reader.Reader(path) as r:
         assert r["x"].dtype == "F8_E5M2" and r.read("x").tobytes() == e5m2.tobytes()
     path = tmp_path / "e4m3.npz"
     np.savez(path, x=e4m3)  # "<V1": E4M3 or another 1-byte type, the file cannot say
     with pytest.raises(InputError, match="1-byte void") as err:
-        npz.Reader(path)
+        npz_reader.Reader(path)
     assert type(err.value) is InputError and str(path) in str(err.value)
-    with npz.Reader(path, float8="F8_E4M3") as r:
+    with npz_reader.Reader(path, float8="F8_E4M3") as r:
         assert r.read("x").dtype == ml_dtypes.float8_e4m3fn and r.read("x").tobytes() == e4m3.tobytes()
     with pytest.raises(ValueError):
-        npz.Reader(path, float8="F32")
+        npz_reader.Reader(path, float8="F32")
 
 
 def test_big_endian_and_fortran_members(tmp_path: Path) -> None:
@@ -308,7 +314,7 @@ def test_big_endian_and_fortran_members(tmp_path: Path) -> None:
             np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
         else:
             savez(path, **arrays)
-        with npz.Reader(path) as r:
+        with npz_reader.Reader(path) as r:
             for name, a in arrays.items():
                 want = np.ascontiguousarray(a.astype(a.dtype.newbyteorder("<")))
                 got = r.read(name)
@@ -512,13 +518,13 @@ def test_hostile_archives_are_refused(tmp_path: Path, case: str) -> None:
 
 def test_corrupt_stored_data_fails_the_crc_check(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "a.npz", {"w": sample("F32", (64,))})
-    with npz.Reader(path) as r:
+    with npz_reader.Reader(path) as r:
         offset = r.byte_range("w")[1]  # type: ignore[index]
     data = bytearray(path.read_bytes())
     data[offset + 10] ^= 0xFF
     path.write_bytes(bytes(data))
     for use in ("read", "byte_range", "sha256", "iter_bytes"):  # zero-copy reads and byte ranges included
-        with npz.Reader(path) as r, pytest.raises(InputError, match="CRC mismatch"):
+        with npz_reader.Reader(path) as r, pytest.raises(InputError, match="CRC mismatch"):
             list(getattr(r, use)("w") or ())
 
 
@@ -526,7 +532,7 @@ def test_a_damaged_stored_member_is_never_copied(tmp_path: Path, capsys: pytest.
     from ckptsurgeon.cli.app import main
 
     path = write_npz(tmp_path / "a.npz", {"w": sample("F32", (64,)), "b": sample("F32", (8,))})
-    with npz.Reader(path) as r:
+    with npz_reader.Reader(path) as r:
         offset = r.byte_range("b")[1]  # type: ignore[index]
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x01
@@ -547,7 +553,7 @@ def test_corrupt_deflated_data_is_refused(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[middle] ^= 0x55
     path.write_bytes(bytes(data))
-    with npz.Reader(path) as r, pytest.raises(InputError):
+    with npz_reader.Reader(path) as r, pytest.raises(InputError):
         r.read("w")
 
 
@@ -557,7 +563,7 @@ def test_highly_compressible_tensor_is_not_a_bomb(tmp_path: Path) -> None:
     with zipfile.ZipFile(path) as zf:
         info = zf.getinfo("z.npy")
         assert info.file_size / info.compress_size > 1000
-    with npz.Reader(path) as r:
+    with npz_reader.Reader(path) as r:
         assert not r.read("z").any()
 
 
@@ -598,7 +604,7 @@ def test_writer_failure_leaves_nothing_behind(tmp_path: Path) -> None:
     dest.write_bytes(b"the previous file")
     a, b = sample("F32", (100,)), sample("I8", (3,))
     with pytest.raises(RuntimeError, match="interrupted"), atomic_path(dest) as tmp:
-        writer = npz.Writer(tmp)
+        writer = npz_writer.Writer(tmp)
         writer.begin([TensorSpec("a", a.shape, "F32"), TensorSpec("b", b.shape, "I8")])
         writer.write("a", a)
         try:
@@ -624,7 +630,7 @@ def test_disk_full_mid_member_is_an_output_error(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(zipfile._ZipWriteFile, "write", failing_write)  # type: ignore[attr-defined]
     arrays = {"a": sample("F32", (10,)), "b": sample("F32", (10,))}
     with pytest.raises(OutputError, match="no space left"), atomic_path(dest) as tmp:
-        writer = npz.Writer(tmp)
+        writer = npz_writer.Writer(tmp)
         try:
             writer.begin([TensorSpec(n, a.shape, "F32") for n, a in arrays.items()])
             for n, a in arrays.items():
@@ -648,7 +654,7 @@ def test_writer_through_atomic_path(tmp_path: Path) -> None:
 def test_writer_never_overwrites(tmp_path: Path) -> None:
     path = tmp_path / "exists.npz"
     path.write_bytes(b"keep me")
-    writer = npz.Writer(path)
+    writer = npz_writer.Writer(path)
     with pytest.raises(FileExistsError):
         writer.begin([TensorSpec("a", (1,), "F32")])
     assert path.read_bytes() == b"keep me"
@@ -658,28 +664,28 @@ def test_writer_never_overwrites(tmp_path: Path) -> None:
 def test_writer_refuses_path_like_names(tmp_path: Path, name: str) -> None:
     path = tmp_path / "o.npz"
     with pytest.raises(OutputError):
-        npz.Writer(path).begin([TensorSpec(name, (1,), "F32")])
+        npz_writer.Writer(path).begin([TensorSpec(name, (1,), "F32")])
     assert not path.exists()
 
 
 def test_writer_refuses_non_string_metadata(tmp_path: Path) -> None:
     path = tmp_path / "o.npz"
     with pytest.raises(OutputError, match="strings"):
-        npz.Writer(path, metadata={"step": 3}).begin([TensorSpec("a", (1,), "F32")])  # type: ignore[dict-item]
+        npz_writer.Writer(path, metadata={"step": 3}).begin([TensorSpec("a", (1,), "F32")])  # type: ignore[dict-item]
     assert not path.exists()
 
 
 def test_writer_refuses_a_comment_too_large(tmp_path: Path) -> None:
     path = tmp_path / "o.npz"
     with pytest.raises(OutputError, match="65535"):
-        npz.Writer(path, metadata={"blob": "x" * 70_000}).begin([TensorSpec("a", (1,), "F32")])
+        npz_writer.Writer(path, metadata={"blob": "x" * 70_000}).begin([TensorSpec("a", (1,), "F32")])
     assert not path.exists()
 
 
 def test_arrays_outlive_the_reader(tmp_path: Path) -> None:
     a = sample("F32", (10,))
     path = write_npz(tmp_path / "a.npz", {"a": a})
-    r = npz.Reader(path)
+    r = npz_reader.Reader(path)
     view = r.read("a")
     r.close()  # the map is still exported to `view`: closing must not fail
     assert view.tobytes() == a.tobytes()

@@ -38,7 +38,7 @@ from ._probe import Probe, refuse
 from .base import FormatSpec, OpenOptions, Reader, Writer, reading
 
 #: The format packages, in the order their specs are asked (HDF5 last: it may seek for a user block).
-PACKAGES = ("safetensors", "_interim")
+PACKAGES = ("safetensors", "npz", "hdf5")
 
 
 def _gather(packages: Iterable[str]) -> tuple[FormatSpec, ...]:

@@ -26,8 +26,8 @@ from ..errors import InputError, UnsafeInputError
 from . import _zip
 from ._index import MAX_INDEX_BYTES, ShardIndex, strict_json
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+HDF5_MAGIC = _zip.HDF5_MAGIC
+ZIP_MAGICS = _zip.MAGICS
 HEAD_BYTES = 64
 # Opcodes a pickle's first instruction can be (protocol 0/1 pickles have no PROTO header).
 _PICKLE_FIRST = frozenset({"PROTO", "MARK", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "GLOBAL", "STACK_GLOBAL"})
@@ -68,7 +68,7 @@ class Probe:
             return ()
         if not self.head.startswith(HDF5_MAGIC) and self.size < 520:
             return ()
-        found = tuple(hdf5_offsets(self.path, self.size))
+        found = tuple(_zip.hdf5_offsets(self.path, self.size))
         if found and _zip.end_record(self.path, self.size) is not None:
             raise UnsafeInputError(
                 self.path, "a polyglot: an HDF5 file that is also a zip archive (a zip end record closes it); "
@@ -81,7 +81,7 @@ class Probe:
         """The member names of a zip archive (checked, polyglots refused); None for other files."""
         if not self.is_zip:
             return None
-        return tuple(_zip.member_names(self.path, self.size, hdf5_offsets(self.path, self.size)))
+        return tuple(_zip.member_names(self.path, self.size))
 
     @cached_property
     def json(self) -> Any:
@@ -118,19 +118,6 @@ class Probe:
         text = head[8:]
         text = text[3:] if text.startswith(b"\xef\xbb\xbf") else text
         return text.lstrip(b" \t\r\n")[:1] in (b"{", b"[", b'"')
-
-
-def hdf5_offsets(path: Path, size: int) -> list[int]:
-    """Where HDF5 finds its signature: at 0 or, after a user block, at 512, 1024, 2048, ..."""
-    found = []
-    with open(path, "rb") as f:
-        offset = 0
-        while offset + 8 <= size:
-            f.seek(offset)
-            if f.read(8) == HDF5_MAGIC:
-                found.append(offset)
-            offset = 512 if offset == 0 else offset * 2
-    return found
 
 
 def _pickle_like(probe: Probe) -> bool:

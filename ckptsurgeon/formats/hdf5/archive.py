@@ -35,6 +35,7 @@ from ckptsurgeon.errors import InputError, UnsafeInputError
 from ckptsurgeon.formats.base import OpenOptions, WriterCaps
 from ckptsurgeon.formats.base import Reader as BaseReader
 from ckptsurgeon.formats.base import Writer as BaseWriter
+from ckptsurgeon.formats.hdf5 import KERAS_MEMBER
 from ckptsurgeon.formats.hdf5._h5 import (
     FILL_SLACK,
     MAX_EXPANSION,
@@ -46,8 +47,6 @@ from ckptsurgeon.formats.hdf5._h5 import (
 from ckptsurgeon.formats.hdf5.reader import HDF5Reader
 from ckptsurgeon.formats.hdf5.writer import Writer
 from ckptsurgeon.tensors import TensorSpec
-
-from ckptsurgeon.formats.hdf5 import KERAS_MEMBER  # noqa: E402
 
 
 class _Window(io.RawIOBase):

@@ -22,13 +22,12 @@ file is checked as :mod:`ckptsurgeon.formats.hdf5._h5` describes before any tens
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from ckptsurgeon.errors import InputError, UnsafeInputError
+from ckptsurgeon.errors import InputError
 from ckptsurgeon.formats._index import ShardIndex
 from ckptsurgeon.formats._probe import Probe
 from ckptsurgeon.formats.base import CHUNK_BYTES, OpenOptions, ReaderCaps

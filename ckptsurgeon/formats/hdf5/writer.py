@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from ckptsurgeon.errors import UsageError
-from ckptsurgeon.formats.base import WriterCaps
 from ckptsurgeon.formats.base import Reader as BaseReader
 from ckptsurgeon.formats.base import Writer as BaseWriter
+from ckptsurgeon.formats.base import WriterCaps
 from ckptsurgeon.formats.hdf5._h5 import (
     TRACK_ORDER,
     convention_name,
