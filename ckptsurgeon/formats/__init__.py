@@ -10,7 +10,9 @@ by content, never by the file name alone:
 2. The specs are asked in order; the first whose ``sniff`` claims the file wins. A sharded index
    (a JSON file with a ``weight_map``) belongs to the spec whose ``shards_of`` is the format of
    its first shard; an index of shards no spec reads as a sharded checkpoint says so.
-3. A file nothing claims is named by :func:`~ckptsurgeon.formats._probe.refuse`.
+3. If none claims it, a spec whose ``sniff_damaged`` recognises a damaged file of its format
+   takes it, so that its reader says what is wrong.
+4. A file nothing claims is named by :func:`~ckptsurgeon.formats._probe.refuse`.
 
 After a reader opens a file, its names and metadata are checked to be printable text
 (:func:`check_text`): tensor names, layer names and metadata keys that are not valid Unicode (lone
@@ -89,6 +91,9 @@ def _detect(probe: Probe, *, indexes: bool = True) -> FormatSpec:
             if s.sniff is not None and s.sniff(probe):
                 return s
         elif indexes and probe.index is not None and _shard_format(probe) == s.shards_of:
+            return s
+    for s in FORMATS:
+        if s.sniff_damaged is not None and s.sniff_damaged(probe):
             return s
     if indexes and probe.index is not None:
         found = _shard_format(probe)

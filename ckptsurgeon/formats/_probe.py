@@ -102,19 +102,18 @@ class Probe:
         """The sharded index in a JSON file with a ``weight_map``; None for anything else."""
         return None if self.json is None else ShardIndex.from_doc(self.path, self.json)
 
-    def safetensors_like(self, max_header: int) -> bool:
+    def safetensors_like(self, max_header: int, *, damaged: bool = False) -> bool:
         """An 8-byte little-endian length that fits the file, then what looks like the start of JSON.
 
-        The safetensors parser then says what is wrong (a BOM, an array instead of an object ...).
+        With ``damaged``, also a file that looks like a damaged one (the JSON starts at byte 8 but
+        the length is wrong): its parser then says what is wrong (a BOM, a length past the end ...).
         """
         head, size = self.head, self.size
         if len(head) <= 8 or head.startswith((HDF5_MAGIC, *ZIP_MAGICS)):
             return False
-        if head[8:9] == b"{":
-            return True
         (n,) = struct.unpack("<Q", head[:8])
         if not 2 <= n <= min(size - 8, max_header):
-            return False
+            return damaged and head[8:9] == b"{"
         text = head[8:]
         text = text[3:] if text.startswith(b"\xef\xbb\xbf") else text
         return text.lstrip(b" \t\r\n")[:1] in (b"{", b"[", b'"')

@@ -98,8 +98,9 @@ class FormatSpec:
     ``shards_of``: this is a sharded index whose shard files are all of that format; such a spec
     is detected from the index (a JSON file with a ``weight_map``) by its first shard's format, not
     by ``sniff``. ``folder_globs``: the file names that make a directory this checkpoint (an
-    index before single files). ``output_priority``: among specs claiming one extension, the
-    lower wins.
+    index before single files). ``sniff_damaged``: asked only when no format's ``sniff`` claimed
+    the file, for a file that looks like a damaged one of this format, so that its reader names
+    what is wrong instead of "not a checkpoint".
     """
 
     name: str
@@ -111,6 +112,7 @@ class FormatSpec:
     extensions: tuple[str, ...] = ()
     shards_of: str | None = None
     folder_globs: tuple[str, ...] = ()
+    sniff_damaged: Callable[[Probe], bool] | None = None
 
     def reader_class(self) -> type[Reader]:
         cls: type[Reader] = _load(self.reader)

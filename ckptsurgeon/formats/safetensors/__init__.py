@@ -22,11 +22,17 @@ def sniff(probe: Probe) -> bool:
     return probe.safetensors_like(MAX_HEADER_BYTES)
 
 
+def sniff_damaged(probe: Probe) -> bool:
+    """A JSON header at byte 8 behind a length that does not fit: a truncated or damaged file."""
+    return probe.safetensors_like(MAX_HEADER_BYTES, damaged=True)
+
+
 SAFETENSORS = FormatSpec(
     name="safetensors",
     family="safetensors",
     description="safetensors",
     sniff=sniff,
+    sniff_damaged=sniff_damaged,
     reader="ckptsurgeon.formats.safetensors.reader:Reader",
     writer="ckptsurgeon.formats.safetensors.writer:Writer",
     extensions=(".safetensors",),
