@@ -75,9 +75,9 @@ def _counting(flow: Iterable[np.ndarray], old: Iterable[np.ndarray], outcome: Ou
         yield new
 
 
-def _as_bytes(pieces: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+def _as_bytes(pieces: Iterable[np.ndarray]) -> Iterator[memoryview]:
     for piece in pieces:
-        yield piece.reshape(-1).view("u1")
+        yield piece.reshape(-1).view("u1").data
 
 
 @dataclass(frozen=True)

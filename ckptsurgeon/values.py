@@ -71,7 +71,7 @@ def cast_array(arr: np.ndarray, code: str) -> tuple[np.ndarray, int]:
         if want.kind == "float":
             overflow = 0
             if any_nonfinite(out):  # rare: only then find out which of them were finite before
-                overflow = np.count_nonzero(nonfinite(out) & ~nonfinite(arr))
+                overflow = int(np.count_nonzero(nonfinite(out) & ~nonfinite(arr)))
         else:
             info = np.iinfo(want.numpy)
             overflow = np.count_nonzero(arr < info.min) + np.count_nonzero(arr > info.max)

@@ -62,16 +62,16 @@ def load_config(ctx: typer.Context, value: Path | None) -> Path | None:
             params[opt.lstrip("-")] = p
     defaults: dict[str, Any] = {}
     for key, raw in data.items():
-        p = params.get(key) or params.get(key.replace("_", "-"))
-        if p is None or p.name is None:
+        param = params.get(key) or params.get(key.replace("_", "-"))
+        if param is None or param.name is None:
             known = sorted(k for k in params if "_" not in k and len(k) > 1)
             raise UsageError(value, f"unknown key {key!r} for 'ckpt {ctx.command.name}'; known keys: {', '.join(known)}")
-        multiple, is_path = _kinds(hints.get(p.name))
+        multiple, is_path = _kinds(hints.get(param.name))
         items = raw if isinstance(raw, list) else [raw]
         if not multiple and isinstance(raw, list):
             raise UsageError(value, f"key {key!r} takes one value, not a list")
         if is_path:
             items = [str(value.parent / str(v)) if not Path(str(v)).is_absolute() else str(v) for v in items]
-        defaults[p.name] = items if multiple else items[0]
+        defaults[param.name] = items if multiple else items[0]
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value

@@ -104,7 +104,7 @@ def transfer(
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
     options = TransferOptions(
-        rules=rules, match=match, auto_prefix=not no_auto_prefix,  # type: ignore[arg-type]
+        rules=rules, match=match, auto_prefix=not no_auto_prefix,
         only_target=tuple(only_target or ()), skip_target=tuple(skip_target or ()),
         keep_dtype=keep_dtype, add_unmatched=add_unmatched, allow_unused_rules=allow_unused_rules,
         strict=strict, min_coverage=min_coverage, allow_empty=allow_empty,

@@ -15,8 +15,6 @@ that concern the file as a whole, not one format, are made here:
 
 from __future__ import annotations
 
-import contextlib
-import pickletools
 import struct
 from functools import cached_property
 from pathlib import Path
@@ -29,8 +27,6 @@ from ._index import MAX_INDEX_BYTES, ShardIndex, strict_json
 HDF5_MAGIC = _zip.HDF5_MAGIC
 ZIP_MAGICS = _zip.MAGICS
 HEAD_BYTES = 64
-# Opcodes a pickle's first instruction can be (protocol 0/1 pickles have no PROTO header).
-_PICKLE_FIRST = frozenset({"PROTO", "MARK", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "GLOBAL", "STACK_GLOBAL"})
 
 
 class Probe:
@@ -119,13 +115,49 @@ class Probe:
         return text.lstrip(b" \t\r\n")[:1] in (b"{", b"[", b'"')
 
 
+# The arguments of the protocol 0/1 opcodes a pickle starts with: "" none, "n" a newline-terminated
+# line, "nn" two lines, an int a fixed size, "<1"/"<4" a length prefix of that size then that many bytes.
+_OPCODE_ARGS: dict[bytes, str | int] = {
+    b"(": "", b"}": "", b"]": "", b")": "", b"N": "", b"t": "", b"d": "", b"l": "", b"a": "", b"e": "",
+    b"s": "", b"u": "", b"R": "", b"b": "", b"0": "", b"1": "", b"2": "", b"o": "", b".": "",
+    b"c": "nn", b"i": "nn", b"p": "n", b"g": "n", b"S": "n", b"V": "n", b"I": "n", b"L": "n", b"F": "n",
+    b"q": 1, b"h": 1, b"K": 1, b"M": 2, b"J": 4, b"r": 4, b"j": 4, b"G": 8, b"U": "<1", b"T": "<4", b"X": "<4",
+}
+_PICKLE_FIRST = frozenset(b"(}])c")  # MARK, EMPTY_DICT, EMPTY_LIST, EMPTY_TUPLE, GLOBAL
+
+
+def _opcodes(data: bytes, count: int) -> int:
+    """How many of the first ``count`` protocol 0/1 opcodes of ``data`` decode (their arguments are only skipped)."""
+    pos = done = 0
+    while done < count and pos < len(data):
+        arg = _OPCODE_ARGS.get(data[pos : pos + 1])
+        if arg is None:
+            break
+        pos += 1
+        if isinstance(arg, int):
+            pos += arg
+        elif arg in ("n", "nn"):
+            for _ in arg:
+                end = data.find(b"\n", pos)
+                if end < 0:
+                    return done
+                pos = end + 1
+        elif arg:
+            size = 1 if arg == "<1" else 4
+            pos += size + int.from_bytes(data[pos : pos + size], "little")
+        if pos > len(data):
+            break
+        done += 1
+    return done
+
+
 def _pickle_like(probe: Probe) -> bool:
     """True for the start of a pickle without the protocol 2+ header (which :func:`describe` names).
 
-    The opcodes are only decoded (:mod:`pickletools` disassembles; it constructs nothing): the first
-    must be one a pickle starts with, at least three must decode, and the file must end with STOP.
+    The opcodes are only stepped over, never run: the first must be one a pickle starts with, at
+    least three must decode, and the file must end with STOP.
     """
-    if probe.size < 4 or probe.head[:1] not in (b"(", b"}", b"]", b"c", b")"):
+    if probe.size < 4 or probe.head[0] not in _PICKLE_FIRST:
         return False
     try:
         with open(probe.path, "rb") as f:
@@ -136,13 +168,7 @@ def _pickle_like(probe: Probe) -> bool:
             start = f.read(4096)
     except OSError:
         return False
-    ops: list[str] = []
-    with contextlib.suppress(Exception):  # whatever the disassembler chokes on is simply not a pickle
-        for op, _arg, _pos in pickletools.genops(start):
-            ops.append(op.name)
-            if len(ops) >= 3:
-                break
-    return len(ops) >= 3 and ops[0] in _PICKLE_FIRST
+    return _opcodes(start, 3) >= 3
 
 
 def describe(head: bytes) -> str:

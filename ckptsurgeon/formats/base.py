@@ -244,7 +244,7 @@ class Reader(ABC):
         """The tensor's raw bytes in chunks (one array in memory at most)."""
         import numpy as np
 
-        flat = memoryview(np.ascontiguousarray(self.read(name)).reshape(-1).view(np.uint8))
+        flat = np.ascontiguousarray(self.read(name)).reshape(-1).view(np.uint8).data
         for start in range(0, len(flat), chunk_bytes):
             yield flat[start : start + chunk_bytes]
 
@@ -332,6 +332,8 @@ class Writer(ABC):
         self.metadata = dict(metadata or {})
         self.like = like
         self.specs: list[TensorSpec] = []
+        #: why the like-layout could not follow the renames, so tensors were placed plainly (``caps.renames``)
+        self.layout_fallback: str | None = None
         self.origins: dict[str, str] = {}
         self._state = "NEW"
         self._next = 0
@@ -427,8 +429,6 @@ class Writer(ABC):
     def align_data(self, residue: int) -> None:  # noqa: B027 - only writers declaring caps.align act on it
         """Start the data section at an offset ≡ ``residue`` (mod ``align_window``), if still possible."""
 
-    #: why the like-layout could not follow the renames and tensors were placed plainly (``caps.renames``)
-    layout_fallback: str | None = None
 
     def finish(self) -> None:
         self._expect("WEIGHTS")

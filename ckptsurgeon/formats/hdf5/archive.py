@@ -131,11 +131,7 @@ class KerasZipWriter(BaseWriter):
         except BaseException:
             self._cleanup()
             raise
-
-    @property
-    def layout_fallback(self) -> str | None:
-        """Why renames were placed plainly in ``model.weights.h5`` (see :class:`Writer`), if they were."""
-        return self._inner.layout_fallback if self._inner is not None else None
+        self.layout_fallback = self._inner.layout_fallback  # decided as the layout is planned, in begin
 
     def _write(self, spec: TensorSpec, data: np.ndarray) -> None:
         assert self._inner is not None

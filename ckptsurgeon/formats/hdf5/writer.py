@@ -118,7 +118,6 @@ class Writer(BaseWriter):
         self._file: h5py.File | None = None
         self._template: Template | None = None
         self._groups: set[str] = {""}  # groups made so far
-        self.layout_fallback: str | None = None  # why renames were placed plainly, if they were
         self._lcpl = h5p.create(h5p.LINK_CREATE)
         self._lcpl.set_char_encoding(h5t.CSET_UTF8)
 

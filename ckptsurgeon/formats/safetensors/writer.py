@@ -83,7 +83,7 @@ class Writer(base.Writer):
         if spec.nbytes:
             flat = data.reshape(-1).view(np.uint8)
             for start in range(0, flat.nbytes, CHUNK_BYTES):
-                self._write_all(memoryview(flat[start : start + CHUNK_BYTES]))
+                self._write_all(flat[start : start + CHUNK_BYTES].data)
 
     def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write the next tensor's bytes piece by piece, straight to the file (no piece is kept)."""
