@@ -7,11 +7,13 @@ tensors``, ``[64, 3, 3, 3]``, ``99.8%`` and ``'a', 'b' and 3 more`` read the sam
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 from collections.abc import Iterator, Sequence
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from .errors import CkptError
+from .errors import CkptError, UsageError
 
 _SHOWN = 4  # quoted items a listing names before "and N more"
 
@@ -77,3 +79,31 @@ def blame(path: str | Path) -> Iterator[None]:
         if exc.path is None:
             exc.path = str(path)
         raise
+
+
+_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(text: str | int) -> int:
+    """A byte count from ``2GB`` (10^9, as Hugging Face counts), ``2GiB`` (2^30), ``500MB`` or ``1000``."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = Decimal(text)
+    else:
+        m = _SIZE.fullmatch(str(text))
+        unit = m.group(2).lower() if m else ""
+        if m is None or unit not in _UNITS:
+            raise UsageError(None, f"shard size {text!r} is not a size",
+                             hint="write e.g. 500MB, 2GB (10^9 bytes), 2GiB (2^30 bytes) or a plain byte count")
+        try:
+            value = Decimal(m.group(1)) * _UNITS[unit]
+        except InvalidOperation as exc:  # pragma: no cover - the pattern admits only decimals
+            raise UsageError(None, f"shard size {text!r} is not a size") from exc
+    size = int(value)
+    if size < 1:
+        raise UsageError(None, f"shard size {text!r} is less than one byte")
+    return size

@@ -26,14 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import formats
 from ..atomic import check_output, output_errors
 from ..errors import CheckFailed, UsageError
-from ..formats import open_checkpoint, output_format, spec, writes_like
-from ..formats.base import Reader
-from ..formats.safetensors import sharded
+from ..formats import (
+    DEFAULT_SHARDED_OF,
+    open_checkpoint,
+    output_format,
+    sharded_format,
+    spec,
+    writer_for,
+    writes_like,
+)
+from ..formats.base import Reader, ShardedWriter, ShardPlan
 from ..plan import INPUT, plan_convert
 from ..tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
-from ..text import human_bytes
+from ..text import human_bytes, parse_size
 
 __all__ = ["SCHEMA_ID", "ConvertReport", "ConvertedTensor", "GlobCount", "convert", "float_dtype"]
 
@@ -234,15 +242,26 @@ def _file_sizes(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return [{"path": str(p), "bytes": p.stat().st_size} for p in paths]
 
 
+def _sharded_writer(fmt: str) -> type[ShardedWriter]:
+    writer = writer_for(fmt)
+    assert issubclass(writer, ShardedWriter), f"{fmt} declares caps.sharded without being a ShardedWriter"
+    return writer
+
+
 def _destination(out: str | Path, fmt: str | None, shard_size: int | None) -> tuple[Path, str]:
-    """The file to write (a sharded output's index) and the output format."""
+    """The file to write (a sharded output's index) and the output format (--shard-size: the sharded
+    format of ``fmt``'s kind, or of the output's extension, safetensors by default)."""
     if shard_size is not None:
-        if fmt not in (None, "safetensors"):
-            raise UsageError(None, f"--shard-size writes sharded safetensors, not {fmt}")
-        return sharded.index_path(out), "safetensors-sharded"
+        single = fmt or (output_format(out) if Path(out).suffix and not Path(out).name.endswith(".json") else None)
+        found = sharded_format(single or DEFAULT_SHARDED_OF)
+        if found is None:
+            choices = ", ".join(s.shards_of or "" for s in formats.FORMATS if s.shards_of and s.writer)
+            raise UsageError(None, f"--shard-size writes sharded {choices}, not {single}")
+        return _sharded_writer(found).destination(out), found
     dest = Path(out)
-    if dest.name.endswith(sharded.INDEX_SUFFIX):
-        raise UsageError(dest, "names a sharded checkpoint's index", hint="add --shard-size, e.g. --shard-size 5GB")
+    for s in formats.FORMATS:
+        if s.shards_of and s.writer and any(fnmatch.fnmatchcase(dest.name, g) for g in s.folder_globs):
+            raise UsageError(dest, "names a sharded checkpoint's index", hint="add --shard-size, e.g. --shard-size 5GB")
     return dest, output_format(dest, fmt)
 
 
@@ -276,7 +295,7 @@ def convert(
     is then left as it was.
     """
     cast_to = float_dtype(dtype) if dtype is not None else None
-    size = sharded.parse_size(shard_size) if shard_size is not None else None
+    size = parse_size(shard_size) if shard_size is not None else None
     dest, fmt = _destination(out, fmt, size)
 
     with open_checkpoint(src) as reader:
@@ -297,12 +316,13 @@ def convert(
         # Refuse a bad destination before anything is written (and in a dry run too).
         new_dir = size is not None and not dest.parent.exists()
         check_output(dest.parent if new_dir else dest, inputs)  # nothing in a new directory can be an input
-        layout: sharded.ShardLayout | None = None
+        layout: ShardPlan | None = None
         if size is not None:
-            layout = sharded.ShardLayout.plan(dest, [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan], size)
+            writer = _sharded_writer(fmt)
+            layout = writer.plan_layout(dest, [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan], size)
             for path in layout.paths if not new_dir else ():
                 check_output(path, inputs)
-            sharded.check_stale(layout, force=force, inputs=inputs)
+            writer.check_stale(layout, force=force, inputs=inputs)
             where = layout.weight_map()
             for t in plan:
                 t.shard = where[t.name]

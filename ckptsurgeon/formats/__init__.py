@@ -206,6 +206,15 @@ def output_format(dest: str | Path, explicit: str | None = None) -> str:
                      hint=f"use one of {extensions}")
 
 
+#: What --shard-size writes when neither --format nor the output's extension names a format.
+DEFAULT_SHARDED_OF = "safetensors"
+
+
+def sharded_format(single: str) -> str | None:
+    """The writable sharded format whose shards are of format ``single`` (None if there is none)."""
+    return next((s.name for s in FORMATS if s.shards_of == single and s.writer is not None), None)
+
+
 def writer_for(name: str) -> type[Writer]:
     """The writer class of the format named ``name``."""
     return spec(name).writer_class()

@@ -452,22 +452,39 @@ class Writer(ABC):
     def _finish(self) -> None: ...
 
 
-def describe(head: bytes) -> str:
-    """Name the kind of file behind bytes no reader accepts, for the error message."""
-    text = head.lstrip()
-    if head.startswith(b"version https://git-lfs.github.com/spec/"):
-        return "a Git LFS pointer, not the checkpoint itself (run `git lfs pull` to fetch the real file)"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "a Python pickle (e.g. a legacy torch.save file); pickles are never loaded"
-    if head.startswith(b"GGUF"):
-        return "a GGUF file, not supported yet"
-    if head.startswith(b"\x93NUMPY"):
-        return "a single .npy array, not a checkpoint (save it with numpy.savez)"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip-compressed; decompress it first"
-    if text.startswith((b"<!DOCTYPE", b"<html", b"<HTML")):
-        return "an HTML page (a failed download?)"
-    if not head:
-        return "empty"
-    return "not a checkpoint format ckptsurgeon reads (safetensors, HDF5/Keras, npz)"
+class ShardedWriter(Writer):
+    """A writer of several files (``caps.sharded``): numbered shards and an index, committed together.
 
+    It is made with ``shard_size`` (bytes per shard), ``force`` (remove shards of an earlier
+    checkpoint with the same prefix that this one does not overwrite) and ``inputs`` (files never
+    to remove), and says before anything is written where its files go.
+    """
+
+    @classmethod
+    @abstractmethod
+    def destination(cls, out: str | Path) -> Path:
+        """The index file an output named ``out`` (an index path or a directory) is written to."""
+
+    @classmethod
+    @abstractmethod
+    def plan_layout(cls, dest: Path, specs: Sequence[TensorSpec], shard_size: int) -> ShardPlan:
+        """The shard files and the tensors of each, before anything is written."""
+
+    @classmethod
+    @abstractmethod
+    def check_stale(cls, layout: ShardPlan, *, force: bool, inputs: Iterable[Path] = ()) -> list[Path]:
+        """Shards of another checkpoint that writing ``layout`` would leave behind: refused unless ``force``."""
+
+
+class ShardPlan(ABC):
+    """Where a sharded writer puts each tensor: its shard files (``paths``, ``names``) and their tensors (``groups``)."""
+
+    names: tuple[str, ...]
+    groups: tuple[tuple[TensorSpec, ...], ...]
+
+    @property
+    @abstractmethod
+    def paths(self) -> list[Path]: ...
+
+    @abstractmethod
+    def weight_map(self) -> dict[str, str]: ...

@@ -39,7 +39,6 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,34 +54,6 @@ if TYPE_CHECKING:
 INDEX_SUFFIX = ".safetensors.index.json"
 DEFAULT_INDEX_NAME = "model" + INDEX_SUFFIX
 SHARD_FORMAT_METADATA = {"format": "pt"}  # what transformers expects in a PyTorch-style shard
-
-_UNITS = {
-    "": 1, "b": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
-
-
-def parse_size(text: str | int) -> int:
-    """A byte count from ``2GB`` (10^9, as Hugging Face counts), ``2GiB`` (2^30), ``500MB`` or ``1000``."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = Decimal(text)
-    else:
-        m = _SIZE.fullmatch(str(text))
-        unit = m.group(2).lower() if m else ""
-        if m is None or unit not in _UNITS:
-            raise UsageError(None, f"shard size {text!r} is not a size",
-                             hint="write e.g. 500MB, 2GB (10^9 bytes), 2GiB (2^30 bytes) or a plain byte count")
-        try:
-            value = Decimal(m.group(1)) * _UNITS[unit]
-        except InvalidOperation as exc:  # pragma: no cover - the pattern admits only decimals
-            raise UsageError(None, f"shard size {text!r} is not a size") from exc
-    size = int(value)
-    if size < 1:
-        raise UsageError(None, f"shard size {text!r} is less than one byte")
-    return size
-
 
 def index_path(dest: str | Path) -> Path:
     """The index file a sharded output goes to: ``dest`` itself, or ``model.safetensors.index.json`` in a directory.
@@ -131,7 +102,7 @@ def plan_shards(sizes: Sequence[int], shard_size: int) -> list[range]:
 
 
 @dataclass(frozen=True)
-class ShardLayout:
+class ShardLayout(base.ShardPlan):
     """Which tensors go into which shard file; the index's content, before anything is written."""
 
     index: Path
@@ -184,7 +155,7 @@ def stale_shards(layout: ShardLayout) -> list[Path]:
     return stale
 
 
-class Writer(base.Writer):
+class Writer(base.ShardedWriter):
     """Writes a sharded safetensors checkpoint; ``path`` is the final index path (this writer is atomic itself).
 
     Unlike the single-file writers, which write the temporary file :func:`ckptsurgeon.atomic.atomic_path`
@@ -197,6 +168,19 @@ class Writer(base.Writer):
 
     format = "safetensors-sharded"
     caps = base.WriterCaps(byte_ranges=True, streams_chunks=True, like=("safetensors",), sharded=True)
+
+    @classmethod
+    def destination(cls, out: str | Path) -> Path:
+        return index_path(out)
+
+    @classmethod
+    def plan_layout(cls, dest: Path, specs: Sequence[TensorSpec], shard_size: int) -> ShardLayout:
+        return ShardLayout.plan(dest, specs, shard_size)
+
+    @classmethod
+    def check_stale(cls, layout: base.ShardPlan, *, force: bool, inputs: Iterable[Path] = ()) -> list[Path]:
+        assert isinstance(layout, ShardLayout)
+        return check_stale(layout, force=force, inputs=inputs)
 
     def __init__(self, path: Path, *, metadata: Mapping[str, str] | None = None, like: Any = None,
                  shard_size: int, force: bool = False, inputs: Sequence[Path] = ()) -> None:
