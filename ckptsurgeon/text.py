@@ -10,7 +10,6 @@ import contextlib
 import re
 import shlex
 from collections.abc import Iterator, Sequence
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from .errors import CkptError, UsageError
@@ -91,6 +90,8 @@ _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
 
 def parse_size(text: str | int) -> int:
     """A byte count from ``2GB`` (10^9, as Hugging Face counts), ``2GiB`` (2^30), ``500MB`` or ``1000``."""
+    from decimal import Decimal, InvalidOperation  # exact: 1.5GB is 1,500,000,000 bytes, not a float's guess
+
     if isinstance(text, int) and not isinstance(text, bool):
         value = Decimal(text)
     else:

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-InputPath = Annotated[Path, typer.Argument(help="A checkpoint: .safetensors, a sharded index .json, .h5, .keras, .npz.")]
+# The built-in formats, as the registry lists them (tests/test_architecture.py checks that these agree);
+# spelled out here so that `ckpt --help` does not import the registry.
+WRITABLE_FORMATS = "safetensors, npz, keras, hdf5"
+EXTENSIONS = ".safetensors, .npz, .keras, .h5, .hdf5"
+
+InputPath = Annotated[Path, typer.Argument(
+    help=f"A checkpoint file ({EXTENSIONS}), a sharded checkpoint's index .json, or a folder holding one.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout and nothing else.")]
 FilterOpt = Annotated[
     list[str] | None, typer.Option("--filter", help="Only tensors whose name matches this glob (repeatable).")
@@ -40,7 +46,7 @@ AllowUnusedRulesOpt = Annotated[
 ]
 OutputOpt = Annotated[Path | None, typer.Option("-o", "--output", help="The new checkpoint to write.")]
 FormatOpt = Annotated[
-    str | None, typer.Option("--format", help="Output format (safetensors, hdf5, keras, npz); default: from -o's extension.")
+    str | None, typer.Option("--format", help=f"Output format ({WRITABLE_FORMATS}); default: from -o's extension.")
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Plan only: read headers, print the table, write nothing.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print only the one-line verdict.")]

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, UnsafeInputError
-from . import _zip
 from ._index import MAX_INDEX_BYTES, ShardIndex, strict_json
 
-HDF5_MAGIC = _zip.HDF5_MAGIC
-ZIP_MAGICS = _zip.MAGICS
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # how a zip archive starts (an empty one is only its end record)
 HEAD_BYTES = 64
 
 
@@ -64,6 +63,8 @@ class Probe:
             return ()
         if not self.head.startswith(HDF5_MAGIC) and self.size < 520:
             return ()
+        from . import _zip  # zipfile is imported only for files that need it
+
         found = tuple(_zip.hdf5_offsets(self.path, self.size))
         if found and _zip.end_record(self.path, self.size) is not None:
             raise UnsafeInputError(
@@ -77,6 +78,8 @@ class Probe:
         """The member names of a zip archive (checked, polyglots refused); None for other files."""
         if not self.is_zip:
             return None
+        from . import _zip
+
         return tuple(_zip.member_names(self.path, self.size))
 
     @cached_property

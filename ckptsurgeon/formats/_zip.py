@@ -47,10 +47,11 @@ from typing import IO, Any
 
 from ..errors import CkptError, InputError, UnsafeInputError
 from ._io import CHUNK_BYTES, drop_pages
+from ._probe import HDF5_MAGIC
+from ._probe import ZIP_MAGICS as MAGICS
 
 STORED = zipfile.ZIP_STORED
 DEFLATED = zipfile.ZIP_DEFLATED
-MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # how a zip archive starts (an empty one is only its end record)
 # Deflate cannot expand data more than 1032:1 (a 258-byte match coded in 2 bits). A member whose
 # sizes claim more is corrupt or hostile. Zero-filled tensors legitimately reach about 1030:1, so
 # the bound cannot be set lower without refusing real files.
@@ -60,7 +61,6 @@ LOCAL_SIGNATURE = b"PK\x03\x04"
 ZIP64_LOCAL_EXTRA = 20  # a local header's ZIP64 field: id, length, two 8-byte sizes
 END_SIGNATURE = b"PK\x05\x06"
 END_SIZE = 22
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 FLAG_ENCRYPTED = 0x0001
 FLAG_UNSUPPORTED = 0x0020 | 0x0040 | 0x2000  # patched data, strong encryption, masked directory
 FLAG_UTF8 = 0x0800

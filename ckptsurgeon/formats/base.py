@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib
-import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -156,9 +154,12 @@ def reading(path: Path | str) -> Iterator[None]:
         raise InputError(path, "cannot read: nested too deeply (RecursionError)") from exc
 
 
+_CO_GENERATOR = 0x20  # inspect.CO_GENERATOR, without importing inspect at start-up
+
+
 def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` with :func:`reading` around it (a generator's body included), naming the reader's file."""
-    if inspect.isgeneratorfunction(method):
+    if method.__code__.co_flags & _CO_GENERATOR:
 
         @functools.wraps(method)
         def generator(self: Reader, *args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -255,10 +256,14 @@ class Reader(ABC):
             "metadata": self.metadata,
             "tensors": [[t.name, list(t.shape), t.dtype] for t in self.tensors],
         }
+        import hashlib
+
         return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def content_sha256(self) -> str:
         """sha256 of the checkpoint's file(s): of the one file, or of ``name sha256`` lines for several."""
+
+        import hashlib
 
         def file_sha(path: Path) -> str:
             h = hashlib.sha256()
@@ -273,6 +278,8 @@ class Reader(ABC):
         return hashlib.sha256(lines.encode()).hexdigest()
 
     def sha256(self, name: str) -> str:
+        import hashlib
+
         h = hashlib.sha256()
         for chunk in self.iter_bytes(name):
             h.update(chunk)
