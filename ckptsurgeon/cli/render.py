@@ -149,7 +149,8 @@ def render_inspect(result: Inspection, out: Console, *, collapse: bool = True, m
               f"{decimal(tot['bytes'])}; dtypes: {dtypes}", "")]
     for key, value in result.metadata.items():
         notes.append((f"metadata {key}: {value if len(value) <= 200 else value[:197] + '...'}", "dim"))
-    emit(out, f"{result.path} ({result.format}{files})", inspect_grid(result, collapse=collapse), notes,
+    layout = f", {result.layout}" if result.layout else ""
+    emit(out, f"{result.path} ({result.format}{layout}{files})", inspect_grid(result, collapse=collapse), notes,
          markdown=markdown)
 
 
