@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).parent / "data"
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent  # the project: ckptsurgeon/, examples/, tests/
+EXAMPLES = ROOT / "examples"
+DATA = TESTS / "data"
 CORPUS = DATA / "corpus"
 
 

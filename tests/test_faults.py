@@ -30,7 +30,7 @@ from safetensors.numpy import save_file
 from ckptsurgeon import atomic
 from ckptsurgeon import values as values_module
 from ckptsurgeon.atomic import TEMP_MARK, AtomicFiles, atomic_path, clean_stale_temps, host_tag, temp_path_for
-from ckptsurgeon.cli.app import EXIT_SIGINT, EXIT_SIGPIPE, EXIT_SIGTERM, main
+from ckptsurgeon.cli.app import EXIT_SIGINT, EXIT_SIGPIPE, EXIT_SIGTERM
 from ckptsurgeon.errors import OutputError
 from ckptsurgeon.formats import _zip as zip_module
 from ckptsurgeon.formats import open_checkpoint
@@ -38,21 +38,10 @@ from ckptsurgeon.formats.npz import writer as npz_writer
 from ckptsurgeon.formats.safetensors import reader as st_reader
 from ckptsurgeon.formats.safetensors import sharded
 
+from .conftest import CORPUS
+from .support.cli import one_line, run
+
 OLD = b"the previous output, which must survive"
-CORPUS = Path(__file__).parent / "data" / "corpus"
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def temps(directory: Path) -> list[str]:

@@ -49,6 +49,8 @@ from ckptsurgeon.errors import CkptError
 from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.tensors import DTYPES
 
+from .conftest import CORPUS
+
 try:
     import resource
 except ImportError:  # not on Windows: no ceiling there
@@ -57,7 +59,6 @@ except ImportError:  # not on Windows: no ceiling there
 # A failing example would otherwise be hidden: hypothesis's report triggers this warning, which the
 # suite's filterwarnings=error turns into a pytest INTERNALERROR.
 pytestmark = pytest.mark.filterwarnings("ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
-CORPUS = Path(__file__).parent / "data" / "corpus"
 HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile(
     "fuzz-short", max_examples=120, deadline=timedelta(seconds=5), derandomize=True, database=None,

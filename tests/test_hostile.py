@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ckptsurgeon.cli.app import main
+from .conftest import TESTS
+from .support.cli import run
 
-HOSTILE = Path(__file__).parent / "hostile"
+HOSTILE = TESTS / "hostile"
 DOC = json.loads((HOSTILE / "EXPECTED.json").read_text())
 EXPECTED: dict[str, dict[str, Any]] = DOC["files"]
 SENTINEL: str = DOC["sentinel"]
@@ -212,14 +213,6 @@ def test_corpus_is_reproducible(tmp_path: Path) -> None:
 
 
 # --- in process: every command, every file --------------------------------------------------------
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int | None, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    code = info.value.code
-    return (code if isinstance(code, int) or code is None else 99), out, err
-
-
 @pytest.mark.parametrize("name", REFUSED)
 def test_hostile_file_is_refused_cleanly(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

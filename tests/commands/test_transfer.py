@@ -16,17 +16,19 @@ from safetensors.numpy import load_file, save_file
 
 from ckptsurgeon import api
 from ckptsurgeon.atomic import TEMP_MARK
-from ckptsurgeon.cli.app import main
 from ckptsurgeon.cli.render import render_transfer
 from ckptsurgeon.errors import CheckFailed, UsageError
 from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.plan import TransferOptions
 from ckptsurgeon.rules import Rules
 
+from ..conftest import TESTS
+from ..support.cli import run
+
 SCHEMA = json.loads(
     (Path(api.__file__).parent / "schemas" / "transfer-report.schema.json").read_text()
 )
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = TESTS / "golden"
 
 
 def resolve(corpus: Path, rel: str) -> Path:
@@ -34,13 +36,6 @@ def resolve(corpus: Path, rel: str) -> Path:
     if path.suffix == ".pt":  # pickles are never read; the corpus has torch's own safetensors copies
         return path.parent / "derived" / (path.stem + ".safetensors")
     return path
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def check_outcome(pair: dict, out: Path, target: Path, manifest: dict) -> None:

@@ -17,7 +17,8 @@ from ckptsurgeon.formats.safetensors import writer as st_writer
 from ckptsurgeon.plan import TransferOptions
 from ckptsurgeon.rules import Rules
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+from ..conftest import EXAMPLES
+
 RULES = TransferOptions(rules=Rules.from_options(rename=[r"\.ffn\.=>.mlp."]))
 
 

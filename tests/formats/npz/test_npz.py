@@ -27,6 +27,8 @@ from ckptsurgeon.formats.npz import reader as npz_reader
 from ckptsurgeon.formats.npz import writer as npz_writer
 from ckptsurgeon.tensors import DTYPES, TensorSpec
 
+from ...support.fixtures import CliRunner
+
 MANIFEST_DTYPES = {
     "float32": "F32", "float16": "F16", "float64": "F64", "bfloat16": "BF16",
     "int64": "I64", "int32": "I32", "uint8": "U8", "bool": "BOOL",
@@ -528,9 +530,7 @@ def test_corrupt_stored_data_fails_the_crc_check(tmp_path: Path) -> None:
             list(getattr(r, use)("w") or ())
 
 
-def test_a_damaged_stored_member_is_never_copied(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ckptsurgeon.cli.app import main
-
+def test_a_damaged_stored_member_is_never_copied(tmp_path: Path, cli: CliRunner) -> None:
     path = write_npz(tmp_path / "a.npz", {"w": sample("F32", (64,)), "b": sample("F32", (8,))})
     with npz_reader.Reader(path) as r:
         offset = r.byte_range("b")[1]  # type: ignore[index]
@@ -538,10 +538,9 @@ def test_a_damaged_stored_member_is_never_copied(tmp_path: Path, capsys: pytest.
     data[offset] ^= 0x01
     path.write_bytes(bytes(data))
     out = tmp_path / "out.safetensors"
-    with pytest.raises(SystemExit) as info:
-        main(["convert", str(path), "-o", str(out)])
-    assert info.value.code == 3
-    assert "CRC mismatch" in capsys.readouterr().err
+    result = cli("convert", path, "-o", out)
+    assert result.code == 3
+    assert "CRC mismatch" in result.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
 
 

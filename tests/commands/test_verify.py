@@ -16,13 +16,13 @@ from safetensors.numpy import load_file, save_file
 
 import ckptsurgeon
 from ckptsurgeon.atomic import TEMP_MARK
-from ckptsurgeon.cli.app import main
 from ckptsurgeon.commands.verify import HashFile, check_tensor, verify, write_hashes
 from ckptsurgeon.errors import CheckFailed, InputError
 from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.values import element_chunks
 
-from .conftest import CORPUS
+from ..conftest import CORPUS
+from ..support.cli import run
 
 SCHEMA = json.loads((Path(ckptsurgeon.__file__).parent / "schemas" / "verify.schema.json").read_text())
 HASHES_SCHEMA = {"$schema": SCHEMA["$schema"], "$defs": SCHEMA["$defs"], "$ref": "#/$defs/hashes_file"}
@@ -33,13 +33,6 @@ VERIFIED_FORMATS = {
 }
 MANIFEST = json.loads((CORPUS / "MANIFEST.json").read_text())
 VERIFIED_FILES = [f for f in MANIFEST["files"] if f["format"] in VERIFIED_FORMATS]
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict, str]:

@@ -18,7 +18,8 @@ from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.formats.safetensors import reader as st_reader
 from ckptsurgeon.formats.safetensors import writer as st_writer
 from ckptsurgeon.tensors import DTYPES, TensorSpec
-from tests.conftest import manifest_code
+
+from ...conftest import manifest_code
 
 SAFETENSORS_FORMATS = {"safetensors", "hf_sharded_safetensors"}
 

@@ -9,19 +9,12 @@ from pathlib import Path
 import pytest
 
 from ckptsurgeon import api
-from ckptsurgeon.cli.app import main
 from ckptsurgeon.errors import CheckFailed
 from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.rules import Rules
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
+from ..conftest import EXAMPLES
+from ..support.cli import run
 
 
 def tensors(path: Path) -> dict[str, tuple[tuple[int, ...], str, str]]:

@@ -18,7 +18,6 @@ from safetensors.numpy import load_file, save_file
 import ckptsurgeon
 from ckptsurgeon import values
 from ckptsurgeon.atomic import TEMP_MARK
-from ckptsurgeon.cli.app import main
 from ckptsurgeon.cli.convert_render import render_convert
 from ckptsurgeon.commands.convert import convert
 from ckptsurgeon.errors import InputError, OutputError, UsageError
@@ -26,7 +25,8 @@ from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.formats.safetensors import reader as st_reader
 from ckptsurgeon.formats.safetensors import writer as st_writer
 
-from .conftest import manifest_code
+from ..conftest import manifest_code
+from ..support.cli import run
 
 SCHEMA = json.loads((Path(ckptsurgeon.__file__).parent / "schemas" / "convert.schema.json").read_text())
 SUFFIX = {"safetensors": ".safetensors", "hdf5": ".h5", "npz": ".npz", "keras": ".keras"}
@@ -44,13 +44,6 @@ INPUTS = [
     "tf_keras/cnn_weights.h5",
     "tf_keras/cnn_full.h5",
 ]
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def expected(manifest: dict, rel: str) -> dict[str, tuple[tuple[int, ...], str, str]]:

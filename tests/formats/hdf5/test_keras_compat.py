@@ -23,12 +23,13 @@ from ckptsurgeon.formats.hdf5.writer import Writer  # noqa: E402
 from ckptsurgeon.rules import Rules  # noqa: E402
 from ckptsurgeon.tensors import TensorSpec  # noqa: E402
 
+from ...conftest import CORPUS  # noqa: E402
+
 pytestmark = [
     pytest.mark.keras,
     # Keras' numpy backend calls np.array() on its variables the pre-numpy-2 way.
     pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"),
 ]
-CORPUS = Path(__file__).parent / "data" / "corpus"
 
 
 def rewrite(src: Path, out: Path, cls: type = Writer, seed: int = 1) -> dict[str, np.ndarray]:

@@ -20,6 +20,7 @@ from ckptsurgeon.formats.base import WriterStateError
 from ckptsurgeon.formats.safetensors import sharded
 from ckptsurgeon.formats.safetensors import writer as st_writer
 from ckptsurgeon.tensors import TensorSpec, code_of
+from ckptsurgeon.text import parse_size
 
 
 @pytest.mark.parametrize(("text", "size"), [
@@ -27,13 +28,13 @@ from ckptsurgeon.tensors import TensorSpec, code_of
     ("1.5GB", 1_500_000_000), ("40kB", 40_000), ("3KiB", 3072), ("7B", 7), (4096, 4096), ("1TB", 10**12),
 ])
 def test_parse_size_decimal_and_binary_units(text: str | int, size: int) -> None:
-    assert sharded.parse_size(text) == size
+    assert parse_size(text) == size
 
 
 @pytest.mark.parametrize("text", ["", "GB", "0", "0.1", "-5MB", "2XB", "1e9", "2 G B", "nan"])
 def test_parse_size_refuses_what_is_not_a_size(text: str) -> None:
     with pytest.raises(UsageError):
-        sharded.parse_size(text)
+        parse_size(text)
 
 
 def groups(sizes: list[int], limit: int) -> list[list[int]]:

@@ -18,7 +18,7 @@ from ckptsurgeon.formats.hdf5.writer import Writer
 from ckptsurgeon.rules import Rules
 from ckptsurgeon.tensors import TensorSpec
 
-CORPUS = Path(__file__).parent / "data" / "corpus"
+from ...conftest import CORPUS
 
 # (corpus file, output suffix, a rule renaming one layer, the rule renaming it back, the renamed layer)
 LAYER_RENAMES = [

@@ -11,14 +11,9 @@ import numpy as np
 import pytest
 
 from ckptsurgeon.cli.app import main
-from tests.conftest import manifest_code
 
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
+from ..conftest import ROOT, manifest_code
+from ..support.cli import one_line, run
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,11 +59,9 @@ def test_inspect_table_collapses_repeated_blocks(corpus: Path, capsys: pytest.Ca
 def one_line_error(code: int, out: str, err: str, path: Path, expected_code: int = 3) -> str:
     assert code == expected_code, err
     assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("ckpt: error: ") and str(path) in lines[0]
-    assert "Traceback" not in err
-    return lines[0]
+    line = one_line(err)  # exactly one line, no traceback
+    assert line.startswith("ckpt: error: ") and str(path) in line
+    return line
 
 
 def safetensors_bytes(header: dict, data: bytes, length: int | None = None) -> bytes:
@@ -194,9 +187,8 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
     ],
 )
 def test_a_run_imports_only_what_its_command_needs(argv: list[str], absent: list[str], tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    done = subprocess.run([sys.executable, "-c", _IMPORTS_OF_A_RUN, *argv], cwd=root,
+    done = subprocess.run([sys.executable, "-c", _IMPORTS_OF_A_RUN, *argv], cwd=ROOT,
                           capture_output=True, text=True, check=True)
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["code"] in (0, None)

@@ -21,6 +21,8 @@ from ckptsurgeon.errors import InputError, UnsafeInputError
 from ckptsurgeon.formats import _zip
 from ckptsurgeon.formats._zip import DEFLATED, MAX_DEFLATE_RATIO, STORED, ZipArchive, name_problem
 
+from ..conftest import ROOT
+
 EPOCH = (1980, 1, 1, 0, 0, 0)
 PAYLOADS = {"a.bin": bytes(range(256)) * 3, "b/c.txt": b"hello zip\n" * 40, "empty": b""}
 
@@ -471,7 +473,6 @@ def test_every_single_byte_damage_fails_cleanly_or_reads_the_same(tmp_path: Path
 def test_importing_the_zip_reader_and_the_npz_package_loads_no_numpy() -> None:
     code = ("import json, sys; import ckptsurgeon.formats._zip, ckptsurgeon.formats.npz; "
             "print(json.dumps(sorted(sys.modules)))")
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     modules = json.loads(done.stdout)
     assert [m for m in ("numpy", "h5py", "ml_dtypes", "ckptsurgeon.formats.npz.reader") if m in modules] == []

@@ -20,7 +20,6 @@ from rich.console import Console
 from safetensors.numpy import load_file, save_file
 
 import ckptsurgeon
-from ckptsurgeon.cli.app import main
 from ckptsurgeon.cli.diff_render import diff_markdown, diff_rows, render_diff
 from ckptsurgeon.commands import diff as diff_module
 from ckptsurgeon.commands.diff import DiffOptions, compare_tensors, compare_values, diff, diff_readers
@@ -29,14 +28,9 @@ from ckptsurgeon.formats.base import Reader
 from ckptsurgeon.rules import Rules
 from ckptsurgeon.tensors import TensorInfo, code_of, default_layer
 
+from ..support.cli import run
+
 SCHEMA = json.loads((Path(ckptsurgeon.__file__).parent / "schemas" / "diff.schema.json").read_text())
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from ckptsurgeon.cli.app import main
+from ..conftest import EXAMPLES, ROOT
+from ..support.cli import run
 
-SCHEMAS = Path(__file__).parent.parent / "ckptsurgeon" / "schemas"
-EXAMPLES = Path(__file__).parent.parent / "examples"
+SCHEMAS = ROOT / "ckptsurgeon" / "schemas"
 PRE, TGT = str(EXAMPLES / "pretrained.safetensors"), str(EXAMPLES / "target.safetensors")
 
 
@@ -31,13 +31,6 @@ def commands(tmp: Path) -> dict[str, tuple[list[str], str, int]]:
         "diff": (["diff", PRE, TGT, "--rename", r"\.ffn\.=>.mlp."], "diff.schema.json", 1),
         "verify": (["verify", TGT], "verify.schema.json", 0),
     }
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 @pytest.mark.parametrize("name", ["inspect", "transfer", "transfer-failed", "rename", "convert", "diff", "verify"])
