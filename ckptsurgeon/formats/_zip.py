@@ -192,6 +192,17 @@ def member_names(path: Path, size: int) -> list[str]:
     return [i.filename for i in infos]
 
 
+@contextlib.contextmanager
+def zip_errors(path: Path, what: str) -> Iterator[None]:
+    """Turn a standard-library error on an archive into a one-line InputError: ``path: what: error``."""
+    try:
+        yield
+    except CkptError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise InputError(path, f"{what}: {short(exc)}") from exc
+
+
 # --- the archive ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ZipMember:
@@ -251,15 +262,8 @@ class ZipArchive:
             raise
 
     # --- opening ----------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Turn a standard-library error on this archive into a one-line InputError."""
-        try:
-            yield
-        except CkptError:
-            raise
-        except ZIP_ERRORS as exc:
-            raise InputError(self.path, f"{what}: {short(exc)}") from exc
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return zip_errors(self.path, what)
 
     def _open(self) -> None:
         with self._errors(f"not a readable {self.what}"):

@@ -3,7 +3,6 @@ bytes on demand (see :mod:`ckptsurgeon.formats.npz`)."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 from collections.abc import Iterator, Mapping
@@ -13,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ckptsurgeon.errors import CkptError, InputError, UnsafeInputError
+from ckptsurgeon.errors import InputError, UnsafeInputError
 from ckptsurgeon.formats import base
-from ckptsurgeon.formats._zip import ZIP_ERRORS, ZipArchive, ZipMember, short
+from ckptsurgeon.formats._zip import ZipArchive, ZipMember, zip_errors
 from ckptsurgeon.formats.npz.npy import (
     MAX_HEADER_BYTES,
     MEMBER_SUFFIX,
@@ -85,16 +84,6 @@ class Reader(base.Reader):
             raise
 
     # --- opening ----------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _problem(self, what: str) -> Iterator[None]:
-        """Turn a standard-library error on this archive into a one-line InputError."""
-        try:
-            yield
-        except CkptError:
-            raise
-        except ZIP_ERRORS as exc:
-            raise InputError(self.path, f"{what}: {short(exc)}") from exc
-
     def _open(self) -> None:
         archive = self._archive = ZipArchive(self.path, what="npz archive")
         if not archive.members:
@@ -113,7 +102,7 @@ class Reader(base.Reader):
         self, archive: ZipArchive, zm: ZipMember, name: str, dtypes: Mapping[str, str]
     ) -> tuple[Member, tuple[int, ...], str]:
         member_name = zm.name
-        with self._problem(f"member {member_name!r}"):
+        with zip_errors(self.path, f"member {member_name!r}"):
             try:
                 if zm.stored:
                     header = read_npy_header(io.BytesIO(archive.peek(zm, MAX_HEADER_PREFIX)))
