@@ -492,6 +492,54 @@ def test_a_memory_error_outside_any_reader_is_an_internal_error(
     assert not out.exists() and temps(tmp_path) == []
 
 
+# A child that really runs out of memory: the address space is capped a little above what it uses,
+# and the patched step fills the rest with small objects that the failed step's frames keep alive,
+# so the error handling itself has no memory unless it lets go of those frames first.
+EXHAUST = """
+import resource, sys
+from ckptsurgeon.cli import app, render
+from ckptsurgeon.formats.safetensors import reader
+def fill(*args, **kwargs):
+    hoard = []
+    for size in (*(2**k for k in range(20, 9, -1)), *range(520, 1, -8)):  # every allocator size class
+        try:
+            while True:
+                hoard.append(b"\\x01" * size)
+        except MemoryError:
+            pass
+    raise MemoryError
+def vm_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+where = sys.argv[1]
+if where == "reading":
+    reader.Reader._map = fill
+else:
+    render.render_inspect = fill
+limit = vm_bytes() + 96 * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+app.main(["inspect", *sys.argv[2:]])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
+@pytest.mark.parametrize(("where", "code", "start"), [
+    ("reading", 3, "ckpt: error: {src}: cannot read: out of memory (MemoryError)"),
+    ("rendering", 70, "ckpt: error: internal error: out of memory (MemoryError)"),
+])
+def test_memory_exhausted_by_small_objects_still_ends_in_one_line(
+        where: str, code: int, start: str, tmp_path: Path) -> None:
+    src = small_checkpoint(tmp_path / "src.safetensors")
+    args = [str(src), "--hash"] if where == "reading" else [str(src)]
+    proc = subprocess.run([sys.executable, "-c", EXHAUST, where, *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONFAULTHANDLER": ""})
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert one_line(proc.stderr).startswith(start.format(src=src))
+    assert "Traceback" not in proc.stderr
+
+
 # ------------------------------------------------------------------------------------------------
 # stale temporary files
 # ------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import typer
 
 from .. import __version__
 from ..atomic import interrupt
+from ..errors import EXIT_INTERNAL
 from . import errors
 
 app = typer.Typer(
@@ -163,6 +164,19 @@ class _RunGuards:
             signal.signal(sig, old)
 
 
+_OUT_OF_MEMORY_LINE = b"ckpt: error: internal error: out of memory (MemoryError)\n"
+
+
+def _drop_frames(exc: BaseException) -> None:
+    """Let go of the frames ``exc`` and the exceptions chained to it hold (they hold what filled memory)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 64:  # a chain, not a cycle: bounded all the same
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+        seen += 1
+
+
 def _say(line: str) -> None:
     with contextlib.suppress(OSError, ValueError):  # stderr may be a closed pipe too
         print(line, file=sys.stderr, flush=True)
@@ -220,7 +234,15 @@ def main(argv: list[str] | None = None) -> NoReturn:
         elif error is not None and debug:
             raise error
         elif isinstance(error, Exception):
-            fail(*errors.message(error))
+            if isinstance(error, MemoryError):
+                _drop_frames(error)
+            try:
+                line, code = errors.message(error)
+                _say(f"ckpt: error: {line}")
+            except MemoryError:  # still no room: the line made at import, written without a new object
+                with contextlib.suppress(OSError):
+                    os.write(2, _OUT_OF_MEMORY_LINE)
+                code = EXIT_INTERNAL
         elif error is not None:  # KeyboardInterrupt raised by hand, GeneratorExit ...: not ours to swallow
             raise error
     sys.exit(code)

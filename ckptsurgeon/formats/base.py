@@ -138,6 +138,10 @@ def c_order(arr: np.ndarray) -> np.ndarray:
     return np.array(arr, order="C")
 
 
+_OUT_OF_MEMORY = ("cannot read: out of memory (MemoryError); the file declares more than this machine "
+                  "can hold, or more than the memory limit of this process allows")
+
+
 @contextlib.contextmanager
 def reading(path: Path | str) -> Iterator[None]:
     """Make a MemoryError or RecursionError raised while ``path`` is read that file's problem (InputError).
@@ -148,8 +152,11 @@ def reading(path: Path | str) -> Iterator[None]:
     try:
         yield
     except MemoryError as exc:
-        raise InputError(path, "cannot read: out of memory (MemoryError); the file may declare more data "
-                         "than this machine can hold") from exc
+        # The traceback holds the frames that hold what filled memory: let it go before anything
+        # else is allocated, and build the error from a message made at import.
+        exc.__traceback__ = None
+        del exc
+        raise InputError(path, _OUT_OF_MEMORY) from None
     except RecursionError as exc:
         raise InputError(path, "cannot read: nested too deeply (RecursionError)") from exc
 
