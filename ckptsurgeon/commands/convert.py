@@ -28,7 +28,7 @@ from typing import Any
 
 from .. import formats
 from ..atomic import check_output, output_errors
-from ..errors import CheckFailed, UsageError
+from ..errors import CheckFailed, InputError, UsageError
 from ..formats import (
     DEFAULT_SHARDED_OF,
     open_checkpoint,
@@ -41,7 +41,7 @@ from ..formats import (
 from ..formats.base import Reader, ShardedWriter, ShardPlan
 from ..plan import INPUT, plan_convert
 from ..tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
-from ..text import human_bytes, parse_size
+from ..text import human_bytes, parse_size, quote
 
 __all__ = ["SCHEMA_ID", "ConvertReport", "ConvertedTensor", "GlobCount", "convert", "float_dtype"]
 
@@ -300,8 +300,12 @@ def convert(
 
     with open_checkpoint(src) as reader:
         chosen, excluded, counts = _select(reader.tensors, include, exclude)
+        if not reader.tensors:
+            raise InputError(reader.path, "holds no tensors; there is nothing to convert")
         if not chosen:
-            raise UsageError(reader.path, "no tensors to write (the include/exclude globs left none)")
+            given = " and ".join(f"--{name} {' '.join(quote(g) for g in globs)}" for name, globs in
+                                 (("include", include), ("exclude", exclude)) if globs)
+            raise UsageError(reader.path, f"no tensors to write: {given} left none of {len(reader.tensors)}")
         steps = plan_convert(chosen, cast_to)
         plan = [ConvertedTensor(s.name, s.shape, s.origin.dtype, s.dtype) for s in steps.steps]
         inputs = list(reader.files)

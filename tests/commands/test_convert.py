@@ -26,7 +26,7 @@ from ckptsurgeon.formats.safetensors import reader as st_reader
 from ckptsurgeon.formats.safetensors import writer as st_writer
 
 from ..conftest import manifest_code
-from ..support.cli import run
+from ..support.cli import one_line, run
 
 SCHEMA = json.loads((Path(ckptsurgeon.__file__).parent / "schemas" / "convert.schema.json").read_text())
 SUFFIX = {"safetensors": ".safetensors", "hdf5": ".h5", "npz": ".npz", "keras": ".keras"}
@@ -262,7 +262,21 @@ def test_include_and_exclude(corpus: Path, tmp_path: Path, capsys: pytest.Captur
     code, _, err = run(["convert", str(src), "-o", str(tmp_path / "x.npz"), "--include", "cnov*"], capsys)
     assert code == 1 and "--include 'cnov*' matches no tensor" in err  # an unused glob is a failed check, as everywhere and not (tmp_path / "x.npz").exists()
     code, _, err = run(["convert", str(src), "-o", str(tmp_path / "x.npz"), "--exclude", "*"], capsys)
-    assert code == 2 and "no tensors to write" in err
+    assert code == 2 and one_line(err).endswith("no tensors to write: --exclude '*' left none of 16")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".h5"])
+def test_an_input_without_tensors_is_named_not_the_globs(suffix: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / f"empty{suffix}"
+    if suffix == ".h5":
+        import h5py
+        h5py.File(src, "w").close()
+    else:
+        save_file({}, str(src))
+    code, _, err = run(["convert", str(src), "-o", str(tmp_path / "x.npz")], capsys)
+    assert code == 3 and one_line(err) == f"ckpt: error: {src}: holds no tensors; there is nothing to convert"
+    assert "glob" not in err and not (tmp_path / "x.npz").exists()
 
 
 def test_metadata_is_carried(corpus: Path, tmp_path: Path) -> None:
