@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import formats
-from ..atomic import FolderLock, check_output, output_error
+from ..atomic import check_output, output_error
 from ..errors import CheckFailed, UsageError
 from ..formats import (
     DEFAULT_SHARDED_OF,
@@ -39,6 +39,7 @@ from ..formats import (
     writes_like,
 )
 from ..formats.base import Reader, ShardedWriter, ShardPlan
+from ..lock import FolderLock
 from ..plan import INPUT, plan_convert
 from ..tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
 from ..text import human_bytes, parse_size

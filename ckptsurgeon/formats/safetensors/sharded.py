@@ -35,7 +35,7 @@ set of shards, the old or the new; a run killed between the renames leaves unlis
 the side that lost, which the next sharded write into the folder removes (a journal beside the
 index says which; see :mod:`ckptsurgeon.atomic`). On an error or interruption every temporary
 file is removed and existing files are untouched. The whole write holds the folder's lock
-(:class:`ckptsurgeon.atomic.FolderLock`): a second writer into the same folder fails at once
+(:class:`ckptsurgeon.lock.FolderLock`): a second writer into the same folder fails at once
 with exit 4 and writes nothing.
 
 **Files this write supersedes** are the shard files of the same prefix (of any stem above)
@@ -57,8 +57,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...atomic import AtomicFiles, FolderLock, interrupted_commit_leftovers
+from ...atomic import AtomicFiles, interrupted_commit_leftovers
 from ...errors import CkptError, UsageError
+from ...lock import FolderLock
 from ...tensors import TensorSpec
 from .. import base
 from .._index import ShardIndex
@@ -253,7 +254,7 @@ class Writer(base.ShardedWriter):
     Unlike the single-file writers, which write the temporary file :func:`ckptsurgeon.atomic.atomic_path`
     hands them, this writer creates its own temporary files (it learns how many in ``begin``),
     commits them in ``finish`` and removes them in ``abort``. ``begin`` takes the folder's lock
-    (:class:`~ckptsurgeon.atomic.FolderLock`, held until ``finish`` or ``abort``; an
+    (:class:`~ckptsurgeon.lock.FolderLock`, held until ``finish`` or ``abort``; an
     :class:`~ckptsurgeon.errors.OutputError` when another writer holds it), plans fresh shard names
     and refuses stale shards of another checkpoint (see :func:`stale_shards`) unless ``force``;
     the files the new index supersedes are removed once it is in place (one among ``inputs`` is

@@ -18,10 +18,11 @@ import pytest
 from safetensors import safe_open
 
 from ckptsurgeon import atomic
-from ckptsurgeon.atomic import AtomicFiles, FolderLock, finish_interrupted_commits, journal_path
+from ckptsurgeon.atomic import AtomicFiles, finish_interrupted_commits, journal_path
 from ckptsurgeon.errors import OutputError, UsageError
 from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.formats.safetensors import sharded
+from ckptsurgeon.lock import FolderLock
 from ckptsurgeon.tensors import TensorSpec, code_of
 
 INDEX = "model.safetensors.index.json"
