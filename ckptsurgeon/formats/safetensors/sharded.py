@@ -154,7 +154,8 @@ class Folder:
         return cls(directory, names, live, frozenset(others), frozenset(interrupted_commit_leftovers(directory)))
 
     def slot(self, prefix: str, name: str) -> tuple[int, int] | None:
-        """``(k, n)`` when ``name`` is a shard file of ``prefix`` (any stem) that no other index claims."""
+        """``(k, n)`` when ``name`` is a shard file of ``prefix`` (any stem) that no other index claims
+        (``(0, 0)`` when its numbers are not spelled ``-00002-of-00003``)."""
         m = _SHARD_FILE.fullmatch(name)
         if m is None or name in self.others:
             return None
@@ -163,7 +164,8 @@ class Folder:
             generation = stem[len(prefix) + 1:] if stem.startswith(prefix + ".") else ""
             if not (generation.isdigit() and generation[0] != "0") or stem + INDEX_SUFFIX in self.names:
                 return None
-        return int(m.group("k")), int(m.group("n"))
+        k, n = int(m.group("k")), int(m.group("n"))
+        return (k, n) if name == shard_name(stem, k, n) else (0, 0)  # not spelled as ckptsurgeon would: never replaced
 
 
 def _named_by(index: Path) -> frozenset[str]:

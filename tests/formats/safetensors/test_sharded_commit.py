@@ -209,3 +209,12 @@ def test_a_symlink_in_place_of_the_lock_file_is_not_followed(tmp_path: Path) -> 
     with pytest.raises(OSError) as link_error:
         os.open(folder / ".ckpt-lock", os.O_RDWR | os.O_NOFOLLOW)
     assert link_error.value.errno == errno.ELOOP
+
+
+def test_a_shard_name_spelled_otherwise_is_stale_not_replaced(tmp_path: Path) -> None:
+    index = tmp_path / INDEX
+    (tmp_path / "model-1-of-1.safetensors").write_bytes(b"someone else's numbering")
+    with pytest.raises(UsageError, match="would not overwrite"):
+        write(index, tensors(2, 0))
+    write(index, tensors(2, 0), force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX, "model-00001-of-00001.safetensors"]
