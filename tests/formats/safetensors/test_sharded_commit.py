@@ -217,4 +217,4 @@ def test_a_shard_name_spelled_otherwise_is_stale_not_replaced(tmp_path: Path) ->
     with pytest.raises(UsageError, match="would not overwrite"):
         write(index, tensors(2, 0))
     write(index, tensors(2, 0), force=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX, "model-00001-of-00001.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-00001-of-00001.safetensors", INDEX]
