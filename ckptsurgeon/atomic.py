@@ -27,6 +27,19 @@ names the destination (never the temporary file), through :func:`output_error`.
 **Interruptions**: a signal handler raises through :func:`interrupt`, which holds the exception
 back while :class:`AtomicFiles` renames its files into place (:func:`hold_interrupts`), so SIGINT
 or SIGTERM never leaves half of a sharded checkpoint renamed. Only SIGKILL can stop a run there.
+
+**Several files** (:class:`AtomicFiles`: shards and the index naming them) have one commit point,
+the rename of the last file (the index). The files before it go to names no live index refers
+to, so renaming them changes nothing a reader sees; the files the new index supersedes (the old
+shards) are removed after it. A small journal, ``.INDEX.ckpt-journal``, written before the first
+rename and removed after the last removal, records which names are new and which are old, with
+each file's identity (inode, size, mtime). A run killed in between leaves the old checkpoint with
+unlisted new files, or the new checkpoint with unlisted old ones; :func:`finish_interrupted_commits`
+(run by the next writer that takes the folder's :class:`~ckptsurgeon.lock.FolderLock`) looks at which index is in
+place and removes the leftovers of the side that lost, only files whose identity still matches.
+
+**One writer per folder**: :class:`ckptsurgeon.lock.FolderLock` (``.ckpt-lock``) is held for a
+whole sharded write.
 """
 
 from __future__ import annotations
@@ -295,19 +308,22 @@ class AtomicFiles:
 
     :meth:`temp` hands out a temporary path beside each destination (the caller creates the file,
     ``O_EXCL``) and, the first time it sees a directory, removes stale temporary files of killed
-    runs there; :meth:`commit` fsyncs every one, renames them into place in the order they were
-    asked for (put the file that names the others last) and fsyncs the directories;
-    :meth:`discard` removes every temporary file. A rename that fails in the middle of
-    :meth:`commit` leaves the files renamed before it in place (the operating system offers no
-    rename of several files at once); an interruption (:func:`interrupt`) waits until the renames
-    are done. These methods raise ``OSError`` as it comes; :func:`output_errors` reports it.
+    runs there; :meth:`commit` puts them in place, the last one asked for last: that rename is the
+    commit point (put the file that names the others last); :meth:`discard` removes every
+    temporary file. These methods raise ``OSError`` as it comes; :func:`output_errors` reports it.
+
+    The files before the last must go to names that no live file refers to (fresh shard names,
+    never a live checkpoint's shards): renaming them into place is then invisible to readers, and
+    a rename that fails before the commit point leaves everything as it was (:meth:`commit` removes
+    what it had renamed). See the module docstring for the journal that lets the next run clean up
+    after a SIGKILL; an interruption (:func:`interrupt`) waits until the commit is done.
 
     Used as a context manager, the block's exception (or a missing :meth:`commit`) discards the
     temporary files, and an ``OSError`` becomes an :class:`OutputError` naming ``name``::
 
         with AtomicFiles(name=index) as files:
             write(files.temp(shard)); write(files.temp(index))
-            files.commit()
+            files.commit(supersedes=old_shards)
     """
 
     def __init__(self, name: str | Path | None = None) -> None:
@@ -329,18 +345,43 @@ class AtomicFiles:
     def temps(self) -> list[Path]:
         return [tmp for tmp, _ in self._pending]
 
-    def commit(self) -> None:
+    def commit(self, *, supersedes: Iterable[str | Path] = ()) -> None:
+        """fsync every file, rename them into place (the last one last), then remove ``supersedes``.
+
+        Every file, and every file in ``supersedes`` (the files the last one used to name), is in
+        one directory. A superseded file that is also being written is kept.
+        """
+        if not self._pending:
+            return
+        *parts, (last_tmp, last) = self._pending
+        directory = _directory(last)
+        written = {dest.name for _, dest in self._pending}
+        old = [Path(p) for p in supersedes if Path(p).name not in written]
+        if any(_directory(p) != directory for p in [*(dest for _, dest in parts), *old]):
+            raise ValueError("AtomicFiles commits files of one directory")
         for tmp, _ in self._pending:
             fsync_path(tmp)
-        directories: dict[Path, None] = {}
-        with hold_interrupts():  # SIGINT/SIGTERM wait until every file is in place
-            while self._pending:
-                tmp, dest = self._pending[0]
-                os.replace(tmp, dest)
-                self._pending.pop(0)
-                directories[_directory(dest)] = None
-        for directory in directories:
+        with hold_interrupts():  # SIGINT/SIGTERM wait until the commit is done
+            journal = _Journal.write(last, last_tmp, parts, old) if parts or old else None
+            renamed: list[Path] = []
+            try:
+                for tmp, dest in parts:
+                    os.replace(tmp, dest)
+                    renamed.append(dest)
+                if parts:
+                    _fsync_dir(directory)  # the new files are in place before the index names them
+                os.replace(last_tmp, last)  # the commit point
+            except BaseException:
+                for dest in renamed:  # fresh names nothing refers to: take them back
+                    with contextlib.suppress(OSError):
+                        os.unlink(dest)
+                if journal is not None:
+                    journal.remove()
+                raise
+            self._pending.clear()
             _fsync_dir(directory)
+            if journal is not None:
+                journal.finish(committed=True)
 
     def discard(self) -> None:
         for tmp, _ in self._pending:
@@ -357,6 +398,185 @@ class AtomicFiles:
             error = _as_output_error(ev, self.name, temps)
             if error is not ev:
                 raise error from ev
+
+
+JOURNAL_SUFFIX = ".ckpt-journal"
+_JOURNAL_NAME = re.compile(r"\..+" + re.escape(JOURNAL_SUFFIX))
+_MAX_JOURNAL_BYTES = 64 * 1024 * 1024
+Identity = tuple[int, int, int]  # inode, size, mtime in ns: the file a name held when the journal was written
+
+
+def journal_path(dest: str | Path) -> Path:
+    """The journal of a commit whose last file is ``dest``: ``.NAME.ckpt-journal`` beside it (shortened to fit)."""
+    dest = Path(dest)
+    name = dest.name
+    while len(os.fsencode(f".{name}{JOURNAL_SUFFIX}")) > _NAME_MAX - 64:  # room for its temporary name
+        name = name[:-1]
+    return dest.with_name(f".{name}{JOURNAL_SUFFIX}")
+
+
+def _identity(path: str | Path, dir_fd: int | None = None) -> Identity | None:
+    try:
+        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _plain_name(value: object) -> bool:
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\0" not in value
+
+
+class _Journal:
+    """What one commit of several files changes: the last file, the new files before it, the old files after it."""
+
+    def __init__(self, path: Path, commit: tuple[str, Identity], new: list[tuple[str, Identity]],
+                 old: list[tuple[str, Identity]]) -> None:
+        self.path = path
+        self.commit = commit
+        self.new = new
+        self.old = old
+
+    @classmethod
+    def write(cls, last: Path, last_tmp: Path, parts: list[tuple[Path, Path]], old: list[Path]) -> _Journal:
+        import json
+
+        def known(path: Path) -> Identity:
+            found = _identity(path)
+            if found is None:
+                raise FileNotFoundError(2, os.strerror(2), str(path))
+            return found
+
+        journal = cls(journal_path(last), (last.name, known(last_tmp)),
+                      [(dest.name, known(tmp)) for tmp, dest in parts],
+                      [(p.name, ident) for p in old if (ident := _identity(p)) is not None])
+        doc = {"commit": [journal.commit[0], *journal.commit[1]],
+               "new": [[name, *ident] for name, ident in journal.new],
+               "old": [[name, *ident] for name, ident in journal.old]}
+        tmp = temp_path_for(journal.path)
+        try:
+            with open(tmp, "xb") as f:
+                f.write(json.dumps(doc).encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, journal.path)
+        except BaseException:
+            _remove_temp(tmp)
+            raise
+        _fsync_dir(_directory(journal.path))
+        return journal
+
+    @classmethod
+    def read(cls, path: Path) -> _Journal | None:
+        """The journal at ``path``, or None when it is not one of ckptsurgeon's (it is then left alone)."""
+        import json
+
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(_MAX_JOURNAL_BYTES + 1)
+            doc = json.loads(raw) if len(raw) <= _MAX_JOURNAL_BYTES else None
+        except (OSError, ValueError, RecursionError):
+            return None
+
+        def entry(value: object) -> tuple[str, Identity]:
+            if not (isinstance(value, list) and len(value) == 4 and _plain_name(value[0])
+                    and all(type(v) is int for v in value[1:])):
+                raise ValueError(value)
+            return value[0], (value[1], value[2], value[3])
+
+        try:
+            if not isinstance(doc, dict) or not isinstance(doc.get("new"), list) or not isinstance(doc.get("old"), list):
+                return None
+            return cls(path, entry(doc.get("commit")), [entry(v) for v in doc["new"]], [entry(v) for v in doc["old"]])
+        except ValueError:
+            return None
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    def finish(self, *, committed: bool) -> list[Path]:
+        """Remove the files of the side that lost (the old ones after the commit, else the new ones), then the journal.
+
+        Only a file whose identity is still the journal's is removed (never one written since by
+        someone else), and never one that the winning side names. The journal stays when a file
+        could not be removed, for the next run to try again.
+        """
+        directory = _directory(self.path)
+        losers, winners = (self.old, self.new) if committed else (self.new, self.old)
+        keep = {name for name, _ in winners} | {self.commit[0]}
+        removed: list[Path] = []
+        done = True
+        try:
+            dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return removed
+        try:
+            for name, ident in losers:
+                if name in keep or _identity(name, dir_fd) != ident:
+                    continue
+                try:
+                    os.unlink(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    done = False
+                    continue
+                removed.append(directory / name)
+        finally:
+            os.close(dir_fd)
+        if done:
+            self.remove()
+        if removed or done:
+            _fsync_dir(directory)
+        return removed
+
+
+def finish_interrupted_commits(directory: str | Path) -> list[Path]:
+    """Clean up after commits of several files (:meth:`AtomicFiles.commit`) that a killed run left half done.
+
+    For each journal in ``directory``: when its last file (the index) is the one the journal
+    wrote, the commit happened and the old files it superseded are removed; otherwise the new
+    files renamed before the commit point are. Returns the removed paths; never raises ``OSError``.
+    Call it only while holding the directory's :class:`~ckptsurgeon.lock.FolderLock` (a journal of a run still going
+    looks like one that was killed).
+    """
+    directory = Path(directory) if str(directory) else Path(".")
+    removed: list[Path] = []
+    try:
+        with os.scandir(directory) as entries:
+            found = [directory / e.name for e in entries
+                     if _JOURNAL_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return removed
+    for path in sorted(found):
+        journal = _Journal.read(path)
+        if journal is None:
+            continue
+        name, ident = journal.commit
+        removed += journal.finish(committed=_identity(directory / name) == ident)
+    return removed
+
+
+def interrupted_commit_leftovers(directory: str | Path) -> set[str]:
+    """The names :func:`finish_interrupted_commits` would remove now (nothing is changed)."""
+    directory = Path(directory) if str(directory) else Path(".")
+    names: set[str] = set()
+    try:
+        with os.scandir(directory) as entries:
+            found = [directory / e.name for e in entries
+                     if _JOURNAL_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return names
+    for path in found:
+        journal = _Journal.read(path)
+        if journal is None:
+            continue
+        committed = _identity(directory / journal.commit[0]) == journal.commit[1]
+        losers, winners = (journal.old, journal.new) if committed else (journal.new, journal.old)
+        keep = {n for n, _ in winners} | {journal.commit[0]}
+        names.update(n for n, ident in losers if n not in keep and _identity(directory / n) == ident)
+    return names
 
 
 @contextlib.contextmanager

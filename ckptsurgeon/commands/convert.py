@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import formats
-from ..atomic import check_output, output_errors
+from ..atomic import check_output, output_error
 from ..errors import CheckFailed, InputError, UsageError
 from ..formats import (
     DEFAULT_SHARDED_OF,
@@ -39,6 +39,7 @@ from ..formats import (
     writes_like,
 )
 from ..formats.base import Reader, ShardedWriter, ShardPlan
+from ..lock import FolderLock
 from ..plan import INPUT, plan_convert
 from ..tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
 from ..text import human_bytes, parse_size, quote
@@ -265,6 +266,32 @@ def _destination(out: str | Path, fmt: str | None, shard_size: int | None) -> tu
     return dest, output_format(dest, fmt)
 
 
+@contextlib.contextmanager
+def _claimed(dest: Path, *, sharded: bool, create: bool) -> Iterator[None]:
+    """For a sharded write: the index's folder, created when ``create``, locked (exit 4 when another
+    run holds it) from before the shard names are planned until the index is in place; a folder
+    created here is removed again when the run fails. Nothing happens otherwise."""
+    if not sharded:
+        yield
+        return
+    folder = dest.parent
+    if create:
+        try:
+            folder.mkdir()
+        except FileExistsError:  # another run made it meanwhile: its lock decides
+            create = False
+        except OSError as exc:
+            raise output_error(dest, exc) from exc
+    try:
+        with FolderLock(folder):
+            yield
+    except BaseException:
+        if create:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def convert(
     src: str | Path,
     out: str | Path,
@@ -320,38 +347,30 @@ def convert(
         # Refuse a bad destination before anything is written (and in a dry run too).
         new_dir = size is not None and not dest.parent.exists()
         check_output(dest.parent if new_dir else dest, inputs)  # nothing in a new directory can be an input
-        layout: ShardPlan | None = None
-        if size is not None:
-            writer = _sharded_writer(fmt)
-            layout = writer.plan_layout(dest, [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan], size)
-            for path in layout.paths if not new_dir else ():
-                check_output(path, inputs)
-            writer.check_stale(layout, force=force, inputs=inputs)
-            where = layout.weight_map()
-            for t in plan:
-                t.shard = where[t.name]
-            report.shards = [{"name": n, "tensors": len(g), "bytes": sum(s.nbytes for s in g)}
-                             for n, g in zip(layout.names, layout.groups, strict=True)]
-        if dry_run:
-            return report
+        with _claimed(dest, sharded=size is not None and not dry_run, create=new_dir):
+            layout: ShardPlan | None = None
+            if size is not None:
+                writer = _sharded_writer(fmt)
+                layout = writer.plan_layout(dest, [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan], size)
+                for path in layout.paths if not new_dir else ():
+                    check_output(path, inputs)
+                writer.check_stale(layout, force=force, inputs=inputs)
+                where = layout.weight_map()
+                for t in plan:
+                    t.shard = where[t.name]
+                report.shards = [{"name": n, "tensors": len(g), "bytes": sum(s.nbytes for s in g)}
+                                 for n, g in zip(layout.names, layout.groups, strict=True)]
+            if dry_run:
+                return report
 
-        from ..execute import write_checkpoint
+            from ..execute import write_checkpoint
 
-        if new_dir:
-            with output_errors(dest):
-                dest.parent.mkdir()
-        try:
             written = write_checkpoint(
                 dest, fmt, steps, {INPUT: reader}, metadata=report.metadata,
                 like=reader if writes_like(reader, fmt) else None, progress=progress, cast=None,
                 writer_options={"shard_size": size, "force": force, "inputs": inputs} if layout is not None else None,
             )
-        except BaseException:
-            if new_dir:
-                with contextlib.suppress(OSError):
-                    dest.parent.rmdir()
-            raise
+            report.files = _file_sizes([*layout.paths, dest] if layout is not None else [dest])
         for t in plan:
             t.overflow, t.byte_copy = written.outcomes[t.name].overflow, written.outcomes[t.name].byte_copy
-        report.files = _file_sizes([*layout.paths, dest] if layout is not None else [dest])
         return report

@@ -471,7 +471,12 @@ class ShardedWriter(Writer):
 
     It is made with ``shard_size`` (bytes per shard), ``force`` (remove shards of an earlier
     checkpoint with the same prefix that this one does not overwrite) and ``inputs`` (files never
-    to remove), and says before anything is written where its files go.
+    to remove), and says before anything is written where its files go. It never writes over a
+    file the index being replaced names: new shards get names no live index uses, the index
+    rename is the one commit point, and the old shards are removed after it
+    (:class:`ckptsurgeon.atomic.AtomicFiles`). It holds the folder's
+    :class:`ckptsurgeon.lock.FolderLock` from ``begin`` to ``finish`` or ``abort``; plan its
+    layout under that lock too, so the names planned are the names written.
     """
 
     @classmethod
@@ -487,7 +492,8 @@ class ShardedWriter(Writer):
     @classmethod
     @abstractmethod
     def check_stale(cls, layout: ShardPlan, *, force: bool, inputs: Iterable[Path] = ()) -> list[Path]:
-        """Shards of another checkpoint that writing ``layout`` would leave behind: refused unless ``force``."""
+        """The files the commit of ``layout`` supersedes; shards of another checkpoint that it would not
+        replace are refused unless ``force``, and any that is an input always."""
 
 
 class ShardPlan(ABC):

@@ -17,23 +17,38 @@ shard size starts the next one, and a tensor larger than the shard size gets a s
 always follow the tensor order, so shard *k* only holds tensors that come before shard *k+1*'s.)
 The index is written even when everything fits in one shard (``model-00001-of-00001``).
 
-Several files appear together or not at all (:class:`ckptsurgeon.atomic.AtomicFiles`): every shard
-and the index are written to temporary files in the destination directory and fsynced; then the
-shards are renamed into place and the index last, so a reader never sees an index naming missing
-shards; then the directory is fsynced. On an error or interruption every temporary file is removed
-and existing files are untouched; the temporary files of a killed run are removed by the next run
-that writes into the directory.
-Rewriting a checkpoint in place with the same shard names swaps the shards before the index, so a
-reader opening it during those renames can pair new shards with the old index.
+**Shard names.** A shard is named as Hugging Face names it, ``model-00002-of-00003.safetensors``,
+unless the checkpoint already in the folder (the index being replaced) or another index there
+names that file: then every shard of the new checkpoint takes the next free stem,
+``model.1-00002-of-00003.safetensors`` (``model.2``, ... only if that is taken too; a stem that
+has an index of its own is never used). Rewriting a checkpoint with the same shard count so
+alternates between two sets of names, and never writes over a file that a live index names.
+``transformers`` and ``huggingface_hub`` load shards by the names in the index; both names match
+the pattern ``transformers``' ``save_pretrained`` cleans up (``model*-NNNNN-of-NNNNN``).
 
-Shards of an earlier checkpoint with the same prefix that this run would not overwrite
-(``model-00004-of-00004.safetensors`` when writing three) are refused by :func:`stale_shards`'
-callers, unless forced; then they are removed after the new index is in place.
+**Commit.** Several files appear together or not at all (:class:`ckptsurgeon.atomic.AtomicFiles`):
+every shard and the index are written to temporary files in the destination directory and
+fsynced; then the shards are renamed to their fresh names (no index names them yet, so nothing a
+reader sees changes), and the index is renamed over the old one: that one rename is the commit
+point. Then the old checkpoint's shards are removed. At every instant the index names a complete
+set of shards, the old or the new; a run killed between the renames leaves unlisted files of
+the side that lost, which the next sharded write into the folder removes (a journal beside the
+index says which; see :mod:`ckptsurgeon.atomic`). On an error or interruption every temporary
+file is removed and existing files are untouched. The whole write holds the folder's lock
+(:class:`ckptsurgeon.lock.FolderLock`): a second writer into the same folder fails at once
+with exit 4 and writes nothing.
+
+**Files this write supersedes** are the shard files of the same prefix (of any stem above)
+already in the folder: those in the same position as a new shard (``-00002-of-00003``) are
+replaced, as a file of the same name would be; others (``model-00004-of-00004.safetensors``
+when writing three) are refused by :func:`stale_shards`' callers unless forced, and then removed
+after the commit. Files another index in the folder names are never touched, nor inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -42,10 +57,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...atomic import AtomicFiles
-from ...errors import UsageError
+from ...atomic import AtomicFiles, interrupted_commit_leftovers
+from ...errors import CkptError, UsageError
+from ...lock import FolderLock
 from ...tensors import TensorSpec
 from .. import base
+from .._index import ShardIndex
 from . import writer as st
 
 if TYPE_CHECKING:
@@ -101,6 +118,79 @@ def plan_shards(sizes: Sequence[int], shard_size: int) -> list[range]:
     return shards
 
 
+_SHARD_FILE = re.compile(r"(?P<stem>.*)-(?P<k>\d+)-of-(?P<n>\d+)\.safetensors")
+_INDEX_NAMES = (".index.json", ".weights.json")  # indexes whose shards are never touched: HF's and Keras 3's
+
+
+def shard_stem(prefix: str, generation: int) -> str:
+    """The stem of a checkpoint's shard names: the prefix, or ``PREFIX.G`` for a later set beside a live one."""
+    return prefix if generation == 0 else f"{prefix}.{generation}"
+
+
+@dataclass(frozen=True)
+class Folder:
+    """What a sharded write finds in the destination directory before it plans names."""
+
+    directory: Path
+    names: frozenset[str]  # every entry
+    live: frozenset[str]  # the shards the index being replaced names
+    others: frozenset[str]  # the shards other indexes in the folder name
+    leftovers: frozenset[str]  # unlisted files of a killed run, removed when the next writer takes the lock
+
+    @classmethod
+    def survey(cls, index: Path) -> Folder:
+        directory = index.parent if str(index.parent) else Path(".")
+        try:
+            names = frozenset(os.listdir(directory))
+        except OSError:
+            return cls(directory, frozenset(), frozenset(), frozenset(), frozenset())
+        live: frozenset[str] = frozenset()
+        others: set[str] = set()
+        for name in names:
+            if name == index.name:
+                live = _named_by(directory / name)
+            elif name.endswith(_INDEX_NAMES):
+                others |= _named_by(directory / name)
+        return cls(directory, names, live, frozenset(others), frozenset(interrupted_commit_leftovers(directory)))
+
+    def slot(self, prefix: str, name: str) -> tuple[int, int] | None:
+        """``(k, n)`` when ``name`` is a shard file of ``prefix`` (any stem) that no other index claims
+        (``(0, 0)`` when its numbers are not spelled ``-00002-of-00003``)."""
+        m = _SHARD_FILE.fullmatch(name)
+        if m is None or name in self.others:
+            return None
+        stem = m.group("stem")
+        if stem != prefix:
+            generation = stem[len(prefix) + 1:] if stem.startswith(prefix + ".") else ""
+            if not (generation.isdigit() and generation[0] != "0") or stem + INDEX_SUFFIX in self.names:
+                return None
+        k, n = int(m.group("k")), int(m.group("n"))
+        return (k, n) if name == shard_name(stem, k, n) else (0, 0)  # not spelled as ckptsurgeon would: never replaced
+
+
+def _named_by(index: Path) -> frozenset[str]:
+    """The shard files an index names (nothing when it cannot be read as one)."""
+    try:
+        if not index.is_file():
+            return frozenset()
+        return frozenset(ShardIndex.read(index).shards)
+    except (CkptError, OSError):
+        return frozenset()
+
+
+def fresh_names(prefix: str, count: int, folder: Folder) -> tuple[str, ...]:
+    """Shard names for ``count`` shards that no index in ``folder`` names: Hugging Face's when they are free."""
+    taken = folder.live | folder.others
+    for generation in itertools.count():
+        stem = shard_stem(prefix, generation)
+        if generation and stem + INDEX_SUFFIX in folder.names:
+            continue  # the stem of another checkpoint
+        names = tuple(shard_name(stem, k + 1, count) for k in range(count))
+        if taken.isdisjoint(names):
+            return names
+    raise AssertionError("unreachable")
+
+
 @dataclass(frozen=True)
 class ShardLayout(base.ShardPlan):
     """Which tensors go into which shard file; the index's content, before anything is written."""
@@ -110,10 +200,12 @@ class ShardLayout(base.ShardPlan):
     groups: tuple[tuple[TensorSpec, ...], ...]  # the tensors of each shard, in order
 
     @classmethod
-    def plan(cls, index: Path, specs: Sequence[TensorSpec], shard_size: int) -> ShardLayout:
+    def plan(cls, index: Path, specs: Sequence[TensorSpec], shard_size: int, folder: Folder | None = None
+             ) -> ShardLayout:
+        """The layout, with shard names no index in the folder names (:func:`fresh_names`; ``folder``: surveyed now)."""
         ranges = plan_shards([s.nbytes for s in specs], shard_size)
-        prefix = shard_prefix(index)
-        names = tuple(shard_name(prefix, k + 1, len(ranges)) for k in range(len(ranges)))
+        folder = folder or Folder.survey(index)
+        names = fresh_names(shard_prefix(index), len(ranges), folder)
         groups = tuple(tuple(specs[i] for i in r) for r in ranges)
         return cls(index, names, groups)
 
@@ -136,23 +228,26 @@ class ShardLayout(base.ShardPlan):
         return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
 
 
-_SHARD_FILE = re.compile(r"(?P<prefix>.*)-(?P<k>\d+)-of-(?P<n>\d+)\.safetensors")
+def superseded(layout: ShardLayout, folder: Folder | None = None) -> tuple[list[Path], list[Path]]:
+    """The shard files of the layout's prefix already in the folder: ``(replaced, stale)``.
+
+    Replaced: in the position of one of the new shards (same ``-K-of-N``); stale: the others.
+    Files of the new layout itself, files other indexes name and a killed run's leftovers are neither.
+    """
+    folder = folder or Folder.survey(layout.index)
+    prefix, count = shard_prefix(layout.index), len(layout.names)
+    replaced: list[Path] = []
+    stale: list[Path] = []
+    for name in sorted(folder.names - set(layout.names) - folder.leftovers):
+        slot = folder.slot(prefix, name)
+        if slot is not None:
+            (replaced if slot[1] == count and 1 <= slot[0] <= count else stale).append(folder.directory / name)
+    return replaced, stale
 
 
 def stale_shards(layout: ShardLayout) -> list[Path]:
     """Shard files of another checkpoint with the same prefix that writing ``layout`` would not replace."""
-    directory = layout.index.parent if str(layout.index.parent) else Path(".")
-    prefix, keep = shard_prefix(layout.index), set(layout.names)
-    try:
-        entries = sorted(os.listdir(directory))
-    except OSError:
-        return []
-    stale = []
-    for entry in entries:
-        m = _SHARD_FILE.fullmatch(entry)
-        if m and m.group("prefix") == prefix and entry not in keep:
-            stale.append(directory / entry)
-    return stale
+    return superseded(layout)[1]
 
 
 class Writer(base.ShardedWriter):
@@ -160,10 +255,12 @@ class Writer(base.ShardedWriter):
 
     Unlike the single-file writers, which write the temporary file :func:`ckptsurgeon.atomic.atomic_path`
     hands them, this writer creates its own temporary files (it learns how many in ``begin``),
-    commits them in ``finish`` and removes them in ``abort``. ``begin`` refuses stale shards of
-    another checkpoint (see :func:`stale_shards`) unless ``force``; with ``force`` they are removed
-    once the new index is in place (a stale shard among ``inputs`` is always refused). Shards are
-    opened one at a time, as their first tensor arrives.
+    commits them in ``finish`` and removes them in ``abort``. ``begin`` takes the folder's lock
+    (:class:`~ckptsurgeon.lock.FolderLock`, held until ``finish`` or ``abort``; an
+    :class:`~ckptsurgeon.errors.OutputError` when another writer holds it), plans fresh shard names
+    and refuses stale shards of another checkpoint (see :func:`stale_shards`) unless ``force``;
+    the files the new index supersedes are removed once it is in place (one among ``inputs`` is
+    always refused). Shards are opened one at a time, as their first tensor arrives.
     """
 
     format = "safetensors-sharded"
@@ -190,7 +287,8 @@ class Writer(base.ShardedWriter):
         self.inputs = list(inputs)
         self.layout: ShardLayout | None = None
         self._files = AtomicFiles()
-        self._stale: list[Path] = []
+        self._superseded: list[Path] = []
+        self._lock: FolderLock | None = None
         self._shard = -1
         self._current: st.Writer | None = None
         self._left = 0
@@ -198,8 +296,18 @@ class Writer(base.ShardedWriter):
     def _begin(self) -> None:
         if not self.specs:
             raise UsageError(self.path, "no tensors to write; a sharded checkpoint needs at least one")
-        self.layout = ShardLayout.plan(self.path, self.specs, self.shard_size)
-        self._stale = check_stale(self.layout, force=self.force, inputs=self.inputs)
+        self._lock = FolderLock(self.path.parent if str(self.path.parent) else Path(".")).acquire()
+        try:
+            self.layout = ShardLayout.plan(self.path, self.specs, self.shard_size)
+            self._superseded = check_stale(self.layout, force=self.force, inputs=self.inputs)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     def _target(self) -> st.Writer:
         if self._current is None:
@@ -240,36 +348,37 @@ class Writer(base.ShardedWriter):
         index_tmp = self._files.temp(self.path)  # asked for last: renamed into place last
         with open(index_tmp, "xb") as f:
             f.write(self.layout.index_bytes(self.metadata))
-        self._files.commit()
-        for path in self._stale:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        self._files.commit(supersedes=self._superseded)
+        self._release()
 
     def abort(self) -> None:
-        if self._current is not None:
-            self._current.abort()
-            self._current = None
-        self._files.discard()
+        try:
+            if self._current is not None:
+                self._current.abort()
+                self._current = None
+            self._files.discard()
+        finally:
+            self._release()
         super().abort()
 
 
 def check_stale(layout: ShardLayout, *, force: bool, inputs: Iterable[Path] = ()) -> list[Path]:
-    """The stale shards ``force`` would remove; without ``force``, refuse when there are any.
+    """The files the commit of ``layout`` supersedes (removed after it); refuse stale shards without ``force``.
 
-    A stale shard that is one of ``inputs`` is refused even with ``force``: inputs are never touched.
+    Replaced shards are superseded always, stale ones (:func:`superseded`) only with ``force``. A
+    superseded file that is one of ``inputs`` is refused even with ``force``: inputs are never touched.
     """
-    stale = stale_shards(layout)
-    if not stale:
-        return []
+    replaced, stale = superseded(layout)
     for src in inputs:
-        for path in stale:
+        for path in [*replaced, *stale]:
             with contextlib.suppress(OSError):
                 if os.path.samefile(src, path):
-                    raise UsageError(path, "is an input and a stale shard of the destination; inputs are never removed",
+                    what = "a shard this run replaces" if path in replaced else "a stale shard of the destination"
+                    raise UsageError(path, f"is an input and {what}; inputs are never removed",
                                      hint="write the sharded checkpoint to another directory or prefix")
-    if not force:
+    if stale and not force:
         shown = ", ".join(p.name for p in stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
         raise UsageError(layout.index.parent, f"holds shards of another {shard_prefix(layout.index)!r} checkpoint "
                          f"that this run would not overwrite ({shown})",
                          hint="--force removes them once the new index is in place, or choose another directory")
-    return stale
+    return [*replaced, *stale]
