@@ -59,6 +59,7 @@ import numpy as np
 from h5py import h5d, h5g, h5o, h5p, h5pl, h5s, h5t
 
 from ckptsurgeon.errors import CkptError, InputError, OutputError, UnsafeInputError
+from ckptsurgeon.formats.hdf5._superblock import check_end
 from ckptsurgeon.tensors import DTYPES, ML_DTYPE_NAMES, code_of, numel
 
 
@@ -203,6 +204,7 @@ class Source:
         self.file: h5py.File | None = None
         try:
             with input_errors(label, "not a readable HDF5 file"):
+                _check_superblock(label, target, size)
                 if isinstance(target, (str, Path)):
                     self.file = h5py.File(target, "r", locking="best-effort")
                 else:
@@ -247,6 +249,21 @@ class Source:
         while self._closers:
             with contextlib.suppress(Exception):
                 self._closers.pop().close()
+
+
+def _check_superblock(label: Path, target: str | Path | IO[bytes] | io.IOBase, size: int) -> None:
+    """Refuse bytes after the HDF5 end of file (or a file cut short) before HDF5 reads anything."""
+    if isinstance(target, (str, Path)):
+        with open(target, "rb") as f:
+            check_end(label, lambda offset, n: _read_at(f, offset, n), size)
+    else:
+        check_end(label, lambda offset, n: _read_at(target, offset, n), size)
+        target.seek(0)
+
+
+def _read_at(f: Any, offset: int, n: int) -> bytes:
+    f.seek(offset)
+    return bytes(f.read(n))
 
 
 def link_order_flags(group: h5py.Group) -> int:
