@@ -61,25 +61,29 @@ def hdf5_end(label: Path, read_at: Callable[[int, int], bytes], size: int) -> in
         if head.startswith(SIGNATURE):
             break
     else:
-        raise InputError(label, "no HDF5 signature (at 0, 512, 1024, ...)")
+        raise _unreadable(label, "no HDF5 signature at 0, 512, 1024, ...")
     if len(head) < 9:
-        raise InputError(label, f"the HDF5 superblock at offset {offset} is cut short")
+        raise _unreadable(label, f"the HDF5 superblock at offset {offset} is cut short")
     version = head[8]
     if version not in _EOF_FIELD:
-        raise InputError(label, f"HDF5 superblock version {version} at offset {offset} is not one ckptsurgeon reads (0 to 3)")
+        raise _unreadable(label, f"HDF5 superblock version {version} at offset {offset} is not one ckptsurgeon reads (0 to 3)")
     width = head[13] if version < 2 else head[9]
     fmt = _FORMATS.get(width)
     if fmt is None:
-        raise InputError(label, f"the HDF5 superblock at offset {offset} gives {width}-byte addresses (2, 4 or 8 expected)")
+        raise _unreadable(label, f"the HDF5 superblock at offset {offset} gives {width}-byte addresses (2, 4 or 8 expected)")
     start = _EOF_FIELD[version]
     if len(head) < start + 3 * width:
-        raise InputError(label, f"the HDF5 superblock at offset {offset} is cut short")
+        raise _unreadable(label, f"the HDF5 superblock at offset {offset} is cut short")
     base = struct.unpack_from(fmt, head, start)[0]
     eof = struct.unpack_from(fmt, head, start + 2 * width)[0]
     undefined = (1 << (8 * width)) - 1
     if eof == undefined or base == undefined or eof < base:
-        raise InputError(label, f"the HDF5 superblock at offset {offset} has no valid end of file address")
+        raise _unreadable(label, f"the HDF5 superblock at offset {offset} has no valid end of file address")
     return eof - base + offset
+
+
+def _unreadable(label: Path, problem: str) -> InputError:
+    return InputError(label, f"not a readable HDF5 file ({problem})")
 
 
 def check_end(label: Path, read_at: Callable[[int, int], bytes], size: int) -> None:
@@ -91,4 +95,6 @@ def check_end(label: Path, read_at: Callable[[int, int], bytes], size: int) -> N
             "(something appended to an HDF5 file)",
         )
     if end > size:
-        raise InputError(label, f"truncated: the HDF5 superblock says the file ends at offset {end}, but it has {size} bytes")
+        raise InputError(
+            label, f"truncated: the HDF5 superblock puts the end of file at offset {end}, past the end of the {size}-byte file"
+        )

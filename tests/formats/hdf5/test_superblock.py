@@ -81,7 +81,7 @@ def test_a_file_cut_short_is_refused(tmp_path: Path, cli: CliRunner) -> None:
     path.write_bytes(data[:-100])
     result = cli("inspect", path)
     assert result.code == 3
-    assert str(path) in result.line and f"ends at offset {len(data)}" in result.line
+    assert str(path) in result.line and f"end of file at offset {len(data)}, past the end" in result.line
 
 
 def test_a_user_block_added_without_the_library_still_passes(tmp_path: Path, cli: CliRunner) -> None:
