@@ -59,6 +59,7 @@ import numpy as np
 from h5py import h5d, h5g, h5o, h5p, h5pl, h5s, h5t
 
 from ckptsurgeon.errors import CkptError, InputError, OutputError, UnsafeInputError
+from ckptsurgeon.formats.hdf5._superblock import check_end
 from ckptsurgeon.tensors import DTYPES, ML_DTYPE_NAMES, code_of, numel
 
 
@@ -203,6 +204,7 @@ class Source:
         self.file: h5py.File | None = None
         try:
             with input_errors(label, "not a readable HDF5 file"):
+                _check_superblock(label, target, size)
                 if isinstance(target, (str, Path)):
                     self.file = h5py.File(target, "r", locking="best-effort")
                 else:
@@ -249,6 +251,21 @@ class Source:
                 self._closers.pop().close()
 
 
+def _check_superblock(label: Path, target: str | Path | IO[bytes] | io.IOBase, size: int) -> None:
+    """Refuse bytes after the HDF5 end of file (or a file cut short) before HDF5 reads anything."""
+    if isinstance(target, (str, Path)):
+        with open(target, "rb") as f:
+            check_end(label, lambda offset, n: _read_at(f, offset, n), size)
+    else:
+        check_end(label, lambda offset, n: _read_at(target, offset, n), size)
+        target.seek(0)
+
+
+def _read_at(f: Any, offset: int, n: int) -> bytes:
+    f.seek(offset)
+    return bytes(f.read(n))
+
+
 def link_order_flags(group: h5py.Group) -> int:
     """The group's link creation-order flags (0: links are kept by name only)."""
     return int(h5g.open(group.id, b".").get_create_plist().get_link_creation_order())
@@ -267,6 +284,7 @@ def _walk(f: h5py.File, label: Path, size: int) -> Tree:
     tree = Tree()
     seen = {h5o.get_info(f.id).addr}
     tree.groups.append("")
+    _check_attrs(f, "", label)
     _note_vars(tree, "", f)
     stack: list[tuple[str, h5py.Group, Iterator[str]]] = [("", f, iter(_child_names(f)))]
     while stack:
@@ -298,13 +316,44 @@ def _walk(f: h5py.File, label: Path, size: int) -> Tree:
             if len(stack) >= MAX_DEPTH:
                 raise InputError(label, f"groups nest deeper than {MAX_DEPTH} levels at {path[:200]!r}")
             tree.groups.append(path)
+            with input_errors(label, f"cannot read the attributes of {path!r}"):
+                _check_attrs(obj, path, label)
             _note_vars(tree, path, obj)
             stack.append((path, obj, iter(_child_names(obj))))
         elif isinstance(obj, h5py.Dataset):
             with input_errors(label, f"cannot read the header of dataset {path!r}"):
                 tree.datasets[path] = _check_dataset(obj, path, label, size)
+                _check_attrs(obj, path, label)
         # a committed datatype holds no data
     return tree
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text h5py decoded from bytes that are not UTF-8 (it keeps them as surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_attrs(obj: h5py.HLObject, path: str, label: Path) -> None:
+    """Refuse attribute names, and text the file declares UTF-8, whose bytes are not UTF-8.
+
+    ckptsurgeon's metadata and Keras's lists are text: such an attribute could be neither read as
+    text nor written to any output, so the input is refused when opened.
+    """
+    where = path or "/"
+    for name in obj.attrs:
+        if not _is_utf8(name):
+            raise InputError(label, f"an attribute name of {where!r} ({name!r}) is not valid UTF-8")
+        info = h5py.check_string_dtype(obj.attrs.get_id(name).dtype)
+        if info is None or info.encoding != "utf-8":
+            continue
+        for item in np.asarray(obj.attrs[name], dtype=object).reshape(-1).tolist():
+            text = item if isinstance(item, str) else bytes(item).decode("utf-8", "surrogateescape")
+            if not _is_utf8(text):
+                raise InputError(label, f"attribute {name!r} of {where!r} is declared UTF-8 text but its bytes are not UTF-8")
 
 
 def _note_vars(tree: Tree, path: str, group: h5py.Group) -> None:
@@ -335,10 +384,19 @@ def _check_dataset(dset: h5py.Dataset, path: str, label: Path, size: int) -> Dat
     if dset.shape is None:
         raise InputError(label, f"dataset {path!r} has no shape (an empty dataspace), so it is not a tensor")
     shape = tuple(int(n) for n in dset.shape)
+    if layout == h5d.CONTIGUOUS and dset.maxshape != dset.shape:
+        raise InputError(
+            label, f"dataset {path!r} is contiguous but declares the extendible shape {_dims(dset.maxshape)} "
+            f"beside its shape {list(shape)}; HDF5 allows that only for chunked storage (malformed)",
+        )
     nbytes = numel(shape) * DTYPES[code].itemsize
     offset = check_extent(dsid, path, label, size, nbytes, layout, nfilters)
     verbatim = (raw and not swap) or (not raw and dsid.get_type().equal(h5t.py_create(DTYPES[code].numpy)))
     return DatasetInfo(path, shape, code, raw, swap, offset if verbatim and nfilters == 0 and nbytes else None)
+
+
+def _dims(maxshape: tuple[int | None, ...] | None) -> str:
+    return "[" + ", ".join("unlimited" if n is None else str(n) for n in maxshape or ()) + "]"
 
 
 def _dtype_of(dset: h5py.Dataset, path: str, label: Path) -> tuple[str, bool, bool]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ckptsurgeon.errors import UsageError
+from ckptsurgeon.errors import OutputError, UsageError
 from ckptsurgeon.formats.base import Reader as BaseReader
 from ckptsurgeon.formats.base import Writer as BaseWriter
 from ckptsurgeon.formats.base import WriterCaps
@@ -65,6 +65,9 @@ from ckptsurgeon.tensors import DTYPES, TensorSpec, numel
 TYPE_BOUND_FILTERS = frozenset({5, 6})
 LIBVER = ("earliest", "v110")
 COMPACT_MAX_BYTES = 60_000
+# HDF5 numbers an object's attributes in creation order with 16 bits, so the root of a file that
+# keeps them in order holds at most this many; untracked, each new one costs a scan of the others.
+MAX_ROOT_ATTRS = 0xFFFF
 
 
 def _check_name(name: str) -> None:
@@ -137,6 +140,12 @@ class Writer(BaseWriter):
         _check_tree(names, tpl.groups if tpl else ())
         # Plain files keep their tensors' order: links are tracked in creation order.
         track = bool(tpl.groups[""].order_flags) if tpl else True
+        root_attrs = len({*self.metadata, *(a.name for a in tpl.groups[""].attrs)} if tpl else self.metadata)
+        if root_attrs > MAX_ROOT_ATTRS:
+            raise OutputError(
+                self.path, f"an HDF5 file can hold at most {MAX_ROOT_ATTRS} metadata keys (root attributes), "
+                f"this one would need {root_attrs}; write safetensors, or drop metadata",
+            )
         with output_errors(self.path, "cannot create the HDF5 file"):
             self._file = h5py.File(self.path, "w-", libver=LIBVER, track_order=track)
         try:
