@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import EXIT_INTERNAL, CkptError, InputError
+from ..files import check_input, open_input
 from ..tensors import DTYPES, TensorInfo, TensorSpec
 from ._io import CHUNK_BYTES
 
@@ -203,6 +204,7 @@ class Reader(ABC):
                 setattr(cls, name, _guarded(method))
 
     def __init__(self, path: Path, options: OpenOptions | None = None) -> None:
+        check_input(path)  # a regular file (links followed): a FIFO or device is refused before any reader opens it
         self.path = path
         self.options = options or OpenOptions()
         #: a refinement of the format for this file, shown beside it (HDF5: "keras-h5", "keras3-h5")
@@ -267,7 +269,7 @@ class Reader(ABC):
 
         def file_sha(path: Path) -> str:
             h = hashlib.sha256()
-            with open(path, "rb") as f:
+            with open_input(path) as f:
                 while chunk := f.read(CHUNK_BYTES):
                     h.update(chunk)
             return h.hexdigest()
