@@ -130,6 +130,8 @@ def load_map(path: str | Path) -> dict[str, str]:
     path = Path(path)
     try:
         text = read_input(path).decode("utf-8")  # a regular file: a FIFO or a device is refused, never read
+    except InputError as exc:
+        raise InputError(path, f"cannot read the map file: {exc.problem}") from None
     except UnicodeDecodeError:
         raise InputError(path, "is not UTF-8 text; a map file is JSON or TOML") from None
     except OSError as exc:

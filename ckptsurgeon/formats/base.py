@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import EXIT_INTERNAL, CkptError, InputError
-from ..files import check_input, open_input
+from ..files import open_input
 from ..tensors import DTYPES, TensorInfo, TensorSpec
 from ._io import CHUNK_BYTES
 
@@ -204,7 +204,6 @@ class Reader(ABC):
                 setattr(cls, name, _guarded(method))
 
     def __init__(self, path: Path, options: OpenOptions | None = None) -> None:
-        check_input(path)  # a regular file (links followed): a FIFO or device is refused before any reader opens it
         self.path = path
         self.options = options or OpenOptions()
         #: a refinement of the format for this file, shown beside it (HDF5: "keras-h5", "keras3-h5")

@@ -61,7 +61,7 @@ def test_side_files_that_are_fifos_are_refused(cli, tmp_path: Path) -> None:
                      ["transfer", SRC, TGT, "-o", out, "--plan", side],
                      ["inspect", SRC, "--config", side]):
             r = cli(*argv)
-            assert (r.code, r.line) == (3, f"ckpt: error: {side}: {FIFO}"), argv
+            assert r.code == 3 and r.line.startswith(f"ckpt: error: {side}: ") and r.line.endswith(FIFO), argv
     assert not out.exists()
 
 

@@ -87,12 +87,15 @@ def test_an_index_json_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
 
 
 def test_readers_check_the_path_when_opened_directly(tmp_path: Path) -> None:
+    from ckptsurgeon.formats.hdf5.archive import KerasZipReader as KerasReader
+    from ckptsurgeon.formats.hdf5.reader import KerasShardedReader
     from ckptsurgeon.formats.hdf5.reader import Reader as H5Reader
     from ckptsurgeon.formats.npz.reader import Reader as NpzReader
     from ckptsurgeon.formats.safetensors.reader import Reader as StReader
+    from ckptsurgeon.formats.safetensors.reader import ShardedReader
 
     path = fifo(tmp_path / "f")
-    for reader in (StReader, NpzReader, H5Reader):
+    for reader in (StReader, ShardedReader, NpzReader, H5Reader, KerasShardedReader, KerasReader):
         with pytest.raises(InputError, match=r"is not a regular file \(a FIFO\)"):
             reader(path)
 
