@@ -54,6 +54,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import OutputError, UsageError
+from .files import check_output_target
 
 TEMP_MARK = ".ckpt-tmp-"
 _NAME_MAX = 255  # bytes in one file name on the usual file systems
@@ -190,7 +191,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output(dest: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
-    """Refuse an output path before any work: an input (also through a link), a directory, no place to write."""
+    """Refuse an output path before any work: an input (also through a link), a directory, a device,
+    FIFO or socket (only regular files are replaced), no place to write."""
     dest = Path(dest)
     for src in inputs:
         src = Path(src)
@@ -199,6 +201,7 @@ def check_output(dest: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
                              hint="choose another -o path")
     if dest.is_dir():
         raise OutputError(dest, "is a directory")
+    check_output_target(dest)
     parent = _directory(dest)
     if not parent.is_dir():
         raise OutputError(dest, f"directory {parent} does not exist")
@@ -293,6 +296,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         fsync_path(tmp)
+        check_output_target(dest)  # again: nothing but a regular file is ever replaced
         os.replace(tmp, dest)
     except BaseException as exc:
         _remove_temp(tmp)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import CheckFailed, InputError
+from .files import read_input
 from .plan import MATCHED, NO_SOURCE, SOURCE, TARGET, Plan, Step, TensorRef, TransferOptions, make_step
 from .rules import Rules, apply_rules
 from .tensors import DTYPES, TensorInfo
@@ -84,7 +85,7 @@ def plan_from_dict(
 def load_plan(plan_file: Path, src: Reader, tgt: Reader, options: TransferOptions) -> Plan:
     """Read a saved plan and rebuild it against ``src`` and ``tgt``, refusing inputs whose headers changed."""
     try:
-        doc = json.loads(Path(plan_file).read_text(encoding="utf-8"))
+        doc = json.loads(read_input(plan_file).decode("utf-8"))  # a regular file only
     except (OSError, ValueError) as exc:
         raise InputError(plan_file, f"cannot read the plan: {exc}") from exc
     for role, reader in (("source", src), ("target", tgt)):

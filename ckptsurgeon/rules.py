@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import CheckFailed, InputError, UsageError
+from .files import read_input
 from .text import listing, quote
 
 RuleKind = Literal["rename", "strip_prefix", "add_prefix"]
@@ -128,7 +129,9 @@ def load_map(path: str | Path) -> dict[str, str]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_input(path).decode("utf-8")  # a regular file: a FIFO or a device is refused, never read
+    except InputError as exc:
+        raise InputError(path, f"cannot read the map file: {exc.problem}") from None
     except UnicodeDecodeError:
         raise InputError(path, "is not UTF-8 text; a map file is JSON or TOML") from None
     except OSError as exc:

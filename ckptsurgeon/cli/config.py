@@ -9,6 +9,7 @@ overrides them: a repeatable option given on the command line replaces the file'
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 import typing
@@ -18,6 +19,7 @@ from typing import Any
 import typer
 
 from ..errors import InputError, UsageError
+from ..files import read_input
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,9 +29,9 @@ else:  # pragma: no cover - Python 3.10
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(path, "no such config file") from exc
+        if not os.path.lexists(path):
+            raise InputError(path, "no such config file")
+        return tomllib.loads(read_input(path).decode("utf-8"))  # a regular file only
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read the config file: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..atomic import atomic_path, check_output
 from ..errors import InputError
+from ..files import check_input, read_input
 from ..formats import open_checkpoint
 from ..formats.base import CHUNK_BYTES, Reader
 from ..rules import Renamed, Rules, apply_rules, listing
@@ -164,14 +165,10 @@ class HashFile:
         """Read and validate a hash file written by :func:`write_hashes`."""
         path = Path(path)
         try:
-            size = path.stat().st_size
+            size = check_input(path).st_size  # a regular file: a FIFO or a device is refused, never read
             if size > MAX_HASH_FILE_BYTES:
                 raise InputError(path, f"a {size} byte file is too large for a hash file")
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(path, "no such file") from None
-        except IsADirectoryError:
-            raise InputError(path, "is a directory") from None
+            text = read_input(path).decode("utf-8")
         except UnicodeDecodeError:
             raise InputError(path, "is not UTF-8 text; a hash file is JSON") from None
         except OSError as exc:

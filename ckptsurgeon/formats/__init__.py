@@ -109,9 +109,7 @@ def _shard_format(probe: Probe) -> str:
     if probe.shard_format is not None:
         return probe.shard_format
     key, shard = index.first_shard()
-    path = index.shard_path(shard)
-    if not path.is_file():
-        raise InputError(probe.path, f"shard {shard!r} (holding {key!r}) does not exist")
+    path = index.shard_path(shard, missing=f"shard {shard!r} (holding {key!r}) does not exist")
     try:
         found = _detect(Probe(path), indexes=False).name
     except CkptError as exc:

@@ -10,7 +10,9 @@ index's name or the shape of its values.
 
 The file is read strictly: at most :data:`MAX_INDEX_BYTES`, UTF-8 JSON with no duplicate keys and
 no NaN/Infinity, a ``weight_map`` object of non-empty string keys, and shard names that are plain
-file names beside the index (no directory part, no ``..``, no NUL).
+file names beside the index (no directory part, no ``..``, no NUL). :meth:`ShardIndex.shard_path`
+checks the file a name leads to (:func:`ckptsurgeon.files.shard_path`): a regular file whose links
+stay inside the index's directory.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, UnsafeInputError
+from ..files import check_input, read_input
+from ..files import shard_path as checked_shard_path
 
 MAX_INDEX_BYTES = 100_000_000
 
@@ -51,12 +55,10 @@ def strict_json(raw: bytes, what: str) -> Any:
 def read_json(path: Path, what: str = "the index") -> Any:
     """A JSON file of at most :data:`MAX_INDEX_BYTES`, parsed strictly (InputError naming ``path``)."""
     try:
-        size = path.stat().st_size
+        size = check_input(path).st_size  # a regular file: a FIFO or a device is refused, never read
         if size > MAX_INDEX_BYTES:
             raise InputError(path, f"a {size} byte JSON file is too large for a checkpoint index")
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise InputError(path, "no such file") from exc
+        raw = read_input(path)
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
     try:
@@ -115,8 +117,12 @@ class ShardIndex:
             raise InputError(path, 'the index has no "weight_map" object')
         return index
 
-    def shard_path(self, name: str) -> Path:
-        return self.path.parent / name
+    def shard_path(self, name: str, *, missing: str | None = None) -> Path:
+        """The shard file ``name``, checked: a regular file, links resolved and kept inside the index's directory.
+
+        An InputError naming the index and the shard otherwise (``missing`` when there is no such file).
+        """
+        return checked_shard_path(self.path, name, missing=missing)
 
     def one_shard(self, key: str) -> str:
         """The shard holding ``key``, for indexes where each key lives in exactly one shard."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, UnsafeInputError
+from ..files import open_input, read_input
 from ._index import MAX_INDEX_BYTES, ShardIndex, strict_json
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -36,14 +37,11 @@ class Probe:
         #: the format of a sharded index's first shard, once the registry has probed it
         self.shard_format: str | None = None
         try:
-            with open(path, "rb", buffering=0) as f:  # unbuffered: these 64 bytes, not a page of tensor data
+            # a regular file only, opened without blocking on a FIFO; unbuffered: these 64 bytes, not a page of data
+            with open_input(path, buffering=0) as f:
                 self.size = f.seek(0, 2)
                 f.seek(0)
                 self.head = f.read(HEAD_BYTES)
-        except FileNotFoundError as exc:
-            raise InputError(path, "no such file") from exc
-        except IsADirectoryError as exc:
-            raise InputError(path, "is a directory") from exc
         except OSError as exc:
             raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
 
@@ -90,7 +88,7 @@ class Probe:
         if self.size > MAX_INDEX_BYTES:
             raise InputError(self.path, f"a {self.size} byte JSON file is too large for a checkpoint index")
         try:
-            return strict_json(self.path.read_bytes(), "the JSON file")
+            return strict_json(read_input(self.path), "the JSON file")
         except OSError as exc:
             raise InputError(self.path, f"cannot read: {exc.strerror or exc}") from exc
         except (ValueError, RecursionError) as exc:
@@ -163,7 +161,7 @@ def _pickle_like(probe: Probe) -> bool:
     if probe.size < 4 or probe.head[0] not in _PICKLE_FIRST:
         return False
     try:
-        with open(probe.path, "rb") as f:
+        with open_input(probe.path) as f:
             f.seek(probe.size - 1)
             if f.read(1) != b".":
                 return False

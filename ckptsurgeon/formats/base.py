@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import EXIT_INTERNAL, CkptError, InputError
+from ..files import open_input
 from ..tensors import DTYPES, TensorInfo, TensorSpec
 from ._io import CHUNK_BYTES
 
@@ -274,7 +275,7 @@ class Reader(ABC):
 
         def file_sha(path: Path) -> str:
             h = hashlib.sha256()
-            with open(path, "rb") as f:
+            with open_input(path) as f:
                 while chunk := f.read(CHUNK_BYTES):
                     h.update(chunk)
             return h.hexdigest()

@@ -59,6 +59,7 @@ import numpy as np
 from h5py import h5d, h5g, h5o, h5p, h5pl, h5s, h5t
 
 from ckptsurgeon.errors import CkptError, InputError, OutputError, UnsafeInputError
+from ckptsurgeon.files import check_input
 from ckptsurgeon.formats.hdf5._superblock import check_end
 from ckptsurgeon.tensors import DTYPES, ML_DTYPE_NAMES, code_of, numel
 
@@ -466,12 +467,7 @@ def check_extent(dsid: Any, path: str, label: Path, size: int, nbytes: int, layo
 
 
 def open_file(path: Path) -> Source:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError as exc:
-        raise InputError(path, "no such file") from exc
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
+    size = check_input(path).st_size  # h5py opens by path: a FIFO or a device is refused before it could block
     return Source(path, path, size, origin=path, base_offset=0)
 
 

@@ -30,6 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from ckptsurgeon.errors import InputError
+from ckptsurgeon.files import check_input
 from ckptsurgeon.formats._zip import ZipArchive, ZipMember
 from ckptsurgeon.formats.base import OpenOptions, WriterCaps
 from ckptsurgeon.formats.base import Reader as BaseReader
@@ -64,6 +65,7 @@ class KerasZipReader(HDF5Reader):
 
     def _open_member(self) -> None:
         path = self.path
+        check_input(path)  # a regular file: a FIFO or a device is refused before the archive is opened
         self._archive = archive = ZipArchive(path, what="zip archive")
         if KERAS_MEMBER not in archive:
             raise InputError(path, f"a zip archive without {KERAS_MEMBER}; not a .keras model")

@@ -151,10 +151,8 @@ class KerasShardedReader(HDF5Reader):
         return [self.path, *self.shards]
 
     def _open_shards(self) -> None:
-        self.shards = [self.path.parent / name for name in self._shard_names()]
+        self.shards = self._shard_names()
         for shard in self.shards:
-            if not shard.is_file():
-                raise InputError(self.path, f"shard {shard.name!r} listed in the index is missing")
             self._sources.append(open_file(shard))
         where: dict[str, int] = {}
         vars_names: dict[str, str] = {}
@@ -173,14 +171,14 @@ class KerasShardedReader(HDF5Reader):
         order = [(i, p) for i, src in enumerate(self._sources) for p in src.tree.datasets]
         self._catalogue(order, {(i, p): keras3_layer(p, vars_names) for i, p in order})
 
-    def _shard_names(self) -> list[str]:
-        """The shard files, in the order the index first names them (string and list values alike)."""
+    def _shard_names(self) -> list[Path]:
+        """The shard files, checked, in the order the index first names them (string and list values alike)."""
         index = ShardIndex.read(self.path)
-        for shard in index.shards:
-            if not index.shard_path(shard).is_file():
-                continue  # reported by the caller, which names it as missing
-            if not Probe(index.shard_path(shard)).hdf5_offsets:
+        paths = [index.shard_path(shard, missing=f"shard {shard!r} listed in the index is missing")
+                 for shard in index.shards]
+        for shard, path in zip(index.shards, paths, strict=True):
+            if not Probe(path).hdf5_offsets:
                 from .. import what_is
 
-                raise InputError(self.path, f"shard {shard!r} is not an HDF5 file but {what_is(index.shard_path(shard))}")
-        return list(index.shards)
+                raise InputError(self.path, f"shard {shard!r} is not an HDF5 file but {what_is(path)}")
+        return paths

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ckptsurgeon.errors import InputError, UnsafeInputError
+from ckptsurgeon.files import check_input
 from ckptsurgeon.formats import base
 from ckptsurgeon.formats._zip import ZipArchive, ZipMember, zip_errors
 from ckptsurgeon.formats.npz.npy import (
@@ -85,6 +86,7 @@ class Reader(base.Reader):
 
     # --- opening ----------------------------------------------------------------------------------
     def _open(self) -> None:
+        check_input(self.path)  # a regular file: a FIFO or a device is refused before the archive is opened
         archive = self._archive = ZipArchive(self.path, what="npz archive")
         if not archive.members:
             raise InputError(self.path, "an empty zip archive (no arrays)")

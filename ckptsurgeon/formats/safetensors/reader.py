@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import InputError
+from ...files import open_input
 from ...tensors import DTYPES
 from .. import base
 from .._index import ShardIndex
@@ -41,7 +42,7 @@ class Reader(base.Reader):
         super().__init__(path, options)
         self._mmap: mmap.mmap | None = None
         try:
-            with open(path, "rb", buffering=0) as f:  # exact reads: the header and nothing of the data
+            with open_input(path, buffering=0) as f:  # exact reads: the header and nothing of the data
                 size = os.fstat(f.fileno()).st_size
                 if size < 8:
                     raise InputError(path, f"truncated: {size} bytes, a safetensors file has at least 8")
@@ -64,7 +65,7 @@ class Reader(base.Reader):
             with _MAP_LOCK:
                 if self._mmap is None:
                     try:
-                        with open(self.path, "rb") as f:
+                        with open_input(self.path) as f:
                             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
                     except (OSError, ValueError) as exc:
                         raise InputError(self.path, f"cannot map the file: {exc}") from exc
@@ -155,9 +156,7 @@ class ShardedReader(base.Reader):
         self.tensors = [self.shards[shard][n] for n, shard in self._where.items()]
 
     def _open_shard(self, index: ShardIndex, shard: str, name: str) -> Reader:
-        shard_path = index.shard_path(shard)
-        if not shard_path.is_file():
-            raise InputError(self.path, f"shard {shard!r} (holding {name!r}) does not exist")
+        shard_path = index.shard_path(shard, missing=f"shard {shard!r} (holding {name!r}) does not exist")
         if not Probe(shard_path).safetensors_like(MAX_HEADER_BYTES):
             from .. import what_is
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError
+from ...files import open_input_fd
 from ...tensors import TensorSpec
 from .. import base
 from .._io import CHUNK_BYTES, Writeback, copy_range
@@ -98,7 +99,7 @@ class Writer(base.Writer):
             raise InputError(src, f"tensor {name!r}: {length} bytes in the file, {spec.nbytes} declared")
         fd = self._sources.get(src)
         if fd is None:
-            fd = self._sources[src] = os.open(src, os.O_RDONLY)
+            fd = self._sources[src] = open_input_fd(src)  # a regular file, never a FIFO that would block
         self._write_header()
         if self._pending is not None and self._pending[0] == fd and sum(self._pending[1:]) == offset:
             self._pending = (fd, self._pending[1], self._pending[2] + length)
