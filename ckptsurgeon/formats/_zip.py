@@ -353,7 +353,9 @@ class ZipArchive:
             raise InputError(self.path, f"member {name!r} needs zip version {max(needed, record.needed) / 10:.1f} to extract")
         extra = self._map[name_start + name_length : name_start + name_length + extra_length]
         sizes = zip64(extra, [(usize, 0xFFFFFFFF), (csize, 0xFFFFFFFF)])
-        local, central = (crc, *(sizes or (-1, -1))), (record.crc, record.size, record.compressed_size)
+        if sizes is None:
+            raise InputError(self.path, f"{where} has a ZIP64 field too short for its sizes")
+        local, central = (crc, *sizes), (record.crc, record.size, record.compressed_size)
         deferred = record.flags & FLAG_DESCRIPTOR  # the values may be zero here, the data descriptor has them
         if any(a != b and not (deferred and a == 0) for a, b in zip(local, central, strict=True)):
             raise InputError(

@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ckptsurgeon.errors import CkptError
@@ -137,7 +137,9 @@ def test_mutated_zip_structures_are_read_consistently_or_refused(tmp_path: Path,
     path.write_bytes(mutant)
     try:
         check_accepted(path, mutant)
+        event("accepted")
     except CkptError as exc:
+        event("refused")
         text = str(exc)
         assert text.startswith(f"{path}: ") and "\n" not in text, text
         assert re.search(r"(?<![\w.'])-\d", text.split(": ", 1)[1]) is None, text  # offsets are real file offsets
