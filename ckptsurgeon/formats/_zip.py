@@ -9,11 +9,15 @@ before any member is read:
   strong encryption, a masked directory), in the central directory or its local header;
 - every member is STORED or DEFLATED; a STORED member's two sizes agree; a DEFLATED member claims to
   inflate at most :data:`MAX_DEFLATE_RATIO` times its compressed size (a bomb cannot claim more);
-- every local header lies in the file, has the local signature, the central directory's name and
-  compression method; every member's data lies in the file; no two members' bytes (local header
-  and data) overlap, none runs into the central directory, and no bytes lie before, between or
-  after them but data descriptors (no member hidden from the central directory); the end record
-  counts as many members as the central directory holds;
+- the end record (and ZIP64 end record) agrees with the central directory, parsed from the bytes
+  (:mod:`._zipdir`): member counts, the directory's size and offset (it lies exactly before the end
+  record), one disk; :mod:`zipfile` lists the same records;
+- every local header lies in the file, has the local signature and agrees with its central record:
+  name, flags (the encryption bit included), compression method, CRC and sizes (with the
+  data-descriptor flag: zero there, and a data descriptor after the data agrees instead);
+  every member's data lies in the file; no two members' bytes (local header and data) overlap,
+  none runs into the central directory, and no bytes lie before, between or after them but data
+  descriptors (no member hidden from the central directory);
 - it is no polyglot: no bytes follow the end-of-central-directory record, and no HDF5 signature
   lies where HDF5 looks for one outside every member's data (:func:`hdf5_offsets`).
 
@@ -21,9 +25,8 @@ A member is then read as a stream (:meth:`ZipArchive.open`, :meth:`ZipArchive.ch
 inflates DEFLATED data, never past the declared size, and checks the CRC as the stream ends) or, when
 STORED, in place: a view of a memory map (:meth:`ZipArchive.view`), a byte range of the file
 (:meth:`ZipArchive.data_range`) or a seekable window (:meth:`ZipArchive.window`). A STORED member is
-checked against its CRC before its bytes are first used in place (once per archive), so a damaged
-archive never yields data; only a window is left to its user to check (:meth:`ZipArchive.verify`),
-since a reader of a window (h5py) reads its metadata first.
+checked against its CRC before its bytes are first used in place (once per archive), a window
+included, so a damaged archive never yields data, and never reaches HDF5.
 
 Errors are :class:`~ckptsurgeon.errors.InputError` (:class:`~ckptsurgeon.errors.UnsafeInputError` for
 names that point outside the archive and for polyglots), one line naming the file. This module uses
@@ -49,6 +52,7 @@ from ..errors import CkptError, InputError, UnsafeInputError
 from ._io import CHUNK_BYTES, drop_pages
 from ._probe import HDF5_MAGIC
 from ._probe import ZIP_MAGICS as MAGICS
+from ._zipdir import MAX_EXTRACT_VERSION, Central, agree, decode, directory_of, zip64
 
 STORED = zipfile.ZIP_STORED
 DEFLATED = zipfile.ZIP_DEFLATED
@@ -63,12 +67,9 @@ END_SIGNATURE = b"PK\x05\x06"
 END_SIZE = 22
 FLAG_ENCRYPTED = 0x0001
 FLAG_UNSUPPORTED = 0x0020 | 0x0040 | 0x2000  # patched data, strong encryption, masked directory
-FLAG_UTF8 = 0x0800
 FLAG_DESCRIPTOR = 0x0008  # sizes and CRC follow the data
 DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
-ZIP64_END = struct.Struct("<4sQ2H2L4Q")  # signature, size, versions, disks, counts, directory size and offset
-ZIP64_END_SIGNATURE = b"PK\x06\x06"
-ZIP64_LOCATOR_SIZE = 20
+FLAG_OPTIONS = 0x0006  # deflate's speed options: the only flags local header and central directory may disagree on
 _DRIVE = re.compile(r"[A-Za-z]:")
 
 # What the standard library raises on a damaged archive (NotImplementedError: an unknown "version
@@ -169,6 +170,8 @@ def refuse_polyglot(path: Path, size: int, infos: Sequence[zipfile.ZipInfo]) -> 
     spans = []
     with open(path, "rb") as f:
         for info in infos:
+            if info.header_offset < 0:  # an offset zipfile shifted: ZipArchive refuses the archive
+                continue
             f.seek(info.header_offset)
             local = f.read(LOCAL_HEADER.size)
             if len(local) == LOCAL_HEADER.size:
@@ -229,8 +232,6 @@ class ZipMember:
 def _is_descriptor(gap: bytes, member: ZipMember) -> bool:
     """True when ``gap`` is the data descriptor of ``member`` (flag 0x0008): its CRC and sizes, with or
     without a signature, 4- or (ZIP64) 8-byte sizes."""
-    if not member.info.flag_bits & FLAG_DESCRIPTOR:
-        return False
     if len(gap) in (16, 24) and gap.startswith(DESCRIPTOR_SIGNATURE):
         gap = gap[4:]
     if len(gap) not in (12, 20):
@@ -270,7 +271,7 @@ class ZipArchive:
             self._zip = zipfile.ZipFile(self.path)
             infos = self._zip.infolist()
             self.comment = self._zip.comment
-            directory = getattr(self._zip, "start_dir", None)
+            zipfile_directory = getattr(self._zip, "start_dir", None)
             with open(self.path, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         size = len(self._map)
@@ -278,28 +279,18 @@ class ZipArchive:
         end = _end_in(self._map[size - tail :], size - tail)
         if end is None:
             raise _trailing_bytes(self.path)
-        self._check_count(end, len(infos))
+        directory, records = directory_of(self.path, self._map, end)
+        agree(self.path, records, infos)
+        if zipfile_directory != directory or self.comment != self._map[end + END_SIZE :]:
+            raise InputError(self.path, f"zipfile reads another end record than the one at offset {end}")
         self._check_names(infos)
-        members = tuple(self._locate(info) for info in infos)
+        members = tuple(self._locate(record, info) for record, info in zip(records, infos, strict=True))
         self._check_layout(members, directory)
         signatures = [o for o in _search_offsets(size) if self._map[o : o + len(HDF5_MAGIC)] == HDF5_MAGIC]
         _refuse_hdf5(self.path, signatures, [(m.data_offset, m.data_end) for m in members])
         self.members = members
         self._by_name = {m.name: m for m in members}
 
-    def _check_count(self, end: int, found: int) -> None:
-        """The end record's member count (its ZIP64 record's, if it has one) is the number of central records.
-
-        :mod:`zipfile` reads the central directory by its size alone; a record swallowed by the one before
-        it (a comment length made longer) would hide a member other readers list.
-        """
-        assert self._map is not None
-        (count,) = struct.unpack_from("<H", self._map, end + 10)
-        record = end - ZIP64_LOCATOR_SIZE - ZIP64_END.size
-        if count == 0xFFFF and record >= 0 and self._map[record : record + 4] == ZIP64_END_SIGNATURE:
-            count = ZIP64_END.unpack_from(self._map, record)[7]
-        if count != found:
-            raise InputError(self.path, f"the zip end record counts {count} members, but the central directory holds {found}")
     def _check_names(self, infos: Sequence[zipfile.ZipInfo]) -> None:
         seen: set[str] = set()
         for info in infos:
@@ -317,48 +308,63 @@ class ZipArchive:
         if flags & FLAG_UNSUPPORTED:
             raise InputError(self.path, f"member {name!r} uses zip features ckptsurgeon does not read (flags {flags:#06x})")
 
-    def _locate(self, info: zipfile.ZipInfo) -> ZipMember:
+    def _locate(self, record: Central, info: zipfile.ZipInfo) -> ZipMember:
         """Check a member's flags, method, sizes and local header; the member with its data offset."""
-        name = info.orig_filename
+        name, method, csize, usize = record.name, record.method, record.compressed_size, record.size
         assert self._map is not None
-        self._check_flags(name, info.flag_bits)
-        if info.compress_type == STORED:
-            if info.compress_size != info.file_size:
-                raise InputError(self.path, f"stored member {name!r} has compressed size {info.compress_size} != size {info.file_size}")
-        elif info.compress_type == DEFLATED:
-            if info.file_size > MAX_DEFLATE_RATIO * info.compress_size:
+        self._check_flags(name, record.flags)
+        if method == STORED:
+            if csize != usize:
+                raise InputError(self.path, f"stored member {name!r} has compressed size {csize} != size {usize}")
+        elif method == DEFLATED:
+            if usize > MAX_DEFLATE_RATIO * csize:
                 raise InputError(
                     self.path,
-                    f"member {name!r} claims to inflate {info.compress_size} bytes to {info.file_size}, "
+                    f"member {name!r} claims to inflate {csize} bytes to {usize}, "
                     f"more than deflate can (ratio {MAX_DEFLATE_RATIO}); a corrupt archive or a zip bomb",
                 )
         else:
-            raise InputError(self.path, f"member {name!r} uses compression method {info.compress_type}; only STORED and DEFLATED are read")
+            raise InputError(self.path, f"member {name!r} uses compression method {method}; only STORED and DEFLATED are read")
+        offset, size = record.header_offset, len(self._map)
+        if offset + LOCAL_HEADER.size > size:
+            raise InputError(self.path, f"member {name!r}: local header at offset {offset} lies outside the archive")
+        start = self._check_local(record, offset)
+        if start + csize > size:
+            raise InputError(self.path, f"member {name!r}: its data runs past the end of the archive (truncated?)")
+        return ZipMember(name, method, csize, usize, record.crc, offset, start, info)
 
-        offset, size = info.header_offset, len(self._map)
-        if offset < 0 or offset + LOCAL_HEADER.size > size:
-            raise InputError(self.path, f"member {name!r}: local header at {offset} lies outside the archive")
-        fields = LOCAL_HEADER.unpack_from(self._map, offset)
-        signature, flags, method, name_length, extra_length = fields[0], fields[2], fields[3], fields[9], fields[10]
+    def _check_local(self, record: Central, offset: int) -> int:
+        """The local header at ``offset`` agrees with the member's central record; where its data starts."""
+        assert self._map is not None
+        name, where = record.name, f"member {record.name!r}: its local header (offset {offset})"
+        signature, needed, flags, method, _, _, crc, csize, usize, name_length, extra_length = LOCAL_HEADER.unpack_from(self._map, offset)
         if signature != LOCAL_SIGNATURE:
             raise InputError(self.path, f"member {name!r}: bad local header signature at offset {offset}")
         name_start = offset + LOCAL_HEADER.size
         raw_name = self._map[name_start : name_start + name_length]
-        try:
-            local_name = raw_name.decode("utf-8") if flags & FLAG_UTF8 else raw_name.decode("cp437")
-        except UnicodeDecodeError:
-            local_name = None
-        if local_name != name:
+        if decode(raw_name, flags) != name:
             raise InputError(self.path, f"member {name!r}: its local header names {raw_name[:80]!r}")
         self._check_flags(name, flags)
-        if method != info.compress_type:
+        if (flags ^ record.flags) & ~FLAG_OPTIONS:
+            raise InputError(self.path, f"{where} has flags {flags:#06x}, the central directory {record.flags:#06x}")
+        if method != record.method:
             raise InputError(self.path, f"member {name!r}: local and central compression methods differ")
-        start = name_start + name_length + extra_length
-        if start + info.compress_size > size:
-            raise InputError(self.path, f"member {name!r}: its data runs past the end of the archive (truncated?)")
-        return ZipMember(name, info.compress_type, info.compress_size, info.file_size, info.CRC, offset, start, info)
+        if max(needed, record.needed) > MAX_EXTRACT_VERSION:
+            raise InputError(self.path, f"member {name!r} needs zip version {max(needed, record.needed) / 10:.1f} to extract")
+        extra = self._map[name_start + name_length : name_start + name_length + extra_length]
+        sizes = zip64(extra, [(usize, 0xFFFFFFFF), (csize, 0xFFFFFFFF)])
+        if sizes is None:
+            raise InputError(self.path, f"{where} has a ZIP64 field too short for its sizes")
+        local, central = (crc, *sizes), (record.crc, record.size, record.compressed_size)
+        deferred = record.flags & FLAG_DESCRIPTOR  # the values may be zero here, the data descriptor has them
+        if any(a != b and not (deferred and a == 0) for a, b in zip(local, central, strict=True)):
+            raise InputError(
+                self.path, f"{where} gives CRC {local[0]:#010x}, size {local[1]}, compressed size {local[2]}; "
+                f"the central directory CRC {central[0]:#010x}, size {central[1]}, compressed size {central[2]}",
+            )
+        return name_start + name_length + extra_length
 
-    def _check_layout(self, members: Sequence[ZipMember], directory: int | None) -> None:
+    def _check_layout(self, members: Sequence[ZipMember], directory: int) -> None:
         """Members follow each other from the start of the file to the central directory: none overlaps
         another, and no bytes lie between them but a member's data descriptor (where a hidden member,
         which a reader of local headers would list, could be)."""
@@ -368,18 +374,23 @@ class ZipArchive:
                 raise InputError(self.path, f"members {previous.name if previous else ''!r} and {m.name!r} overlap in the archive")
             self._check_gap(previous, pos, m.header_offset)
             pos, previous = m.data_end, m
-        if directory is not None:
-            if pos > directory:
-                raise InputError(self.path, f"member {previous.name if previous else ''!r} overlaps the archive's central directory")
-            self._check_gap(previous, pos, directory)
+        if pos > directory:
+            raise InputError(self.path, f"member {previous.name if previous else ''!r} overlaps the archive's central directory")
+        self._check_gap(previous, pos, directory)
 
     def _check_gap(self, member: ZipMember | None, start: int, end: int) -> None:
+        """Between ``member``'s data and what follows it: nothing, or exactly its data descriptor if it has one."""
         assert self._map is not None
-        if start == end or (member is not None and end - start <= 24 and _is_descriptor(self._map[start:end], member)):
+        if member is not None and member.info.flag_bits & FLAG_DESCRIPTOR:
+            if end - start <= 24 and _is_descriptor(self._map[start:end], member):
+                return
+            if end - start <= 24:
+                raise InputError(self.path, f"member {member.name!r}: no data descriptor that agrees with the central directory at offset {start}")
+        if start == end:
             return
         where = "before the first member" if member is None else f"after member {member.name!r}"
         raise UnsafeInputError(
-            self.path, f"{end - start} bytes {where} belong to no member (a hidden member or a polyglot); refusing an ambiguous file"
+            self.path, f"{end - start} bytes {where} (offset {start}) belong to no member (a hidden member or a polyglot); refusing an ambiguous file"
         )
 
     # --- members ----------------------------------------------------------------------------------
@@ -497,11 +508,12 @@ class ZipArchive:
     def window(self, member: ZipMember) -> io.RawIOBase:
         """A seekable read-only file object over a STORED member's bytes in the archive file (no copy).
 
-        Its reads are not checked against the CRC: call :meth:`verify` before trusting them.
-        It has a file handle of its own, so it may outlive the archive; close it when done.
+        The member is checked against its CRC first (:meth:`verify`): a reader of a window (HDF5)
+        never sees a byte of a damaged member. It has a file handle of its own, so it may outlive
+        the archive; close it when done.
         """
         self._need_stored(member)
-        self._mapped()
+        self.verify(member)
         return _Window(self.path, member.data_offset, member.size)
 
     def release(self, member: ZipMember) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from ckptsurgeon.formats import _zip
 from ckptsurgeon.formats._zip import DEFLATED, MAX_DEFLATE_RATIO, STORED, ZipArchive, name_problem
 
 from ..conftest import ROOT
+from ..support.fixtures import CliRunner
+from ..support.isolated import run_isolated
 
 EPOCH = (1980, 1, 1, 0, 0, 0)
 PAYLOADS = {"a.bin": bytes(range(256)) * 3, "b/c.txt": b"hello zip\n" * 40, "empty": b""}
@@ -171,10 +174,11 @@ def test_a_closed_archive_refuses_reads_but_views_outlive_it(tmp_path: Path) -> 
 
 # --- damaged and hostile archives -------------------------------------------------------------------
 def test_overlapping_members_are_refused(tmp_path: Path) -> None:
-    def overlap(d: bytearray) -> None:  # a's data claims 100 bytes of b's local header and data
+    def overlap(d: bytearray) -> None:  # a's data claims 100 bytes of b's local header and data, in both headers
         cd = central(d)["a.bin"]
         size = struct.unpack_from("<L", d, cd + 20)[0] + 100
         struct.pack_into("<LL", d, cd + 20, size, size)
+        struct.pack_into("<LL", d, local(d, "a.bin") + 18, size, size)
 
     path = damage(make_zip(tmp_path / "a.zip", PAYLOADS), overlap)
     with pytest.raises(InputError, match=r"'a\.bin' and 'b/c\.txt' overlap"):
@@ -220,7 +224,7 @@ def test_a_member_hidden_from_the_central_directory_is_refused(tmp_path: Path) -
     path = damage(make_zip(tmp_path / "b.zip", PAYLOADS), drop)
     with zipfile.ZipFile(path) as zf:
         assert zf.namelist() == ["a.bin", "empty"]
-    with pytest.raises(UnsafeInputError, match=r"bytes after member 'a\.bin' belong to no member"):
+    with pytest.raises(UnsafeInputError, match=r"437 bytes after member 'a\.bin' \(offset 803\) belong to no member"):
         ZipArchive(path)
 
 
@@ -236,8 +240,8 @@ def test_the_member_count_of_a_zip64_end_record(tmp_path: Path, monkeypatch: pyt
     with ZipArchive(path) as archive:
         assert archive.names() == list(PAYLOADS)
 
-    def miscount(d: bytearray) -> None:  # the ZIP64 record's total: its 8th field
-        struct.pack_into("<Q", d, len(d) - 22 - 20 - 56 + 32, 7)
+    def miscount(d: bytearray) -> None:  # the ZIP64 record's counts on this disk and in all: its 7th and 8th fields
+        struct.pack_into("<QQ", d, len(d) - 22 - 20 - 56 + 24, 7, 7)
 
     with pytest.raises(InputError, match="counts 7 members, but the central directory holds 3"):
         ZipArchive(damage(path, miscount))
@@ -270,7 +274,7 @@ def test_data_descriptors_are_accounted_for(tmp_path: Path, method: int) -> None
         assert read_all(archive) == PAYLOADS
         end = archive["a.bin"].data_end
     damage(path, lambda d: d.__setitem__(end + 5, d[end + 5] ^ 1))  # the descriptor's CRC
-    with pytest.raises(UnsafeInputError, match=r"16 bytes after member 'a\.bin' belong to no member"):
+    with pytest.raises(InputError, match=rf"'a\.bin': no data descriptor that agrees with the central directory at offset {end}"):
         ZipArchive(path)
 
 
@@ -320,6 +324,7 @@ def test_truncated_data_and_unreadable_archives(tmp_path: Path) -> None:
 
     def grow(d: bytearray) -> None:
         struct.pack_into("<LL", d, central(d)["a.bin"] + 20, 10**6, 10**6)
+        struct.pack_into("<LL", d, local(d, "a.bin") + 18, 10**6, 10**6)
 
     path = damage(make_zip(tmp_path / "b.zip", {"a.bin": bytes(500)}), grow)
     with pytest.raises(InputError, match="runs past the end"):
@@ -376,7 +381,7 @@ def test_an_hdf5_signature_outside_every_member_is_a_polyglot(tmp_path: Path) ->
     inner = make_zip(tmp_path / "inner.zip", PAYLOADS).read_bytes()
     path = tmp_path / "poly.zip"
     path.write_bytes(bytes(512) + _zip.HDF5_MAGIC + bytes(504) + inner)  # an HDF5 user block, then the zip
-    with pytest.raises(UnsafeInputError, match="1024 bytes before the first member belong to no member"):
+    with pytest.raises(InputError, match=r"central directory at offsets 1275 to 1430, but it must end .* \(offset 2454\)"):
         ZipArchive(path)
     assert _zip.hdf5_offsets(path, path.stat().st_size) == [512]
     with zipfile.ZipFile(path) as zf:  # detection's check names the HDF5 signature
@@ -476,3 +481,144 @@ def test_importing_the_zip_reader_and_the_npz_package_loads_no_numpy() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     modules = json.loads(done.stdout)
     assert [m for m in ("numpy", "h5py", "ml_dtypes", "ckptsurgeon.formats.npz.reader") if m in modules] == []
+
+
+# --- the raw structure: end records, central directory and local headers agree -----------------------
+def savez3(path: Path) -> Path:
+    """A real npz archive of three arrays written by numpy (local headers carry a ZIP64 field)."""
+    np.savez(path, x=np.arange(3.0), y=np.ones((2, 2), np.float32), z=np.zeros(5, np.int64))  # type: ignore[arg-type]
+    return path
+
+
+def test_a_central_record_damaged_by_one_byte_is_refused_not_shortened(tmp_path: Path, cli: CliRunner) -> None:
+    """One byte (entry 2's comment length) makes zipfile list 2 of 3 arrays: refused, nothing written."""
+    for length in (46 + len("z.npy"), 75):  # swallows entry 3 exactly; runs past the directory
+        path = savez3(tmp_path / f"c{length}.npz")
+        damage(path, lambda d, n=length: struct.pack_into("<H", d, central(d)["y.npy"] + 32, n))
+        if length == 51:
+            with zipfile.ZipFile(path) as zf:
+                assert zf.namelist() == ["x.npy", "y.npy"]
+        for argv in (["inspect", path], ["convert", path, "-o", tmp_path / "out.safetensors"]):
+            result = cli(*argv)
+            assert result.code == 3 and result.line.startswith(f"ckpt: error: {path}: "), result.err
+            assert "central directory" in result.line
+        assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_count_in_the_end_record_must_match(tmp_path: Path) -> None:
+    for here, total, message in [
+        (0, 0, "counts 0 members, but the central directory holds more than 0"),
+        (0xFFFF, 0xFFFF, "counts 65535 members, but the central directory holds 3"),
+        (3, 2, "counts 3 members on this disk but 2 in all"),
+        (2, 2, "counts 2 members, but the central directory holds 3"),
+    ]:
+        path = damage(savez3(tmp_path / "a.npz"), lambda d, h=here, t=total: struct.pack_into("<HH", d, len(d) - 14, h, t))
+        with pytest.raises(InputError, match=message):
+            ZipArchive(path)
+
+
+def test_the_central_directory_lies_exactly_before_the_end_record(tmp_path: Path, cli: CliRunner) -> None:
+    """Its offset and size in the end record; an offset zipfile would shift is named as the file has it, never negative."""
+    for field, delta in [(-6, 100), (-6, -1), (-10, 1), (-10, -1)]:  # offset, size
+        path = damage(savez3(tmp_path / "a.npz"), lambda d, f=field, k=delta: struct.pack_into(
+            "<L", d, len(d) + f, struct.unpack_from("<L", d, len(d) + f)[0] + k))
+        result = cli("inspect", path)
+        assert result.code == 3 and result.line.startswith(f"ckpt: error: {path}: "), result.err
+        assert re.search(r"-\d", result.line.removeprefix(f"ckpt: error: {path}")) is None, result.line
+    path = savez3(tmp_path / "a.npz")
+    end = path.stat().st_size - 22
+    size, offset = struct.unpack_from("<LL", path.read_bytes(), end + 12)
+    damage(path, lambda d: struct.pack_into("<L", d, end + 16, offset + 100))
+    with zipfile.ZipFile(path) as zf:  # zipfile shifts every member by -100 and reads on
+        assert zf.infolist()[0].header_offset == -100
+    with pytest.raises(InputError, match=rf"directory at offsets {offset + 100} to {offset + 100 + size}, but it must end .* \(offset {end}\)"):
+        ZipArchive(path)
+
+
+def first_local(d: bytearray | bytes) -> int:
+    return local(d, "x.npy")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: struct.pack_into("<H", d, first_local(d) + 6, 1), "'x.npy' is encrypted"),
+        (lambda d: struct.pack_into("<H", d, first_local(d) + 6, 0x0800), r"local header \(offset 0\) has flags 0x0800, the central directory 0x0000"),
+        (lambda d: struct.pack_into("<L", d, first_local(d) + 14, 0), r"local header \(offset 0\) gives CRC 0x00000000"),
+        (lambda d: struct.pack_into("<QQ", d, first_local(d) + 30 + 5 + 4, 0, 0), "size 0, compressed size 0; the central directory"),
+        (lambda d: struct.pack_into("<H", d, first_local(d) + 4, 64), "needs zip version 6.4"),
+    ],
+    ids=["encrypted", "flags", "crc", "zip64-sizes-zero", "local-version"],
+)
+def test_a_local_header_disagreeing_with_its_central_record_is_refused(
+    tmp_path: Path, edit: Callable[[bytearray], None], message: str,
+) -> None:
+    path = damage(savez3(tmp_path / "a.npz"), edit)
+    with pytest.raises(InputError, match=message) as err:
+        ZipArchive(path)
+    assert str(err.value).startswith(f"{path}: member 'x.npy'") and "\n" not in str(err.value)
+
+
+def test_a_data_descriptor_flag_needs_its_descriptor(tmp_path: Path) -> None:
+    def flag(d: bytearray) -> None:  # both headers say "CRC and sizes follow the data": nothing follows
+        struct.pack_into("<H", d, central(d)["x.npy"] + 8, 0x08)
+        struct.pack_into("<H", d, first_local(d) + 6, 0x08)
+
+    with pytest.raises(InputError, match=r"'x\.npy': no data descriptor that agrees"):
+        ZipArchive(damage(savez3(tmp_path / "a.npz"), flag))
+
+
+def test_the_zip64_end_record_agrees_with_the_end_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 1)  # zipfile then writes a ZIP64 end record
+    path = make_zip(tmp_path / "a.zip", PAYLOADS)
+    monkeypatch.undo()
+    good = path.read_bytes()
+    zip64 = len(good) - 22 - 20 - 56
+    for edit, message in [
+        (lambda d: struct.pack_into("<L", d, len(d) - 10, 9), "disagree on the directory size"),  # end record's size
+        (lambda d: struct.pack_into("<Q", d, zip64 + 48, 7), "disagree on the directory offset"),
+        (lambda d: struct.pack_into("<Q", d, len(d) - 22 - 12, zip64 - 1), "locator at offset .* points to offset"),
+        (lambda d: struct.pack_into("<L", d, zip64 + 16, 1), "disagree on the disk number"),
+    ]:
+        path.write_bytes(good)
+        with pytest.raises(InputError, match=message):
+            ZipArchive(damage(path, edit))
+
+
+def test_real_files_pass_the_raw_checks(corpus: Path, tmp_path: Path) -> None:
+    """Archives numpy, Keras 3 and PyTorch wrote, and the ones ckptsurgeon writes, are read as before."""
+    for rel in ("npz/weights.npz", "npz/weights_compressed.npz", "npz/flax_cnn_variables.npz",
+                "keras3/mlp.keras", "keras3/cnn.keras", "torch/smallcnn.pt"):
+        with ZipArchive(corpus / rel) as archive, zipfile.ZipFile(corpus / rel) as zf:
+            assert archive.names() == zf.namelist()
+    with ZipArchive(savez3(tmp_path / "a.npz")) as archive:
+        assert archive.names() == ["x.npy", "y.npy", "z.npy"]
+
+
+def damaged_member_byte(src: Path, dst: Path, offset: int) -> Path:
+    """A copy of a .keras archive with one byte of its STORED model.weights.h5 changed."""
+    data = bytearray(src.read_bytes())
+    with ZipArchive(src) as archive:
+        m = archive["model.weights.h5"]
+        assert m.stored
+        data[m.data_offset + offset] ^= 0x01
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_hdf5_never_opens_a_damaged_keras_weights_member(corpus: Path, tmp_path: Path) -> None:
+    """One byte of HDF5 metadata changed in the target's weights member once hung (or crashed) ``transfer``
+    inside HDF5: now every path checks the CRC before HDF5 sees a byte. Run in child processes."""
+    good = tmp_path / "good.keras"
+    good.write_bytes((corpus / "keras3/mlp.keras").read_bytes())
+    bad = damaged_member_byte(good, tmp_path / "damaged.keras", 1937)
+    out = tmp_path / "o.keras"
+    cases = [
+        ["transfer", good, bad, "-o", out], ["transfer", bad, good, "-o", out], ["inspect", bad],
+        ["diff", good, bad], ["verify", bad], ["convert", bad, "-o", tmp_path / "o.safetensors"],
+        ["rename", bad, "--strip-prefix", "layers/", "-o", out],
+    ]
+    for argv, result in zip(cases, run_isolated(cases, seconds_per_case=20), strict=True):
+        assert result.code == 3, (argv, result)
+        assert result.line == f"ckpt: error: {bad}: member 'model.weights.h5': CRC mismatch (the archive is damaged)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.keras", "good.keras"]

@@ -4,8 +4,8 @@
 (``format="keras"``) like any other HDF5 file, after the archive is checked as every zip archive is
 (:class:`~ckptsurgeon.formats._zip.ZipArchive`: member names inside the archive, no encryption,
 sizes and data ranges within the archive, no zip bomb). A stored member, as Keras writes it, is
-read in place through a window on the archive and checked against its CRC before its first
-tensor is used.
+checked against its CRC, then read in place through a window on the archive: HDF5 never sees a
+byte of a damaged member (it can crash or hang on one).
 
 :class:`KerasZipWriter` writes a ``.keras`` archive: with ``like=`` a :class:`KerasZipReader` it
 copies every other member (``config.json``, ``metadata.json``, assets) verbatim, in the same order
@@ -31,13 +31,12 @@ import numpy as np
 
 from ckptsurgeon.errors import InputError
 from ckptsurgeon.files import check_input
-from ckptsurgeon.formats._zip import ZipArchive, ZipMember
+from ckptsurgeon.formats._zip import ZipArchive
 from ckptsurgeon.formats.base import OpenOptions, WriterCaps
 from ckptsurgeon.formats.base import Reader as BaseReader
 from ckptsurgeon.formats.base import Writer as BaseWriter
 from ckptsurgeon.formats.hdf5 import KERAS_MEMBER
 from ckptsurgeon.formats.hdf5._h5 import (
-    DatasetInfo,
     Source,
     output_errors,
 )
@@ -73,10 +72,9 @@ class KerasZipReader(HDF5Reader):
         member = archive[KERAS_MEMBER]
         source: tuple[IO[bytes] | io.IOBase, int, Path | None, int | None, list[Any]]
         if member.stored:
-            window = archive.window(member)
+            window = archive.window(member)  # checked against its CRC first: HDF5 never reads a damaged member
             source = (window, member.size, path, member.data_offset, [window])
-            self._unchecked = member
-        else:
+        else:  # inflated to its end, so its CRC is checked before HDF5 reads it
             spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the source
             try:
                 with archive.open(member) as stream:
@@ -91,15 +89,6 @@ class KerasZipReader(HDF5Reader):
         self._open_single(Source(label, target, msize, origin=origin, base_offset=base, closers=closers))
 
     _archive: ZipArchive | None = None
-    _unchecked: ZipMember | None = None  # a STORED weights member not yet checked against its CRC
-
-    def _locate(self, name: str) -> tuple[Source, DatasetInfo]:
-        """Before the first tensor's data is used, a STORED weights member is checked against its CRC
-        (a compressed one is checked as it is inflated)."""
-        if self._unchecked is not None and self._archive is not None:
-            self._archive.verify(self._unchecked)
-            self._unchecked = None
-        return super()._locate(name)
 
     def close(self) -> None:
         super().close()

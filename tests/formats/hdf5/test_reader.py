@@ -541,7 +541,7 @@ def test_sharded_dataset_in_two_shards_is_refused(tmp_path: Path) -> None:
 
 
 def test_damaged_stored_keras_weights_fail_the_crc_check(tmp_path: Path, cli: CliRunner) -> None:
-    """A byte of tensor data flipped inside a STORED model.weights.h5: headers still list, data never flows."""
+    """A byte of tensor data flipped inside a STORED model.weights.h5: HDF5 never opens the member."""
     path = tmp_path / "cnn.keras"
     path.write_bytes((CORPUS / "keras3/cnn.keras").read_bytes())
     with open_checkpoint(path) as r:
@@ -552,10 +552,8 @@ def test_damaged_stored_keras_weights_fail_the_crc_check(tmp_path: Path, cli: Cl
     data = bytearray(path.read_bytes())
     data[where[1]] ^= 0x01
     path.write_bytes(bytes(data))
-    with open_checkpoint(path) as r:
-        assert [t.name for t in r.tensors]
-        with pytest.raises(InputError, match="CRC mismatch"):
-            r.read(name)
+    with pytest.raises(InputError, match="CRC mismatch"):
+        open_checkpoint(path)
     for argv in (["convert", str(path), "-o", str(tmp_path / "out.safetensors")],
                  ["verify", str(path)]):
         assert cli(*argv).code == 3
