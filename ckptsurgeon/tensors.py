@@ -11,7 +11,6 @@ the first time a numpy dtype is asked for, so listing options or reading headers
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -117,16 +116,13 @@ def numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
-_LAYER_SPLIT = re.compile(r"[./](?=[^./]*$)")
-
-
 def default_layer(name: str) -> str:
     """A tensor's layer: its name without the last ``.``- or ``/``-separated part.
 
     A name without a separator (``pos_embed``) is a layer of its own.
     """
-    parts = _LAYER_SPLIT.split(name, maxsplit=1)
-    return parts[0] if len(parts) == 2 and parts[0] else name
+    cut = max(name.rfind("."), name.rfind("/"))
+    return name[:cut] if cut > 0 else name
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from rich.filesize import decimal
 
@@ -97,7 +97,7 @@ class Grid:
             table.add_row(*(Text(cell, style=style) for cell, style in zip(cells, styles, strict=True)))
         return table
 
-    def write_plain(self, file: TextIO) -> None:
+    def write_plain(self, file: IO[str]) -> None:
         """Draw the table with rich's box characters but without rich's layout: columns as wide as their
         widest cell, nothing wrapped or styled, written as it goes. Linear in the number of cells."""
         from rich.cells import cell_len

@@ -117,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10k and 50k tensors only, no targets")
     parser.add_argument("--skip-huge", action="store_true", help="leave out the 1.3M-tensor file")
     parser.add_argument("--only", default="", help="run only the cases whose label contains TEXT")
-    parser.add_argument("--timeout", type=float, default=600, help="not used: each run is waited for")
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
 
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     big = 50_000 if args.quick else 200_000
     h5n = 20_000 if args.quick else 100_000
     files: dict[int, Path] = {}
-    for n in sorted(set(sizes + [big])):
+    for n in sorted({*sizes, big}):
         files[n] = args.dir / f"scale-{label(n)}.safetensors"
         started = time.perf_counter()
         if write_safetensors(files[n], n):
