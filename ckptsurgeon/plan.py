@@ -23,16 +23,16 @@ from typing import Literal
 
 from .match import (
     WRAPPER_PREFIXES,
+    Hints,
     MatchMode,
     Pairing,
     PrefixFix,
     auto_prefix,
-    did_you_mean,
     format_shape,
     match,
 )
 from .rules import Renamed, Rules, apply_rules
-from .tensors import DTYPES, TensorInfo, TensorSpec, default_layer, numel
+from .tensors import DTYPES, TensorInfo, TensorSpec, default_layer, gc_paused, numel
 from .text import percent
 
 Action = Literal["replace", "keep", "add", "write"]
@@ -241,6 +241,7 @@ def _matched_reason(pairing: Pairing, mode: MatchMode, renamed: Renamed, mapped:
     return f"same name and shape (after {' and '.join(via)})"
 
 
+@gc_paused
 def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], options: TransferOptions) -> Plan:
     """Decide every output tensor of a transfer from the two checkpoints' metadata (see the module docstring)."""
     renamed = apply_rules([t.name for t in source], options.rules)
@@ -258,7 +259,7 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
     eligible = [t for t in target if _target_filter(t.name, options) is None]
     pairings = {p.target.name: p for p in match(eligible, keyed, options.match)}
     used = {p.source_key for p in pairings.values() if p.status == "matched"}
-    unused_infos = [TensorInfo(k, info.shape, info.dtype) for k, info in keyed.items() if k not in used]
+    hints = Hints(TensorInfo(k, info.shape, info.dtype) for k, info in keyed.items() if k not in used)
     excluded = dict(renamed.excluded)
 
     steps: list[Step] = []
@@ -295,7 +296,7 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
         elif t.name in excluded:
             steps.append(keep(SOURCE_EXCLUDED, f"source {excluded[t.name]}"))
         else:
-            steps.append(keep(NO_SOURCE, "no source tensor", hint=did_you_mean(t, unused_infos)))
+            steps.append(keep(NO_SOURCE, "no source tensor", hint=hints(t)))
 
     unused = [info.name for k, info in keyed.items() if k not in used]
     if options.add_unmatched:
@@ -319,6 +320,7 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
     )
 
 
+@gc_paused
 def plan_rename(tensors: Sequence[TensorInfo], rules: Rules) -> Plan:
     """Every tensor the rules keep, under its new name; bytes and dtypes unchanged (CheckFailed on a collision)."""
     renamed = apply_rules([t.name for t in tensors], rules)

@@ -17,6 +17,7 @@ from rich.text import Text
 from ..commands.diff import DiffResult, TensorDiff
 from ..commands.verify import Verification
 from ..layers import group_layers
+from ..tensors import gc_paused
 from .render import RICH_MAX_ROWS, Column, Grid, count, shape_text
 
 CHANGE_STYLE = {
@@ -78,6 +79,7 @@ def _merge(label: str, rows: list[DiffRow]) -> DiffRow:
     )
 
 
+@gc_paused
 def diff_rows(result: DiffResult, *, all_: bool = False) -> list[DiffRow]:
     """Changed tensors in A's order (every tensor with ``all_``), then tensors only in A, only in B.
 

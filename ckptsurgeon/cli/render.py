@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, TextIO
 from rich.filesize import decimal
 
 from ..layers import group_layers, name_template, pattern_name, relative_name
+from ..tensors import gc_paused
 
 if TYPE_CHECKING:  # rich's console and tables are imported where they are used: JSON output needs neither
     from rich.console import Console
@@ -102,12 +103,13 @@ class Grid:
         widest cell, nothing wrapped or styled, written as it goes. Linear in the number of cells."""
         from rich.cells import cell_len
 
-        widths = [cell_len(c.header) for c in self.columns]
-        for cells in self.rows:
-            for i, cell in enumerate(cells):
-                n = cell_len(cell)
-                if n > widths[i]:
-                    widths[i] = n
+        def width(text: str) -> int:
+            return len(text) if text.isascii() else cell_len(text)
+
+        widths = [width(c.header) for c in self.columns]
+        for i in range(len(self.columns)):
+            column = {cell[i] for cell in self.rows}
+            widths[i] = max([widths[i], *map(width, column)])
         rights = [c.right for c in self.columns]
 
         def rule(left: str, fill: str, mid: str, right: str) -> str:
@@ -116,17 +118,18 @@ class Grid:
         def line(cells: list[str], bar: str) -> str:
             parts = []
             for cell, w, right in zip(cells, widths, rights, strict=True):
-                pad = " " * (w - cell_len(cell))
-                parts.append(pad + cell if right else cell + pad)
-            return bar + " " + f" {bar} ".join(parts) + " " + bar + "\n"
+                n = w - (len(cell) if cell.isascii() else cell_len(cell))
+                parts.append(" " * n + cell if right else cell + " " * n)
+            return f"{bar} " + f" {bar} ".join(parts) + f" {bar}\n"
 
         file.write(rule("┏", "━", "┳", "┓"))
         file.write(line([c.header for c in self.columns], "┃"))
         file.write(rule("┡", "━", "╇", "┩"))
         section = rule("├", "─", "┼", "┤")
+        sections = self.sections
         chunk: list[str] = []
         for i, cells in enumerate(self.rows):
-            if i in self.sections:
+            if i in sections:
                 chunk.append(section)
             chunk.append(line(cells, "│"))
             if len(chunk) >= 4096:
@@ -167,6 +170,7 @@ def emit(out: Console, title: str, grid: Grid, notes: list[tuple[str, str]], *, 
 # --- inspect -------------------------------------------------------------------------------------
 
 
+@gc_paused
 def inspect_grid(result: Inspection, *, collapse: bool = True) -> Grid:
     grid = Grid([Column("layer", wrap=True), Column("tensor", wrap=True), Column("shape"), Column("dtype"),
                  Column("parameters", right=True), Column("bytes", right=True)])

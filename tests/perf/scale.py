@@ -53,9 +53,20 @@ def tensor_names(n: int, variant: int = 0) -> list[tuple[str, list[int]]]:
 
 
 def write_safetensors(path: Path, n: int, variant: int = 0) -> bool:
-    """Write (unless cached) a safetensors file of about ``n`` tiny F32 tensors; True if written."""
+    """Write (unless cached) a safetensors file of about ``n`` tiny F32 tensors; True if written.
+
+    The header is built in a child process: a child started with ``posix_spawn`` starts its
+    ``ru_maxrss`` from its parent's resident size, so the parent must stay small.
+    """
     if path.exists():
         return False
+    code = "import sys, scale; scale._write_safetensors(scale.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))"
+    subprocess.run([sys.executable, "-c", code, str(path), str(n), str(variant)], check=True,
+                   cwd=Path(__file__).parent)
+    return True
+
+
+def _write_safetensors(path: Path, n: int, variant: int) -> None:
     doc: dict[str, object] = {}
     offset = 0
     for name, shape in tensor_names(n, variant):
@@ -77,7 +88,6 @@ def write_safetensors(path: Path, n: int, variant: int = 0) -> bool:
             f.write(chunk)
             left -= len(chunk)
     os.replace(tmp, path)
-    return True
 
 
 _H5_WRITER = r"""
@@ -117,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10k and 50k tensors only, no targets")
     parser.add_argument("--skip-huge", action="store_true", help="leave out the 1.3M-tensor file")
     parser.add_argument("--only", default="", help="run only the cases whose label contains TEXT")
+    parser.add_argument("--timeout", type=int, default=0,
+                        help="stop a run after this many seconds (coreutils timeout; the row says so)")
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
 
@@ -139,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {h5} in {time.perf_counter() - started:.1f} s")
 
     ckpt = common.ckpt_command()
+    if args.timeout:
+        ckpt = ["timeout", "-s", "KILL", str(args.timeout), *ckpt]
     env = common.ckpt_env(args.dir / "pycache")
     print(f"ckpt: {' '.join(ckpt)}")
     print(common.machine_line() + "\n")
@@ -174,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
                 p.unlink()
             m = common.run_measured([*ckpt, *cmd], stdout=out / "stdout", env=env)
             verdict = "-"
-            if m.exit_code not in (0, 1):
+            if args.timeout and m.exit_code in (-9, 137):
+                verdict = f"TIMEOUT (> {args.timeout} s)"
+                failed = True
+            elif m.exit_code not in (0, 1):
                 verdict = f"exit {m.exit_code}"
                 failed = True
                 print(m.stderr[-1000:], file=sys.stderr)

@@ -59,7 +59,7 @@ import numpy as np
 from h5py import h5d, h5g, h5l, h5o, h5p, h5pl, h5s, h5t
 
 from ckptsurgeon.errors import CkptError, InputError, OutputError, UnsafeInputError
-from ckptsurgeon.tensors import DTYPES, ML_DTYPE_NAMES, code_of, numel
+from ckptsurgeon.tensors import DTYPES, ML_DTYPE_NAMES, code_of, gc_paused, numel
 
 
 def _disable_plugins() -> None:
@@ -262,6 +262,7 @@ def _child_names(group: h5py.Group) -> list[str]:
     return names
 
 
+@gc_paused
 def _walk(f: h5py.File, label: Path, size: int) -> Tree:
     """Visit every object once, pre-order, never following anything but hard links inside the file."""
     tree = Tree()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
-from ...tensors import DTYPES, TensorInfo, TensorSpec, default_layer, numel
+from ...tensors import DTYPES, TensorInfo, TensorSpec, default_layer, gc_paused, numel
 from .._index import strict_json
 
 MAX_HEADER_BYTES = 100_000_000
@@ -27,6 +27,7 @@ def _is_uint(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
+@gc_paused
 def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, str], list[TensorInfo]]:
     """Validate a safetensors header; return its metadata and tensors in data-offset order.
 
