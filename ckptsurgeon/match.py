@@ -122,7 +122,7 @@ def auto_prefix(
 # --- pairings --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pairing:
     """What :func:`match` found for one target tensor.
 

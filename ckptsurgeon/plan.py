@@ -74,7 +74,7 @@ class TransferOptions:
     allow_empty: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorRef:
     """One tensor of one input: which input (``source``, ``target`` or ``input``) and its stored name."""
 
@@ -88,7 +88,7 @@ class TensorRef:
         return cls(input, info.name, info.shape, info.dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cast:
     """The values converted to another dtype of the same kind (float to float, integer to integer)."""
 
@@ -102,7 +102,7 @@ class Cast:
 Transform = Cast
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """One output tensor: where its value comes from, through which transform, and why.
 

@@ -153,7 +153,7 @@ def default_layer(name: str) -> str:
     return name[:cut] if cut > 0 else name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorInfo:
     """What a reader knows about one tensor without reading its data."""
 
@@ -173,7 +173,7 @@ class TensorInfo:
         return self.numel * DTYPES[self.dtype].itemsize
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorSpec:
     """What a writer is told about one tensor before any data arrives."""
 

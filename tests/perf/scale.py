@@ -30,6 +30,7 @@ import common
 BLOCK = ("input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
          "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
          "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")
+SHORT = ("ln_1", "q", "k", "v", "o", "ln_2", "fc", "gate", "proj")
 FLAT = 50  # flat names besides the blocks
 
 
@@ -37,6 +38,8 @@ def tensor_names(n: int, variant: int = 0) -> list[tuple[str, list[int]]]:
     """About ``n`` (name, shape) pairs: blocks of 9 tensors plus flat names; ``variant`` 1 differs a little."""
     if variant == 2:  # Keras-style names (dense_12.kernel): no numeric component, so nothing collapses
         return [(f"dense_{i // 2}.{'bias' if i % 2 else 'kernel'}", [1] if i % 2 else [2, 2]) for i in range(n)]
+    if variant == 3:  # GPT-2-style short names, all [1]: 1.3M tensors in a header under the 100 MB limit
+        return [(f"h.{i // 9}.{SHORT[i % 9]}", [1]) for i in range(n)]
     out: list[tuple[str, list[int]]] = [("model.embed_tokens.weight", [2, 2])]
     blocks = max(1, (n - FLAT - 3) // len(BLOCK))
     for i in range(blocks):
@@ -137,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     h5n = 20_000 if args.quick else 100_000
     files: dict[int, Path] = {}
     for n in sorted({*sizes, big}):
-        files[n] = args.dir / f"scale-{label(n)}.safetensors"
+        huge = n > 1_000_000
+        files[n] = args.dir / f"scale-{label(n)}{'-short' if huge else ''}.safetensors"
         started = time.perf_counter()
-        if write_safetensors(files[n], n):
+        if write_safetensors(files[n], n, variant=3 if huge else 0):
             print(f"wrote {files[n]} in {time.perf_counter() - started:.1f} s")
     flat = args.dir / f"scale-{label(big)}-flat.safetensors"
     write_safetensors(flat, big, variant=2)

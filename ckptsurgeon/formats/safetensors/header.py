@@ -59,7 +59,7 @@ def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, st
     for name, entry in doc.items():
         if not isinstance(entry, dict):
             raise bad(f"tensor {name!r} is not an object")
-        if len(entry) != 3 or set(entry) != _KEYS:
+        if entry.keys() != _KEYS:
             raise bad(f"tensor {name!r} must have exactly dtype, shape and data_offsets, has {sorted(entry)}")
         code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(code, str) or code not in DTYPES:
