@@ -219,6 +219,8 @@ def _glob_hit(name: str, globs: Sequence[str]) -> str | None:
 
 def _target_filter(name: str, options: TransferOptions) -> str | None:
     """Why a target tensor may not be replaced, or None when it may."""
+    if not options.only_target and not options.skip_target:
+        return None
     if options.only_target and _glob_hit(name, options.only_target) is None:
         return "not selected by --only-target"
     hit = _glob_hit(name, options.skip_target)

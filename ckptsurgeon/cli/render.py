@@ -46,7 +46,10 @@ def console(file: TextIO | None = None, width: int | None = None) -> Console:
 
 
 def print_json(doc: Any, file: TextIO | None = None) -> None:
-    (file or sys.stdout).write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    """``json.dumps(doc, indent=2)`` written as it is encoded, never as one string (200,000 tensors: ~100 MB)."""
+    out = file or sys.stdout
+    out.writelines(json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(doc))
+    out.write("\n")
 
 
 def shape_text(shape: tuple[int, ...]) -> str:

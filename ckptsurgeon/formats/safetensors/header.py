@@ -23,10 +23,6 @@ ALIGN = 8
 _KEYS = {"dtype", "shape", "data_offsets"}
 
 
-def _is_uint(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-
 @gc_paused
 def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, str], list[TensorInfo]]:
     """Validate a safetensors header; return its metadata and tensors in data-offset order.
@@ -66,7 +62,8 @@ def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, st
             raise bad(f"tensor {name!r} has unknown dtype {code!r}")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise bad(f"tensor {name!r} shape {shape!r} is not a list of non-negative integers")
-        if not (type(offsets) is list and len(offsets) == 2 and _is_uint(offsets[0]) and _is_uint(offsets[1])):
+        if not (type(offsets) is list and len(offsets) == 2 and type(offsets[0]) is int and type(offsets[1]) is int
+                and offsets[0] >= 0 and offsets[1] >= 0):
             raise bad(f"tensor {name!r} data_offsets {offsets!r} are not two non-negative integers")
         begin, end = offsets
         if end < begin:
