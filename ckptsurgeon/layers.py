@@ -12,9 +12,12 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from .tensors import gc_paused
+
 T = TypeVar("T")
 
 _SPLIT = re.compile(r"([./])")
+_HAS_DIGIT = re.compile(r"[0-9]")
 
 
 def name_template(name: str) -> tuple[str, tuple[int, ...]]:
@@ -67,6 +70,7 @@ class Group(Generic[T]):
         return len(self.layers)
 
 
+@gc_paused
 def group_layers(
     items: Sequence[T],
     layer_of: Callable[[T], str],
@@ -85,18 +89,29 @@ def group_layers(
     if not collapse:
         return [Group(layer, [layer], rows, [rows]) for layer, rows in by_layer.items()]
 
+    # A layer without numeric components cannot collapse with another: it is its own group, in order.
     buckets: dict[tuple[str, tuple[Hashable, ...]], list[tuple[str, tuple[int, ...], list[T]]]] = {}
-    order: list[tuple[str, tuple[Hashable, ...]]] = []
+    order: list[tuple[str, tuple[Hashable, ...]] | tuple[str, list[T]]] = []
     for layer, rows in by_layer.items():
+        if not _HAS_DIGIT.search(layer):
+            order.append((layer, rows))
+            continue
         template, numbers = name_template(layer)
-        key = (template if numbers else "\0" + layer, tuple(signature(r) for r in rows))
+        if not numbers:
+            order.append((layer, rows))
+            continue
+        key = (template, tuple(signature(r) for r in rows))
         if key not in buckets:
             buckets[key] = []
             order.append(key)
         buckets[key].append((layer, numbers, rows))
 
     groups: list[Group[T]] = []
-    for key in order:
+    for entry in order:
+        if isinstance(entry[1], list):
+            groups.append(Group(entry[0], [entry[0]], entry[1], [entry[1]]))
+            continue
+        key = entry
         members = buckets[key]
         if len(members) == 1:
             layer, _, rows = members[0]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .errors import CheckFailed, UsageError
+from .layers import name_template
 from .rules import listing
 from .tensors import TensorInfo
 from .text import format_shape
@@ -121,7 +122,7 @@ def auto_prefix(
 # --- pairings --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pairing:
     """What :func:`match` found for one target tensor.
 
@@ -312,3 +313,38 @@ def did_you_mean(target: TensorInfo, unused: Iterable[TensorInfo], cutoff: float
     names = [info.name for info in unused if info.shape == target.shape]
     close = difflib.get_close_matches(target.name, names, n=1, cutoff=cutoff)
     return close[0] if close else None
+
+
+class Hints:
+    """:func:`did_you_mean` for every target of a plan, in time linear in the number of tensors.
+
+    The unused sources are indexed once by shape. When more than :attr:`POOL` of them share the
+    target's shape, only those with the target's block numbers (``h.7.attn`` -> ``(7,)``) are
+    compared, and when those are still too many there is no hint: comparing every target with every
+    unused source would be quadratic (hours for 200,000 renamed tensors).
+    """
+
+    POOL = 64
+
+    def __init__(self, unused: Iterable[TensorInfo]) -> None:
+        self._by_shape: dict[tuple[int, ...], list[TensorInfo]] = {}
+        self._by_block: dict[tuple[tuple[int, ...], tuple[int, ...]], list[TensorInfo]] | None = None
+        for info in unused:
+            self._by_shape.setdefault(info.shape, []).append(info)
+
+    def _block(self, shape: tuple[int, ...], numbers: tuple[int, ...]) -> list[TensorInfo]:
+        if self._by_block is None:
+            self._by_block = {}
+            for infos in self._by_shape.values():
+                if len(infos) > self.POOL:
+                    for info in infos:
+                        self._by_block.setdefault((info.shape, name_template(info.name)[1]), []).append(info)
+        return self._by_block.get((shape, numbers), [])
+
+    def __call__(self, target: TensorInfo) -> str | None:
+        pool = self._by_shape.get(target.shape, [])
+        if len(pool) > self.POOL:
+            pool = self._block(target.shape, name_template(target.name)[1])
+            if len(pool) > self.POOL:
+                return None
+        return did_you_mean(target, pool)

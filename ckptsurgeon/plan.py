@@ -23,16 +23,16 @@ from typing import Literal
 
 from .match import (
     WRAPPER_PREFIXES,
+    Hints,
     MatchMode,
     Pairing,
     PrefixFix,
     auto_prefix,
-    did_you_mean,
     format_shape,
     match,
 )
 from .rules import Renamed, Rules, apply_rules
-from .tensors import DTYPES, TensorInfo, TensorSpec, default_layer, numel
+from .tensors import DTYPES, TensorInfo, TensorSpec, default_layer, gc_paused, numel
 from .text import percent
 
 Action = Literal["replace", "keep", "add", "write"]
@@ -74,7 +74,7 @@ class TransferOptions:
     allow_empty: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorRef:
     """One tensor of one input: which input (``source``, ``target`` or ``input``) and its stored name."""
 
@@ -88,7 +88,7 @@ class TensorRef:
         return cls(input, info.name, info.shape, info.dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cast:
     """The values converted to another dtype of the same kind (float to float, integer to integer)."""
 
@@ -102,7 +102,7 @@ class Cast:
 Transform = Cast
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """One output tensor: where its value comes from, through which transform, and why.
 
@@ -219,6 +219,8 @@ def _glob_hit(name: str, globs: Sequence[str]) -> str | None:
 
 def _target_filter(name: str, options: TransferOptions) -> str | None:
     """Why a target tensor may not be replaced, or None when it may."""
+    if not options.only_target and not options.skip_target:
+        return None
     if options.only_target and _glob_hit(name, options.only_target) is None:
         return "not selected by --only-target"
     hit = _glob_hit(name, options.skip_target)
@@ -241,6 +243,7 @@ def _matched_reason(pairing: Pairing, mode: MatchMode, renamed: Renamed, mapped:
     return f"same name and shape (after {' and '.join(via)})"
 
 
+@gc_paused
 def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], options: TransferOptions) -> Plan:
     """Decide every output tensor of a transfer from the two checkpoints' metadata (see the module docstring)."""
     renamed = apply_rules([t.name for t in source], options.rules)
@@ -258,7 +261,7 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
     eligible = [t for t in target if _target_filter(t.name, options) is None]
     pairings = {p.target.name: p for p in match(eligible, keyed, options.match)}
     used = {p.source_key for p in pairings.values() if p.status == "matched"}
-    unused_infos = [TensorInfo(k, info.shape, info.dtype) for k, info in keyed.items() if k not in used]
+    hints = Hints(TensorInfo(k, info.shape, info.dtype) for k, info in keyed.items() if k not in used)
     excluded = dict(renamed.excluded)
 
     steps: list[Step] = []
@@ -295,7 +298,7 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
         elif t.name in excluded:
             steps.append(keep(SOURCE_EXCLUDED, f"source {excluded[t.name]}"))
         else:
-            steps.append(keep(NO_SOURCE, "no source tensor", hint=did_you_mean(t, unused_infos)))
+            steps.append(keep(NO_SOURCE, "no source tensor", hint=hints(t)))
 
     unused = [info.name for k, info in keyed.items() if k not in used]
     if options.add_unmatched:
@@ -319,6 +322,7 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
     )
 
 
+@gc_paused
 def plan_rename(tensors: Sequence[TensorInfo], rules: Rules) -> Plan:
     """Every tensor the rules keep, under its new name; bytes and dtypes unchanged (CheckFailed on a collision)."""
     renamed = apply_rules([t.name for t in tensors], rules)

@@ -140,3 +140,28 @@ def test_strict_and_coverage_gates() -> None:
 def test_empty_transfer_fails_unless_allowed() -> None:
     assert gate_failures(plan([T("x")], [T("y")]))
     assert gate_failures(plan([T("x")], [T("y")], allow_empty=True)) == []
+
+
+def test_hints_for_many_renamed_blocks_compare_each_target_with_its_own_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 renamed blocks: each hint is searched among its block's sources, not among all 2,000 (quadratic)."""
+    import difflib
+
+    compared = []
+    real = difflib.get_close_matches
+
+    def counting(word, possibilities, *args, **kwargs):  # type: ignore[no-untyped-def]
+        compared.append(len(possibilities))
+        return real(word, possibilities, *args, **kwargs)
+
+    monkeypatch.setattr(difflib, "get_close_matches", counting)
+    n = 2000
+    p = plan([T(f"m.layers.{i}.attn.w") for i in range(n)], [T(f"m.layers.{i}.attention.w") for i in range(n)])
+    steps = by_name(p)
+    assert steps["m.layers.1234.attention.w"].hint == "m.layers.1234.attn.w"
+    assert steps["m.layers.0.attention.w"].hint == "m.layers.0.attn.w"
+    assert len(compared) == n and sum(compared) == n  # one candidate each, not n * n comparisons
+
+
+def test_hints_among_few_sources_of_a_shape_are_unchanged() -> None:
+    p = plan([T(f"enc.{i}.attn.qkv") for i in range(3)] + [T("other", (9,))], [T("enc.9.attention.qkv")])
+    assert by_name(p)["enc.9.attention.qkv"].hint in {f"enc.{i}.attn.qkv" for i in range(3)}

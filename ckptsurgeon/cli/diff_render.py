@@ -17,7 +17,8 @@ from rich.text import Text
 from ..commands.diff import DiffResult, TensorDiff
 from ..commands.verify import Verification
 from ..layers import group_layers
-from .render import count, shape_text
+from ..tensors import gc_paused
+from .render import RICH_MAX_ROWS, Column, Grid, count, shape_text
 
 CHANGE_STYLE = {
     "only in A": "red", "only in B": "green", "shape": "magenta", "dtype": "cyan", "values": "yellow", "equal": "dim",
@@ -78,6 +79,7 @@ def _merge(label: str, rows: list[DiffRow]) -> DiffRow:
     )
 
 
+@gc_paused
 def diff_rows(result: DiffResult, *, all_: bool = False) -> list[DiffRow]:
     """Changed tensors in A's order (every tensor with ``all_``), then tensors only in A, only in B.
 
@@ -154,7 +156,13 @@ def _unlisted(result: DiffResult, all_: bool) -> str | None:
 def render_diff(result: DiffResult, out: Console, *, all_: bool = False) -> None:
     out.print(Text(_header(result), style="bold"), soft_wrap=True)
     rows = diff_rows(result, all_=all_)
-    if rows:
+    if len(rows) > RICH_MAX_ROWS:
+        grid = Grid([Column("tensor"), Column("change"), Column("A"), Column("B"), Column("differing", right=True),
+                     Column("max |a-b|", right=True)])
+        for r in rows:
+            grid.add(list(r.cells()))
+        grid.write_plain(out.file)
+    elif rows:
         out.print(diff_table(rows))
     for line in _rule_lines(result):
         out.print(line, soft_wrap=True)

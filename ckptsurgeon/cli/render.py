@@ -10,11 +10,12 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from rich.filesize import decimal
 
 from ..layers import group_layers, name_template, pattern_name, relative_name
+from ..tensors import gc_paused
 
 if TYPE_CHECKING:  # rich's console and tables are imported where they are used: JSON output needs neither
     from rich.console import Console
@@ -45,7 +46,10 @@ def console(file: TextIO | None = None, width: int | None = None) -> Console:
 
 
 def print_json(doc: Any, file: TextIO | None = None) -> None:
-    (file or sys.stdout).write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    """``json.dumps(doc, indent=2)`` written as it is encoded, never as one string (200,000 tensors: ~100 MB)."""
+    out = file or sys.stdout
+    out.writelines(json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(doc))
+    out.write("\n")
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
@@ -55,6 +59,10 @@ def shape_text(shape: tuple[int, ...]) -> str:
 def count(n: int) -> str:
     return f"{n:,}"
 
+
+# Above this many rows a table is not laid out by rich (whose cost per row is high: 200,000 rows take
+# minutes and gigabytes) but drawn directly by Grid.write_plain: the same boxes, columns sized to fit.
+RICH_MAX_ROWS = 2000
 
 # --- grids: one table, two renderings ------------------------------------------------------------
 
@@ -93,6 +101,46 @@ class Grid:
             table.add_row(*(Text(cell, style=style) for cell, style in zip(cells, styles, strict=True)))
         return table
 
+    def write_plain(self, file: IO[str]) -> None:
+        """Draw the table with rich's box characters but without rich's layout: columns as wide as their
+        widest cell, nothing wrapped or styled, written as it goes. Linear in the number of cells."""
+        from rich.cells import cell_len
+
+        def width(text: str) -> int:
+            return len(text) if text.isascii() else cell_len(text)
+
+        widths = [width(c.header) for c in self.columns]
+        for i in range(len(self.columns)):
+            column = {cell[i] for cell in self.rows}
+            widths[i] = max([widths[i], *map(width, column)])
+        rights = [c.right for c in self.columns]
+
+        def rule(left: str, fill: str, mid: str, right: str) -> str:
+            return left + mid.join(fill * (w + 2) for w in widths) + right + "\n"
+
+        def line(cells: list[str], bar: str) -> str:
+            parts = []
+            for cell, w, right in zip(cells, widths, rights, strict=True):
+                n = w - (len(cell) if cell.isascii() else cell_len(cell))
+                parts.append(" " * n + cell if right else cell + " " * n)
+            return f"{bar} " + f" {bar} ".join(parts) + f" {bar}\n"
+
+        file.write(rule("┏", "━", "┳", "┓"))
+        file.write(line([c.header for c in self.columns], "┃"))
+        file.write(rule("┡", "━", "╇", "┩"))
+        section = rule("├", "─", "┼", "┤")
+        sections = self.sections
+        chunk: list[str] = []
+        for i, cells in enumerate(self.rows):
+            if i in sections:
+                chunk.append(section)
+            chunk.append(line(cells, "│"))
+            if len(chunk) >= 4096:
+                file.write("".join(chunk))
+                chunk.clear()
+        chunk.append(rule("└", "─", "┴", "┘"))
+        file.write("".join(chunk))
+
     def to_markdown(self) -> str:
         def esc(cell: str) -> str:
             return cell.replace("|", "\\|").replace("\n", " ")
@@ -114,7 +162,10 @@ def emit(out: Console, title: str, grid: Grid, notes: list[tuple[str, str]], *, 
         out.file.write(body)
         return
     out.print(Text(title, style="bold"), soft_wrap=True)
-    out.print(grid.to_rich())
+    if len(grid.rows) > RICH_MAX_ROWS:
+        grid.write_plain(out.file)
+    else:
+        out.print(grid.to_rich())
     for text, style in notes:
         out.print(Text(text, style=style), soft_wrap=True)
 
@@ -122,6 +173,7 @@ def emit(out: Console, title: str, grid: Grid, notes: list[tuple[str, str]], *, 
 # --- inspect -------------------------------------------------------------------------------------
 
 
+@gc_paused
 def inspect_grid(result: Inspection, *, collapse: bool = True) -> Grid:
     grid = Grid([Column("layer", wrap=True), Column("tensor", wrap=True), Column("shape"), Column("dtype"),
                  Column("parameters", right=True), Column("bytes", right=True)])

@@ -122,7 +122,7 @@ def transfer(
             output_format_name=format_, progress=progress.update if progress else None,
             save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify,
         )
-    doc = result.to_dict()
+    doc = result.to_dict() if report is not None or json_ else {}  # a per-tensor document: only when asked for
     if report is not None:
         api.write_json(report, doc, [source, target])
     if json_:

@@ -36,6 +36,7 @@ from ..plan import (
     plan_transfer,
 )
 from ..plan_file import load_plan, plan_to_dict
+from ..tensors import gc_paused
 from ..text import blame, human, plural
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ class TransferReport:
 
         return group_layers(self.plan.steps, lambda s: s.layer, signature, collapse=collapse)
 
+    @gc_paused
     def layer_rows(self, collapse: bool = True) -> list[LayerRow]:
         rows = []
         for g in self.layer_groups(collapse):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,16 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _no_duplicates_plain(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """:func:`_no_duplicates` for a text with no surrogate escapes (so every string is valid UTF-8)."""
+    out = dict(pairs)
+    return out if len(out) == len(pairs) else _no_duplicates(pairs)
+
+
+# A "\ud800"-style escape: the only way a decoded JSON string can hold a surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _no_constants(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
@@ -49,7 +60,8 @@ def strict_json(raw: bytes, what: str) -> Any:
     text = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
     if text.startswith("\ufeff"):
         raise ValueError(f"{what} starts with a byte order mark")
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    hook = _no_duplicates if _SURROGATE_ESCAPE.search(text) else _no_duplicates_plain
+    return json.loads(text, object_pairs_hook=hook, parse_constant=_no_constants)
 
 
 def read_json(path: Path, what: str = "the index") -> Any:

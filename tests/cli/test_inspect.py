@@ -194,3 +194,40 @@ def test_a_run_imports_only_what_its_command_needs(argv: list[str], absent: list
     assert result["code"] in (0, None)
     assert "ckptsurgeon.formats.safetensors" in result["modules"] or argv == ["--help"]
     assert [m for m in absent if m in result["modules"]] == []
+
+
+def _flat_safetensors(path: Path, n: int) -> Path:
+    """``n`` one-value F32 tensors named ``dense_{i}.kernel``: no numeric component, so no layer collapses."""
+    doc = {f"dense_{i}.kernel": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(n)}
+    raw = json.dumps(doc).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(4 * n))
+    return path
+
+
+def test_many_rows_are_drawn_like_rich_draws_them(tmp_path: Path) -> None:
+    """Past RICH_MAX_ROWS the table is drawn without rich's layout; what it shows is what rich would show."""
+    import io
+
+    from ckptsurgeon.cli import render
+    from ckptsurgeon.commands.inspect import run as inspect_run
+
+    result = inspect_run(_flat_safetensors(tmp_path / "flat.safetensors", 300))
+    grid = render.inspect_grid(result)
+    assert len(grid.rows) == 300
+    plain = io.StringIO()
+    grid.write_plain(plain)
+    drawn = io.StringIO()
+    render.console(drawn, width=200).print(grid.to_rich())
+    assert plain.getvalue() == drawn.getvalue()
+
+
+def test_inspect_of_more_rows_than_rich_lays_out_lists_every_tensor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ckptsurgeon.cli.render import RICH_MAX_ROWS
+
+    n = RICH_MAX_ROWS + 500
+    code, out, err = run(["inspect", str(_flat_safetensors(tmp_path / "flat.safetensors", n))], capsys)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert sum(1 for line in lines if line.startswith("│ dense_")) == n
+    assert lines[1].startswith("┏") and lines[-2].startswith("└")
+    assert f"{n:,} tensors" in lines[-1]

@@ -15,17 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
-from ...tensors import DTYPES, TensorInfo, TensorSpec, default_layer, numel
+from ...tensors import DTYPES, TensorInfo, TensorSpec, default_layer, gc_paused, numel
 from .._index import strict_json
 
 MAX_HEADER_BYTES = 100_000_000
 ALIGN = 8
+_KEYS = {"dtype", "shape", "data_offsets"}
 
 
-def _is_uint(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-
+@gc_paused
 def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, str], list[TensorInfo]]:
     """Validate a safetensors header; return its metadata and tensors in data-offset order.
 
@@ -57,14 +55,15 @@ def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, st
     for name, entry in doc.items():
         if not isinstance(entry, dict):
             raise bad(f"tensor {name!r} is not an object")
-        if set(entry) != {"dtype", "shape", "data_offsets"}:
+        if entry.keys() != _KEYS:
             raise bad(f"tensor {name!r} must have exactly dtype, shape and data_offsets, has {sorted(entry)}")
         code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(code, str) or code not in DTYPES:
             raise bad(f"tensor {name!r} has unknown dtype {code!r}")
-        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise bad(f"tensor {name!r} shape {shape!r} is not a list of non-negative integers")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)):
+        if not (type(offsets) is list and len(offsets) == 2 and type(offsets[0]) is int and type(offsets[1]) is int
+                and offsets[0] >= 0 and offsets[1] >= 0):
             raise bad(f"tensor {name!r} data_offsets {offsets!r} are not two non-negative integers")
         begin, end = offsets
         if end < begin:
