@@ -300,36 +300,24 @@ def _walk(f: h5py.File, label: Path, size: int) -> Tree:
             with input_errors(label, f"cannot open {path!r}"):
                 oid = h5o.open(group.id, name.encode("utf-8"))
                 addr = h5o.get_info(oid).addr
-            if addr in seen:
-                continue
-            seen.add(addr)
             obj = h5py.Group(oid) if isinstance(oid, h5g.GroupID) else h5py.Dataset(oid) if isinstance(
                 oid, h5d.DatasetID) else None
-            if isinstance(obj, h5py.Group):
-                if len(stack) >= MAX_DEPTH:
-                    raise InputError(label, f"groups nest deeper than {MAX_DEPTH} levels at {path[:200]!r}")
-                tree.groups.append(path)
-                _note_vars(tree, path, obj)
-                stack.append((path, obj, iter(_child_names(obj))))
-            elif isinstance(obj, h5py.Dataset):
-                with input_errors(label, f"cannot read the header of dataset {path!r}"):
-                    tree.datasets[path] = _check_dataset(obj, path, label, size)
-            continue
-        try:
-            link = group.get(name, getlink=True)
-        except TypeError as exc:  # h5py's answer to a user-defined link class
-            raise UnsafeInputError(label, f"{path!r} is a user-defined HDF5 link; links are never followed") from exc
-        if isinstance(link, h5py.SoftLink):
-            raise UnsafeInputError(label, f"{path!r} is a soft link to {link.path!r}; links are never followed")
-        if isinstance(link, h5py.ExternalLink):
-            raise UnsafeInputError(
-                label, f"{path!r} is an external link to {link.filename!r}:{link.path!r}; links out of the file are never followed"
-            )
-        if not isinstance(link, h5py.HardLink):
-            raise UnsafeInputError(label, f"{path!r} is a link of an unknown kind; links are never followed")
-        with input_errors(label, f"cannot open {path!r}"):
-            obj = group[name]
-            addr = h5o.get_info(obj.id).addr
+        else:
+            try:
+                link = group.get(name, getlink=True)
+            except TypeError as exc:  # h5py's answer to a user-defined link class
+                raise UnsafeInputError(label, f"{path!r} is a user-defined HDF5 link; links are never followed") from exc
+            if isinstance(link, h5py.SoftLink):
+                raise UnsafeInputError(label, f"{path!r} is a soft link to {link.path!r}; links are never followed")
+            if isinstance(link, h5py.ExternalLink):
+                raise UnsafeInputError(
+                    label, f"{path!r} is an external link to {link.filename!r}:{link.path!r}; links out of the file are never followed"
+                )
+            if not isinstance(link, h5py.HardLink):
+                raise UnsafeInputError(label, f"{path!r} is a link of an unknown kind; links are never followed")
+            with input_errors(label, f"cannot open {path!r}"):
+                obj = group[name]
+                addr = h5o.get_info(obj.id).addr
         if addr in seen:  # a second name for an object already visited, or a cycle
             continue
         seen.add(addr)
