@@ -536,6 +536,16 @@ class _Journal:
         return removed
 
 
+def _journal_paths(directory: Path) -> list[Path]:
+    """The commit journals (regular files, never links) in ``directory``; none when it cannot be listed."""
+    try:
+        with os.scandir(directory) as entries:
+            return [directory / e.name for e in entries
+                    if _JOURNAL_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
 def finish_interrupted_commits(directory: str | Path) -> list[Path]:
     """Clean up after commits of several files (:meth:`AtomicFiles.commit`) that a killed run left half done.
 
@@ -547,12 +557,7 @@ def finish_interrupted_commits(directory: str | Path) -> list[Path]:
     """
     directory = Path(directory) if str(directory) else Path(".")
     removed: list[Path] = []
-    try:
-        with os.scandir(directory) as entries:
-            found = [directory / e.name for e in entries
-                     if _JOURNAL_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
-    except OSError:
-        return removed
+    found = _journal_paths(directory)
     for path in sorted(found):
         journal = _Journal.read(path)
         if journal is None:
@@ -566,12 +571,7 @@ def interrupted_commit_leftovers(directory: str | Path) -> set[str]:
     """The names :func:`finish_interrupted_commits` would remove now (nothing is changed)."""
     directory = Path(directory) if str(directory) else Path(".")
     names: set[str] = set()
-    try:
-        with os.scandir(directory) as entries:
-            found = [directory / e.name for e in entries
-                     if _JOURNAL_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
-    except OSError:
-        return names
+    found = _journal_paths(directory)
     for path in found:
         journal = _Journal.read(path)
         if journal is None:
