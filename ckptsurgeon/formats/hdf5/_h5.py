@@ -337,7 +337,7 @@ def _walk(f: h5py.File, label: Path, size: int) -> Tree:
     return tree
 
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
     """False for text h5py decoded from bytes that are not UTF-8 (it keeps them as surrogate escapes)."""
     try:
         text.encode("utf-8")
@@ -354,14 +354,14 @@ def _check_attrs(obj: h5py.HLObject, path: str, label: Path) -> None:
     """
     where = path or "/"
     for name in obj.attrs:
-        if not _is_utf8(name):
+        if not is_utf8(name):
             raise InputError(label, f"an attribute name of {where!r} ({name!r}) is not valid UTF-8")
         info = h5py.check_string_dtype(obj.attrs.get_id(name).dtype)
         if info is None or info.encoding != "utf-8":
             continue
         for item in np.asarray(obj.attrs[name], dtype=object).reshape(-1).tolist():
             text = item if isinstance(item, str) else bytes(item).decode("utf-8", "surrogateescape")
-            if not _is_utf8(text):
+            if not is_utf8(text):
                 raise InputError(label, f"attribute {name!r} of {where!r} is declared UTF-8 text but its bytes are not UTF-8")
 
 

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ckptsurgeon.formats.hdf5._h5 import Tree, h5py, join_path, parent_path, scalar_text, string_list
+from ckptsurgeon.formats.hdf5._h5 import Tree, h5py, is_utf8, join_path, parent_path, scalar_text, string_list
 
 # Root attributes that are Keras model / training configurations, not metadata about the weights.
 CONFIG_ATTRS = frozenset({"model_config", "training_config"})
@@ -128,14 +128,6 @@ def root_metadata(f: h5py.File) -> dict[str, str]:
         except (OSError, TypeError, ValueError):
             continue
         text = scalar_text(value)
-        if text is not None and len(text) <= MAX_METADATA_CHARS and _is_utf8(key) and _is_utf8(text):
+        if text is not None and len(text) <= MAX_METADATA_CHARS and is_utf8(key) and is_utf8(text):
             out[key] = text
     return out
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
