@@ -44,6 +44,7 @@ The other modules of the package take h5py and its low-level modules from here
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import re
 import struct
@@ -91,6 +92,10 @@ _RAW_FLOATS = {
     (1, (7, 3, 4, 0, 3), 7): "F8_E4M3",
     (1, (7, 2, 5, 0, 2), 15): "F8_E5M2",
 }
+# Object header message types, as bits of an object's header info (``h5o.get_info(...).hdr.mesg.present``).
+_LINK_INFO_MESSAGE = 1 << 0x02
+_EXTERNAL_FILES_MESSAGE = 1 << 0x07
+_FILTER_PIPELINE_MESSAGE = 1 << 0x0B
 _CONVENTION_NAME = {code: name for name, code in ML_DTYPE_NAMES.items()}
 
 
@@ -99,15 +104,17 @@ _CONVENTION_NAME = {code: name for name, code in ML_DTYPE_NAMES.items()}
 # ------------------------------------------------------------------------------------------------
 
 
+# What h5py, HDF5 and the OS raise on bad input (CkptError is none of these: it passes through).
+_READ_ERRORS = (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError, EOFError, OverflowError,
+                NotImplementedError, struct.error, zlib.error, zipfile.BadZipFile)
+
+
 @contextlib.contextmanager
 def input_errors(path: Path, what: str = "cannot read HDF5 data") -> Iterator[None]:
     """Turn any h5py / OS error raised inside into a one-line InputError naming ``path``."""
     try:
         yield
-    except CkptError:
-        raise
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError, EOFError, OverflowError,
-            NotImplementedError, struct.error, zlib.error, zipfile.BadZipFile) as exc:
+    except _READ_ERRORS as exc:
         raise InputError(path, f"{what} ({_exc_text(exc)})") from exc
 
 
@@ -210,6 +217,7 @@ class Source:
                     self.file = h5py.File(target, "r", locking="best-effort")
                 else:
                     self.file = h5py.File(target, "r")
+                _limit_metadata_cache(self.file)
             with input_errors(label):
                 self.tree = _walk(self.file, label, size)
         except BaseException:
@@ -252,6 +260,21 @@ class Source:
                 self._closers.pop().close()
 
 
+# HDF5's metadata cache may grow to 32 MB of file metadata by default, and its memory is several
+# times that: the walk of a file with 100,000 datasets peaked at 331 MB with the default and at
+# 142 MB with this limit, in the same time. A file is walked once and then read tensor by tensor.
+METADATA_CACHE_BYTES = 4 << 20
+
+
+def _limit_metadata_cache(f: h5py.File) -> None:
+    config = f.id.get_mdc_config()
+    config.max_size = METADATA_CACHE_BYTES
+    config.min_size = min(config.min_size, METADATA_CACHE_BYTES)
+    config.initial_size = min(config.initial_size, METADATA_CACHE_BYTES)
+    config.set_initial_size = True
+    f.id.set_mdc_config(config)
+
+
 def _check_superblock(label: Path, target: str | Path | IO[bytes] | io.IOBase, size: int) -> None:
     """Refuse bytes after the HDF5 end of file (or a file cut short) before HDF5 reads anything."""
     if isinstance(target, (str, Path)):
@@ -272,69 +295,96 @@ def link_order_flags(group: h5py.Group) -> int:
     return int(h5g.open(group.id, b".").get_create_plist().get_link_creation_order())
 
 
-def _child_names(group: h5py.Group) -> list[str]:
-    """Children in creation order where the group tracks it, else by name (digits numerically)."""
-    names = list(group)
-    if not link_order_flags(group) and names and all(DIGITS.fullmatch(n) for n in names):
-        names.sort(key=int)  # Keras 3 vars/0, vars/1, ..., vars/10
-    return names
+def _links(gid: Any, present: int, label: Path, where: str) -> list[tuple[str, int]]:
+    """(name, link type) of each link in a group, in h5py's order (``present``: its header's message bits).
+
+    That is creation order where the group tracks it, else by name, with names that are all digits
+    put in numeric order (Keras 3's ``vars/0``, ``vars/1``, ..., ``vars/10``).
+    """
+    # Only a group with a Link Info message can track creation order; reading the flags needs a copy
+    # of the group's creation properties, which costs more than the rest of the visit.
+    flags = int(gid.get_create_plist().get_link_creation_order()) if present & _LINK_INFO_MESSAGE else 0
+    # A group ID iterates its names in h5py's order (the order the flags above select).
+    get_info = gid.links.get_info
+    links = []
+    for name in gid:
+        try:
+            links.append((name.decode("utf-8"), get_info(name).type))
+        except UnicodeDecodeError:
+            raise InputError(label, f"a link name in group {where or '/'!r} ({name[:100]!r}) is not valid UTF-8") from None
+    if not flags and links and all(DIGITS.fullmatch(name) for name, _ in links):
+        links.sort(key=lambda link: int(link[0]))
+    return links
 
 
 @gc_paused
 def _walk(f: h5py.File, label: Path, size: int) -> Tree:
-    """Visit every object once, pre-order, never following anything but hard links inside the file."""
+    """Visit every object once, pre-order, never following anything but hard links inside the file.
+
+    The walk works on HDF5 identifiers through h5py's low-level API: it opens each object once, asks
+    it for its creation properties, type and dataspace once, and makes an h5py object only for the
+    objects that carry attributes (h5py's high-level objects cost several times more per object).
+    """
     tree = Tree()
-    seen = {h5o.get_info(f.id).addr}
+    root = h5g.open(f.id, b"/")
+    info = h5o.get_info(root)
+    seen = {info.addr}
     tree.groups.append("")
-    _check_attrs(f, "", label)
-    _note_vars(tree, "", f)
-    stack: list[tuple[str, h5py.Group, Iterator[str]]] = [("", f, iter(_child_names(f)))]
-    while stack:
-        gpath, group, names = stack[-1]
-        name = next(names, None)
-        if name is None:
-            stack.pop()
-            continue
-        path = join_path(gpath, name)
-        if _hard_link(group, name):  # the common case, through the low-level API: h5py's get() costs ~3x more
-            with input_errors(label, f"cannot open {path!r}"):
-                oid = h5o.open(group.id, name.encode("utf-8"))
-                addr = h5o.get_info(oid).addr
-            obj = h5py.Group(oid) if isinstance(oid, h5g.GroupID) else h5py.Dataset(oid) if isinstance(
-                oid, h5d.DatasetID) else None
-        else:
-            try:
-                link = group.get(name, getlink=True)
-            except TypeError as exc:  # h5py's answer to a user-defined link class
-                raise UnsafeInputError(label, f"{path!r} is a user-defined HDF5 link; links are never followed") from exc
-            if isinstance(link, h5py.SoftLink):
-                raise UnsafeInputError(label, f"{path!r} is a soft link to {link.path!r}; links are never followed")
-            if isinstance(link, h5py.ExternalLink):
-                raise UnsafeInputError(
-                    label, f"{path!r} is an external link to {link.filename!r}:{link.path!r}; links out of the file are never followed"
-                )
-            if not isinstance(link, h5py.HardLink):
-                raise UnsafeInputError(label, f"{path!r} is a link of an unknown kind; links are never followed")
-            with input_errors(label, f"cannot open {path!r}"):
-                obj = group[name]
-                addr = h5o.get_info(obj.id).addr
-        if addr in seen:  # a second name for an object already visited, or a cycle
-            continue
-        seen.add(addr)
-        if isinstance(obj, h5py.Group):
-            if len(stack) >= MAX_DEPTH:
-                raise InputError(label, f"groups nest deeper than {MAX_DEPTH} levels at {path[:200]!r}")
-            tree.groups.append(path)
-            with input_errors(label, f"cannot read the attributes of {path!r}"):
-                _check_attrs(obj, path, label)
-            _note_vars(tree, path, obj)
-            stack.append((path, obj, iter(_child_names(obj))))
-        elif isinstance(obj, h5py.Dataset):
-            with input_errors(label, f"cannot read the header of dataset {path!r}"):
-                tree.datasets[path] = _check_dataset(obj, path, label, size)
-                _check_attrs(obj, path, label)
-        # a committed datatype holds no data
+    if info.num_attrs:
+        _check_group_attrs(tree, h5py.Group(root), "", label)
+    stack: list[tuple[str, Any, Iterator[tuple[str, int]]]] = [("", root, iter(_links(root, info.hdr.mesg.present, label, "")))]
+    doing, path = "open", ""  # for the message of an error HDF5 raises (one handler: cheaper than one per object)
+    try:
+        while stack:
+            gpath, gid, links = stack[-1]
+            link = next(links, None)
+            if link is None:
+                stack.pop()
+                continue
+            name, kind = link
+            path = join_path(gpath, name)
+            if kind != h5l.TYPE_HARD:
+                _refuse_link(h5py.Group(gid), name, path, label)
+            doing = "open"
+            oid = h5o.open(gid, name.encode("utf-8"))
+            info = h5o.get_info(oid)
+            if info.addr in seen:  # a second name for an object already visited, or a cycle
+                continue
+            seen.add(info.addr)
+            if isinstance(oid, h5g.GroupID):
+                if len(stack) >= MAX_DEPTH:
+                    raise InputError(label, f"groups nest deeper than {MAX_DEPTH} levels at {path[:200]!r}")
+                tree.groups.append(path)
+                if info.num_attrs:
+                    doing = "read the attributes of"
+                    _check_group_attrs(tree, h5py.Group(oid), path, label)
+                doing = "list group"
+                stack.append((path, oid, iter(_links(oid, info.hdr.mesg.present, label, path))))
+            elif isinstance(oid, h5d.DatasetID):
+                doing = "read the header of dataset"
+                dset = h5py.Dataset(oid) if info.num_attrs else None
+                tree.datasets[path] = _check_dataset(oid, info.hdr.mesg.present, dset, path, label, size)
+                if dset is not None:
+                    _check_attrs(dset, path, label)
+            # a committed datatype holds no data
+    except _READ_ERRORS as exc:
+        raise InputError(label, f"cannot {doing} {path!r} ({_exc_text(exc)})") from exc
     return tree
+
+
+def _refuse_link(group: h5py.Group, name: str, path: str, label: Path) -> None:
+    """Raise UnsafeInputError naming a link that is not a hard link (and where it points)."""
+    try:
+        link = group.get(name, getlink=True)
+    except TypeError as exc:  # h5py's answer to a user-defined link class
+        raise UnsafeInputError(label, f"{path!r} is a user-defined HDF5 link; links are never followed") from exc
+    if isinstance(link, h5py.SoftLink):
+        raise UnsafeInputError(label, f"{path!r} is a soft link to {link.path!r}; links are never followed")
+    if isinstance(link, h5py.ExternalLink):
+        raise UnsafeInputError(
+            label, f"{path!r} is an external link to {link.filename!r}:{link.path!r}; links out of the file are never followed"
+        )
+    raise UnsafeInputError(label, f"{path!r} is a link of an unknown kind; links are never followed")
 
 
 def is_utf8(text: str) -> bool:
@@ -365,23 +415,49 @@ def _check_attrs(obj: h5py.HLObject, path: str, label: Path) -> None:
                 raise InputError(label, f"attribute {name!r} of {where!r} is declared UTF-8 text but its bytes are not UTF-8")
 
 
-def _hard_link(group: h5py.Group, name: str) -> bool:
-    """Whether ``name`` in ``group`` is a hard link (False for every other kind, and when that cannot be told)."""
-    try:
-        return bool(group.id.links.get_info(name.encode("utf-8")).type == h5l.TYPE_HARD)
-    except Exception:  # the slow path names the problem
-        return False
-
-
-def _note_vars(tree: Tree, path: str, group: h5py.Group) -> None:
+def _check_group_attrs(tree: Tree, group: h5py.Group, path: str, label: Path) -> None:
+    """Check a group's attributes; note a Keras 3 ``.../vars`` group's ``name``."""
+    _check_attrs(group, path, label)
     if path.rpartition("/")[2] == "vars" and "name" in group.attrs:
         name = _text(group.attrs["name"])
         if name is not None:
             tree.vars_names[path] = name
 
 
-def _check_dataset(dset: h5py.Dataset, path: str, label: Path, size: int) -> DatasetInfo:
-    dsid = dset.id
+def _check_dataset(dsid: Any, present: int, dset: h5py.Dataset | None, path: str, label: Path, size: int) -> DatasetInfo:
+    """Check one dataset's header.
+
+    ``present`` has a bit set for each message type in the dataset's object header; ``dset`` is its
+    h5py object when it has attributes, else None.
+    """
+    if dsid.get_offset() is not None and not present & (_EXTERNAL_FILES_MESSAGE | _FILTER_PIPELINE_MESSAGE):
+        # Stored in one contiguous block of this file with no filters (HDF5 gives an offset for
+        # contiguous storage only), so its creation properties hold nothing to check: copying them
+        # would cost more than the rest of the check.
+        layout, nfilters = h5d.CONTIGUOUS, 0
+    else:
+        layout, nfilters = _check_storage(dsid, path, label)
+    tid = dsid.get_type()
+    code, raw, swap = _dtype_of(tid, dset, path, label)
+    space = dsid.get_space()
+    if space.get_simple_extent_type() == h5s.NULL:
+        raise InputError(label, f"dataset {path!r} has no shape (an empty dataspace), so it is not a tensor")
+    shape = tuple(int(n) for n in space.get_simple_extent_dims())
+    if layout == h5d.CONTIGUOUS:
+        maxdims = tuple(int(n) for n in space.get_simple_extent_dims(True))
+        if maxdims != shape:
+            raise InputError(
+                label, f"dataset {path!r} is contiguous but declares the extendible shape {_dims(maxdims)} "
+                f"beside its shape {list(shape)}; HDF5 allows that only for chunked storage (malformed)",
+            )
+    nbytes = numel(shape) * DTYPES[code].itemsize
+    offset = check_extent(dsid, path, label, size, nbytes, layout, nfilters)
+    verbatim = (raw and not swap) or (not raw and tid.equal(_native_type(code)))
+    return DatasetInfo(path, shape, code, raw, swap, offset if verbatim and nfilters == 0 and nbytes else None)
+
+
+def _check_storage(dsid: Any, path: str, label: Path) -> tuple[int, int]:
+    """(layout, filter count) of a dataset, refusing storage outside the file and filter plugins."""
     dcpl = dsid.get_create_plist()
     layout = dcpl.get_layout()
     if layout == h5d.VIRTUAL:
@@ -397,32 +473,25 @@ def _check_dataset(dset: h5py.Dataset, path: str, label: Path, size: int) -> Dat
             raise UnsafeInputError(
                 label, f"dataset {path!r} uses HDF5 filter {fid} ({text or 'unnamed'!r}), a plugin; plugins are never loaded"
             )
-    code, raw, swap = _dtype_of(dset, path, label)
-    if dset.shape is None:
-        raise InputError(label, f"dataset {path!r} has no shape (an empty dataspace), so it is not a tensor")
-    shape = tuple(int(n) for n in dset.shape)
-    if layout == h5d.CONTIGUOUS and dset.maxshape != dset.shape:
-        raise InputError(
-            label, f"dataset {path!r} is contiguous but declares the extendible shape {_dims(dset.maxshape)} "
-            f"beside its shape {list(shape)}; HDF5 allows that only for chunked storage (malformed)",
-        )
-    nbytes = numel(shape) * DTYPES[code].itemsize
-    offset = check_extent(dsid, path, label, size, nbytes, layout, nfilters)
-    verbatim = (raw and not swap) or (not raw and dsid.get_type().equal(h5t.py_create(DTYPES[code].numpy)))
-    return DatasetInfo(path, shape, code, raw, swap, offset if verbatim and nfilters == 0 and nbytes else None)
+    return layout, nfilters
 
 
-def _dims(maxshape: tuple[int | None, ...] | None) -> str:
-    return "[" + ", ".join("unlimited" if n is None else str(n) for n in maxshape or ()) + "]"
+@functools.cache
+def _native_type(code: str) -> Any:
+    """The HDF5 type h5py writes for a code's numpy dtype (made once per code)."""
+    return h5t.py_create(DTYPES[code].numpy)
 
 
-def _dtype_of(dset: h5py.Dataset, path: str, label: Path) -> tuple[str, bool, bool]:
-    """(code, raw, swap) for a dataset, or InputError for one that is not numeric."""
-    tid = dset.id.get_type()
+def _dims(maxdims: tuple[int, ...]) -> str:
+    return "[" + ", ".join("unlimited" if n == h5s.UNLIMITED else str(n) for n in maxdims) + "]"
+
+
+def _dtype_of(tid: Any, dset: h5py.Dataset | None, path: str, label: Path) -> tuple[str, bool, bool]:
+    """(code, raw, swap) for a dataset's type, or InputError for one that is not numeric."""
     cls = tid.get_class()
     size = tid.get_size()
     if cls == h5t.OPAQUE:
-        name = _text(dset.attrs["dtype"]) if "dtype" in dset.attrs else None
+        name = _text(dset.attrs["dtype"]) if dset is not None and "dtype" in dset.attrs else None
         code = ML_DTYPE_NAMES.get(name or "")
         if code is None or DTYPES[code].itemsize != size:
             raise InputError(
@@ -438,7 +507,7 @@ def _dtype_of(dset: h5py.Dataset, path: str, label: Path) -> tuple[str, bool, bo
         if _IEEE_FIELDS.get(size) != fields:
             raise InputError(label, f"dataset {path!r} uses a {size}-byte float layout {fields} that ckptsurgeon does not read")
     elif cls == h5t.ENUM:
-        if dset.dtype.kind != "b":  # h5py stores numpy bools as a FALSE/TRUE enum
+        if tid.dtype.kind != "b":  # h5py stores numpy bools as a FALSE/TRUE enum
             raise InputError(label, f"dataset {path!r} holds enum values, not numbers")
     elif cls != h5t.INTEGER:
         kinds = {
@@ -446,12 +515,13 @@ def _dtype_of(dset: h5py.Dataset, path: str, label: Path) -> tuple[str, bool, bo
             h5t.REFERENCE: "object references", h5t.ARRAY: "array-typed elements", h5t.BITFIELD: "bit fields",
         }
         what = kinds.get(cls, "non-numeric data")
-        if cls == h5t.COMPOUND and dset.dtype.kind == "c":
-            what = f"{dset.dtype} complex numbers"
+        if cls == h5t.COMPOUND and tid.dtype.kind == "c":
+            what = f"{tid.dtype} complex numbers"
         raise InputError(label, f"dataset {path!r} holds {what}; only numeric tensors are read")
-    code = code_of(dset.dtype)
+    dtype = tid.dtype
+    code = code_of(dtype)
     if code is None:
-        raise InputError(label, f"dataset {path!r} has dtype {dset.dtype}, which ckptsurgeon does not handle")
+        raise InputError(label, f"dataset {path!r} has dtype {dtype}, which ckptsurgeon does not handle")
     return code, False, False
 
 

@@ -3,7 +3,8 @@
 - text attributes the file declares UTF-8 whose bytes are not UTF-8 (on the root, where metadata
   lives, or on a dataset, whose attributes a like-copy carries);
 - a contiguous dataset that declares an extendible shape (maxshape larger than its shape), which
-  HDF5 allows only for chunked storage.
+  HDF5 allows only for chunked storage;
+- a link name whose bytes are not UTF-8 (no tensor name could be made of it).
 
 More metadata keys than an HDF5 root can hold is a limit of the output: refused before anything is
 written, with exit 4 naming the output and the limit.
@@ -80,6 +81,14 @@ def test_latin1_bytes_not_declared_utf8_are_carried_as_bytes(tmp_path: Path, cli
 def test_contiguous_dataset_with_an_extendible_shape_is_refused_at_read(tmp_path: Path, cli: CliRunner) -> None:
     path = _extendible_contiguous(tmp_path / "extendible.h5")
     _expect_input_refused(tmp_path, path, cli, "dataset 'w' is contiguous but declares the extendible shape [2468]")
+
+
+def test_a_link_name_that_is_not_utf8_is_refused_at_read(tmp_path: Path, cli: CliRunner) -> None:
+    path = tmp_path / "names.h5"
+    with h5py.File(path, "w") as f:
+        f["dense/kernel"] = np.arange(3.0)
+        f["dense"][BAD_TEXT] = np.arange(2.0)  # h5py stores a bytes name as it is
+    _expect_input_refused(tmp_path, path, cli, "a link name in group 'dense' (b'caf\\xe9') is not valid UTF-8")
 
 
 def test_more_metadata_keys_than_an_hdf5_root_holds_is_refused_before_writing(tmp_path: Path, cli: CliRunner) -> None:
