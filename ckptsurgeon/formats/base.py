@@ -12,7 +12,6 @@ a time, in that order. What a reader or writer can do beyond the basics is decla
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import json
@@ -143,23 +142,35 @@ _OUT_OF_MEMORY = ("cannot read: out of memory (MemoryError); the file declares m
                   "can hold, or more than the memory limit of this process allows")
 
 
-@contextlib.contextmanager
-def reading(path: Path | str) -> Iterator[None]:
+class reading:
     """Make a MemoryError or RecursionError raised while ``path`` is read that file's problem (InputError).
 
     A file that declares more data than the machine can hold, or nests deeper than Python
     recurses, is a malformed input (exit 3), not a bug; the same errors anywhere else are.
+
+    A class rather than a generator: the frames of a MemoryError's traceback hold what filled
+    memory, and ``contextlib.contextmanager`` keeps that traceback alive in its own frame while the
+    handler runs. Here it is let go of before anything is allocated, and the error is built from a
+    message made at import.
     """
-    try:
-        yield
-    except MemoryError as exc:
-        # The traceback holds the frames that hold what filled memory: let it go before anything
-        # else is allocated, and build the error from a message made at import.
-        exc.__traceback__ = None
-        del exc
-        raise InputError(path, _OUT_OF_MEMORY) from None
-    except RecursionError as exc:
-        raise InputError(path, "cannot read: nested too deeply (RecursionError)") from exc
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None or error is None:
+            return
+        if issubclass(kind, MemoryError):
+            error.__traceback__ = None
+            del tb, error
+            raise InputError(self.path, _OUT_OF_MEMORY) from None
+        if issubclass(kind, RecursionError):
+            raise InputError(self.path, "cannot read: nested too deeply (RecursionError)") from error
 
 
 _CO_GENERATOR = 0x20  # inspect.CO_GENERATOR, without importing inspect at start-up
