@@ -48,20 +48,27 @@ def _no_duplicates_plain(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 # A "\ud800"-style escape: the only way a decoded JSON string can hold a surrogate.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _no_constants(token: str) -> Any:
+def no_constants(token: str) -> Any:
+    """``parse_constant`` for :func:`json.loads`: NaN and Infinity are not JSON."""
     raise ValueError(f"{token} is not valid JSON")
+
+
+def json_text(raw: bytes, what: str) -> str:
+    """JSON bytes as text: UTF-8 without a byte order mark (ValueError otherwise)."""
+    text = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if text.startswith("\ufeff"):
+        raise ValueError(f"{what} starts with a byte order mark")
+    return text
 
 
 def strict_json(raw: bytes, what: str) -> Any:
     """Parse JSON as the safetensors reference parser would: UTF-8, no duplicate keys, no NaN/Infinity."""
-    text = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    if text.startswith("\ufeff"):
-        raise ValueError(f"{what} starts with a byte order mark")
-    hook = _no_duplicates if _SURROGATE_ESCAPE.search(text) else _no_duplicates_plain
-    return json.loads(text, object_pairs_hook=hook, parse_constant=_no_constants)
+    text = json_text(raw, what)
+    hook = _no_duplicates if SURROGATE_ESCAPE.search(text) else _no_duplicates_plain
+    return json.loads(text, object_pairs_hook=hook, parse_constant=no_constants)
 
 
 def read_json(path: Path, what: str = "the index") -> Any:

@@ -10,17 +10,19 @@ overlap, no hole, no trailing bytes, each range as long as shape x dtype says.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
 from ...tensors import DTYPES, TensorInfo, TensorSpec, default_layer, gc_paused, numel
-from .._index import strict_json
+from .._index import SURROGATE_ESCAPE, json_text, no_constants, strict_json
 
 MAX_HEADER_BYTES = 100_000_000
 ALIGN = 8
 _KEYS = {"dtype", "shape", "data_offsets"}
+_COLON_ESCAPE = re.compile(r"\\u003[aA]")  # a ':' written as an escape
 
 
 @gc_paused
@@ -28,24 +30,77 @@ def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, st
     """Validate a safetensors header; return its metadata and tensors in data-offset order.
 
     Each TensorInfo's ``loc`` is its ``(begin, end)`` within the data section.
+
+    Duplicate keys are refused. Python's JSON parser builds its objects fastest without a hook that
+    sees each key, so a header is parsed without one and its keys are counted instead: in JSON every
+    ``:`` outside a string separates a key from its value. Once the document is validated, every
+    string it holds is known (names, metadata, and dtype codes and fixed keys without a ``:``), so
+    the text's ``:`` count equals the number of keys plus the ``:`` inside those strings exactly
+    when no key was repeated (a repeated key drops a member, and so at least one ``:``). A text
+    that writes a ``:`` as an escape (``\\u003a``), or holds a surrogate escape, is parsed with the
+    per-key check instead; so is a header found faulty, so that a duplicate key is what is reported.
     """
-
-    def bad(problem: str) -> InputError:
-        return InputError(path, f"invalid safetensors header: {problem}")
-
     if not header.lstrip(b" ").startswith(b"{"):
-        raise bad("the header does not start with '{'")
+        raise _bad(path, "the header does not start with '{'")
+    doc, colons = _load(path, header)
     try:
-        doc = strict_json(header, "the header")
-    except RecursionError as exc:
-        raise bad("JSON nested too deeply") from exc
+        metadata, tensors = _validated(path, doc, data_len)
+    except InputError:
+        if colons is not None:
+            _strict(path, header)  # a duplicate key, if there is one, is the fault to name
+        raise
+    if colons is not None and colons != _colons_in(doc, metadata, tensors):
+        _strict(path, header)
+        raise _bad(path, "duplicate keys")  # _strict names the key; this is a second line of defence
+    return metadata, tensors
+
+
+def _bad(path: Path, problem: str) -> InputError:
+    return InputError(path, f"invalid safetensors header: {problem}")
+
+
+def _load(path: Path, header: bytes) -> tuple[Any, int | None]:
+    """The parsed header and its ``:`` count, or (parsed strictly, None) where the count cannot be used."""
+    try:
+        text = json_text(header, "the header")
     except ValueError as exc:
-        raise bad(f"not valid JSON ({exc})") from exc
+        raise _bad(path, f"not valid JSON ({exc})") from exc
+    if SURROGATE_ESCAPE.search(text) or _COLON_ESCAPE.search(text):
+        return _strict(path, header), None
+    try:
+        return json.loads(text, parse_constant=no_constants), text.count(":")
+    except RecursionError as exc:
+        raise _bad(path, "JSON nested too deeply") from exc
+    except ValueError as exc:
+        raise _bad(path, f"not valid JSON ({exc})") from exc
+
+
+def _strict(path: Path, header: bytes) -> Any:
+    try:
+        return strict_json(header, "the header")
+    except RecursionError as exc:
+        raise _bad(path, "JSON nested too deeply") from exc
+    except ValueError as exc:
+        raise _bad(path, f"not valid JSON ({exc})") from exc
+
+
+def _colons_in(doc: dict[str, Any], metadata: dict[str, str], tensors: list[TensorInfo]) -> int:
+    """The ``:`` a text of this validated document holds: one per key, plus those inside its strings."""
+    keys = len(doc) + len(_KEYS) * len(tensors) + len(metadata)  # doc still holds "__metadata__" if it was there
+    inside = "".join(t.name for t in tensors).count(":")
+    inside += "".join(metadata).count(":") + "".join(metadata.values()).count(":")
+    return keys + inside
+
+
+def _validated(path: Path, doc: Any, data_len: int) -> tuple[dict[str, str], list[TensorInfo]]:
+    def bad(problem: str) -> InputError:
+        return _bad(path, problem)
+
     if not isinstance(doc, dict):
         raise bad("not a JSON object")
 
     metadata: dict[str, str] = {}
-    raw_meta = doc.pop("__metadata__", None)
+    raw_meta = doc.get("__metadata__")
     if raw_meta is not None:
         if not isinstance(raw_meta, dict) or not all(isinstance(v, str) for v in raw_meta.values()):
             raise bad("__metadata__ must map strings to strings")
@@ -53,6 +108,8 @@ def parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, st
 
     tensors: list[TensorInfo] = []
     for name, entry in doc.items():
+        if name == "__metadata__":
+            continue
         if not isinstance(entry, dict):
             raise bad(f"tensor {name!r} is not an object")
         if entry.keys() != _KEYS:
