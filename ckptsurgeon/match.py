@@ -75,7 +75,10 @@ class PrefixFix:
 def _wrapper_chains(names: Iterable[str], prefixes: Sequence[str]) -> set[str]:
     """Every run of known wrapper prefixes that starts some name: ``module.``, ``module._orig_mod.``."""
     chains: set[str] = set()
+    starts = tuple(p for p in prefixes if p)
     for name in names:
+        if not name.startswith(starts):  # most names: one call, no loop over the prefixes
+            continue
         chain, rest = "", name
         while True:
             prefix = next((p for p in prefixes if p and rest.startswith(p)), None)

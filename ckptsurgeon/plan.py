@@ -177,13 +177,14 @@ class Step:
 
 
 def make_step(origin: TensorRef, action: Action, kind: str, reason: str, *, name: str | None = None,
-              dtype: str | None = None, layer: str | None = None, **extra: object) -> Step:
+              dtype: str | None = None, layer: str | None = None, candidate: TensorRef | None = None,
+              source_key: str | None = None, hint: str | None = None) -> Step:
     """A step that writes ``origin``'s values as ``name`` (default: the same name), cast to ``dtype`` if it differs."""
     out_name = origin.name if name is None else name
     out_dtype = origin.dtype if dtype is None else dtype
     transform = Cast(out_dtype) if out_dtype != origin.dtype else None
     return Step(TensorSpec(out_name, origin.shape, out_dtype), (origin,), transform, action, kind, reason,
-                layer=default_layer(out_name) if layer is None else layer, **extra)  # type: ignore[arg-type]
+                default_layer(out_name) if layer is None else layer, candidate, source_key, hint)
 
 
 @dataclass(frozen=True)
@@ -266,12 +267,11 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
 
     steps: list[Step] = []
     for t in target:
-        mine = TensorRef.of(TARGET, t)
 
         def keep(kind: str, reason: str, *, candidate: TensorRef | None = None, source_key: str | None = None,
-                 hint: str | None = None, t: TensorInfo = t, mine: TensorRef = mine) -> Step:
-            return make_step(mine, "keep", kind, reason, layer=t.layer, candidate=candidate, source_key=source_key,
-                             hint=hint)
+                 hint: str | None = None, t: TensorInfo = t) -> Step:
+            return make_step(TensorRef.of(TARGET, t), "keep", kind, reason, layer=t.layer, candidate=candidate,
+                             source_key=source_key, hint=hint)
 
         why_not = _target_filter(t.name, options)
         if why_not is not None:

@@ -256,9 +256,10 @@ def transfer_notes(report: TransferReport) -> list[tuple[str, str]]:
     if plan.unused_sources:
         notes.append((f"unused source tensors ({len(plan.unused_sources)}): "
                       f"{_collapsed_names(list(plan.unused_sources))}", ""))
-    if report.hints:
-        shown = ", ".join(f"{t!r} <- {h!r}" for t, h in report.hints[:5])
-        more = f" and {len(report.hints) - 5} more" if len(report.hints) > 5 else ""
+    hints = report.hints
+    if hints:
+        shown = ", ".join(f"{t!r} <- {h!r}" for t, h in hints[:5])
+        more = f" and {len(hints) - 5} more" if len(hints) > 5 else ""
         notes.append((f"did you mean: {shown}{more}", ""))
     if plan.excluded_sources:
         notes.append((f"excluded source tensors ({len(plan.excluded_sources)}): "

@@ -102,7 +102,8 @@ class TransferReport:
     # --- per layer ------------------------------------------------------------------------
     def layer_groups(self, collapse: bool = True) -> list[Group[Step]]:
         def signature(s: Step) -> tuple[Any, ...]:
-            return (relative_name(s.name, s.layer), s.shape, s.dtype, s.action, s.kind, s.cast,
+            out = s.out
+            return (relative_name(out.name, s.layer), out.shape, out.dtype, s.action, s.kind, s.cast,
                     s.reason if s.kind == SHAPE_MISMATCH else None)
 
         return group_layers(self.plan.steps, lambda s: s.layer, signature, collapse=collapse)
@@ -116,13 +117,20 @@ class TransferReport:
             if members and all(self.outcomes.get(s.name) and self.outcomes[s.name].changed is not None for s in members):
                 changed = sum(self.outcomes[s.name].changed or 0 for s in members)
             casts = sorted({f"cast {a} -> {b}" for s in g.rows if (c := s.cast) for a, b in [c]})
+            parameters = replaced_tensors = replaced_parameters = 0
+            for s in members:
+                n = s.numel
+                parameters += n
+                if s.action == "replace":
+                    replaced_tensors += 1
+                    replaced_parameters += n
             rows.append(LayerRow(
                 name=g.name or "(top level)",
                 layers=g.layers,
                 tensors=len(members),
-                parameters=sum(s.numel for s in members),
-                replaced_tensors=sum(1 for s in members if s.action == "replace"),
-                replaced_parameters=sum(s.numel for s in members if s.action == "replace"),
+                parameters=parameters,
+                replaced_tensors=replaced_tensors,
+                replaced_parameters=replaced_parameters,
                 status=_layer_status(g.rows),
                 reasons=_reasons(g.rows) + casts,
                 changed=changed,
@@ -139,7 +147,7 @@ class TransferReport:
     def summary(self) -> dict[str, Any]:
         steps = self.plan.target_steps
         replaced = [s for s in steps if s.action == "replace"]
-        layers = list(dict.fromkeys(s.layer for s in steps))
+        layers = {s.layer for s in steps}
         changed_layers = {s.layer for s in replaced}
         total_params = sum(s.numel for s in steps)
         replaced_params = sum(s.numel for s in replaced)

@@ -168,7 +168,12 @@ def _bad_char(text: str, pattern: re.Pattern[str]) -> str | None:
 
 def check_text(reader: Reader) -> None:
     """Refuse names and metadata that are not printable Unicode text (see the module docstring)."""
-    for t in reader.tensors:
+    tensors = reader.tensors
+    # One search over all names (joined by a character the pattern allows) finds the common case,
+    # no bad character, without a search per name; the loop below names the first bad one.
+    if not _BAD_NAME.search(" ".join(t.name for t in tensors)) and not _BAD_NAME.search(" ".join(t.layer for t in tensors)):
+        tensors = []
+    for t in tensors:
         for what, text in (("tensor name", t.name), ("layer name", t.layer)):
             bad = _bad_char(text, _BAD_NAME)
             if bad is not None:

@@ -10,6 +10,7 @@ overlap, no hole, no trailing bytes, each range as long as shape x dtype says.
 from __future__ import annotations
 
 import json
+import operator
 import re
 import struct
 from pathlib import Path
@@ -22,6 +23,8 @@ from .._index import SURROGATE_ESCAPE, json_text, no_constants, strict_json
 MAX_HEADER_BYTES = 100_000_000
 ALIGN = 8
 _KEYS = {"dtype", "shape", "data_offsets"}
+_ITEMSIZE = {code: dtype.itemsize for code, dtype in DTYPES.items()}
+_LOC = operator.attrgetter("loc")
 _COLON_ESCAPE = re.compile(r"\\u003[aA]")  # a ':' written as an escape
 
 
@@ -130,12 +133,13 @@ def _validated(path: Path, doc: Any, data_len: int) -> tuple[dict[str, str], lis
                 path, f"truncated or corrupt: tensor {name!r} ends at data offset {end} "
                 f"but the data section holds only {data_len} bytes",
             )
-        nbytes = numel(tuple(shape)) * DTYPES[code].itemsize
+        dims = tuple(shape)
+        nbytes = numel(dims) * _ITEMSIZE[code]
         if end - begin != nbytes:
             raise bad(f"tensor {name!r} is {shape} {code} = {nbytes} bytes but its offsets span {end - begin}")
-        tensors.append(TensorInfo(name, tuple(shape), code, default_layer(name), loc=(begin, end)))
+        tensors.append(TensorInfo(name, dims, code, default_layer(name), loc=(begin, end)))
 
-    tensors.sort(key=lambda t: t.loc)
+    tensors.sort(key=_LOC)
     position = 0
     for t in tensors:
         begin, end = t.loc

@@ -40,7 +40,7 @@ def _headers(draw: st.DrawFn) -> tuple[bytes, int, dict[str, str], list[str], st
     meta_bodies = draw(st.lists(_TEXT, max_size=3, unique_by=_decoded))
     meta_values = [draw(_TEXT) for _ in meta_bodies]
     repeat = draw(st.sampled_from([None, "name", "field", "metadata", "__metadata__"]))
-    if repeat == "name" and not bodies or repeat == "metadata" and not meta_bodies or repeat == "field" and not bodies:
+    if (repeat in ("name", "field") and not bodies) or (repeat == "metadata" and not meta_bodies):
         repeat = None
     fields = ["dtype", "shape", "data_offsets"]
     members = [f'"{body}":{_entry(i, fields)}' for i, body in enumerate(bodies)]
