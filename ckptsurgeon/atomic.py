@@ -363,8 +363,9 @@ class AtomicFiles:
         old = [Path(p) for p in supersedes if Path(p).name not in written]
         if any(_directory(p) != directory for p in [*(dest for _, dest in parts), *old]):
             raise ValueError("AtomicFiles commits files of one directory")
-        for tmp, _ in self._pending:
+        for tmp, dest in self._pending:
             fsync_path(tmp)
+            check_output_target(dest)  # a device or FIFO that appeared at a destination is never replaced
         with hold_interrupts():  # SIGINT/SIGTERM wait until the commit is done
             journal = _Journal.write(last, last_tmp, parts, old) if parts or old else None
             renamed: list[Path] = []

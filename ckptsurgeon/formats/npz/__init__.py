@@ -65,9 +65,11 @@ if TYPE_CHECKING:
 
 
 def sniff(probe: Probe) -> bool:
-    """A zip archive whose members are all ``.npy`` arrays."""
+    """A zip archive whose members are all ``.npy`` arrays (an empty one named ``.npz``: ``np.savez()`` of nothing)."""
     names = probe.zip_names
-    return bool(names) and all(n.endswith(".npy") for n in names or ())
+    if not names:
+        return names is not None and probe.path.suffix.lower() == ".npz"
+    return all(n.endswith(".npy") for n in names)
 
 
 NPZ = FormatSpec(

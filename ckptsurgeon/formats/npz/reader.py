@@ -88,8 +88,6 @@ class Reader(base.Reader):
     def _open(self) -> None:
         check_input(self.path)  # a regular file: a FIFO or a device is refused before the archive is opened
         archive = self._archive = ZipArchive(self.path, what="npz archive")
-        if not archive.members:
-            raise InputError(self.path, "an empty zip archive (no arrays)")
         dtypes, self.metadata = parse_comment(self.path, archive.comment)
         for zm in archive.members:
             problem = suffix_problem(zm.name)

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import threading
 from pathlib import Path
 
@@ -161,6 +162,19 @@ def test_atomic_files_commit_removes_what_it_supersedes_and_leaves_no_journal(tm
         files.temp(tmp_path / "index").write_bytes(b"names new-a")
         files.commit(supersedes=[tmp_path / "old-a"])
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"new-a": b"new a", "index": b"names new-a"}
+
+
+def test_atomic_files_commit_never_replaces_a_fifo_that_appeared_at_a_destination(tmp_path: Path) -> None:
+    (tmp_path / "index").write_bytes(b"names old-a")
+    with pytest.raises(OutputError, match="FIFO") as info, AtomicFiles(name=tmp_path / "index") as files:
+        files.temp(tmp_path / "new-a").write_bytes(b"new a")
+        files.temp(tmp_path / "index").write_bytes(b"names new-a")
+        os.mkfifo(tmp_path / "new-a")  # appears between writing and committing
+        files.commit()
+    assert str(tmp_path / "new-a") in info.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "new-a"]  # no temp, no journal left
+    assert stat.S_ISFIFO((tmp_path / "new-a").stat().st_mode)
+    assert (tmp_path / "index").read_bytes() == b"names old-a"
 
 
 def test_the_folder_lock(tmp_path: Path) -> None:
