@@ -29,20 +29,18 @@ import contextlib
 import io
 import json
 import math
-import os
 import shutil
 import signal
 import struct
 import sys
 import zipfile
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ckptsurgeon.errors import CkptError
@@ -50,6 +48,7 @@ from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.tensors import DTYPES
 
 from .conftest import CORPUS
+from .support.fuzzing import fuzz_settings
 
 try:
     import resource
@@ -59,14 +58,7 @@ except ImportError:  # not on Windows: no ceiling there
 # A failing example would otherwise be hidden: hypothesis's report triggers this warning, which the
 # suite's filterwarnings=error turns into a pytest INTERNALERROR.
 pytestmark = pytest.mark.filterwarnings("ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
-HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
-settings.register_profile(
-    "fuzz-short", max_examples=120, deadline=timedelta(seconds=5), derandomize=True, database=None,
-    suppress_health_check=HEALTH,
-)
-settings.register_profile("long", max_examples=3000, deadline=None, suppress_health_check=HEALTH)
-PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "fuzz-short")
-FUZZ = settings(settings.get_profile(PROFILE if PROFILE in ("fuzz-short", "long") else "fuzz-short"))
+FUZZ = fuzz_settings("fuzz-short", 120)
 SECONDS = 10
 HEADROOM = 768 << 20
 MAX_EXPANSION = 1100  # the largest ratio any reader lets a declared size exceed the stored bytes by

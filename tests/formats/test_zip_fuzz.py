@@ -17,15 +17,13 @@ random run is ``HYPOTHESIS_PROFILE=long python -m pytest tests/formats/test_zip_
 from __future__ import annotations
 
 import io
-import os
 import re
 import struct
 import zlib
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from ckptsurgeon.errors import CkptError
@@ -33,15 +31,9 @@ from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.formats._zip import ZipArchive
 
 from ..conftest import CORPUS
+from ..support.fuzzing import fuzz_settings
 
-HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
-settings.register_profile(
-    "zip-fuzz-short", max_examples=100, deadline=timedelta(seconds=5), derandomize=True, database=None,
-    suppress_health_check=HEALTH,
-)
-settings.register_profile("long", max_examples=3000, deadline=None, suppress_health_check=HEALTH)
-PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "zip-fuzz-short")
-FUZZ = settings(settings.get_profile("long" if PROFILE == "long" else "zip-fuzz-short"))
+FUZZ = fuzz_settings("zip-fuzz-short", 100)
 
 # Field offsets (and widths) inside each structure: the end record, a central record, a local header.
 END_FIELDS = [(4, 2), (6, 2), (8, 2), (10, 2), (12, 4), (16, 4), (20, 2)]

@@ -24,7 +24,8 @@ from ckptsurgeon.errors import OutputError, UsageError
 from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.formats.safetensors import sharded
 from ckptsurgeon.lock import FolderLock
-from ckptsurgeon.tensors import TensorSpec, code_of
+
+from ...support.sharded import write_sharded
 
 INDEX = "model.safetensors.index.json"
 # transformers' save_pretrained removes files of an earlier save that match this (after ".safetensors" is cut)
@@ -37,16 +38,7 @@ def tensors(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def write(index: Path, data: dict[str, np.ndarray], shard_size: int = 512, **kwargs: object) -> sharded.Writer:
-    w = sharded.Writer(index, shard_size=shard_size, **kwargs)  # type: ignore[arg-type]
-    try:
-        w.begin([TensorSpec(n, a.shape, code_of(a.dtype)) for n, a in data.items()])  # type: ignore[arg-type]
-        for n, a in data.items():
-            w.write(n, a)
-        w.finish()
-    except BaseException:
-        w.abort()
-        raise
-    return w
+    return write_sharded(index, data, shard_size, **kwargs)
 
 
 def shards_of(index: Path) -> list[str]:

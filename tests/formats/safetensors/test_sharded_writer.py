@@ -19,8 +19,10 @@ from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.formats.base import WriterStateError
 from ckptsurgeon.formats.safetensors import sharded
 from ckptsurgeon.formats.safetensors import writer as st_writer
-from ckptsurgeon.tensors import TensorSpec, code_of
+from ckptsurgeon.tensors import TensorSpec
 from ckptsurgeon.text import parse_size
+
+from ...support.sharded import write_sharded
 
 
 @pytest.mark.parametrize(("text", "size"), [
@@ -91,16 +93,7 @@ def tensors(n: int = 7, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def write(index: Path, data: dict[str, np.ndarray], shard_size: int, **kwargs: object) -> sharded.Writer:
-    w = sharded.Writer(index, metadata={"origin": "test"}, shard_size=shard_size, **kwargs)  # type: ignore[arg-type]
-    try:
-        w.begin([TensorSpec(n, a.shape, code_of(a.dtype)) for n, a in data.items()])  # type: ignore[arg-type]
-        for n, a in data.items():
-            w.write(n, a)
-        w.finish()
-    except BaseException:
-        w.abort()
-        raise
-    return w
+    return write_sharded(index, data, shard_size, metadata={"origin": "test"}, **kwargs)
 
 
 def listing(directory: Path) -> dict[str, bytes]:
