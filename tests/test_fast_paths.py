@@ -13,6 +13,7 @@ import functools
 import io
 import zipfile
 from collections.abc import Iterator
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from ckptsurgeon.formats.npz import writer as npz_writer
 from ckptsurgeon.formats.safetensors import header as st_header
 from ckptsurgeon.formats.safetensors import sharded
 from ckptsurgeon.formats.safetensors import writer as st_writer
-from ckptsurgeon.tensors import DTYPES, TensorInfo, TensorSpec, code_of
+from ckptsurgeon.tensors import DTYPES, TensorInfo, TensorSpec, code_of, make_info
 from ckptsurgeon.values import (
     any_nonfinite,
     cast_array,
@@ -710,3 +711,12 @@ def test_stored_chunk_offsets_without_chunk_iter(tmp_path: Path) -> None:
         dcpl, tid, shape = dsid.get_create_plist(), dsid.get_type(), f["dense/kernel"].shape
         assert h5_writer._stored_chunks(NoChunkIter(dsid), dcpl, tid, shape) == \
             h5_writer._stored_chunks(dsid, dcpl, tid, shape) == [(0, 0), (0, 32), (16, 0), (16, 32)]
+
+
+def test_make_info_makes_the_record_the_dataclass_makes() -> None:
+    fast = make_info("h.0.w", (2, 3), "BF16", "h.0", (8, 20))
+    slow = TensorInfo("h.0.w", (2, 3), "BF16", "h.0", loc=(8, 20))
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert (fast.name, fast.shape, fast.dtype, fast.layer, fast.loc, fast.nbytes) == ("h.0.w", (2, 3), "BF16", "h.0", (8, 20), 12)
+    with pytest.raises(FrozenInstanceError):
+        fast.name = "x"  # type: ignore[misc]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
-from ...tensors import DTYPES, TensorInfo, TensorSpec, default_layer, gc_paused, numel
+from ...tensors import DTYPES, TensorInfo, TensorSpec, default_layer, gc_paused, make_info, numel
 from .._index import SURROGATE_ESCAPE, json_text, no_constants, strict_json
 
 MAX_HEADER_BYTES = 100_000_000
@@ -137,7 +137,7 @@ def _validated(path: Path, doc: Any, data_len: int) -> tuple[dict[str, str], lis
         nbytes = numel(dims) * _ITEMSIZE[code]
         if end - begin != nbytes:
             raise bad(f"tensor {name!r} is {shape} {code} = {nbytes} bytes but its offsets span {end - begin}")
-        tensors.append(TensorInfo(name, dims, code, default_layer(name), loc=(begin, end)))
+        tensors.append(make_info(name, dims, code, default_layer(name), (begin, end)))
 
     tensors.sort(key=_LOC)
     position = 0
