@@ -51,7 +51,7 @@ DAMAGES: dict[str, Callable[[bytes], int]] = {
 @pytest.mark.xfail(strict=True, reason=(
     "HDF5 2.0 / h5py 3.16 crash (SIGSEGV) or spin on a damaged variable-length string attribute or global "
     "heap object before ckptsurgeon sees the value; refusing them needs a check of the heap IDs against the "
-    "GCOL collection before h5py reads the attribute (open: the hostile-input issue)"))
+    "GCOL collection before h5py reads the attribute; not done yet"))
 def test_damaged_string_attributes_are_refused_in_one_line(tmp_path: Path) -> None:
     cases: list[tuple[str, Path]] = []
     for fmt in FAMILY:
