@@ -23,7 +23,8 @@ Modes:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -31,7 +32,7 @@ from .errors import CheckFailed, UsageError
 from .layers import name_template
 from .rules import listing
 from .tensors import TensorInfo
-from .text import format_shape
+from .text import format_shape, quote
 
 MatchMode = Literal["exact", "suffix", "order"]
 Status = Literal["matched", "shape_mismatch", "no_source", "ambiguous"]
@@ -64,6 +65,15 @@ class PrefixFix:
         if self.action == "add":
             return self.prefix + name
         return name[len(self.prefix) :] if name.startswith(self.prefix) else name
+
+    @property
+    def rule(self) -> str:
+        """The rule option that makes the same change by hand (``--add-prefix 'bert.'``)."""
+        return f"--{self.action}-prefix {quote(self.prefix)}"
+
+    @property
+    def suggestion(self) -> str:
+        return f"{self.rule} would pair {self.after:,} tensors ({self.before:,} now)"
 
     @property
     def text(self) -> str:
@@ -104,10 +114,12 @@ def auto_prefix(
     """
     sources = list(dict.fromkeys(source_names))
     targets = set(target_names)
+    chains = [("strip", chain) for chain in _wrapper_chains(sources, prefixes)]
+    chains += [("add", chain) for chain in _wrapper_chains(targets, prefixes)]
+    if not chains:
+        return None
     before = sum(1 for name in sources if name in targets)
-
-    candidates = [PrefixFix("strip", chain, before, before) for chain in _wrapper_chains(sources, prefixes)]
-    candidates += [PrefixFix("add", chain, before, before) for chain in _wrapper_chains(targets, prefixes)]
+    candidates = [PrefixFix(action, chain, before, before) for action, chain in chains]  # type: ignore[arg-type]
     # Deterministic preference when two fixes reach the same count: strip before add, shorter first.
     candidates.sort(key=lambda fix: (fix.action != "strip", len(fix.prefix), fix.prefix))
 
@@ -120,6 +132,87 @@ def auto_prefix(
         if after > (best.after if best else before):
             best = replace(fix, after=after)
     return best
+
+
+# --- model prefixes --------------------------------------------------------------------------
+
+PREFIX_DEPTH = 2
+"""A model prefix is the first one or two whole components of a name (``bert.``, ``model.decoder.``)."""
+PREFIX_SHARE = 0.5
+"""A model prefix is applied on its own when, with it, at least this share of the target tensors pair by name and shape."""
+
+
+def _leading_cuts(name: str) -> Iterator[int]:
+    """Where the first :data:`PREFIX_DEPTH` components of ``name`` end (just after their ``.`` or ``/``)."""
+    pos = 0
+    for _ in range(PREFIX_DEPTH):
+        cuts = [i for i in (name.find(".", pos), name.find("/", pos)) if i >= 0]
+        if not cuts or min(cuts) + 1 >= len(name):
+            return
+        pos = min(cuts) + 1
+        yield pos
+
+
+def _pairs(names: Iterable[tuple[str, tuple[int, ...]]], targets: Mapping[str, tuple[int, ...]]) -> int:
+    return sum(1 for name, shape in names if targets.get(name) == shape)
+
+
+def model_prefixes(
+    sources: Mapping[str, tuple[int, ...]], targets: Mapping[str, tuple[int, ...]], *, most: int = 3,
+) -> list[PrefixFix]:
+    """The model prefixes that, added to every source name or stripped from those that have it, pair
+    more tensors by name *and shape* than the names do as they are; at most ``most``, best first.
+
+    A base model's names lack the prefix its task model puts on them (``bert.``, ``model.``) and a task
+    model's names carry it, so each candidate is read off a name on one side whose rest is a name of
+    the other side with the same shape. ``before`` and ``after`` count pairs of the same name and shape.
+    A prefix that would give two source names one name is left out.
+    """
+    adds: Counter[str] = Counter()
+    strips: Counter[str] = Counter()
+    for name, shape in targets.items():
+        if sources.get(name) != shape:  # only names not paired already can gain
+            for cut in _leading_cuts(name):
+                if sources.get(name[cut:]) == shape:
+                    adds[name[:cut]] += 1
+    for name, shape in sources.items():
+        if targets.get(name) != shape:
+            for cut in _leading_cuts(name):
+                if targets.get(name[cut:]) == shape:
+                    strips[name[:cut]] += 1
+    if not adds and not strips:
+        return []
+    before = _pairs(sources.items(), targets)
+    ranked = sorted([("add", p, n) for p, n in adds.items()] + [("strip", p, n) for p, n in strips.items()],
+                    key=lambda c: (-c[2], c[0] != "strip", len(c[1]), c[1]))
+    found: list[PrefixFix] = []
+    for action, prefix, _ in ranked[: most * 2]:
+        fix = PrefixFix(action, prefix, before, before)  # type: ignore[arg-type]
+        fixed = {fix.apply(name): shape for name, shape in sources.items()}
+        if len(fixed) < len(sources):
+            continue  # two source names would become one
+        after = _pairs(fixed.items(), targets)
+        if after > before:
+            found.append(replace(fix, after=after))
+    found.sort(key=lambda f: -f.after)
+    return found[:most]
+
+
+def choose_prefix(
+    wrapper: PrefixFix | None, candidates: Sequence[PrefixFix], target_count: int,
+) -> tuple[PrefixFix | None, PrefixFix | None]:
+    """(the fix to apply, a fix only to suggest): never two fixes applied.
+
+    A wrapper fix (:func:`auto_prefix`) is applied as before. A model prefix is applied instead when
+    it pairs more, and on its own when it pairs at least :data:`PREFIX_SHARE` of the target tensors
+    and no other model prefix does; the best one not applied is the suggestion.
+    """
+    enough = [f for f in candidates if f.after >= PREFIX_SHARE * target_count]
+    best = enough[0] if len(enough) == 1 else None
+    if best is not None and (wrapper is None or best.after > wrapper.after):
+        return best, None
+    suggestion = next((f for f in candidates if wrapper is None or f.after > wrapper.after), None)
+    return wrapper, suggestion
 
 
 # --- pairings --------------------------------------------------------------------------------

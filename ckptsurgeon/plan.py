@@ -28,8 +28,10 @@ from .match import (
     Pairing,
     PrefixFix,
     auto_prefix,
+    choose_prefix,
     format_shape,
     match,
+    model_prefixes,
 )
 from .rules import Renamed, Rules, apply_rules
 from .tensors import DTYPES, TensorInfo, TensorSpec, default_layer, gc_paused, numel
@@ -196,6 +198,7 @@ class Plan:
     unused_sources: tuple[str, ...] = ()  # stored names of loadable source tensors no step uses
     excluded_sources: tuple[tuple[str, str], ...] = ()  # stored name, reason
     prefix_fix: PrefixFix | None = None
+    prefix_hint: PrefixFix | None = None  # a prefix rule that would pair more tensors, not applied
     options: TransferOptions = field(default_factory=TransferOptions)
     source_count: int = 0
 
@@ -253,9 +256,13 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
 
     keyed = {new: by_stored[old] for old, new in renamed.mapping.items()}
     fix: PrefixFix | None = None
-    if options.auto_prefix and options.match != "order":
-        free = [k for k, info in keyed.items() if info.name not in mapped]
-        fix = auto_prefix(free, [t.name for t in target], options.prefixes)
+    hint: PrefixFix | None = None
+    if options.match != "order":
+        free = {k: info.shape for k, info in keyed.items() if info.name not in mapped}
+        wrapper = auto_prefix(free, [t.name for t in target], options.prefixes)
+        fix, hint = choose_prefix(wrapper, model_prefixes(free, {t.name: t.shape for t in target}), len(target))
+        if not options.auto_prefix:  # the fix becomes a suggestion
+            fix, hint = None, fix or hint
         if fix is not None:
             keyed = {(k if info.name in mapped else fix.apply(k)): info for k, info in keyed.items()}
 
@@ -316,6 +323,7 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
         unused_sources=tuple(unused),
         excluded_sources=tuple(renamed.excluded.items()),
         prefix_fix=fix,
+        prefix_hint=hint,
         renamed=renamed,
         options=options,
         source_count=len(source),
@@ -358,9 +366,10 @@ def gate_failures(plan: Plan) -> list[str]:
     targets = plan.target_steps
     replaced = plan.replaced
     if not replaced and not o.allow_empty:
+        tried = f"; {plan.prefix_hint.suggestion}" if plan.prefix_hint is not None else ""
         failures.append(
             "nothing was loaded: no source tensor matched a target tensor by name and shape "
-            "(see the reasons above; --allow-empty accepts that)"
+            f"(see the reasons above; --allow-empty accepts that){tried}"
         )
     if o.strict:
         kept = [s.name for s in targets if s.action != "replace"]

@@ -12,8 +12,10 @@ from ckptsurgeon.match import (
     Pairing,
     PrefixFix,
     auto_prefix,
+    choose_prefix,
     did_you_mean,
     match,
+    model_prefixes,
     unused_sources,
 )
 from ckptsurgeon.tensors import TensorInfo
@@ -77,6 +79,55 @@ def test_auto_prefix_with_extended_prefixes() -> None:
     assert auto_prefix(["ema.w"], ["w"]) is None
     fix = auto_prefix(["ema.w"], ["w"], prefixes=prefixes)
     assert fix is not None and fix.prefix == "ema."
+
+
+# --- model prefixes --------------------------------------------------------------------------
+
+BASE = {"embeddings.word.weight": (50, 8), "encoder.layer.0.q.weight": (8, 8), "encoder.layer.0.q.bias": (8,),
+        "pooler.dense.weight": (8, 8)}
+
+
+def test_a_base_model_gets_the_task_models_prefix() -> None:
+    task = {f"bert.{name}": shape for name, shape in BASE.items()} | {"classifier.weight": (2, 8), "classifier.bias": (2,)}
+    found = model_prefixes(BASE, task)
+    assert found == [PrefixFix("add", "bert.", 0, 4)]
+    assert choose_prefix(None, found, len(task)) == (found[0], None)  # 4 of 6 targets: applied
+    assert found[0].rule == "--add-prefix bert." and found[0].suggestion == "--add-prefix bert. would pair 4 tensors (0 now)"
+
+
+def test_a_task_model_loses_its_prefix_into_a_base_model() -> None:
+    task = {f"model.{name}": shape for name, shape in BASE.items()} | {"lm_head.weight": (50, 8)}
+    found = model_prefixes(task, BASE)
+    assert found[0] == PrefixFix("strip", "model.", 0, 4)
+    assert choose_prefix(None, found, len(BASE))[0] == found[0]
+
+
+def test_a_prefix_counts_only_pairs_of_the_same_shape() -> None:
+    task = {f"bert.{name}": (1,) for name in BASE}  # every shape differs
+    assert model_prefixes(BASE, task) == []
+
+
+def test_a_prefix_that_pairs_too_few_is_only_suggested() -> None:
+    targets = {"bert.pooler.dense.weight": (8, 8)} | {f"head.{i}": (3,) for i in range(5)}
+    found = model_prefixes(BASE, targets)
+    assert found == [PrefixFix("add", "bert.", 0, 1)]
+    assert choose_prefix(None, found, len(targets)) == (None, found[0])  # 1 of 6 targets: below half
+
+
+def test_two_prefixes_that_both_pair_most_targets_are_never_applied() -> None:
+    fixes = [PrefixFix("add", "a.", 0, 6), PrefixFix("add", "b.", 0, 5)]
+    assert choose_prefix(None, fixes, 8) == (None, fixes[0])
+
+
+def test_a_wrapper_fix_stays_unless_a_model_prefix_pairs_more() -> None:
+    wrapper = PrefixFix("strip", "module.", 0, 3)
+    assert choose_prefix(wrapper, [PrefixFix("add", "bert.", 0, 3)], 4) == (wrapper, None)
+    better = PrefixFix("add", "bert.", 0, 4)
+    assert choose_prefix(wrapper, [better], 4) == (better, None)
+
+
+def test_names_that_already_pair_find_no_prefix() -> None:
+    assert model_prefixes(BASE, dict(BASE)) == []
 
 
 # --- exact -----------------------------------------------------------------------------------

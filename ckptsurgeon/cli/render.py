@@ -257,7 +257,9 @@ def transfer_notes(report: TransferReport) -> list[tuple[str, str]]:
         notes.append((f"unused source tensors ({len(plan.unused_sources)}): "
                       f"{_collapsed_names(list(plan.unused_sources))}", ""))
     hints = report.hints
-    if hints:
+    if plan.prefix_hint is not None:  # one rule says it better than a list of pairs that differ by it
+        notes.append((f"did you mean: {plan.prefix_hint.suggestion}", ""))
+    elif hints:
         shown = ", ".join(f"{t!r} <- {h!r}" for t, h in hints[:5])
         more = f" and {len(hints) - 5} more" if len(hints) > 5 else ""
         notes.append((f"did you mean: {shown}{more}", ""))

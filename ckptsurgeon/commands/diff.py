@@ -30,8 +30,8 @@ import numpy as np
 from ..errors import UsageError
 from ..formats import open_checkpoint
 from ..formats.base import Reader
-from ..match import auto_prefix
-from ..rules import Renamed, Rules, apply_rules, quote
+from ..match import auto_prefix, model_prefixes
+from ..rules import Renamed, Rules, apply_rules
 from ..tensors import TensorInfo, numel
 from ..text import plural
 from ..values import pieces
@@ -422,9 +422,11 @@ def _prefix_hint(only_a: list[tuple[TensorInfo, str]], only_b: list[TensorInfo])
         return None
     fix = auto_prefix([new for _, new in only_a], [t.name for t in only_b])
     if fix is None:
+        found = model_prefixes({new: t.shape for t, new in only_a}, {t.name: t.shape for t in only_b}, most=1)
+        fix = found[0] if found else None
+    if fix is None:
         return None
-    option = "--strip-prefix" if fix.action == "strip" else "--add-prefix"
-    return f"{option} {quote(fix.prefix)} would pair {fix.after - fix.before:,} more tensors"
+    return f"{fix.rule} would pair {fix.after - fix.before:,} more tensors"
 
 
 def diff(a: str | Path, b: str | Path, options: DiffOptions | None = None) -> DiffResult:

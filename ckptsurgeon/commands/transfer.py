@@ -231,6 +231,9 @@ class TransferReport:
             "prefix": None if fix is None else {
                 "action": fix.action, "prefix": fix.prefix, "matches_before": fix.before, "matches_after": fix.after,
             },
+            "prefix_hint": None if (h := plan.prefix_hint) is None else {
+                "rule": h.rule, "action": h.action, "prefix": h.prefix, "matches_before": h.before, "matches_after": h.after,
+            },
             "rules": [{"rule": r.text, "matches": n} for r, n in plan.renamed.rule_counts]
             + [{"rule": text, "matches": n} for text, n in plan.renamed.glob_counts],
             "map": None if not plan.options.rules.name_map else {
