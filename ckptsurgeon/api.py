@@ -84,6 +84,7 @@ def transfer(
     provenance: bool = False,
     verify: bool = False,
     check: bool = False,
+    pin_content: bool = False,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -93,7 +94,8 @@ def transfer(
 
     return command.run(source, target, output, options, dry_run=dry_run, count_changes=count_changes,
                        output_format_name=output_format_name, progress=progress, save_plan=save_plan,
-                       plan_file=plan_file, provenance=provenance, verify=verify, check=check)
+                       plan_file=plan_file, provenance=provenance, verify=verify, check=check,
+                       pin_content=pin_content)
 
 
 def rename(

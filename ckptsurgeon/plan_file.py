@@ -1,16 +1,22 @@
 """Saved transfer plans: review a mapping once, replay it exactly.
 
 A plan file (schema ``ckptsurgeon/plan/1``) holds the resolved steps (output name, action, source
-name, output dtype, kind, reason) and the digests of both inputs' headers
-(:meth:`~ckptsurgeon.formats.base.Reader.header_digest`). Replaying it refuses inputs whose
-headers changed since (names, shapes, dtypes or metadata), so a reviewed mapping is never applied
-to other files.
+name, output dtype, kind, reason), the rules and options that made them, and two digests of each
+input: of its header (:meth:`~ckptsurgeon.formats.base.Reader.header_digest`: names, shapes,
+dtypes, metadata) and of its bytes (:meth:`~ckptsurgeon.formats.base.Reader.content_sha256`).
+Replaying it always refuses inputs whose headers changed since, so a reviewed mapping is never
+applied to other files; with ``pin_content`` it also refuses inputs whose bytes changed (a weight
+edited in place keeps the header). A replay refuses every option it would not honour
+(:func:`ignored_options`): the plan's steps already say what the target filters, the match mode
+and the dtype options decided.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,12 +32,41 @@ if TYPE_CHECKING:
 PLAN_SCHEMA = "ckptsurgeon/plan/1"
 
 
-def plan_to_dict(plan: Plan, source_digest: str, target_digest: str) -> dict[str, object]:
-    """The resolved mapping as JSON-ready data, with the digests of the inputs' headers."""
+def rule_texts(rules: Rules) -> list[str]:
+    """The rules as the options that give them (the map as its entry count)."""
+    texts = [r.text for r in rules.renames] + [f"--include {g}" for g in rules.include]
+    texts += [f"--exclude {g}" for g in rules.exclude]
+    return texts + ([f"--map ({len(rules.name_map)} entries)"] if rules.name_map else [])
+
+
+def ignored_options(options: TransferOptions) -> list[str]:
+    """The options a replay could not honour (its steps are fixed): each one refuses the replay."""
+    o, default = options, TransferOptions()
+    found = [f"--only-target {g}" for g in o.only_target] + [f"--skip-target {g}" for g in o.skip_target]
+    if o.match != default.match:
+        found.append(f"--match {o.match}")
+    if o.keep_dtype:
+        found.append("--keep-dtype")
+    if o.add_unmatched:
+        found.append("--add-unmatched")
+    if not o.auto_prefix:
+        found.append("--no-auto-prefix")
+    if o.prefixes != default.prefixes:
+        found.append("a custom wrapper-prefix list")
+    if not o.rules.empty:
+        found += rule_texts(o.rules)
+    return found
+
+
+def plan_to_dict(plan: Plan, source: Reader, target: Reader) -> dict[str, object]:
+    """The resolved mapping as JSON-ready data, with the digests of the inputs' headers and bytes."""
     return {
         "schema": PLAN_SCHEMA,
-        "source_digest": source_digest,
-        "target_digest": target_digest,
+        "source_digest": source.header_digest(),
+        "target_digest": target.header_digest(),
+        "source_content_sha256": source.content_sha256(),
+        "target_content_sha256": target.content_sha256(),
+        "rules": rule_texts(plan.options.rules),
         "match": plan.options.match,
         "steps": [
             {"name": s.name, "action": s.action, "source": s.source, "dtype": s.dtype, "kind": s.kind,
@@ -82,10 +117,24 @@ def plan_from_dict(
     )
 
 
-def load_plan(plan_file: Path, src: Reader, tgt: Reader, options: TransferOptions) -> Plan:
-    """Read a saved plan and rebuild it against ``src`` and ``tgt``, refusing inputs whose headers changed."""
+@dataclass(frozen=True)
+class SavedPlan:
+    """A plan read back: the rebuilt plan, the file's sha256 and the rules that made it."""
+
+    plan: Plan
+    sha256: str
+    rules: tuple[str, ...]
+
+
+def load_plan(plan_file: Path, src: Reader, tgt: Reader, options: TransferOptions, *, pin_content: bool = False) -> SavedPlan:
+    """Read a saved plan and rebuild it against ``src`` and ``tgt``.
+
+    Refuses (CheckFailed, exit 1) inputs whose headers changed since the plan was made, and with
+    ``pin_content`` inputs whose bytes changed.
+    """
     try:
-        doc = json.loads(read_input(plan_file).decode("utf-8"))  # a regular file only
+        raw = read_input(plan_file)  # a regular file only
+        doc = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(plan_file, f"cannot read the plan: {exc}") from exc
     for role, reader in (("source", src), ("target", tgt)):
@@ -94,7 +143,19 @@ def load_plan(plan_file: Path, src: Reader, tgt: Reader, options: TransferOption
                 reader.path, f"the {role}'s header no longer matches the saved plan {plan_file}; "
                 "names, shapes, dtypes or metadata changed since it was made",
             )
+    if pin_content:
+        for role, reader in (("source", src), ("target", tgt)):
+            saved = doc.get(f"{role}_content_sha256") if isinstance(doc, dict) else None
+            if saved is None:
+                raise CheckFailed(plan_file, f"the plan records no digest of the {role}'s bytes (saved by an older ckptsurgeon); "
+                                  "save it again to pin content")
+            if saved != reader.content_sha256():
+                raise CheckFailed(reader.path, f"the {role}'s bytes no longer match the saved plan {plan_file} "
+                                  "(its header does: tensor data changed since the plan was made)")
     try:
-        return plan_from_dict(doc, src.tensors, tgt.tensors, str(plan_file), options)
+        plan = plan_from_dict(doc, src.tensors, tgt.tensors, str(plan_file), options)
     except ValueError as exc:
         raise InputError(plan_file, str(exc)) from exc
+    rules = doc.get("rules") if isinstance(doc, dict) else None
+    texts = tuple(str(r) for r in rules) if isinstance(rules, list) else ()
+    return SavedPlan(plan, hashlib.sha256(raw).hexdigest(), texts)

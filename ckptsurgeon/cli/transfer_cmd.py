@@ -82,6 +82,9 @@ def transfer(
         Path | None, typer.Option("--plan", metavar="PLAN.json",
                                   help="Replay a saved mapping exactly; fails if an input's header changed since.")
     ] = None,
+    pin_content: Annotated[
+        bool, typer.Option("--pin-content", help="With --plan: also fail if an input's bytes changed since the plan was saved.")
+    ] = False,
     provenance: Annotated[
         bool, typer.Option("--provenance", help="Record the tool version, the inputs' sha256 and the rules in the output's metadata.")
     ] = False,
@@ -120,7 +123,7 @@ def transfer(
         result = api.transfer(
             source, target, output, options, dry_run=dry_run, count_changes=count_changes,
             output_format_name=format_, progress=progress.update if progress else None,
-            save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify,
+            save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, pin_content=pin_content,
         )
     doc = result.to_dict() if report is not None or json_ else {}  # a per-tensor document: only when asked for
     if report is not None:

@@ -35,7 +35,7 @@ from ..plan import (
     percent,
     plan_transfer,
 )
-from ..plan_file import load_plan, plan_to_dict
+from ..plan_file import SavedPlan, ignored_options, load_plan, plan_to_dict, rule_texts
 from ..tensors import gc_paused
 from ..text import blame, human, plural
 
@@ -276,9 +276,10 @@ def plan_readers(source: Reader, target: Reader, options: TransferOptions) -> Pl
         return plan_transfer(source.tensors, target.tensors, options)
 
 
-def _provenance(src: Reader, tgt: Reader, options: TransferOptions, replayed: str | None) -> dict[str, str]:
-    rules = [r.text for r in options.rules.renames] + [f"--include {g}" for g in options.rules.include]
-    rules += [f"--exclude {g}" for g in options.rules.exclude]
+def _provenance(src: Reader, tgt: Reader, options: TransferOptions, replayed: SavedPlan | None,
+                plan_file: str | Path | None) -> dict[str, str]:
+    rules = list(replayed.rules) if replayed is not None else rule_texts(options.rules)
+    plan = None if replayed is None else {"path": Path(plan_file or "").name, "sha256": replayed.sha256}
     return {
         "ckptsurgeon.version": __version__,
         "ckptsurgeon.command": "transfer",
@@ -288,7 +289,7 @@ def _provenance(src: Reader, tgt: Reader, options: TransferOptions, replayed: st
         "ckptsurgeon.target_sha256": tgt.content_sha256(),
         "ckptsurgeon.rules": json.dumps(
             {"rules": rules, "map_entries": len(options.rules.name_map), "match": options.match,
-             "keep_dtype": options.keep_dtype, "replayed_plan": replayed},
+             "keep_dtype": options.keep_dtype, "replayed_plan": plan},
             sort_keys=True,
         ),
     }
@@ -309,6 +310,7 @@ def run(
     provenance: bool = False,
     verify: bool = False,
     check: bool = False,
+    pin_content: bool = False,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -317,20 +319,27 @@ def run(
     (``ok`` False, ``failures``); with ``check`` that raises :class:`~ckptsurgeon.errors.CheckFailed`
     (exit 1) carrying the report. With ``dry_run`` only headers are read and nothing is written.
 
-    ``save_plan`` writes the resolved mapping with the inputs' header digests; ``plan_file``
-    replays such a mapping instead of applying rules, and refuses inputs whose headers changed.
+    ``save_plan`` writes the resolved mapping with the digests of the inputs' headers and bytes;
+    ``plan_file`` replays such a mapping instead of applying rules, refuses inputs whose headers
+    changed (and with ``pin_content`` whose bytes changed), and refuses every option it would not
+    honour (UsageError, exit 2).
     ``provenance`` records the tool version, the inputs' sha256 and the rules in the output's
     metadata. ``verify`` re-reads the written file before it is renamed into place.
     """
     options = options or TransferOptions()
     if output is None and not dry_run:
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
-    if plan_file is not None and not options.rules.empty:
-        raise UsageError(plan_file, "a saved plan is replayed as it is; rename, map and filter rules cannot be added")
+    if plan_file is not None and (ignored := ignored_options(options)):
+        raise UsageError(plan_file, f"a saved plan is replayed as it is; {', '.join(ignored)} would be ignored "
+                         "(the plan's steps already decide it): leave them out, or plan again")
+    if pin_content and plan_file is None:
+        raise UsageError(None, "--pin-content checks the inputs against a saved plan: it needs --plan")
     with open_checkpoint(source) as src, open_checkpoint(target) as tgt:
         plan = plan_readers(src, tgt, options)  # with a saved plan: the same-file guard
+        replayed = None
         if plan_file is not None:
-            plan = load_plan(Path(plan_file), src, tgt, options)
+            replayed = load_plan(Path(plan_file), src, tgt, options, pin_content=pin_content)
+            plan = replayed.plan
         inputs = [*src.files, *tgt.files]
         fmt = None
         if output is not None:
@@ -349,13 +358,13 @@ def run(
                 raise CheckFailed(tgt.path, "; ".join(report.failures), report=report)
             return report
         if save_plan is not None:
-            doc = plan_to_dict(plan, src.header_digest(), tgt.header_digest())
+            doc = plan_to_dict(plan, src, tgt)
             write_text(save_plan, json.dumps(doc, indent=2, ensure_ascii=False) + "\n", inputs)
         if dry_run or output is None or fmt is None:
             return report
         metadata = dict(tgt.metadata)
         if provenance:
-            metadata |= _provenance(src, tgt, options, str(plan_file) if plan_file else None)
+            metadata |= _provenance(src, tgt, options, replayed, plan_file)
         from ..execute import write_checkpoint
 
         written = write_checkpoint(

@@ -18,6 +18,7 @@ from ckptsurgeon.plan import TransferOptions
 from ckptsurgeon.rules import Rules
 
 from ..conftest import EXAMPLES
+from ..support.fixtures import CliRunner
 
 RULES = TransferOptions(rules=Rules.from_options(rename=[r"\.ffn\.=>.mlp."]))
 
@@ -48,6 +49,55 @@ def test_replay_refuses_a_changed_input_header(tmp_path: Path) -> None:
     with pytest.raises(CheckFailed, match="no longer matches the saved plan"):
         api.transfer(src, changed, tmp_path / "out.safetensors", plan_file=plan)
     assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("flags", [
+    ["--skip-target", "head.*"], ["--only-target", "blocks.*"], ["--match", "suffix"], ["--keep-dtype"],
+    ["--add-unmatched"], ["--no-auto-prefix"], ["--rename", "a=>b"],
+])
+def test_replay_refuses_every_option_it_would_ignore(tmp_path: Path, cli: CliRunner, flags: list[str]) -> None:
+    src, tgt = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
+    plan = tmp_path / "plan.json"
+    api.transfer(src, tgt, dry_run=True, options=RULES, save_plan=plan)
+    out = tmp_path / "out.safetensors"
+    result = cli("transfer", src, tgt, "-o", out, "--plan", plan, *flags)
+    assert result.code == 2, result.err
+    assert f"ckpt: error: {plan}: a saved plan is replayed as it is; {flags[0]}" in result.line and "would be ignored" in result.line
+    assert not out.exists()
+    assert cli("transfer", src, tgt, "-o", out, "--plan", plan, "--strict", "--allow-empty").code in (0, 1)  # gates are honoured
+
+
+def test_a_pinned_replay_refuses_changed_tensor_data(tmp_path: Path, cli: CliRunner) -> None:
+    src, tgt = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
+    plan = tmp_path / "plan.json"
+    api.transfer(src, tgt, dry_run=True, options=RULES, save_plan=plan)
+    doc = json.loads(plan.read_text())
+    assert (doc["source_content_sha256"], doc["target_content_sha256"]) == (sha(src), sha(tgt))
+    assert doc["rules"] == [r"--rename '\.ffn\.=>.mlp.'"]
+    flipped = tmp_path / "pretrained.safetensors"
+    data = bytearray(src.read_bytes())
+    data[-1] ^= 0x40  # one byte of the last tensor's data: the header is unchanged
+    flipped.write_bytes(bytes(data))
+    out = tmp_path / "out.safetensors"
+    assert cli("transfer", flipped, tgt, "-o", out, "--plan", plan).code == 0  # the header is what a plan pins by default
+    out.unlink()
+    result = cli("transfer", flipped, tgt, "-o", out, "--plan", plan, "--pin-content")
+    assert result.code == 1 and result.line.startswith(f"ckpt: error: {flipped}: the source's bytes no longer match")
+    assert not out.exists()
+    assert cli("transfer", src, tgt, "-o", out, "--plan", plan, "--pin-content").code == 0
+    assert cli("transfer", src, tgt, "-o", tmp_path / "x.safetensors", "--pin-content").code == 2  # needs --plan
+
+
+def test_provenance_after_a_replay_names_the_plan_and_its_rules(tmp_path: Path) -> None:
+    src, tgt = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
+    plan = tmp_path / "plan.json"
+    api.transfer(src, tgt, dry_run=True, options=RULES, save_plan=plan)
+    out = tmp_path / "out.safetensors"
+    api.transfer(src, tgt, out, plan_file=plan, provenance=True)
+    with open_checkpoint(out) as r:
+        recorded = json.loads(r.metadata["ckptsurgeon.rules"])
+    assert recorded["rules"] == [r"--rename '\.ffn\.=>.mlp.'"]
+    assert recorded["replayed_plan"] == {"path": "plan.json", "sha256": sha(plan)}
 
 
 def test_provenance_in_metadata(tmp_path: Path) -> None:
