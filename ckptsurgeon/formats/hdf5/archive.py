@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import secrets
 import shutil
 import tempfile
@@ -29,7 +30,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ckptsurgeon.errors import InputError
+from ckptsurgeon.errors import CkptError, InputError, OutputError
 from ckptsurgeon.files import check_input
 from ckptsurgeon.formats._zip import ZipArchive
 from ckptsurgeon.formats.base import OpenOptions, WriterCaps
@@ -40,9 +41,13 @@ from ckptsurgeon.formats.hdf5._h5 import (
     Source,
     output_errors,
 )
+from ckptsurgeon.formats.hdf5.keras import LayerConfig, layer_configs
 from ckptsurgeon.formats.hdf5.reader import HDF5Reader
 from ckptsurgeon.formats.hdf5.writer import Writer
 from ckptsurgeon.tensors import TensorSpec
+
+CONFIG_MEMBER = "config.json"
+MAX_CONFIG_BYTES = 64 << 20  # read to name variables; a larger config.json is passed over
 
 
 class KerasZipReader(HDF5Reader):
@@ -86,7 +91,25 @@ class KerasZipReader(HDF5Reader):
             source = (spool, member.size, None, None, [spool])
         target, msize, origin, base, closers = source
         label = Path(f"{path}:{KERAS_MEMBER}")
-        self._open_single(Source(label, target, msize, origin=origin, base_offset=base, closers=closers))
+        self._open_single(Source(label, target, msize, origin=origin, base_offset=base, closers=closers),
+                          self._layer_configs(archive))
+
+    @staticmethod
+    def _layer_configs(archive: ZipArchive) -> dict[str, LayerConfig] | None:
+        """The layers ``config.json`` describes, to name their variables; None when it is missing or unreadable.
+
+        It only names tensors, so a config.json that cannot be read is passed over, not refused.
+        """
+        if CONFIG_MEMBER not in archive:
+            return None
+        member = archive[CONFIG_MEMBER]
+        if member.size > MAX_CONFIG_BYTES:
+            return None
+        try:
+            with archive.open(member) as stream:
+                return layer_configs(json.loads(stream.read(MAX_CONFIG_BYTES + 1)))
+        except (CkptError, OSError, ValueError, zipfile.BadZipFile, RecursionError):
+            return None
 
     _archive: ZipArchive | None = None
 
