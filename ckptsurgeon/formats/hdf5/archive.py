@@ -12,7 +12,9 @@ copies every other member (``config.json``, ``metadata.json``, assets) verbatim,
 and with the same dates, and writes ``model.weights.h5`` like the like-archive's (through
 :class:`~ckptsurgeon.formats.hdf5.writer.Writer`). Without it the archive holds only
 ``model.weights.h5``: ``model.load_weights()`` accepts such an archive,
-``keras.models.load_model()`` does not (it needs ``config.json``).
+``keras.models.load_model()`` does not (it needs ``config.json``). So an archive laid out like a
+Keras weights file (``.weights.h5``, legacy ``.h5``), whose model configuration is not there to
+copy, is refused before anything is written: that output would look like a model Keras cannot open.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from ckptsurgeon.tensors import TensorSpec
 
 CONFIG_MEMBER = "config.json"
 MAX_CONFIG_BYTES = 64 << 20  # read to name variables; a larger config.json is passed over
+KERAS_LAYOUTS = ("keras-h5", "keras3-h5")
 
 
 class KerasZipReader(HDF5Reader):
@@ -139,6 +142,12 @@ class KerasZipWriter(BaseWriter):
 
     def _begin(self) -> None:
         inner_like = self.like if isinstance(self.like, HDF5Reader) else None
+        if inner_like is not None and not isinstance(inner_like, KerasZipReader) and inner_like.layout in KERAS_LAYOUTS:
+            raise OutputError(
+                self.path, "a .keras archive needs the model's config.json, which a Keras weights file does not "
+                "hold (keras.models.load_model could not open the archive); write .weights.h5 instead "
+                "(model.load_weights reads it), or write .keras from a .keras input",
+            )
         self._inner = Writer(self._weights_path, metadata=self.metadata, like=inner_like)
         try:
             self._inner.begin(self.specs, origins=self.origins)
