@@ -292,19 +292,20 @@ def _stored_names(plan: Plan, source: Reader, target: Reader) -> Plan:
     a tensor added from the source (``--add-unmatched``) keeps its match name, which no target
     tensor has.
     """
-    stored = {SOURCE: {v: k for k, v in source.match_names.items()}, TARGET: {v: k for k, v in target.match_names.items()}}
+    stored = {SOURCE: {v: k for k, v in source.match_names.items()},
+              TARGET: {v: k for k, v in target.match_names.items()}}
 
-    def ref(r: TensorRef | None) -> TensorRef | None:
-        if r is None or r.name not in stored[r.input]:
-            return r
-        return dataclasses.replace(r, name=stored[r.input][r.name])
+    def ref(r: TensorRef) -> TensorRef:
+        names = stored.get(r.input, {})
+        return dataclasses.replace(r, name=names[r.name]) if r.name in names else r
 
     steps = []
     for s in plan.steps:
         out = s.out
         if s.action != "add" and out.name in stored[TARGET]:
             out = dataclasses.replace(out, name=stored[TARGET][out.name])
-        steps.append(dataclasses.replace(s, out=out, inputs=tuple(ref(r) for r in s.inputs), candidate=ref(s.candidate)))
+        candidate = None if s.candidate is None else ref(s.candidate)
+        steps.append(dataclasses.replace(s, out=out, inputs=tuple(ref(r) for r in s.inputs), candidate=candidate))
     back = stored[SOURCE]
     return dataclasses.replace(
         plan, steps=tuple(steps), unused_sources=tuple(back.get(n, n) for n in plan.unused_sources),

@@ -182,11 +182,7 @@ def _fits(kind: str, names: tuple[str, ...], infos: list[DatasetInfo]) -> bool:
         return False
     shapes = dict(zip(names, (d.shape for d in infos), strict=True))
     for name, shape in shapes.items():
-        if name.endswith("kernel"):
-            ok = len(shape) >= 2
-        else:
-            ok = len(shape) == (2 if name == "embeddings" else 1)
-        if not ok:
+        if len(shape) < 2 if name.endswith("kernel") else len(shape) != (2 if name == "embeddings" else 1):
             return False
     if "bias" in shapes and (kind == "dense" or re.fullmatch(r"conv\dd", kind)):
         return shapes["bias"] == shapes["kernel"][-1:]

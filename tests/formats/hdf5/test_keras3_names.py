@@ -140,7 +140,7 @@ def test_inspect_lists_the_keras_names(capsys: pytest.CaptureFixture[str]) -> No
 def test_keras_archive_from_a_weights_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["transfer", DATA / "a.weights.h5", DATA / "c.weights.h5", "-o", tmp_path / "x.keras"],
                  ["convert", DATA / "a.weights.h5", "-o", tmp_path / "x.keras"]):
-        code, out, err = run(argv, capsys)
+        code, _, err = run(argv, capsys)
         assert code == 4
         assert err.count("\n") == 1 and "config.json" in err and "write .weights.h5 instead" in err
     assert list(tmp_path.iterdir()) == []
