@@ -7,7 +7,8 @@ Model a: enc, proj, head (Dense 32, 32, 10). Model c: enc, adapter_new, proj, he
 weight-file groups by class and position (``layers/dense``, ``layers/dense_1``, ...), so a's proj
 is ``layers/dense_1`` and c's proj ``layers/dense_2``; the layer names live in the ``vars``
 groups' ``name`` attributes only. Written: ``a.weights.h5``, ``c.weights.h5``, ``c.keras``, and
-``stem.weights.h5`` (Conv2D, BatchNormalization, Embedding-free) for the class-derived names.
+``stem.weights.h5`` (Embedding, LayerNormalization, Conv2D, BatchNormalization, a Dense without
+bias) for the names derived from the class of each group.
 """
 
 from __future__ import annotations
