@@ -178,14 +178,21 @@ def inspect_grid(result: Inspection, *, collapse: bool = True) -> Grid:
     grid = Grid([Column("layer", wrap=True), Column("tensor", wrap=True), Column("shape"), Column("dtype"),
                  Column("parameters", right=True), Column("bytes", right=True)])
 
+    def shown(t: TensorInfo) -> str:
+        """The name within its layer; a Keras 3 variable's own name, with the path it is stored at."""
+        key = result.match_names.get(t.name)
+        if key is None:
+            return relative_name(t.name, t.layer)
+        return f"{relative_name(key, t.layer)}  ({t.name})"
+
     def signature(t: TensorInfo) -> tuple[str, tuple[int, ...], str]:
-        return relative_name(t.name, t.layer), t.shape, t.dtype
+        return shown(t), t.shape, t.dtype
 
     for group in group_layers(result.tensors, lambda t: t.layer, signature, collapse=collapse):
         label = group.name + (f"  ×{group.count}" if group.count > 1 else "")
         for j, t in enumerate(group.rows):
             grid.add(
-                [label if j == 0 else "", relative_name(t.name, t.layer), shape_text(t.shape), t.dtype,
+                [label if j == 0 else "", shown(t), shape_text(t.shape), t.dtype,
                  count(t.numel * group.count), decimal(t.nbytes * group.count)],
                 ["bold" if j == 0 else "", "", "", "", "", ""],
                 section=j == 0,

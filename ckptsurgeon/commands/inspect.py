@@ -25,6 +25,7 @@ class Inspection:
     tensors: list[TensorInfo]
     sha256: dict[str, str] = field(default_factory=dict)
     layout: str | None = None  # a refinement of the format (HDF5: keras-h5, keras3-h5)
+    match_names: dict[str, str] = field(default_factory=dict)  # stored name -> Keras 3 variable name
 
     @property
     def ok(self) -> bool:
@@ -46,6 +47,8 @@ class Inspection:
             entry: dict[str, Any] = {
                 "name": t.name, "shape": list(t.shape), "dtype": t.dtype, "layer": t.layer, "nbytes": t.nbytes,
             }
+            if t.name in self.match_names:
+                entry["match_name"] = self.match_names[t.name]
             if t.name in self.sha256:
                 entry["sha256"] = self.sha256[t.name]
             tensors.append(entry)
@@ -80,4 +83,5 @@ def run(path: str | Path, *, hash: bool = False, filter: Sequence[str] = (),
             tensors=tensors,
             sha256=sums,
             layout=reader.layout,
+            match_names={t.name: reader.match_names[t.name] for t in tensors if t.name in reader.match_names},
         )

@@ -10,6 +10,7 @@ documented in README.md and in ``ckptsurgeon/schemas/transfer-report.schema.json
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -30,13 +31,14 @@ from ..plan import (
     TARGET,
     Plan,
     Step,
+    TensorRef,
     TransferOptions,
     gate_failures,
     percent,
     plan_transfer,
 )
 from ..plan_file import SavedPlan, ignored_options, load_plan, plan_to_dict, rule_texts
-from ..tensors import gc_paused
+from ..tensors import TensorInfo, gc_paused
 from ..text import blame, human, plural
 
 if TYPE_CHECKING:
@@ -273,7 +275,45 @@ def plan_readers(source: Reader, target: Reader, options: TransferOptions) -> Pl
         raise UsageError(source.path, f"source and target are the same file ({target.path})",
                          hint="a transfer needs two different checkpoints")
     with blame(source.path):
-        return plan_transfer(source.tensors, target.tensors, options)
+        if not source.match_names and not target.match_names:
+            return plan_transfer(source.tensors, target.tensors, options)
+        plan = plan_transfer(_by_match_name(source), _by_match_name(target), options)
+    return _stored_names(plan, source, target)
+
+
+def _by_match_name(reader: Reader) -> list[TensorInfo]:
+    """The reader's tensors under the names they are matched by (Keras 3: ``proj/kernel``)."""
+    names = reader.match_names
+    return [dataclasses.replace(t, name=names[t.name]) if t.name in names else t for t in reader.tensors]
+
+
+def _stored_names(plan: Plan, source: Reader, target: Reader) -> Plan:
+    """A plan made on match names, with every tensor it reads or writes under its stored name again.
+
+    Output tensors take the target's stored names, so the output keeps the target's layout (a
+    Keras 3 file keeps the paths Keras loads). The source keys, rules and hints stay match names;
+    a tensor added from the source (``--add-unmatched``) keeps its match name, which no target
+    tensor has.
+    """
+    stored = {SOURCE: {v: k for k, v in source.match_names.items()},
+              TARGET: {v: k for k, v in target.match_names.items()}}
+
+    def ref(r: TensorRef) -> TensorRef:
+        names = stored.get(r.input, {})
+        return dataclasses.replace(r, name=names[r.name]) if r.name in names else r
+
+    steps = []
+    for s in plan.steps:
+        out = s.out
+        if s.action != "add" and out.name in stored[TARGET]:
+            out = dataclasses.replace(out, name=stored[TARGET][out.name])
+        candidate = None if s.candidate is None else ref(s.candidate)
+        steps.append(dataclasses.replace(s, out=out, inputs=tuple(ref(r) for r in s.inputs), candidate=candidate))
+    back = stored[SOURCE]
+    return dataclasses.replace(
+        plan, steps=tuple(steps), unused_sources=tuple(back.get(n, n) for n in plan.unused_sources),
+        excluded_sources=tuple((back.get(n, n), why) for n, why in plan.excluded_sources),
+    )
 
 
 def _provenance(src: Reader, tgt: Reader, options: TransferOptions, replayed: SavedPlan | None,

@@ -228,6 +228,9 @@ class Reader(ABC):
         self.layout: str | None = None
         self.metadata: dict[str, str] = {}
         self.tensors: list[TensorInfo] = []
+        #: stored name -> the name a tensor is matched by, where the two differ (Keras 3:
+        #: ``layers/dense_2/vars/0`` is ``proj/kernel``); unique, and no other tensor's stored name
+        self.match_names: dict[str, str] = {}
         self._index: dict[str, TensorInfo] | None = None
 
     # --- metadata -------------------------------------------------------------------------

@@ -12,13 +12,16 @@ copies every other member (``config.json``, ``metadata.json``, assets) verbatim,
 and with the same dates, and writes ``model.weights.h5`` like the like-archive's (through
 :class:`~ckptsurgeon.formats.hdf5.writer.Writer`). Without it the archive holds only
 ``model.weights.h5``: ``model.load_weights()`` accepts such an archive,
-``keras.models.load_model()`` does not (it needs ``config.json``).
+``keras.models.load_model()`` does not (it needs ``config.json``). So an archive laid out like a
+Keras weights file (``.weights.h5``, legacy ``.h5``), whose model configuration is not there to
+copy, is refused before anything is written: that output would look like a model Keras cannot open.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import secrets
 import shutil
 import tempfile
@@ -29,7 +32,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ckptsurgeon.errors import InputError
+from ckptsurgeon.errors import CkptError, InputError, OutputError
 from ckptsurgeon.files import check_input
 from ckptsurgeon.formats._zip import ZipArchive
 from ckptsurgeon.formats.base import OpenOptions, WriterCaps
@@ -40,9 +43,14 @@ from ckptsurgeon.formats.hdf5._h5 import (
     Source,
     output_errors,
 )
+from ckptsurgeon.formats.hdf5.keras import LayerConfig, layer_configs
 from ckptsurgeon.formats.hdf5.reader import HDF5Reader
 from ckptsurgeon.formats.hdf5.writer import Writer
 from ckptsurgeon.tensors import TensorSpec
+
+CONFIG_MEMBER = "config.json"
+MAX_CONFIG_BYTES = 64 << 20  # read to name variables; a larger config.json is passed over
+KERAS_LAYOUTS = ("keras-h5", "keras3-h5")
 
 
 class KerasZipReader(HDF5Reader):
@@ -86,7 +94,25 @@ class KerasZipReader(HDF5Reader):
             source = (spool, member.size, None, None, [spool])
         target, msize, origin, base, closers = source
         label = Path(f"{path}:{KERAS_MEMBER}")
-        self._open_single(Source(label, target, msize, origin=origin, base_offset=base, closers=closers))
+        self._open_single(Source(label, target, msize, origin=origin, base_offset=base, closers=closers),
+                          self._layer_configs(archive))
+
+    @staticmethod
+    def _layer_configs(archive: ZipArchive) -> dict[str, LayerConfig] | None:
+        """The layers ``config.json`` describes, to name their variables; None when it is missing or unreadable.
+
+        It only names tensors, so a config.json that cannot be read is passed over, not refused.
+        """
+        if CONFIG_MEMBER not in archive:
+            return None
+        member = archive[CONFIG_MEMBER]
+        if member.size > MAX_CONFIG_BYTES:
+            return None
+        try:
+            with archive.open(member) as stream:
+                return layer_configs(json.loads(stream.read(MAX_CONFIG_BYTES + 1)))
+        except (CkptError, OSError, ValueError, zipfile.BadZipFile, RecursionError):
+            return None
 
     _archive: ZipArchive | None = None
 
@@ -116,6 +142,12 @@ class KerasZipWriter(BaseWriter):
 
     def _begin(self) -> None:
         inner_like = self.like if isinstance(self.like, HDF5Reader) else None
+        if inner_like is not None and not isinstance(inner_like, KerasZipReader) and inner_like.layout in KERAS_LAYOUTS:
+            raise OutputError(
+                self.path, "a .keras archive needs the model's config.json, which a Keras weights file does not "
+                "hold (keras.models.load_model could not open the archive); write .weights.h5 instead "
+                "(model.load_weights reads it), or write .keras from a .keras input",
+            )
         self._inner = Writer(self._weights_path, metadata=self.metadata, like=inner_like)
         try:
             self._inner.begin(self.specs, origins=self.origins)

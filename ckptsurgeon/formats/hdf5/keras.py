@@ -13,6 +13,15 @@ layers for nested layers (``encoder/dense``); the model's own name for the model
 ``vars``. Optimizer state (``optimizer_weights/...``, ``optimizer/...``) always has the layer
 ``"optimizer"``.
 
+A Keras 3 layer variable also has the name Keras gives it (:func:`keras3_variable_names`): the
+layer name and, where the layer's class is known, the variable's own name (``proj/kernel``,
+``stem_bn/moving_mean``), else its index (``proj/vars/0``). Keras 3 names a layer's group after
+its class and position (``layers/dense_2``), so that path says which class the layer is (for
+Keras' own layers) but not which layer: two models with a layer inserted have the same paths
+for different layers. The class comes from the ``.keras`` archive's ``config.json`` where there
+is one (which also says ``use_bias``, ``center``, ``scale``), else from the group name, and is
+trusted only when the number, shapes and dtypes of the saved variables fit it.
+
 A file's metadata is its scalar string and number root attributes; Keras model and training
 configurations (``model_config``, ``training_config``) are left out.
 """
@@ -21,9 +30,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from ckptsurgeon.formats.hdf5._h5 import Tree, h5py, is_utf8, join_path, parent_path, scalar_text, string_list
+from ckptsurgeon.formats.hdf5._h5 import (
+    DIGITS,
+    DatasetInfo,
+    Tree,
+    h5py,
+    is_utf8,
+    join_path,
+    parent_path,
+    scalar_text,
+    string_list,
+)
 
 # Root attributes that are Keras model / training configurations, not metadata about the weights.
 CONFIG_ATTRS = frozenset({"model_config", "training_config"})
@@ -77,6 +97,139 @@ def keras3_layer(path: str, vars_names: Mapping[str, str]) -> str:
     names = [vars_names[p + "/vars"] for p in ("/".join(parts[:i]) for i in range(1, len(parts))) if p + "/vars" in vars_names]
     names.append(vars_names.get(group, parts[-1]))
     return "/".join(names)
+
+
+# Keras 3's own layers: the variables ``save_own_variables`` writes, in order (trainable ones in
+# build() order, then the others), for each choice of the flags that add or drop some. Read from
+# keras/src/layers (Keras 3.15): Dense and the convolutions save kernel then bias (when use_bias);
+# BatchNormalization gamma (scale), beta (center), moving_mean, moving_variance;
+# LayerNormalization gamma (scale), beta (center); Embedding embeddings.
+_KERNEL_BIAS = (("kernel", "bias"), ("kernel",))
+_SEPARABLE = (("depthwise_kernel", "pointwise_kernel", "bias"), ("depthwise_kernel", "pointwise_kernel"))
+KERAS3_VARIABLES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "dense": _KERNEL_BIAS,
+    **{f"conv{n}d": _KERNEL_BIAS for n in (1, 2, 3)},
+    **{f"conv{n}d_transpose": _KERNEL_BIAS for n in (1, 2, 3)},
+    **{f"depthwise_conv{n}d": _KERNEL_BIAS for n in (1, 2)},
+    **{f"separable_conv{n}d": _SEPARABLE for n in (1, 2)},
+    "batch_normalization": (
+        ("gamma", "beta", "moving_mean", "moving_variance"), ("gamma", "moving_mean", "moving_variance"),
+        ("beta", "moving_mean", "moving_variance"), ("moving_mean", "moving_variance"),
+    ),
+    "layer_normalization": (("gamma", "beta"), ("gamma",), ("beta",)),
+    "embedding": (("embeddings",),),
+}
+_FLOAT_CODES = frozenset({"F16", "BF16", "F32", "F64"})
+_COUNTER = re.compile(r"(.+?)(?:_\d+)?")
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """What a ``.keras`` archive's config.json says of one layer: its class (snake case) and flags."""
+
+    kind: str
+    use_bias: bool = True
+    center: bool = True
+    scale: bool = True
+
+
+def _snake(name: str) -> str:
+    """Keras' ``to_snake_case`` of a class name (``Conv2DTranspose`` -> ``conv2d_transpose``)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    name = re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+    return name if name[:1] != "_" else "private" + name
+
+
+def layer_configs(config: Any) -> dict[str, LayerConfig]:
+    """Layer name -> :class:`LayerConfig` for Keras' own layers in a parsed config.json.
+
+    Custom classes are left out (their variables are not known), and so is a name that two layers
+    of nested models share (which of them a weights group is cannot be told by the name).
+    """
+    found: dict[str, LayerConfig | None] = {}
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        cfg, cls = node.get("config"), node.get("class_name")
+        if isinstance(cfg, dict) and isinstance(cls, str) and isinstance(cfg.get("name"), str):
+            own = node.get("module") in ("keras.layers", None) and node.get("registered_name") in (None, cls)
+            entry = LayerConfig(_snake(cls), *(cfg.get(k) is not False for k in ("use_bias", "center", "scale")))
+            name = cfg["name"]
+            found[name] = None if name in found else (entry if own else LayerConfig(""))
+        stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+    return {name: entry for name, entry in found.items() if entry is not None}
+
+
+def _configured(entry: LayerConfig) -> tuple[tuple[str, ...], ...]:
+    """The one variable list a configured layer saves, or none for a class not known here."""
+    choices = KERAS3_VARIABLES.get(entry.kind, ())
+    if entry.kind in ("batch_normalization", "layer_normalization"):
+        return tuple(c for c in choices if ("gamma" in c) == entry.scale and ("beta" in c) == entry.center)
+    if choices and "bias" in choices[0]:
+        return tuple(c for c in choices if ("bias" in c) == entry.use_bias)
+    return choices[:1]
+
+
+def _fits(kind: str, names: tuple[str, ...], infos: list[DatasetInfo]) -> bool:
+    """Whether the saved variables' shapes and dtypes are those of ``names`` for a layer of ``kind``."""
+    if any(d.code not in _FLOAT_CODES for d in infos):
+        return False
+    shapes = dict(zip(names, (d.shape for d in infos), strict=True))
+    for name, shape in shapes.items():
+        if len(shape) < 2 if name.endswith("kernel") else len(shape) != (2 if name == "embeddings" else 1):
+            return False
+    if "bias" in shapes and (kind == "dense" or re.fullmatch(r"conv\dd", kind)):
+        return shapes["bias"] == shapes["kernel"][-1:]
+    if kind in ("batch_normalization", "layer_normalization"):
+        return len(set(shapes.values())) == 1
+    return True
+
+
+def _variable_list(kind: str, config: LayerConfig | None, infos: list[DatasetInfo]) -> tuple[str, ...] | None:
+    if config is not None:
+        kind = config.kind
+        choices = _configured(config)
+    else:
+        choices = KERAS3_VARIABLES.get(kind, ())
+    fitting = [c for c in choices if len(c) == len(infos) and _fits(kind, c, infos)]
+    return fitting[0] if len(fitting) == 1 else None
+
+
+def keras3_variable_names(tree: Tree, configs: Mapping[str, LayerConfig] | None = None) -> dict[str, str]:
+    """Dataset path -> the Keras name of each layer variable of a Keras 3 file (``proj/kernel``).
+
+    A variable of a layer whose class is not known (or whose saved variables do not fit its
+    class) is named by its index (``proj/vars/0``). Optimizer state and datasets outside
+    ``vars`` groups get no name here. ``configs`` are the layers of the model's config.json.
+    """
+    groups: dict[str, list[str]] = {}
+    for path in tree.datasets:
+        group, _, index = path.rpartition("/")
+        if (group == "vars" or group.endswith("/vars")) and not path.startswith("optimizer/") and DIGITS.fullmatch(index):
+            groups.setdefault(group, []).append(path)
+    out: dict[str, str] = {}
+    for group, paths in groups.items():
+        layer = keras3_layer(paths[0], tree.vars_names)
+        indices = sorted(int(p.rpartition("/")[2]) for p in paths)
+        names = None
+        if indices == list(range(len(paths))):
+            by_index = sorted(paths, key=lambda p: int(p.rpartition("/")[2]))
+            owner = group[: -len("/vars")].rpartition("/")[2] if group != "vars" else ""
+            match = _COUNTER.fullmatch(owner)
+            kind = match.group(1) if match else ""
+            config = (configs or {}).get(tree.vars_names.get(group, ""))
+            names = _variable_list(kind, config, [tree.datasets[p] for p in by_index])
+        for path in paths:
+            index = path.rpartition("/")[2]
+            own = names[int(index)] if names is not None else f"vars/{index}"
+            out[path] = f"{layer}/{own}" if layer else own
+    return out
 
 
 def legacy_order(f: h5py.File, tree: Tree, prefix: str) -> tuple[list[str], dict[str, str]]:

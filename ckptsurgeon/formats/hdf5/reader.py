@@ -9,7 +9,9 @@ without the leading ``/``. ``format`` tells what kind of file it is (see
   ``model_weights`` (its ``optimizer_weights`` group is listed too). Tensors come in
   ``layer_names`` / ``weight_names`` order, then optimizer weights, then anything else.
 - ``"keras3-h5"``: a Keras 3 ``.weights.h5`` file (``layers/<auto name>/vars/<i>``); the ``vars``
-  datasets are listed in numeric order.
+  datasets are listed in numeric order. Tensors keep their dataset paths as names (where Keras
+  stores them, and what a file written like this one holds); ``match_names`` gives each layer
+  variable the name Keras gives it (``proj/kernel``), by which transfer and diff pair tensors.
 - ``"hdf5"``: anything else, in tree order: each group's members in creation order where the file
   tracks it (as ckptsurgeon's own output does), else by name. A tensor's layer is the dataset's
   parent group path.
@@ -32,8 +34,16 @@ from ckptsurgeon.formats._index import ShardIndex
 from ckptsurgeon.formats._probe import Probe
 from ckptsurgeon.formats.base import CHUNK_BYTES, OpenOptions, ReaderCaps
 from ckptsurgeon.formats.base import Reader as BaseReader
-from ckptsurgeon.formats.hdf5._h5 import DatasetInfo, Source, input_errors, open_file, parent_path
-from ckptsurgeon.formats.hdf5.keras import is_keras3, keras3_layer, legacy_order, legacy_root, root_metadata
+from ckptsurgeon.formats.hdf5._h5 import DatasetInfo, Source, Tree, input_errors, open_file, parent_path
+from ckptsurgeon.formats.hdf5.keras import (
+    LayerConfig,
+    is_keras3,
+    keras3_layer,
+    keras3_variable_names,
+    legacy_order,
+    legacy_root,
+    root_metadata,
+)
 from ckptsurgeon.formats.hdf5.layout import Template, read_template
 from ckptsurgeon.tensors import TensorInfo
 
@@ -56,6 +66,14 @@ class HDF5Reader(BaseReader):
             ds = self._sources[i].tree.datasets[path]
             self.tensors.append(TensorInfo(path, ds.shape, ds.code, layers[(i, path)], loc=(i, path)))
         self._index = None
+
+    def _name_variables(self, tree: Tree, configs: Mapping[str, LayerConfig] | None = None) -> None:
+        """``match_names`` of a Keras 3 file; none at all when two would clash (not a file Keras wrote)."""
+        names = keras3_variable_names(tree, configs)
+        stored = {t.name for t in self.tensors}
+        values = list(names.values())
+        if len(set(values)) == len(values) and not (set(values) & (stored - set(names))):
+            self.match_names = {k: v for k, v in names.items() if k != v}
 
     def _locate(self, name: str) -> tuple[Source, DatasetInfo]:
         try:
@@ -95,7 +113,7 @@ class HDF5Reader(BaseReader):
         for src in self._sources:
             src.close()
 
-    def _open_single(self, src: Source) -> None:
+    def _open_single(self, src: Source, configs: Mapping[str, LayerConfig] | None = None) -> None:
         """Catalogue a reader made of one HDF5 file, telling plain HDF5 and Keras files apart."""
         self._sources = [src]
         tree = src.tree
@@ -113,6 +131,8 @@ class HDF5Reader(BaseReader):
                 else:
                     layer_of = {p: parent_path(p) for p in paths}
         self._catalogue([(0, p) for p in paths], {(0, p): layer_of[p] for p in paths})
+        if self.layout == "keras3-h5":
+            self._name_variables(tree, configs)
 
 
 class Reader(HDF5Reader):
@@ -170,6 +190,8 @@ class KerasShardedReader(HDF5Reader):
                     self.metadata.setdefault(key, value)
         order = [(i, p) for i, src in enumerate(self._sources) for p in src.tree.datasets]
         self._catalogue(order, {(i, p): keras3_layer(p, vars_names) for i, p in order})
+        datasets = {p: src.tree.datasets[p] for i, src in enumerate(self._sources) for p in src.tree.datasets}
+        self._name_variables(Tree(datasets=datasets, vars_names=vars_names))
 
     def _shard_names(self) -> list[Path]:
         """The shard files, checked, in the order the index first names them (string and list values alike)."""
