@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import check_output
+from .atomic import check_distinct, check_output
 from .errors import CheckFailed
 from .formats import open_checkpoint
 from .formats.base import OpenOptions, Reader
@@ -40,6 +40,7 @@ __all__ = [
     "Plan",
     "Rules",
     "TransferOptions",
+    "check_distinct",
     "check_output",
     "convert",
     "diff",
@@ -84,6 +85,7 @@ def transfer(
     provenance: bool = False,
     verify: bool = False,
     check: bool = False,
+    report_path: str | Path | None = None,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -93,7 +95,8 @@ def transfer(
 
     return command.run(source, target, output, options, dry_run=dry_run, count_changes=count_changes,
                        output_format_name=output_format_name, progress=progress, save_plan=save_plan,
-                       plan_file=plan_file, provenance=provenance, verify=verify, check=check)
+                       plan_file=plan_file, provenance=provenance, verify=verify, check=check,
+                       report_path=report_path)
 
 
 def rename(

@@ -190,6 +190,52 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+Named = tuple[str, str | Path | None]  # (the option or argument that names a path, the path or None)
+
+
+def _identity_of(path: Path) -> tuple[Path, tuple[int, int] | None]:
+    """A path's resolved form (links followed as far as they go) and its (st_dev, st_ino) when it exists."""
+    try:
+        st = os.stat(path)
+        ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except (OSError, ValueError):
+        ident = None
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a link loop: the spelled path stands for itself
+        resolved = path.absolute()
+    return resolved, ident
+
+
+def check_distinct(outputs: Iterable[Named], inputs: Iterable[Named] = ()) -> None:
+    """Refuse (UsageError, exit 2) two outputs that are one file, or an output that is an input.
+
+    Each entry is (the option naming the path, the path); None entries are skipped. Two paths are
+    one file when they resolve to the same path (symbolic links followed, also a link to a file
+    that does not exist yet) or, where both exist, have the same device and inode (hard links).
+    Call it before any work: one line names both options and the path.
+    """
+    outs = [(label, Path(p)) for label, p in outputs if p is not None]
+    ins = [(label, Path(p)) for label, p in inputs if p is not None]
+    known = {path: _identity_of(path) for _, path in [*outs, *ins]}
+
+    def same(a: Path, b: Path) -> bool:
+        (ra, ia), (rb, ib) = known[a], known[b]
+        return ra == rb or (ia is not None and ia == ib)
+
+    for i, (label, path) in enumerate(outs):
+        for other_label, other in outs[:i]:
+            if same(path, other):
+                also = "" if path == other else f" ({path} and {other})"
+                raise UsageError(other, f"{other_label} and {label} name the same file{also}; "
+                                        "each output needs a path of its own")
+        for other_label, other in ins:
+            if same(path, other):
+                also = "" if path == other else f" ({path} and {other})"
+                raise UsageError(path, f"{label} and {other_label} name the same file{also}; "
+                                       "inputs are never overwritten")
+
+
 def check_output(dest: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
     """Refuse an output path before any work: an input (also through a link), a directory, a device,
     FIFO or socket (only regular files are replaced), no place to write."""

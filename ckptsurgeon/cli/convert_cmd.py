@@ -63,6 +63,7 @@ def convert(
     from .. import api
     from . import render
 
+    api.check_distinct([("-o", output)], [("PATH", path), ("--config", config)])
     show_progress = not (json_ or quiet or dry_run) and sys.stderr.isatty()
     progress = render.progress_bar() if show_progress else None
     with progress or render.null_context():

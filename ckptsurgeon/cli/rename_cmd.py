@@ -54,6 +54,7 @@ def rename(
     from .. import api
     from ..api import Rules
 
+    api.check_distinct([("-o", output)], [("PATH", path), ("--map", map_file), ("--config", config)])
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
     if output is None and not dry_run:

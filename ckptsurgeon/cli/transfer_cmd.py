@@ -111,8 +111,12 @@ def transfer(
     )
     if output is None and not dry_run:
         raise typer.BadParameter("an output path is needed, or --dry-run", param_hint="-o")
+    # Before any work: no two outputs, and no output and input, are one file (links included).
+    api.check_distinct([("-o", output), ("--report", report), ("--save-plan", save_plan)],
+                       [("SOURCE", source), ("TARGET", target), ("--plan", plan), ("--map", map_file),
+                        ("--config", config)])
     if report is not None:
-        api.check_output(report, [source, target])  # before any work, not after the output is written
+        api.check_output(report, [source, target])
     from . import render
 
     progress = render.progress_bar() if not (json_ or quiet) and sys.stderr.isatty() and not dry_run else None
@@ -120,7 +124,7 @@ def transfer(
         result = api.transfer(
             source, target, output, options, dry_run=dry_run, count_changes=count_changes,
             output_format_name=format_, progress=progress.update if progress else None,
-            save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify,
+            save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, report_path=report,
         )
     doc = result.to_dict() if report is not None or json_ else {}  # a per-tensor document: only when asked for
     if report is not None:

@@ -55,6 +55,8 @@ def verify_command(
     """
     from .. import api
 
+    api.check_distinct([("--write-hashes", write_hashes_to)],
+                       [("PATH", path), ("--hashes", hashes), ("--config", config)])
     if write_hashes_to is not None:
         api.check_output(write_hashes_to, [path])
     result = api.verify(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..atomic import check_output, write_text
+from ..atomic import check_distinct, check_output, write_text
 from ..errors import CheckFailed, UsageError
 from ..formats import open_checkpoint, output_format, writes_like
 from ..formats.base import Reader
@@ -306,6 +306,7 @@ def run(
     provenance: bool = False,
     verify: bool = False,
     check: bool = False,
+    report_path: str | Path | None = None,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -318,12 +319,16 @@ def run(
     replays such a mapping instead of applying rules, and refuses inputs whose headers changed.
     ``provenance`` records the tool version, the inputs' sha256 and the rules in the output's
     metadata. ``verify`` re-reads the written file before it is renamed into place.
+    ``report_path`` is where the caller will write the report: it is checked with the other
+    outputs before any work (no two outputs, and no output and input, may be one file).
     """
     options = options or TransferOptions()
     if output is None and not dry_run:
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
     if plan_file is not None and not options.rules.empty:
         raise UsageError(plan_file, "a saved plan is replayed as it is; rename, map and filter rules cannot be added")
+    check_distinct([("-o", output), ("--report", report_path), ("--save-plan", save_plan)],
+                   [("SOURCE", source), ("TARGET", target), ("--plan", plan_file)])
     with open_checkpoint(source) as src, open_checkpoint(target) as tgt:
         plan = plan_readers(src, tgt, options)  # with a saved plan: the same-file guard
         if plan_file is not None:
@@ -333,8 +338,9 @@ def run(
         if output is not None:
             fmt = output_format(output, output_format_name)
             check_output(output, inputs)
-        if save_plan is not None:
-            check_output(save_plan, inputs)
+        for also in (save_plan, report_path):
+            if also is not None:
+                check_output(also, inputs)  # also against every shard of a sharded input
         report = TransferReport(
             source=describe_input(src), target=describe_input(tgt),
             output=None if output is None else {"path": str(output), "format": fmt},
