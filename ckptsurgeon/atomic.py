@@ -232,8 +232,8 @@ def check_distinct(outputs: Iterable[Named], inputs: Iterable[Named] = ()) -> No
         for other_label, other in ins:
             if same(path, other):
                 also = "" if path == other else f" ({path} and {other})"
-                raise UsageError(path, f"{label} and {other_label} name the same file{also}; "
-                                       "inputs are never overwritten")
+                raise UsageError(path, f"{label} and {other_label} name the same file{also}: "
+                                       "the output is the input, and inputs are never overwritten")
 
 
 def check_output(dest: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
