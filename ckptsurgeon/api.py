@@ -129,12 +129,14 @@ def convert(
     dry_run: bool = False,
     force: bool = False,
     progress: Progress | None = None,
+    allow_unused_rules: bool = False,
 ) -> ConvertReport:
     """Write ``src``'s tensors to ``out`` in another format or dtype. See :func:`ckptsurgeon.commands.convert.convert`."""
     from .commands import convert as command
 
     return command.convert(src, out, fmt=fmt, dtype=dtype, include=include, exclude=exclude, shard_size=shard_size,
-                           dry_run=dry_run, force=force, progress=progress)
+                           dry_run=dry_run, force=force, progress=progress,
+                           allow_unused_rules=allow_unused_rules)
 
 
 def diff(a: str | Path, b: str | Path, options: DiffOptions | None = None, *, check: bool = False) -> DiffResult:

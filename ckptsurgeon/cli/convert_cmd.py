@@ -10,6 +10,7 @@ import typer
 from ..tensors import FLOAT_CODES
 from .app import app
 from .options import (
+    AllowUnusedRulesOpt,
     ConfigOpt,
     DryRunOpt,
     ExcludeOpt,
@@ -49,6 +50,7 @@ def convert(
     force: ForceOpt = False,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
+    allow_unused_rules: AllowUnusedRulesOpt = False,
     dry_run: DryRunOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -70,6 +72,7 @@ def convert(
         report = api.convert(
             path, output, fmt=format_, dtype=dtype, include=include or (), exclude=exclude or (),
             shard_size=shard_size, dry_run=dry_run, force=force, progress=progress.update if progress else None,
+            allow_unused_rules=allow_unused_rules,
         )
     if json_:
         render.print_json(report.to_dict())

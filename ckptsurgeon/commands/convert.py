@@ -41,6 +41,7 @@ from ..formats import (
 from ..formats.base import Reader, ShardedWriter, ShardPlan
 from ..lock import FolderLock
 from ..plan import INPUT, plan_convert
+from ..rules import Rules, apply_rules, unused_rules_failure
 from ..tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
 from ..text import human_bytes, parse_size, quote
 
@@ -209,27 +210,23 @@ def float_dtype(code: str) -> str:
     return canonical
 
 
-def _select(tensors: Sequence[TensorInfo], include: Sequence[str], exclude: Sequence[str]
-            ) -> tuple[list[TensorInfo], list[str], list[GlobCount]]:
+def _select(tensors: Sequence[TensorInfo], include: Sequence[str], exclude: Sequence[str],
+            allow_unused_rules: bool = False) -> tuple[list[TensorInfo], list[str], list[GlobCount]]:
     """The chosen tensors (input order), the excluded names and each glob's match count.
 
-    An include glob that matches no tensor is refused (a typo would silently drop tensors); an
-    exclude glob that matches nothing is reported with a count of 0.
+    The globs are the rules of every other command (:func:`ckptsurgeon.rules.apply_rules`): an
+    ``--include`` or ``--exclude`` glob that matches no tensor is refused (CheckFailed, exit 1;
+    a typo would silently keep or drop tensors) unless ``allow_unused_rules``.
     """
+    renamed = apply_rules([t.name for t in tensors], Rules(include=tuple(include), exclude=tuple(exclude)))
+    unused = renamed.unused()
+    if unused and not allow_unused_rules:
+        raise CheckFailed(None, unused_rules_failure(unused),
+                          hint="list the names with `ckpt inspect`; globs match whole names")
     counts = [GlobCount("include", g, sum(fnmatch.fnmatchcase(t.name, g) for t in tensors)) for g in include]
     counts += [GlobCount("exclude", g, sum(fnmatch.fnmatchcase(t.name, g) for t in tensors)) for g in exclude]
-    unused = [c.glob for c in counts if c.kind == "include" and c.matches == 0]
-    if unused:
-        raise CheckFailed(None, f"--include {unused[0]!r} matches no tensor",
-                          hint="list the names with `ckpt inspect`; globs match whole names")
-    chosen: list[TensorInfo] = []
-    dropped: list[TensorInfo] = []
-    for t in tensors:
-        keep = not include or any(fnmatch.fnmatchcase(t.name, g) for g in include)
-        if keep and any(fnmatch.fnmatchcase(t.name, g) for g in exclude):
-            keep = False
-        (chosen if keep else dropped).append(t)
-    return chosen, [t.name for t in dropped], counts
+    chosen = [t for t in tensors if t.name in renamed.mapping]
+    return chosen, list(renamed.excluded), counts
 
 
 def _carried_metadata(reader: Reader) -> dict[str, str]:
@@ -304,6 +301,7 @@ def convert(
     dry_run: bool = False,
     force: bool = False,
     progress: Progress | None = None,
+    allow_unused_rules: bool = False,
 ) -> ConvertReport:
     """Write ``src``'s tensors (those ``include``/``exclude`` choose) to ``out`` in another format.
 
@@ -314,7 +312,8 @@ def convert(
     (created when missing; its parent must exist). ``force`` removes shards of an earlier
     checkpoint with that prefix that this run does not overwrite (otherwise they are refused).
     With ``dry_run`` only headers are read and nothing is written. ``progress`` is called with
-    (bytes written, bytes in all) after each tensor.
+    (bytes written, bytes in all) after each tensor. An ``include`` or ``exclude`` glob that
+    matches nothing raises CheckFailed unless ``allow_unused_rules``.
 
     Raises :class:`~ckptsurgeon.errors.UsageError` (exit 2) for contradictory options or an output
     that is an input, :class:`~ckptsurgeon.errors.InputError` (3) for a bad input and
@@ -326,7 +325,7 @@ def convert(
     dest, fmt = _destination(out, fmt, size)
 
     with open_checkpoint(src) as reader:
-        chosen, excluded, counts = _select(reader.tensors, include, exclude)
+        chosen, excluded, counts = _select(reader.tensors, include, exclude, allow_unused_rules)
         if not reader.tensors:
             raise InputError(reader.path, "holds no tensors; there is nothing to convert")
         if not chosen:

@@ -16,7 +16,7 @@ from ..atomic import check_output
 from ..errors import CheckFailed, UsageError
 from ..formats import open_checkpoint, output_format, writes_like
 from ..plan import INPUT, Plan, plan_rename
-from ..rules import Renamed, Rules
+from ..rules import Renamed, Rules, unused_rules_failure
 from ..text import blame, plural
 
 Progress = Callable[[int, int], None]
@@ -115,9 +115,7 @@ def run(
         )
         unused = plan.renamed.unused()
         if unused and not allow_unused_rules:
-            report.failures.append(
-                f"{len(unused)} rule(s) matched no tensor name: {'; '.join(unused)} (--allow-unused-rules accepts that)"
-            )
+            report.failures.append(unused_rules_failure(unused))
         if not plan.steps:
             report.failures.append("no tensor is left to write after the filters")
         if report.failures:
