@@ -37,7 +37,7 @@ from ..plan import (
 )
 from ..plan_file import load_plan, plan_to_dict
 from ..tensors import gc_paused
-from ..text import blame, human, plural
+from ..text import blame, human, listing, plural
 
 if TYPE_CHECKING:
     from ..execute import Outcome
@@ -137,6 +137,18 @@ class TransferReport:
             ))
         return rows
 
+    def on_purpose_notes(self) -> list[str]:
+        """One line per rule that left tensors out on purpose: which, on which side (--strict does not count them)."""
+        by_rule: dict[str, dict[str, list[str]]] = {}
+        for side, name, rule in self.plan.on_purpose:
+            by_rule.setdefault(rule, {}).setdefault(side, []).append(name)
+        lines = []
+        for rule, sides in by_rule.items():
+            parts = [f"{plural(len(names), f'{side} tensor')} ({listing(names)})" for side, names in sides.items()]
+            tail = "; not counted by --strict" if self.plan.options.strict else ""
+            lines.append(f"left out on purpose by {rule}: {', '.join(parts)}{tail}")
+        return lines
+
     @property
     def hints(self) -> list[tuple[str, str]]:
         """(target tensor, closest unused source tensor of its shape) for targets with no source."""
@@ -169,6 +181,7 @@ class TransferReport:
             "source_tensors": self.plan.source_count,
             "source_tensors_unused": len(self.plan.unused_sources),
             "source_tensors_excluded": len(self.plan.excluded_sources),
+            "excluded_on_purpose": len(self.plan.on_purpose),
             "changed_values": (
                 sum(o.changed or 0 for o in self.outcomes.values())
                 if self.outcomes and all(o.changed is not None for o in self.outcomes.values()) else None
@@ -232,7 +245,7 @@ class TransferReport:
                 "action": fix.action, "prefix": fix.prefix, "matches_before": fix.before, "matches_after": fix.after,
             },
             "rules": [{"rule": r.text, "matches": n} for r, n in plan.renamed.rule_counts]
-            + [{"rule": text, "matches": n} for text, n in plan.renamed.glob_counts],
+            + [{"rule": text, "matches": n} for text, n in plan.renamed.glob_counts + plan.target_glob_counts],
             "map": None if not plan.options.rules.name_map else {
                 "entries": len(plan.options.rules.name_map), "used": plan.renamed.map_used,
             },
@@ -240,6 +253,7 @@ class TransferReport:
             "layers": [r.to_dict() for r in self.layer_rows(collapse=False)],
             "unused_sources": list(plan.unused_sources),
             "excluded_sources": [{"name": n, "reason": r} for n, r in plan.excluded_sources],
+            "excluded_on_purpose": [{"side": side, "name": n, "rule": rule} for side, n, rule in plan.on_purpose],
             "summary": self.summary,
             "failures": self.failures,
             "verdict": self.verdict,
