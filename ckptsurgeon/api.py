@@ -130,13 +130,19 @@ def convert(
     force: bool = False,
     progress: Progress | None = None,
     allow_unused_rules: bool = False,
+    allow_overflow: bool = False,
+    fail_on_nonfinite: bool = False,
+    check: bool = False,
 ) -> ConvertReport:
     """Write ``src``'s tensors to ``out`` in another format or dtype. See :func:`ckptsurgeon.commands.convert.convert`."""
     from .commands import convert as command
 
-    return command.convert(src, out, fmt=fmt, dtype=dtype, include=include, exclude=exclude, shard_size=shard_size,
-                           dry_run=dry_run, force=force, progress=progress,
-                           allow_unused_rules=allow_unused_rules)
+    report = command.convert(src, out, fmt=fmt, dtype=dtype, include=include, exclude=exclude, shard_size=shard_size,
+                             dry_run=dry_run, force=force, progress=progress, allow_unused_rules=allow_unused_rules,
+                             allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite)
+    if check and not report.ok:
+        raise CheckFailed(src, "; ".join(report.failures), report=report)
+    return report
 
 
 def diff(a: str | Path, b: str | Path, options: DiffOptions | None = None, *, check: bool = False) -> DiffResult:

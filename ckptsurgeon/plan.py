@@ -71,6 +71,8 @@ class TransferOptions:
     strict: bool = False
     min_coverage: float | None = None
     allow_empty: bool = False
+    allow_overflow: bool = False  # a cast whose values overflow fails unless this (checked while writing)
+    fail_on_nonfinite: bool = False  # fail when a tensor written holds NaN or Inf in its input
 
 
 @dataclass(frozen=True, slots=True)

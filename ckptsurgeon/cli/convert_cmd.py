@@ -10,10 +10,12 @@ import typer
 from ..tensors import FLOAT_CODES
 from .app import app
 from .options import (
+    AllowOverflowOpt,
     AllowUnusedRulesOpt,
     ConfigOpt,
     DryRunOpt,
     ExcludeOpt,
+    FailOnNonfiniteOpt,
     FormatOpt,
     IncludeOpt,
     InputPath,
@@ -51,6 +53,8 @@ def convert(
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     allow_unused_rules: AllowUnusedRulesOpt = False,
+    allow_overflow: AllowOverflowOpt = False,
+    fail_on_nonfinite: FailOnNonfiniteOpt = False,
     dry_run: DryRunOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -72,7 +76,7 @@ def convert(
         report = api.convert(
             path, output, fmt=format_, dtype=dtype, include=include or (), exclude=exclude or (),
             shard_size=shard_size, dry_run=dry_run, force=force, progress=progress.update if progress else None,
-            allow_unused_rules=allow_unused_rules,
+            allow_unused_rules=allow_unused_rules, allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
         )
     if json_:
         render.print_json(report.to_dict())
@@ -82,3 +86,5 @@ def convert(
         from .convert_render import render_convert
 
         render_convert(report, render.console())
+    if not report.ok:
+        raise api.CheckFailed(path, "; ".join(report.failures), report=report)

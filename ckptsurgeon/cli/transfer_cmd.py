@@ -12,10 +12,12 @@ from ..match import MATCH_MODES
 from .app import app
 from .options import (
     AddPrefixOpt,
+    AllowOverflowOpt,
     AllowUnusedRulesOpt,
     ConfigOpt,
     DryRunOpt,
     ExcludeOpt,
+    FailOnNonfiniteOpt,
     FormatOpt,
     IncludeOpt,
     JsonOpt,
@@ -60,6 +62,8 @@ def transfer(
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail unless every target tensor is replaced and every source tensor used.")
     ] = False,
+    allow_overflow: AllowOverflowOpt = False,
+    fail_on_nonfinite: FailOnNonfiniteOpt = False,
     min_coverage: Annotated[
         float | None, typer.Option("--min-coverage", min=0.0, max=1.0, help="Fail below this share of replaced target parameters.")
     ] = None,
@@ -108,6 +112,7 @@ def transfer(
         only_target=tuple(only_target or ()), skip_target=tuple(skip_target or ()),
         keep_dtype=keep_dtype, add_unmatched=add_unmatched, allow_unused_rules=allow_unused_rules,
         strict=strict, min_coverage=min_coverage, allow_empty=allow_empty,
+        allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
     )
     if output is None and not dry_run:
         raise typer.BadParameter("an output path is needed, or --dry-run", param_hint="-o")

@@ -178,6 +178,8 @@ class TransferReport:
             "shape_mismatches": kinds.get(SHAPE_MISMATCH, 0),
             "casts": sum(1 for s in replaced if s.cast),
             "overflowed_values": sum(o.overflow for o in self.outcomes.values()),
+            "nonfinite_values": (sum(o.nonfinite or 0 for o in self.outcomes.values())
+                                 if any(o.nonfinite is not None for o in self.outcomes.values()) else None),
             "source_tensors": self.plan.source_count,
             "source_tensors_unused": len(self.plan.unused_sources),
             "source_tensors_excluded": len(self.plan.excluded_sources),
@@ -228,6 +230,7 @@ class TransferReport:
                 "hint": s.hint,
                 "overflow": o.overflow if o else None,
                 "changed": o.changed if o else None,
+                "nonfinite": o.nonfinite if o else None,
             })
         return out
 
@@ -373,12 +376,19 @@ def run(
         metadata = dict(tgt.metadata)
         if provenance:
             metadata |= _provenance(src, tgt, options, str(plan_file) if plan_file else None)
-        from ..execute import write_checkpoint
+        from ..execute import GateFailed, ValueGates, write_checkpoint
 
-        written = write_checkpoint(
-            Path(output), fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
-            like=tgt if writes_like(tgt, fmt) else None, count_changes=TARGET if count_changes else None,
-            progress=progress, verify=verify,
-        )
+        gates = ValueGates(allow_overflow=options.allow_overflow, fail_on_nonfinite=options.fail_on_nonfinite)
+        try:
+            written = write_checkpoint(
+                Path(output), fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
+                like=tgt if writes_like(tgt, fmt) else None, count_changes=TARGET if count_changes else None,
+                progress=progress, verify=verify, gates=gates,
+            )
+        except GateFailed as failed:  # nothing was written; the report keeps the counts
+            report.outcomes, report.failures = failed.outcomes, failed.failures
+            if check:
+                raise CheckFailed(tgt.path, "; ".join(report.failures), report=report) from None
+            return report
         report.outcomes = written.outcomes
         return report
