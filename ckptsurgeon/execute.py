@@ -29,11 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .commits import Committed
 from .errors import CheckFailed
 from .formats.base import Reader, Writer
 from .plan import Plan
@@ -362,6 +363,7 @@ class Written:
 
     outcomes: dict[str, Outcome]
     layout_fallback: str | None = None
+    files: list[Committed] = field(default_factory=list)  # every file put in place: path, bytes, sha256
 
 
 def write_checkpoint(
@@ -378,6 +380,7 @@ def write_checkpoint(
     verify: bool = False,
     writer_options: Mapping[str, Any] | None = None,
     gates: ValueGates | None = None,
+    no_clobber: bool = False,
 ) -> Written:
     """Write ``plan`` as a checkpoint of format ``fmt`` at ``dest``: whole, or not at all.
 
@@ -389,28 +392,32 @@ def write_checkpoint(
     (an input's name) replaced tensors are compared with that input's; kept ones count 0 changes.
     ``gates`` are checked after the last tensor is written and before anything is committed: a
     failed one raises :class:`GateFailed` (a CheckFailed carrying the outcomes) and nothing is written.
+    Every file committed is recorded with its sha256 (``Written.files``, :mod:`ckptsurgeon.commits`);
+    with ``no_clobber`` no existing file is replaced, not even one another run creates meanwhile.
     """
     from .atomic import atomic_path, output_errors
+    from .commits import recording
     from .formats import writer_for
 
     writer_class = writer_for(fmt)
     moves = plan_moves(plan, readers, count_changes=count_changes)
     options = dict(writer_options or {})
-    if writer_class.caps.sharded:
-        with output_errors(dest):
-            writer = writer_class(dest, metadata=metadata, like=like, **options)
-            outcomes = _fill(writer, moves, like, progress, cast, gates)
-    else:
-        with atomic_path(dest) as tmp:
-            writer = writer_class(tmp, metadata=metadata, like=like, **options)
-            outcomes = _fill(writer, moves, like, progress, cast, gates)
-            if verify:
-                verify_written(tmp, moves)
+    with recording(no_clobber=no_clobber) as log:
+        if writer_class.caps.sharded:
+            with output_errors(dest):
+                writer = writer_class(dest, metadata=metadata, like=like, **options)
+                outcomes = _fill(writer, moves, like, progress, cast, gates)
+        else:
+            with atomic_path(dest) as tmp:
+                writer = writer_class(tmp, metadata=metadata, like=like, **options)
+                outcomes = _fill(writer, moves, like, progress, cast, gates)
+                if verify:
+                    verify_written(tmp, moves)
     if count_changes is not None:
         for step in plan.steps:
             if step.action == "keep":
                 outcomes[step.name].changed = 0
-    return Written(outcomes, writer.layout_fallback)
+    return Written(outcomes, writer.layout_fallback, log.files)
 
 
 def verify_written(path: Path, moves: Sequence[Move]) -> None:
@@ -421,7 +428,6 @@ def verify_written(path: Path, moves: Sequence[Move]) -> None:
     """
     import hashlib
 
-    from .errors import CheckFailed
     from .formats import open_checkpoint
     from .values import cast_array
 

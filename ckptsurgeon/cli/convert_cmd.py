@@ -20,6 +20,7 @@ from .options import (
     IncludeOpt,
     InputPath,
     JsonOpt,
+    NoClobberOpt,
     OutputOpt,
     QuietOpt,
 )
@@ -46,6 +47,7 @@ ForceOpt = Annotated[
 def convert(
     path: InputPath,
     output: OutputOpt = None,
+    no_clobber: NoClobberOpt = False,
     format_: FormatOpt = None,
     dtype: DtypeOpt = None,
     shard_size: ShardSizeOpt = None,
@@ -77,6 +79,7 @@ def convert(
             path, output, fmt=format_, dtype=dtype, include=include or (), exclude=exclude or (),
             shard_size=shard_size, dry_run=dry_run, force=force, progress=progress.update if progress else None,
             allow_unused_rules=allow_unused_rules, allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
+            no_clobber=no_clobber,
         )
     if json_:
         render.print_json(report.to_dict())

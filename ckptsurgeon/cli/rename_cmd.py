@@ -20,6 +20,7 @@ from .options import (
     JsonOpt,
     MapOpt,
     MarkdownOpt,
+    NoClobberOpt,
     OutputOpt,
     QuietOpt,
     RenameOpt,
@@ -31,6 +32,7 @@ from .options import (
 def rename(
     path: Annotated[Path, typer.Argument(help="The checkpoint to rename (never modified).")],
     output: OutputOpt = None,
+    no_clobber: NoClobberOpt = False,
     rename: RenameOpt = None,
     strip_prefix: StripPrefixOpt = None,
     add_prefix: AddPrefixOpt = None,
@@ -64,7 +66,8 @@ def rename(
     progress = render.progress_bar() if not (json_ or quiet or dry_run) and sys.stderr.isatty() else None
     with progress or render.null_context():
         result = api.rename(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
-                            output_format_name=format_, progress=progress.update if progress else None)
+                            output_format_name=format_, progress=progress.update if progress else None,
+                            no_clobber=no_clobber)
     if json_:
         render.print_json(result.to_dict())
     elif quiet:

@@ -23,6 +23,7 @@ from .options import (
     JsonOpt,
     MapOpt,
     MarkdownOpt,
+    NoClobberOpt,
     OutputOpt,
     QuietOpt,
     RenameOpt,
@@ -35,6 +36,7 @@ def transfer(
     source: Annotated[Path, typer.Argument(help="The checkpoint whose weights are loaded (pretrained).")],
     target: Annotated[Path, typer.Argument(help="The checkpoint that receives them (its names, shapes, layout).")],
     output: OutputOpt = None,
+    no_clobber: NoClobberOpt = False,
     rename: RenameOpt = None,
     strip_prefix: StripPrefixOpt = None,
     add_prefix: AddPrefixOpt = None,
@@ -121,7 +123,7 @@ def transfer(
                        [("SOURCE", source), ("TARGET", target), ("--plan", plan), ("--map", map_file),
                         ("--config", config)])
     if report is not None:
-        api.check_output(report, [source, target])
+        api.check_output(report, [source, target], no_clobber=no_clobber)
     from . import render
 
     progress = render.progress_bar() if not (json_ or quiet) and sys.stderr.isatty() and not dry_run else None
@@ -130,10 +132,11 @@ def transfer(
             source, target, output, options, dry_run=dry_run, count_changes=count_changes,
             output_format_name=format_, progress=progress.update if progress else None,
             save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, report_path=report,
+            no_clobber=no_clobber,
         )
     doc = result.to_dict() if report is not None or json_ else {}  # a per-tensor document: only when asked for
     if report is not None:
-        api.write_json(report, doc, [source, target])
+        api.write_json(report, doc, [source, target], no_clobber=no_clobber)
     if json_:
         render.print_json(doc)
     elif quiet:

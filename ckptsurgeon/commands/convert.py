@@ -242,10 +242,6 @@ def _carried_metadata(reader: Reader) -> dict[str, str]:
     return meta
 
 
-def _file_sizes(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    return [{"path": str(p), "bytes": p.stat().st_size} for p in paths]
-
-
 def _sharded_writer(fmt: str) -> type[ShardedWriter]:
     writer = writer_for(fmt)
     assert issubclass(writer, ShardedWriter), f"{fmt} declares caps.sharded without being a ShardedWriter"
@@ -310,6 +306,7 @@ def convert(
     allow_unused_rules: bool = False,
     allow_overflow: bool = False,
     fail_on_nonfinite: bool = False,
+    no_clobber: bool = False,
 ) -> ConvertReport:
     """Write ``src``'s tensors (those ``include``/``exclude`` choose) to ``out`` in another format.
 
@@ -323,7 +320,9 @@ def convert(
     (bytes written, bytes in all) after each tensor. An ``include`` or ``exclude`` glob that
     matches nothing raises CheckFailed unless ``allow_unused_rules``. A cast that overflows, unless
     ``allow_overflow``, and with ``fail_on_nonfinite`` a tensor whose input holds NaN or Inf, fail the
-    report (``ok`` False, ``failures``, the counts per tensor) and nothing is written.
+    report (``ok`` False, ``failures``, the counts per tensor) and nothing is written. With
+    ``no_clobber`` an existing file (a sharded output's index) is never replaced, not even one
+    created meanwhile (OutputError). ``files`` records every file committed with its sha256.
 
     Raises :class:`~ckptsurgeon.errors.UsageError` (exit 2) for contradictory options or an output
     that is an input, :class:`~ckptsurgeon.errors.InputError` (3) for a bad input and
@@ -355,7 +354,8 @@ def convert(
 
         # Refuse a bad destination before anything is written (and in a dry run too).
         new_dir = size is not None and not dest.parent.exists()
-        check_output(dest.parent if new_dir else dest, inputs)  # nothing in a new directory can be an input
+        # nothing in a new directory can be an input
+        check_output(dest.parent if new_dir else dest, inputs, no_clobber=no_clobber and not new_dir)
         from ..execute import GateFailed
 
         try:  # a failed value gate leaves nothing, not even a folder made for the shards
@@ -382,8 +382,11 @@ def convert(
                     like=reader if writes_like(reader, fmt) else None, progress=progress, cast=None,
                     writer_options={"shard_size": size, "force": force, "inputs": inputs} if layout is not None else None,
                     gates=ValueGates(allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite),
+                    no_clobber=no_clobber,
                 )
-                report.files = _file_sizes([*layout.paths, dest] if layout is not None else [dest])
+                report.files = [c.to_dict() for c in written.files]  # sizes and hashes of the bytes committed
+                if written.files:
+                    report.output |= {"bytes": written.files[-1].bytes, "sha256": written.files[-1].sha256}
         except GateFailed as failed:  # nothing was written; the report keeps the counts
             outcomes, report.failures = failed.outcomes, failed.failures
         else:

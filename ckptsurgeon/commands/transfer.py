@@ -324,6 +324,7 @@ def run(
     verify: bool = False,
     check: bool = False,
     report_path: str | Path | None = None,
+    no_clobber: bool = False,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -338,6 +339,8 @@ def run(
     metadata. ``verify`` re-reads the written file before it is renamed into place.
     ``report_path`` is where the caller will write the report: it is checked with the other
     outputs before any work (no two outputs, and no output and input, may be one file).
+    ``no_clobber``: no existing file is replaced (exit 4), not even one another run creates while
+    this one writes. The report's ``output`` records the committed file's size and sha256.
     """
     options = options or TransferOptions()
     if output is None and not dry_run:
@@ -354,10 +357,10 @@ def run(
         fmt = None
         if output is not None:
             fmt = output_format(output, output_format_name)
-            check_output(output, inputs)
+            check_output(output, inputs, no_clobber=no_clobber)
         for also in (save_plan, report_path):
             if also is not None:
-                check_output(also, inputs)  # also against every shard of a sharded input
+                check_output(also, inputs, no_clobber=no_clobber)  # also against every shard of a sharded input
         report = TransferReport(
             source=describe_input(src), target=describe_input(tgt),
             output=None if output is None else {"path": str(output), "format": fmt},
@@ -370,7 +373,7 @@ def run(
             return report
         if save_plan is not None:
             doc = plan_to_dict(plan, src.header_digest(), tgt.header_digest())
-            write_text(save_plan, json.dumps(doc, indent=2, ensure_ascii=False) + "\n", inputs)
+            write_text(save_plan, json.dumps(doc, indent=2, ensure_ascii=False) + "\n", inputs, no_clobber=no_clobber)
         if dry_run or output is None or fmt is None:
             return report
         metadata = dict(tgt.metadata)
@@ -383,7 +386,7 @@ def run(
             written = write_checkpoint(
                 Path(output), fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
                 like=tgt if writes_like(tgt, fmt) else None, count_changes=TARGET if count_changes else None,
-                progress=progress, verify=verify, gates=gates,
+                progress=progress, verify=verify, gates=gates, no_clobber=no_clobber,
             )
         except GateFailed as failed:  # nothing was written; the report keeps the counts
             report.outcomes, report.failures = failed.outcomes, failed.failures
@@ -391,4 +394,6 @@ def run(
                 raise CheckFailed(tgt.path, "; ".join(report.failures), report=report) from None
             return report
         report.outcomes = written.outcomes
+        if report.output is not None and written.files:
+            report.output |= {"bytes": written.files[-1].bytes, "sha256": written.files[-1].sha256}
         return report

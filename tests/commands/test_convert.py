@@ -80,7 +80,9 @@ def test_every_corpus_format_converts_byte_exact(rel: str, fmt: str, corpus: Pat
     truth = expected(manifest, rel)
     assert {n: got[n] for n in truth} == truth  # and the producing library's own record of them
     assert report.output["format"] == fmt and report.summary["tensors"] == len(got)
-    assert report.files == [{"path": str(out), "bytes": out.stat().st_size}]
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()  # the file's bytes, as committed
+    assert report.files == [{"path": str(out), "bytes": out.stat().st_size, "sha256": digest}]
+    assert report.output["sha256"] == digest
     assert leftovers(tmp_path) == []
 
 
