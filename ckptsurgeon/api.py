@@ -87,6 +87,7 @@ def transfer(
     check: bool = False,
     report_path: str | Path | None = None,
     no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -97,7 +98,7 @@ def transfer(
     return command.run(source, target, output, options, dry_run=dry_run, count_changes=count_changes,
                        output_format_name=output_format_name, progress=progress, save_plan=save_plan,
                        plan_file=plan_file, provenance=provenance, verify=verify, check=check,
-                       report_path=report_path, no_clobber=no_clobber)
+                       report_path=report_path, no_clobber=no_clobber, hash_output=hash_output)
 
 
 def rename(
@@ -111,13 +112,14 @@ def rename(
     progress: Progress | None = None,
     check: bool = False,
     no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``. See :func:`ckptsurgeon.commands.rename.run`."""
     from .commands import rename as command
 
     return command.run(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                        output_format_name=output_format_name, progress=progress, check=check,
-                       no_clobber=no_clobber)
+                       no_clobber=no_clobber, hash_output=hash_output)
 
 
 def convert(
@@ -137,6 +139,7 @@ def convert(
     fail_on_nonfinite: bool = False,
     check: bool = False,
     no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> ConvertReport:
     """Write ``src``'s tensors to ``out`` in another format or dtype. See :func:`ckptsurgeon.commands.convert.convert`."""
     from .commands import convert as command
@@ -144,7 +147,7 @@ def convert(
     report = command.convert(src, out, fmt=fmt, dtype=dtype, include=include, exclude=exclude, shard_size=shard_size,
                              dry_run=dry_run, force=force, progress=progress, allow_unused_rules=allow_unused_rules,
                              allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
-                             no_clobber=no_clobber)
+                             no_clobber=no_clobber, hash_output=hash_output)
     if check and not report.ok:
         raise CheckFailed(src, "; ".join(report.failures), report=report)
     return report

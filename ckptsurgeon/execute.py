@@ -381,6 +381,7 @@ def write_checkpoint(
     writer_options: Mapping[str, Any] | None = None,
     gates: ValueGates | None = None,
     no_clobber: bool = False,
+    hash_files: bool = True,
 ) -> Written:
     """Write ``plan`` as a checkpoint of format ``fmt`` at ``dest``: whole, or not at all.
 
@@ -392,7 +393,8 @@ def write_checkpoint(
     (an input's name) replaced tensors are compared with that input's; kept ones count 0 changes.
     ``gates`` are checked after the last tensor is written and before anything is committed: a
     failed one raises :class:`GateFailed` (a CheckFailed carrying the outcomes) and nothing is written.
-    Every file committed is recorded with its sha256 (``Written.files``, :mod:`ckptsurgeon.commits`);
+    Every file committed is recorded with its size and, with ``hash_files``, its sha256
+    (``Written.files``, :mod:`ckptsurgeon.commits`);
     with ``no_clobber`` no existing file is replaced, not even one another run creates meanwhile.
     """
     from .atomic import atomic_path, output_errors
@@ -402,7 +404,7 @@ def write_checkpoint(
     writer_class = writer_for(fmt)
     moves = plan_moves(plan, readers, count_changes=count_changes)
     options = dict(writer_options or {})
-    with recording(no_clobber=no_clobber) as log:
+    with recording(no_clobber=no_clobber, hashes=hash_files) as log:
         if writer_class.caps.sharded:
             with output_errors(dest):
                 writer = writer_class(dest, metadata=metadata, like=like, **options)

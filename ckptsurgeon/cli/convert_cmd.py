@@ -79,7 +79,7 @@ def convert(
             path, output, fmt=format_, dtype=dtype, include=include or (), exclude=exclude or (),
             shard_size=shard_size, dry_run=dry_run, force=force, progress=progress.update if progress else None,
             allow_unused_rules=allow_unused_rules, allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
-            no_clobber=no_clobber,
+            no_clobber=no_clobber, hash_output=json_,  # the sha256 is for the JSON report
         )
     if json_:
         render.print_json(report.to_dict())

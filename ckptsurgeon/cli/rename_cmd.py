@@ -67,7 +67,7 @@ def rename(
     with progress or render.null_context():
         result = api.rename(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                             output_format_name=format_, progress=progress.update if progress else None,
-                            no_clobber=no_clobber)
+                            no_clobber=no_clobber, hash_output=json_)  # the sha256 is for the JSON report
     if json_:
         render.print_json(result.to_dict())
     elif quiet:

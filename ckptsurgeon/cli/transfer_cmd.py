@@ -132,7 +132,7 @@ def transfer(
             source, target, output, options, dry_run=dry_run, count_changes=count_changes,
             output_format_name=format_, progress=progress.update if progress else None,
             save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, report_path=report,
-            no_clobber=no_clobber,
+            no_clobber=no_clobber, hash_output=json_ or report is not None,  # the sha256 is for the JSON report
         )
     doc = result.to_dict() if report is not None or json_ else {}  # a per-tensor document: only when asked for
     if report is not None:

@@ -307,6 +307,7 @@ def convert(
     allow_overflow: bool = False,
     fail_on_nonfinite: bool = False,
     no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> ConvertReport:
     """Write ``src``'s tensors (those ``include``/``exclude`` choose) to ``out`` in another format.
 
@@ -322,7 +323,8 @@ def convert(
     ``allow_overflow``, and with ``fail_on_nonfinite`` a tensor whose input holds NaN or Inf, fail the
     report (``ok`` False, ``failures``, the counts per tensor) and nothing is written. With
     ``no_clobber`` an existing file (a sharded output's index) is never replaced, not even one
-    created meanwhile (OutputError). ``files`` records every file committed with its sha256.
+    created meanwhile (OutputError). ``files`` records every file committed with its size and (with
+    ``hash_output``) its sha256.
 
     Raises :class:`~ckptsurgeon.errors.UsageError` (exit 2) for contradictory options or an output
     that is an input, :class:`~ckptsurgeon.errors.InputError` (3) for a bad input and
@@ -382,11 +384,11 @@ def convert(
                     like=reader if writes_like(reader, fmt) else None, progress=progress, cast=None,
                     writer_options={"shard_size": size, "force": force, "inputs": inputs} if layout is not None else None,
                     gates=ValueGates(allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite),
-                    no_clobber=no_clobber,
+                    no_clobber=no_clobber, hash_files=hash_output,
                 )
                 report.files = [c.to_dict() for c in written.files]  # sizes and hashes of the bytes committed
                 if written.files:
-                    report.output |= {"bytes": written.files[-1].bytes, "sha256": written.files[-1].sha256}
+                    report.output |= written.files[-1].summary()
         except GateFailed as failed:  # nothing was written; the report keeps the counts
             outcomes, report.failures = failed.outcomes, failed.failures
         else:

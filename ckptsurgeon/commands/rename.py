@@ -93,6 +93,7 @@ def run(
     progress: Progress | None = None,
     check: bool = False,
     no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``; bytes, dtypes and metadata stay.
 
@@ -100,7 +101,7 @@ def run(
     raise CheckFailed naming both. A rule that matches nothing, or filters that leave nothing,
     fail the report (``ok`` False, nothing written; with ``check`` a CheckFailed carrying it).
     ``no_clobber``: never replace an existing file (exit 4), not even one created meanwhile. The
-    report's ``output`` records the committed file's size and sha256.
+    report's ``output`` records the committed file's size and (with ``hash_output``) its sha256.
     """
     if output is None and not dry_run:
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
@@ -131,8 +132,8 @@ def run(
 
         written = write_checkpoint(Path(output), fmt, plan, {INPUT: reader}, metadata=reader.metadata,
                                    like=reader if writes_like(reader, fmt) else None, progress=progress,
-                                   no_clobber=no_clobber)
+                                   no_clobber=no_clobber, hash_files=hash_output)
         report.layout_fallback = written.layout_fallback
         if report.output is not None and written.files:
-            report.output |= {"bytes": written.files[-1].bytes, "sha256": written.files[-1].sha256}
+            report.output |= written.files[-1].summary()
         return report

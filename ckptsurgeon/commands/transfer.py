@@ -325,6 +325,7 @@ def run(
     check: bool = False,
     report_path: str | Path | None = None,
     no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -340,7 +341,8 @@ def run(
     ``report_path`` is where the caller will write the report: it is checked with the other
     outputs before any work (no two outputs, and no output and input, may be one file).
     ``no_clobber``: no existing file is replaced (exit 4), not even one another run creates while
-    this one writes. The report's ``output`` records the committed file's size and sha256.
+    this one writes. The report's ``output`` records the committed file's size and (with
+    ``hash_output``) the sha256 of its bytes.
     """
     options = options or TransferOptions()
     if output is None and not dry_run:
@@ -386,7 +388,7 @@ def run(
             written = write_checkpoint(
                 Path(output), fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
                 like=tgt if writes_like(tgt, fmt) else None, count_changes=TARGET if count_changes else None,
-                progress=progress, verify=verify, gates=gates, no_clobber=no_clobber,
+                progress=progress, verify=verify, gates=gates, no_clobber=no_clobber, hash_files=hash_output,
             )
         except GateFailed as failed:  # nothing was written; the report keeps the counts
             report.outcomes, report.failures = failed.outcomes, failed.failures
@@ -395,5 +397,5 @@ def run(
             return report
         report.outcomes = written.outcomes
         if report.output is not None and written.files:
-            report.output |= {"bytes": written.files[-1].bytes, "sha256": written.files[-1].sha256}
+            report.output |= written.files[-1].summary()
         return report
