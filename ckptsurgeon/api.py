@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import check_output
+from .atomic import check_distinct, check_output
 from .errors import CheckFailed
 from .formats import open_checkpoint
 from .formats.base import OpenOptions, Reader
@@ -40,6 +40,7 @@ __all__ = [
     "Plan",
     "Rules",
     "TransferOptions",
+    "check_distinct",
     "check_output",
     "convert",
     "diff",
@@ -85,6 +86,9 @@ def transfer(
     verify: bool = False,
     check: bool = False,
     pin_content: bool = False,
+    report_path: str | Path | None = None,
+    no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -95,7 +99,8 @@ def transfer(
     return command.run(source, target, output, options, dry_run=dry_run, count_changes=count_changes,
                        output_format_name=output_format_name, progress=progress, save_plan=save_plan,
                        plan_file=plan_file, provenance=provenance, verify=verify, check=check,
-                       pin_content=pin_content)
+                       pin_content=pin_content, report_path=report_path, no_clobber=no_clobber,
+                       hash_output=hash_output)
 
 
 def rename(
@@ -108,12 +113,15 @@ def rename(
     output_format_name: str | None = None,
     progress: Progress | None = None,
     check: bool = False,
+    no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``. See :func:`ckptsurgeon.commands.rename.run`."""
     from .commands import rename as command
 
     return command.run(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
-                       output_format_name=output_format_name, progress=progress, check=check)
+                       output_format_name=output_format_name, progress=progress, check=check,
+                       no_clobber=no_clobber, hash_output=hash_output)
 
 
 def convert(
@@ -128,12 +136,23 @@ def convert(
     dry_run: bool = False,
     force: bool = False,
     progress: Progress | None = None,
+    allow_unused_rules: bool = False,
+    allow_overflow: bool = False,
+    fail_on_nonfinite: bool = False,
+    check: bool = False,
+    no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> ConvertReport:
     """Write ``src``'s tensors to ``out`` in another format or dtype. See :func:`ckptsurgeon.commands.convert.convert`."""
     from .commands import convert as command
 
-    return command.convert(src, out, fmt=fmt, dtype=dtype, include=include, exclude=exclude, shard_size=shard_size,
-                           dry_run=dry_run, force=force, progress=progress)
+    report = command.convert(src, out, fmt=fmt, dtype=dtype, include=include, exclude=exclude, shard_size=shard_size,
+                             dry_run=dry_run, force=force, progress=progress, allow_unused_rules=allow_unused_rules,
+                             allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
+                             no_clobber=no_clobber, hash_output=hash_output)
+    if check and not report.ok:
+        raise CheckFailed(src, "; ".join(report.failures), report=report)
+    return report
 
 
 def diff(a: str | Path, b: str | Path, options: DiffOptions | None = None, *, check: bool = False) -> DiffResult:
@@ -166,18 +185,20 @@ def verify(
     return result
 
 
-def write_hashes(hashes: HashFile, dest: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
-    """Write a verification's hash file atomically (refusing a destination that is an input)."""
+def write_hashes(hashes: HashFile, dest: str | Path, inputs: Iterable[str | Path] = (), *,
+                 no_clobber: bool = False) -> Path:
+    """Write a verification's hash file atomically (refusing a destination that is an input, or any
+    existing file with ``no_clobber``)."""
     from .commands import verify as command
 
-    return command.write_hashes(hashes, dest, inputs)
+    return command.write_hashes(hashes, dest, inputs, no_clobber=no_clobber)
 
 
-def write_json(dest: str | Path, doc: Any, inputs: Iterable[str | Path] = ()) -> None:
+def write_json(dest: str | Path, doc: Any, inputs: Iterable[str | Path] = (), *, no_clobber: bool = False) -> None:
     """Write ``doc`` as indented JSON, atomically (a report or plan beside the outputs)."""
     from .atomic import write_text
 
-    write_text(dest, _json.dumps(doc, indent=2, ensure_ascii=False) + "\n", list(inputs))
+    write_text(dest, _json.dumps(doc, indent=2, ensure_ascii=False) + "\n", list(inputs), no_clobber=no_clobber)
 
 
 def __getattr__(name: str) -> Any:

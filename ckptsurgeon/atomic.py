@@ -53,6 +53,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
+from . import commits
 from .errors import OutputError, UsageError
 from .files import check_output_target
 
@@ -190,15 +191,64 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output(dest: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
+Named = tuple[str, str | Path | None]  # (the option or argument that names a path, the path or None)
+
+
+def _identity_of(path: Path) -> tuple[Path, tuple[int, int] | None]:
+    """A path's resolved form (links followed as far as they go) and its (st_dev, st_ino) when it exists."""
+    try:
+        st = os.stat(path)
+        ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except (OSError, ValueError):
+        ident = None
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a link loop: the spelled path stands for itself
+        resolved = path.absolute()
+    return resolved, ident
+
+
+def check_distinct(outputs: Iterable[Named], inputs: Iterable[Named] = ()) -> None:
+    """Refuse (UsageError, exit 2) two outputs that are one file, or an output that is an input.
+
+    Each entry is (the option naming the path, the path); None entries are skipped. Two paths are
+    one file when they resolve to the same path (symbolic links followed, also a link to a file
+    that does not exist yet) or, where both exist, have the same device and inode (hard links).
+    Call it before any work: one line names both options and the path.
+    """
+    outs = [(label, Path(p)) for label, p in outputs if p is not None]
+    ins = [(label, Path(p)) for label, p in inputs if p is not None]
+    known = {path: _identity_of(path) for _, path in [*outs, *ins]}
+
+    def same(a: Path, b: Path) -> bool:
+        (ra, ia), (rb, ib) = known[a], known[b]
+        return ra == rb or (ia is not None and ia == ib)
+
+    for i, (label, path) in enumerate(outs):
+        for other_label, other in outs[:i]:
+            if same(path, other):
+                also = "" if path == other else f" ({path} and {other})"
+                raise UsageError(other, f"{other_label} and {label} name the same file{also}; "
+                                        "each output needs a path of its own")
+        for other_label, other in ins:
+            if same(path, other):
+                also = "" if path == other else f" ({path} and {other})"
+                raise UsageError(path, f"{label} and {other_label} name the same file{also}: "
+                                       "the output is the input, and inputs are never overwritten")
+
+
+def check_output(dest: str | Path, inputs: Iterable[str | Path] = (), *, no_clobber: bool = False) -> Path:
     """Refuse an output path before any work: an input (also through a link), a directory, a device,
-    FIFO or socket (only regular files are replaced), no place to write."""
+    FIFO or socket (only regular files are replaced), no place to write; with ``no_clobber`` (or in a
+    :func:`ckptsurgeon.commits.recording` block that asks for it) any existing file."""
     dest = Path(dest)
     for src in inputs:
         src = Path(src)
         if _same_file(dest, src) or dest.resolve() == src.resolve():
             raise UsageError(dest, f"the output is the input {src}; inputs are never overwritten",
                              hint="choose another -o path")
+    if commits.no_clobber_wanted(no_clobber):
+        commits.refuse_existing(dest)
     if dest.is_dir():
         raise OutputError(dest, "is a directory")
     check_output_target(dest)
@@ -280,7 +330,7 @@ def _remove_temp(tmp: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(dest: str | Path) -> Iterator[Path]:
+def atomic_path(dest: str | Path, *, no_clobber: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on a clean exit make it ``dest`` durably and atomically.
 
     The temporary path does not exist yet: the writer creates it (``O_EXCL``, never ``O_TRUNC``).
@@ -288,6 +338,10 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     escaping the block is reported as an :class:`OutputError` (exit 4) naming ``dest``; readers
     turn their own OS errors into input errors before they get here. On any exception, including
     ``KeyboardInterrupt`` and the CLI's signal exceptions, the temporary file is removed.
+
+    With ``no_clobber`` (or in a :func:`ckptsurgeon.commits.recording` block that asks for it) the
+    commit is a hard link that fails when ``dest`` exists (OutputError, exit 4). In a recording
+    block the file's size and sha256 are recorded (hashed while it is fsynced).
     """
     dest = Path(dest)
     directory = _directory(dest)
@@ -295,9 +349,13 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     tmp = temp_path_for(dest)
     try:
         yield tmp
-        fsync_path(tmp)
+        hashes = commits.sync([tmp], fsync_path)
         check_output_target(dest)  # again: nothing but a regular file is ever replaced
-        os.replace(tmp, dest)
+        if commits.no_clobber_wanted(no_clobber):
+            commits.link_into_place(tmp, dest)
+        else:
+            os.replace(tmp, dest)
+        commits.record([dest], hashes)
     except BaseException as exc:
         _remove_temp(tmp)
         error = _as_output_error(exc, dest, [tmp])
@@ -363,8 +421,9 @@ class AtomicFiles:
         old = [Path(p) for p in supersedes if Path(p).name not in written]
         if any(_directory(p) != directory for p in [*(dest for _, dest in parts), *old]):
             raise ValueError("AtomicFiles commits files of one directory")
-        for tmp, dest in self._pending:
-            fsync_path(tmp)
+        hashes = commits.sync([tmp for tmp, _ in self._pending], fsync_path)
+        dests = [dest for _, dest in self._pending]
+        for dest in dests:
             check_output_target(dest)  # a device or FIFO that appeared at a destination is never replaced
         with hold_interrupts():  # SIGINT/SIGTERM wait until the commit is done
             journal = _Journal.write(last, last_tmp, parts, old) if parts or old else None
@@ -375,7 +434,10 @@ class AtomicFiles:
                     renamed.append(dest)
                 if parts:
                     _fsync_dir(directory)  # the new files are in place before the index names them
-                os.replace(last_tmp, last)  # the commit point
+                if commits.no_clobber_wanted():
+                    commits.link_into_place(last_tmp, last)  # the commit point, never over an existing file
+                else:
+                    os.replace(last_tmp, last)  # the commit point
             except BaseException:
                 for dest in renamed:  # fresh names nothing refers to: take them back
                     with contextlib.suppress(OSError):
@@ -387,6 +449,7 @@ class AtomicFiles:
             _fsync_dir(directory)
             if journal is not None:
                 journal.finish(committed=True)
+            commits.record(dests, hashes)
 
     def discard(self) -> None:
         for tmp, _ in self._pending:
@@ -593,9 +656,10 @@ def output_errors(dest: str | Path) -> Iterator[None]:
         raise output_error(dest, exc) from exc
 
 
-def write_text(dest: str | Path, text: str, inputs: Iterable[str | Path] = ()) -> Path:
-    """Write a small text file (a report, a plan, a hash list) atomically; never over an input."""
-    dest = check_output(dest, inputs)
-    with atomic_path(dest) as tmp, open(tmp, "x", encoding="utf-8") as f:
+def write_text(dest: str | Path, text: str, inputs: Iterable[str | Path] = (), *, no_clobber: bool = False) -> Path:
+    """Write a small text file (a report, a plan, a hash list) atomically; never over an input
+    (nor over any file, with ``no_clobber``)."""
+    dest = check_output(dest, inputs, no_clobber=no_clobber)
+    with atomic_path(dest, no_clobber=no_clobber) as tmp, open(tmp, "x", encoding="utf-8") as f:
         f.write(text)
     return dest

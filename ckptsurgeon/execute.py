@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .commits import Committed
+from .errors import CheckFailed
 from .formats.base import Reader, Writer
 from .plan import Plan
 from .tensors import DTYPES, TensorSpec, numel
@@ -56,6 +58,66 @@ class Outcome:
     overflow: int = 0  # values that were finite before a cast and are not after it (or out of range)
     changed: int | None = None  # values that differ from the target's (with --count-changes)
     byte_copy: bool = False  # moved as a byte range, never through Python memory
+    nonfinite: int | None = None  # NaN / Inf values the input already held (counted with --fail-on-nonfinite)
+
+
+@dataclass(frozen=True)
+class ValueGates:
+    """Checks on the values written, made after the last tensor and before anything is committed.
+
+    A cast that overflows (a finite value that is Inf or NaN after it, an integer out of range)
+    fails unless ``allow_overflow``; with ``fail_on_nonfinite`` every float tensor written is
+    scanned in the input (also the ones copied as byte ranges) and any NaN or Inf fails.
+    """
+
+    allow_overflow: bool = False
+    fail_on_nonfinite: bool = False
+
+    def failures(self, outcomes: Mapping[str, Outcome]) -> list[str]:
+        from .text import listing, plural
+
+        out = []
+        over = [(name, o.overflow) for name, o in outcomes.items() if o.overflow]
+        if over and not self.allow_overflow:
+            out.append(f"{plural(sum(n for _, n in over), 'value')} overflowed in a cast to a narrower dtype "
+                       f"({plural(len(over), 'tensor')}: {listing([name for name, _ in over])}); nothing was written "
+                       "(--allow-overflow accepts that)")
+        bad = [name for name, o in outcomes.items() if o.nonfinite]
+        if bad and self.fail_on_nonfinite:
+            out.append(f"--fail-on-nonfinite: {plural(len(bad), 'tensor')} to write already hold NaN or Inf "
+                       f"in the input ({listing(bad)}); nothing was written")
+        return out
+
+
+class GateFailed(CheckFailed):
+    """A :class:`ValueGates` check failed; nothing was committed. ``outcomes`` holds every tensor's counts."""
+
+    def __init__(self, failures: list[str], outcomes: dict[str, Outcome]) -> None:
+        super().__init__(None, "; ".join(failures))
+        self.failures = failures
+        self.outcomes = outcomes
+
+
+def _nonfinite_counting(flow: Iterable[np.ndarray], outcome: Outcome) -> Iterator[np.ndarray]:
+    """Pass ``flow`` (input values) through, counting its NaN and Inf values into ``outcome``."""
+    from .values import count_nonfinite
+
+    outcome.nonfinite = 0
+    for piece in flow:
+        outcome.nonfinite += count_nonfinite(piece)
+        yield piece
+
+
+def _scan_nonfinite(move: Move, outcome: Outcome) -> None:
+    """Count the NaN and Inf values of a move's input tensor (one more read, where the bytes went as a range)."""
+    from .values import count_nonfinite, pieces
+
+    elements = _piece_elements(move.reader[move.name].dtype)
+    outcome.nonfinite = sum(count_nonfinite(p) for p in pieces(move.reader, move.name, elements))
+
+
+def _is_float(code: str) -> bool:
+    return DTYPES[code].kind == "float"
 
 
 def _cast_pieces(flow: Iterable[np.ndarray], code: str, outcome: Outcome, cast: Cast) -> Iterator[np.ndarray]:
@@ -98,29 +160,39 @@ def _piece_elements(*codes: str) -> int:
     return max(1, PIECE_BYTES // max(DTYPES[c].itemsize for c in codes))
 
 
-def write_tensor(move: Move, writer: Writer, outcome: Outcome, *, cast: Cast | None = None) -> None:
+def write_tensor(move: Move, writer: Writer, outcome: Outcome, *, cast: Cast | None = None,
+                 nonfinite: bool = False) -> None:
     """Write one tensor (see the module docstring for the three ways); fill in ``outcome``.
 
     ``cast`` converts one piece to a dtype code and counts its overflow (default :func:`ckptsurgeon.values.cast_array`).
+    ``nonfinite``: also count the NaN and Inf values the input tensor holds (float tensors).
     """
     info = move.reader[move.name]
     out = move.out
     same_dtype = info.dtype == out.dtype
     against = move.against
+    nonfinite = nonfinite and _is_float(info.dtype)
     if against is not None and against[out.name].shape != out.shape:
         outcome.changed = numel(out.shape)  # nothing to compare value by value
         against = None
     if same_dtype and against is None:
         where = move.reader.byte_range(move.name)
         if where is not None and writer.write_range(out.name, *where):
-            outcome.byte_copy = True
-            return
-        if writer.write_stored(out.name, move.reader, move.name):
+            outcome.byte_copy = done = True
+        else:
+            done = writer.write_stored(out.name, move.reader, move.name)  # stored as is, or not at all
+        if done:
+            if nonfinite:
+                _scan_nonfinite(move, outcome)
             return
     from . import values  # numpy: from here on the values are touched
 
     if same_dtype and not writer.caps.streams_chunks:
-        writer.write(out.name, move.reader.read(move.name))
+        array = move.reader.read(move.name)
+        if nonfinite:
+            outcome.nonfinite = values.count_nonfinite(array.reshape(-1))
+        writer.write(out.name, array)
+        del array
         if against is not None:
             elements = _piece_elements(info.dtype, against[out.name].dtype)
             new, old = values.pieces(move.reader, move.name, elements), values.pieces(against, out.name, elements)
@@ -129,6 +201,8 @@ def write_tensor(move: Move, writer: Writer, outcome: Outcome, *, cast: Cast | N
     codes = [info.dtype, out.dtype] + ([against[out.name].dtype] if against is not None else [])
     elements = _piece_elements(*codes)
     flow = values.pieces(move.reader, move.name, elements)
+    if nonfinite:
+        flow = _nonfinite_counting(flow, outcome)
     if not same_dtype:
         flow = _cast_pieces(flow, out.dtype, outcome, cast or values.cast_array)
     if against is not None:
@@ -219,8 +293,11 @@ def _count_changes(move: Move) -> int:
 
 
 def copy_tensors(moves: Sequence[Move], writer: Writer, *, progress: Progress | None = None,
-                 cast: Cast | None = None) -> dict[str, Outcome]:
-    """Write every move, in order, into ``writer`` (already begun with their specs); return the outcomes."""
+                 cast: Cast | None = None, nonfinite: bool = False) -> dict[str, Outcome]:
+    """Write every move, in order, into ``writer`` (already begun with their specs); return the outcomes.
+
+    ``nonfinite``: count the NaN and Inf values of every float tensor's input too.
+    """
     align_output(writer, moves)
     total = sum(m.out.nbytes for m in moves)
     done = 0
@@ -228,8 +305,11 @@ def copy_tensors(moves: Sequence[Move], writer: Writer, *, progress: Progress | 
     with _CountBeside() as beside:
         for move in moves:
             outcome = outcomes[move.out.name] = Outcome()
-            if not beside.take(move, writer, outcome):
-                write_tensor(move, writer, outcome, cast=cast)
+            if beside.take(move, writer, outcome):
+                if nonfinite and _is_float(move.reader[move.name].dtype):
+                    _scan_nonfinite(move, outcome)
+            else:
+                write_tensor(move, writer, outcome, cast=cast, nonfinite=nonfinite)
                 release(move.reader, move.name)
                 if move.against is not None:
                     release(move.against, move.out.name)
@@ -260,12 +340,17 @@ def _origins(moves: Sequence[Move], like: Reader | None) -> dict[str, str]:
 
 
 def _fill(writer: Writer, moves: Sequence[Move], like: Reader | None, progress: Progress | None,
-          cast: Cast | None) -> dict[str, Outcome]:
-    """begin, copy every tensor, finish; on any error (or interruption) abort the writer and re-raise."""
+          cast: Cast | None, gates: ValueGates | None) -> dict[str, Outcome]:
+    """begin, copy every tensor, check the gates, finish; on any error (or interruption, or a failed
+    gate: :class:`GateFailed`) abort the writer and re-raise, before anything is committed."""
     try:
         writer.begin([m.out for m in moves], origins=_origins(moves, like))
-        outcomes = copy_tensors(moves, writer, progress=progress, cast=cast)
-        writer.finish()
+        nonfinite = gates is not None and gates.fail_on_nonfinite
+        outcomes = copy_tensors(moves, writer, progress=progress, cast=cast, nonfinite=nonfinite)
+        failures = gates.failures(outcomes) if gates is not None else []
+        if failures:
+            raise GateFailed(failures, outcomes)
+        writer.finish()  # a writer of several files commits here: after the gates
     except BaseException:
         writer.abort()
         raise
@@ -278,6 +363,7 @@ class Written:
 
     outcomes: dict[str, Outcome]
     layout_fallback: str | None = None
+    files: list[Committed] = field(default_factory=list)  # every file put in place: path, bytes, sha256
 
 
 def write_checkpoint(
@@ -293,6 +379,9 @@ def write_checkpoint(
     cast: Cast | None = None,
     verify: bool = False,
     writer_options: Mapping[str, Any] | None = None,
+    gates: ValueGates | None = None,
+    no_clobber: bool = False,
+    hash_files: bool = True,
 ) -> Written:
     """Write ``plan`` as a checkpoint of format ``fmt`` at ``dest``: whole, or not at all.
 
@@ -302,28 +391,35 @@ def write_checkpoint(
     input (a tensor of it written under a new name keeps its place). ``verify`` re-reads the
     written file before it is renamed into place (:func:`verify_written`). With ``count_changes``
     (an input's name) replaced tensors are compared with that input's; kept ones count 0 changes.
+    ``gates`` are checked after the last tensor is written and before anything is committed: a
+    failed one raises :class:`GateFailed` (a CheckFailed carrying the outcomes) and nothing is written.
+    Every file committed is recorded with its size and, with ``hash_files``, its sha256
+    (``Written.files``, :mod:`ckptsurgeon.commits`);
+    with ``no_clobber`` no existing file is replaced, not even one another run creates meanwhile.
     """
     from .atomic import atomic_path, output_errors
+    from .commits import recording
     from .formats import writer_for
 
     writer_class = writer_for(fmt)
     moves = plan_moves(plan, readers, count_changes=count_changes)
     options = dict(writer_options or {})
-    if writer_class.caps.sharded:
-        with output_errors(dest):
-            writer = writer_class(dest, metadata=metadata, like=like, **options)
-            outcomes = _fill(writer, moves, like, progress, cast)
-    else:
-        with atomic_path(dest) as tmp:
-            writer = writer_class(tmp, metadata=metadata, like=like, **options)
-            outcomes = _fill(writer, moves, like, progress, cast)
-            if verify:
-                verify_written(tmp, moves)
+    with recording(no_clobber=no_clobber, hashes=hash_files) as log:
+        if writer_class.caps.sharded:
+            with output_errors(dest):
+                writer = writer_class(dest, metadata=metadata, like=like, **options)
+                outcomes = _fill(writer, moves, like, progress, cast, gates)
+        else:
+            with atomic_path(dest) as tmp:
+                writer = writer_class(tmp, metadata=metadata, like=like, **options)
+                outcomes = _fill(writer, moves, like, progress, cast, gates)
+                if verify:
+                    verify_written(tmp, moves)
     if count_changes is not None:
         for step in plan.steps:
             if step.action == "keep":
                 outcomes[step.name].changed = 0
-    return Written(outcomes, writer.layout_fallback)
+    return Written(outcomes, writer.layout_fallback, log.files)
 
 
 def verify_written(path: Path, moves: Sequence[Move]) -> None:
@@ -334,7 +430,6 @@ def verify_written(path: Path, moves: Sequence[Move]) -> None:
     """
     import hashlib
 
-    from .errors import CheckFailed
     from .formats import open_checkpoint
     from .values import cast_array
 

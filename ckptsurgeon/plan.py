@@ -16,7 +16,6 @@ executor (:func:`ckptsurgeon.execute.write_checkpoint`) writes any plan.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,7 +32,7 @@ from .match import (
     match,
     model_prefixes,
 )
-from .rules import Renamed, Rules, apply_rules
+from .rules import Renamed, Rules, apply_rules, glob_counts, glob_hit, unused_rules_failure
 from .tensors import DTYPES, TensorInfo, TensorSpec, default_layer, gc_paused, numel
 from .text import percent
 
@@ -74,6 +73,8 @@ class TransferOptions:
     strict: bool = False
     min_coverage: float | None = None
     allow_empty: bool = False
+    allow_overflow: bool = False  # a cast whose values overflow fails unless this (checked while writing)
+    fail_on_nonfinite: bool = False  # fail when a tensor written holds NaN or Inf in its input
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +202,15 @@ class Plan:
     prefix_hint: PrefixFix | None = None  # a prefix rule that would pair more tensors, not applied
     options: TransferOptions = field(default_factory=TransferOptions)
     source_count: int = 0
+    target_glob_counts: tuple[tuple[str, int], ...] = ()  # --only-target / --skip-target: target names matched
+    # Tensors left out on purpose, (side, stored name, the rule): target tensors a target glob keeps or
+    # whose source tensor a source glob dropped, source tensors dropped by a glob or whose target a
+    # target glob keeps. --strict does not count them.
+    on_purpose: tuple[tuple[str, str, str], ...] = ()
+
+    def unused_rules(self) -> list[str]:
+        """Every rule, glob (source and target side) and map entry that matched nothing, in order."""
+        return self.renamed.unused() + [text for text, n in self.target_glob_counts if n == 0]
 
     @property
     def replaced(self) -> list[Step]:
@@ -217,18 +227,14 @@ def castable(src: str, dst: str) -> bool:
     return src == dst or (a == b == "float") or (a in ("int", "uint") and b in ("int", "uint"))
 
 
-def _glob_hit(name: str, globs: Sequence[str]) -> str | None:
-    return next((g for g in globs if fnmatch.fnmatchcase(name, g)), None)
-
-
 def _target_filter(name: str, options: TransferOptions) -> str | None:
     """Why a target tensor may not be replaced, or None when it may."""
     if not options.only_target and not options.skip_target:
         return None
-    if options.only_target and _glob_hit(name, options.only_target) is None:
+    if options.only_target and glob_hit(name, "--only-target", options.only_target) is None:
         return "not selected by --only-target"
-    hit = _glob_hit(name, options.skip_target)
-    return f"skipped by --skip-target '{hit}'" if hit is not None else None
+    hit = glob_hit(name, "--skip-target", options.skip_target)
+    return f"skipped by {hit}" if hit is not None else None
 
 
 def _matched_reason(pairing: Pairing, mode: MatchMode, renamed: Renamed, mapped: set[str]) -> str:
@@ -318,6 +324,12 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
         added = {s.source for s in steps if s.action == "add"}
         unused = [n for n in unused if n not in added]
 
+    target_list = [t.name for t in target]
+    on_purpose = [(TARGET, s.name, _rule_of(s.reason)) for s in steps if s.kind in (TARGET_FILTERED, SOURCE_EXCLUDED)]
+    filtered = {s.name: _rule_of(s.reason) for s in steps if s.kind == TARGET_FILTERED}
+    by_stored_key = {info.name: k for k, info in keyed.items()}
+    on_purpose += [(SOURCE, n, filtered[by_stored_key[n]]) for n in unused if by_stored_key[n] in filtered]
+    on_purpose += [(SOURCE, n, _rule_of(reason)) for n, reason in renamed.excluded.items()]
     return Plan(
         steps=tuple(steps),
         unused_sources=tuple(unused),
@@ -327,7 +339,19 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
         renamed=renamed,
         options=options,
         source_count=len(source),
+        target_glob_counts=glob_counts(target_list, "--only-target", options.only_target)
+        + glob_counts(target_list, "--skip-target", options.skip_target),
+        on_purpose=tuple(on_purpose),
     )
+
+
+def _rule_of(reason: str) -> str:
+    """The option a filter reason names: ``skipped by --skip-target 'x'`` -> ``--skip-target 'x'``."""
+    reason = reason.removeprefix("source ")
+    for lead in ("skipped by ", "excluded by "):
+        if reason.startswith(lead):
+            return reason[len(lead):]
+    return "--only-target" if "--only-target" in reason else "--include" if "--include" in reason else reason
 
 
 @gc_paused
@@ -357,12 +381,9 @@ def gate_failures(plan: Plan) -> list[str]:
     """The requested checks this plan fails, each as one sentence (empty when all pass)."""
     o = plan.options
     failures: list[str] = []
-    unused_rules = plan.renamed.unused()
+    unused_rules = plan.unused_rules()
     if unused_rules and not o.allow_unused_rules:
-        failures.append(
-            f"{len(unused_rules)} rule(s) matched no tensor name: {'; '.join(unused_rules)} "
-            "(--allow-unused-rules accepts that)"
-        )
+        failures.append(unused_rules_failure(unused_rules))
     targets = plan.target_steps
     replaced = plan.replaced
     if not replaced and not o.allow_empty:
@@ -371,14 +392,14 @@ def gate_failures(plan: Plan) -> list[str]:
             "nothing was loaded: no source tensor matched a target tensor by name and shape "
             f"(see the reasons above; --allow-empty accepts that){tried}"
         )
-    if o.strict:
-        kept = [s.name for s in targets if s.action != "replace"]
+    if o.strict:  # what a rule left out on purpose (plan.on_purpose) is not counted
+        deliberate = {(side, name) for side, name, _ in plan.on_purpose}
+        kept = [s.name for s in targets if s.action != "replace" and (TARGET, s.name) not in deliberate]
         if kept:
             failures.append(f"--strict: {len(kept)} target tensor(s) not replaced: {_few(kept)}")
-        if plan.unused_sources:
-            failures.append(
-                f"--strict: {len(plan.unused_sources)} source tensor(s) unused: {_few(list(plan.unused_sources))}"
-            )
+        unused = [n for n in plan.unused_sources if (SOURCE, n) not in deliberate]
+        if unused:
+            failures.append(f"--strict: {len(unused)} source tensor(s) unused: {_few(unused)}")
     if o.min_coverage is not None:
         total = sum(s.numel for s in targets)
         share = sum(s.numel for s in replaced) / total if total else 1.0

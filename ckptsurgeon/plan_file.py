@@ -73,6 +73,7 @@ def plan_to_dict(plan: Plan, source: Reader, target: Reader) -> dict[str, object
              "reason": s.reason}
             for s in plan.steps
         ],
+        "excluded_on_purpose": [{"side": side, "name": n, "rule": rule} for side, n, rule in plan.on_purpose],
     }
 
 
@@ -114,7 +115,22 @@ def plan_from_dict(
         renamed=apply_rules([t.name for t in source], Rules()),
         options=options,
         source_count=len(source),
+        on_purpose=_on_purpose(doc.get("excluded_on_purpose", []), src, tgt),
     )
+
+
+def _on_purpose(raw: object, src: dict[str, TensorInfo], tgt: dict[str, TensorInfo]) -> tuple[tuple[str, str, str], ...]:
+    """What the plan's rules left out on purpose (``--strict`` does not count it), checked against the inputs."""
+    if not isinstance(raw, list):
+        raise ValueError("excluded_on_purpose is not a list")
+    found = []
+    for entry in raw:
+        side, name, rule = (entry.get(k) for k in ("side", "name", "rule")) if isinstance(entry, dict) else (None,) * 3
+        names = src if side == SOURCE else tgt if side == TARGET else None
+        if names is None or not isinstance(name, str) or not isinstance(rule, str) or name not in names:
+            raise ValueError(f"excluded_on_purpose entry {entry!r} does not name a tensor of these inputs")
+        found.append((side, name, rule))
+    return tuple(found)
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,27 @@ class Renamed:
             raise CheckFailed(None, f"{_rules_word(len(unused))} matched no tensor name: {'; '.join(unused)}")
 
 
+def unused_rules_failure(unused: Sequence[str]) -> str:
+    """The one sentence every command gives for rules, globs and map entries that matched nothing."""
+    return (f"{len(unused)} rule(s) matched no tensor name: {'; '.join(unused)} "
+            "(--allow-unused-rules accepts that)")
+
+
+def glob_counts(names: Sequence[str], option: str, globs: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    """For each glob of ``option`` (by its option text, ``--skip-target 'head.*'``): how many of ``names`` it matches.
+
+    The same matching as ``--include`` / ``--exclude`` (``fnmatchcase``), for globs that choose
+    names without dropping them (the target-side ``--only-target`` / ``--skip-target``).
+    """
+    compiled = [_Glob.of(option, g) for g in globs]
+    return tuple((g.text, sum(1 for n in names if g.matches(n))) for g in compiled)
+
+
+def glob_hit(name: str, option: str, globs: Sequence[str]) -> str | None:
+    """The option text of the first of ``globs`` matching ``name`` (``--skip-target 'head.*'``), or None."""
+    return next((f"{option} {quote(g)}" for g in globs if fnmatch.fnmatchcase(name, g)), None)
+
+
 def _rules_word(count: int) -> str:
     return "1 rule" if count == 1 else f"{count} rules"
 

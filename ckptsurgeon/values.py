@@ -56,6 +56,13 @@ def any_nonfinite(a: np.ndarray) -> bool:
     return bool(nonfinite(a).any())
 
 
+def count_nonfinite(a: np.ndarray) -> int:
+    """How many NaN and Inf values a float array holds (0 without a pass that allocates, when there are none)."""
+    if not a.size or not any_nonfinite(a):
+        return 0
+    return int(np.count_nonzero(nonfinite(a)))
+
+
 def cast_array(arr: np.ndarray, code: str) -> tuple[np.ndarray, int]:
     """``arr`` converted to dtype ``code`` (numpy's / ml_dtypes' own conversion) and the overflow count.
 

@@ -235,10 +235,10 @@ def test_streamed_pieces_equal_whole_arrays(model: Path, tmp_path: Path, piece_b
 def test_early_writeback_changes_no_byte(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(io_module.Writeback, "STEP", 1)  # start writeback after every write
     for suffix in (".safetensors", ".npz"):
-        convert(model, tmp_path / f"often{suffix}", dtype="F16")
+        convert(model, tmp_path / f"often{suffix}", dtype="F16", allow_overflow=True)
     monkeypatch.setattr(io_module.Writeback, "STEP", 1 << 60)
     for suffix in (".safetensors", ".npz"):
-        convert(model, tmp_path / f"never{suffix}", dtype="F16")
+        convert(model, tmp_path / f"never{suffix}", dtype="F16", allow_overflow=True)
         assert (tmp_path / f"often{suffix}").read_bytes() == (tmp_path / f"never{suffix}").read_bytes()
 
 
@@ -396,7 +396,7 @@ def test_chunked_convert_cast_equals_whole_astype(dtype: str, model: Path, tmp_p
     monkeypatch.setattr(execute, "PIECE_BYTES", 40)
     for suffix in (".safetensors", ".npz", ".h5"):
         out = tmp_path / f"cast-{dtype}{suffix}"
-        report = convert(model, out, dtype=dtype)
+        report = convert(model, out, dtype=dtype, allow_overflow=True)  # the model holds values out of range
         with open_checkpoint(model) as src, open_checkpoint(out) as got:
             for t in report.tensors:
                 original = src.read(t.name)

@@ -10,13 +10,17 @@ import typer
 from ..tensors import FLOAT_CODES
 from .app import app
 from .options import (
+    AllowOverflowOpt,
+    AllowUnusedRulesOpt,
     ConfigOpt,
     DryRunOpt,
     ExcludeOpt,
+    FailOnNonfiniteOpt,
     FormatOpt,
     IncludeOpt,
     InputPath,
     JsonOpt,
+    NoClobberOpt,
     OutputOpt,
     QuietOpt,
 )
@@ -43,12 +47,16 @@ ForceOpt = Annotated[
 def convert(
     path: InputPath,
     output: OutputOpt = None,
+    no_clobber: NoClobberOpt = False,
     format_: FormatOpt = None,
     dtype: DtypeOpt = None,
     shard_size: ShardSizeOpt = None,
     force: ForceOpt = False,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
+    allow_unused_rules: AllowUnusedRulesOpt = False,
+    allow_overflow: AllowOverflowOpt = False,
+    fail_on_nonfinite: FailOnNonfiniteOpt = False,
     dry_run: DryRunOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -63,12 +71,15 @@ def convert(
     from .. import api
     from . import render
 
+    api.check_distinct([("-o", output)], [("PATH", path), ("--config", config)])
     show_progress = not (json_ or quiet or dry_run) and sys.stderr.isatty()
     progress = render.progress_bar() if show_progress else None
     with progress or render.null_context():
         report = api.convert(
             path, output, fmt=format_, dtype=dtype, include=include or (), exclude=exclude or (),
             shard_size=shard_size, dry_run=dry_run, force=force, progress=progress.update if progress else None,
+            allow_unused_rules=allow_unused_rules, allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
+            no_clobber=no_clobber, hash_output=json_,  # the sha256 is for the JSON report
         )
     if json_:
         render.print_json(report.to_dict())
@@ -78,3 +89,5 @@ def convert(
         from .convert_render import render_convert
 
         render_convert(report, render.console())
+    if not report.ok:
+        raise api.CheckFailed(path, "; ".join(report.failures), report=report)

@@ -69,3 +69,19 @@ ConfigOpt = Annotated[
 MarkdownOpt = Annotated[
     bool, typer.Option("--markdown", help="Print the table as Markdown (for a pull request) instead of a terminal table.")
 ]
+
+AllowOverflowOpt = Annotated[
+    bool, typer.Option("--allow-overflow",
+                       help="Write even when a cast overflows (a finite value becomes Inf or NaN; an integer "
+                            "leaves its range); by default that fails (exit 1) and nothing is written."),
+]
+FailOnNonfiniteOpt = Annotated[
+    bool, typer.Option("--fail-on-nonfinite",
+                       help="Fail (exit 1, nothing written) when a tensor to write already holds NaN or Inf in "
+                            "the input (reads every float tensor once more where bytes are copied as ranges)."),
+]
+NoClobberOpt = Annotated[
+    bool, typer.Option("--no-clobber",
+                       help="Never replace an existing file: refuse one that exists (exit 4), and commit so that "
+                            "a file another run creates meanwhile is kept (this run then exits 4, writing nothing)."),
+]

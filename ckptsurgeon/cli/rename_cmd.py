@@ -20,6 +20,7 @@ from .options import (
     JsonOpt,
     MapOpt,
     MarkdownOpt,
+    NoClobberOpt,
     OutputOpt,
     QuietOpt,
     RenameOpt,
@@ -31,6 +32,7 @@ from .options import (
 def rename(
     path: Annotated[Path, typer.Argument(help="The checkpoint to rename (never modified).")],
     output: OutputOpt = None,
+    no_clobber: NoClobberOpt = False,
     rename: RenameOpt = None,
     strip_prefix: StripPrefixOpt = None,
     add_prefix: AddPrefixOpt = None,
@@ -54,6 +56,7 @@ def rename(
     from .. import api
     from ..api import Rules
 
+    api.check_distinct([("-o", output)], [("PATH", path), ("--map", map_file), ("--config", config)])
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
     if output is None and not dry_run:
@@ -63,7 +66,8 @@ def rename(
     progress = render.progress_bar() if not (json_ or quiet or dry_run) and sys.stderr.isatty() else None
     with progress or render.null_context():
         result = api.rename(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
-                            output_format_name=format_, progress=progress.update if progress else None)
+                            output_format_name=format_, progress=progress.update if progress else None,
+                            no_clobber=no_clobber, hash_output=json_)  # the sha256 is for the JSON report
     if json_:
         render.print_json(result.to_dict())
     elif quiet:

@@ -255,6 +255,9 @@ def transfer_notes(report: TransferReport) -> list[tuple[str, str]]:
         notes.append((f"rule {rule.text}: {n:,} name{'s' if n != 1 else ''}", ""))
     for text, n in plan.renamed.glob_counts:
         notes.append((f"filter {text}: {n:,} name{'s' if n != 1 else ''}", ""))
+    for text, n in plan.target_glob_counts:
+        notes.append((f"filter {text}: {n:,} name{'s' if n != 1 else ''}", ""))
+    notes += [(line, "") for line in report.on_purpose_notes()]
     if plan.options.rules.name_map:
         notes.append((f"map: {plan.renamed.map_used} of {len(plan.options.rules.name_map)} entries used", ""))
     overflows = [(s.name, o.overflow) for s in plan.steps if (o := report.outcomes.get(s.name)) and o.overflow]

@@ -12,15 +12,18 @@ from ..match import MATCH_MODES
 from .app import app
 from .options import (
     AddPrefixOpt,
+    AllowOverflowOpt,
     AllowUnusedRulesOpt,
     ConfigOpt,
     DryRunOpt,
     ExcludeOpt,
+    FailOnNonfiniteOpt,
     FormatOpt,
     IncludeOpt,
     JsonOpt,
     MapOpt,
     MarkdownOpt,
+    NoClobberOpt,
     OutputOpt,
     QuietOpt,
     RenameOpt,
@@ -33,6 +36,7 @@ def transfer(
     source: Annotated[Path, typer.Argument(help="The checkpoint whose weights are loaded (pretrained).")],
     target: Annotated[Path, typer.Argument(help="The checkpoint that receives them (its names, shapes, layout).")],
     output: OutputOpt = None,
+    no_clobber: NoClobberOpt = False,
     rename: RenameOpt = None,
     strip_prefix: StripPrefixOpt = None,
     add_prefix: AddPrefixOpt = None,
@@ -60,6 +64,8 @@ def transfer(
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail unless every target tensor is replaced and every source tensor used.")
     ] = False,
+    allow_overflow: AllowOverflowOpt = False,
+    fail_on_nonfinite: FailOnNonfiniteOpt = False,
     min_coverage: Annotated[
         float | None, typer.Option("--min-coverage", min=0.0, max=1.0, help="Fail below this share of replaced target parameters.")
     ] = None,
@@ -111,11 +117,16 @@ def transfer(
         only_target=tuple(only_target or ()), skip_target=tuple(skip_target or ()),
         keep_dtype=keep_dtype, add_unmatched=add_unmatched, allow_unused_rules=allow_unused_rules,
         strict=strict, min_coverage=min_coverage, allow_empty=allow_empty,
+        allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
     )
     if output is None and not dry_run:
         raise typer.BadParameter("an output path is needed, or --dry-run", param_hint="-o")
+    # Before any work: no two outputs, and no output and input, are one file (links included).
+    api.check_distinct([("-o", output), ("--report", report), ("--save-plan", save_plan)],
+                       [("SOURCE", source), ("TARGET", target), ("--plan", plan), ("--map", map_file),
+                        ("--config", config)])
     if report is not None:
-        api.check_output(report, [source, target])  # before any work, not after the output is written
+        api.check_output(report, [source, target], no_clobber=no_clobber)
     from . import render
 
     progress = render.progress_bar() if not (json_ or quiet) and sys.stderr.isatty() and not dry_run else None
@@ -124,10 +135,12 @@ def transfer(
             source, target, output, options, dry_run=dry_run, count_changes=count_changes,
             output_format_name=format_, progress=progress.update if progress else None,
             save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, pin_content=pin_content,
+            report_path=report, no_clobber=no_clobber,
+            hash_output=json_ or report is not None,  # the sha256 is for the JSON report
         )
     doc = result.to_dict() if report is not None or json_ else {}  # a per-tensor document: only when asked for
     if report is not None:
-        api.write_json(report, doc, [source, target])
+        api.write_json(report, doc, [source, target], no_clobber=no_clobber)
     if json_:
         render.print_json(doc)
     elif quiet:

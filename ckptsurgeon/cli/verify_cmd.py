@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .options import AllowUnusedRulesOpt, ConfigOpt, InputPath, JsonOpt, QuietOpt
+from .options import AllowUnusedRulesOpt, ConfigOpt, InputPath, JsonOpt, NoClobberOpt, QuietOpt
 
 
 @app.command("verify")
@@ -34,6 +34,7 @@ def verify_command(
         typer.Option("--exclude", metavar="GLOB", help="Leave out tensors matching a glob, in the checkpoint and the hash file (repeatable)."),
     ] = None,
     allow_unused_rules: AllowUnusedRulesOpt = False,
+    no_clobber: NoClobberOpt = False,
     fail_on_nonfinite: Annotated[
         bool, typer.Option("--fail-on-nonfinite", help="Exit 1 when a float tensor holds NaN or Inf (default: report only).")
     ] = False,
@@ -55,8 +56,10 @@ def verify_command(
     """
     from .. import api
 
+    api.check_distinct([("--write-hashes", write_hashes_to)],
+                       [("PATH", path), ("--hashes", hashes), ("--config", config)])
     if write_hashes_to is not None:
-        api.check_output(write_hashes_to, [path])
+        api.check_output(write_hashes_to, [path], no_clobber=no_clobber)
     result = api.verify(
         path, hashes=hashes, include=include or (), exclude=exclude or (),
         allow_unused_rules=allow_unused_rules, fail_on_nonfinite=fail_on_nonfinite,
@@ -71,7 +74,7 @@ def verify_command(
         diff_render.render_verify(result, render.console(), all_=all_)
     if write_hashes_to is not None:
         if result.ok:
-            api.write_hashes(result.hash_file(), write_hashes_to, result.files)
+            api.write_hashes(result.hash_file(), write_hashes_to, result.files, no_clobber=no_clobber)
             if not quiet:
                 print(f"ckpt: wrote the hashes of {len(result.tensors):,} tensors to {write_hashes_to}", file=sys.stderr)
         else:

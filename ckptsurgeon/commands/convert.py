@@ -41,6 +41,7 @@ from ..formats import (
 from ..formats.base import Reader, ShardedWriter, ShardPlan
 from ..lock import FolderLock
 from ..plan import INPUT, plan_convert
+from ..rules import Rules, apply_rules, unused_rules_failure
 from ..tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
 from ..text import human_bytes, parse_size, quote
 
@@ -62,6 +63,7 @@ class ConvertedTensor:
     shard: str | None = None  # the shard file holding it (sharded output)
     overflow: int = 0  # values finite before the cast and not after it (or out of range)
     byte_copy: bool = False  # moved as a byte range, never through Python memory
+    nonfinite: int | None = None  # NaN / Inf values in the input (counted with fail_on_nonfinite)
 
     @property
     def cast(self) -> bool:
@@ -83,7 +85,7 @@ class ConvertedTensor:
         return {
             "name": self.name, "shape": list(self.shape), "dtype_in": self.dtype_in, "dtype_out": self.dtype_out,
             "nbytes_in": self.nbytes_in, "nbytes_out": self.nbytes_out, "shard": self.shard,
-            "overflow": self.overflow, "byte_copy": self.byte_copy,
+            "overflow": self.overflow, "byte_copy": self.byte_copy, "nonfinite": self.nonfinite,
         }
 
 
@@ -126,7 +128,8 @@ class ConvertReport:
     filters: list[GlobCount] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     shards: list[dict[str, Any]] = field(default_factory=list)  # name, tensors, bytes
-    files: list[dict[str, Any]] = field(default_factory=list)  # written: path, bytes
+    files: list[dict[str, Any]] = field(default_factory=list)  # written: path, bytes, sha256
+    failures: list[str] = field(default_factory=list)  # the value gates that failed (nothing was written)
 
     def dtype_rows(self) -> list[DtypeRow]:
         """One row per (dtype in, dtype out) pair, in order of first appearance."""
@@ -141,7 +144,8 @@ class ConvertReport:
 
     @property
     def ok(self) -> bool:
-        return True  # every check convert makes stops it with an error before anything is written
+        """False when a value gate failed (overflow, NaN/Inf); every other check raises before anything is written."""
+        return not self.failures
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -151,6 +155,8 @@ class ConvertReport:
             "cast_tensors": sum(t.cast for t in self.tensors),
             "byte_copies": sum(t.byte_copy for t in self.tensors),
             "overflow_values": sum(t.overflow for t in self.tensors),
+            "nonfinite_values": (sum(t.nonfinite or 0 for t in self.tensors)
+                                 if any(t.nonfinite is not None for t in self.tensors) else None),
             "excluded_tensors": len(self.excluded),
             "bytes_in": sum(t.nbytes_in for t in self.tensors),
             "bytes_out": sum(t.nbytes_out for t in self.tensors),
@@ -170,7 +176,7 @@ class ConvertReport:
             parts.append(f"{s['overflow_values']:,} values overflowed")
         if s["excluded_tensors"]:
             parts.append(f"{s['excluded_tensors']} excluded")
-        verb = "would convert" if self.dry_run else "converted"
+        verb = "would convert" if self.dry_run else "did not write" if self.failures else "converted"
         plural = "s" if s["tensors"] != 1 else ""
         return f"{verb} {s['tensors']} tensor{plural} ({'; '.join(parts)}) to {out}"
 
@@ -194,6 +200,7 @@ class ConvertReport:
             "shards": self.shards,
             "files": self.files,
             "summary": self.summary,
+            "failures": self.failures,
             "verdict": self.verdict,
         }
 
@@ -209,27 +216,23 @@ def float_dtype(code: str) -> str:
     return canonical
 
 
-def _select(tensors: Sequence[TensorInfo], include: Sequence[str], exclude: Sequence[str]
-            ) -> tuple[list[TensorInfo], list[str], list[GlobCount]]:
+def _select(tensors: Sequence[TensorInfo], include: Sequence[str], exclude: Sequence[str],
+            allow_unused_rules: bool = False) -> tuple[list[TensorInfo], list[str], list[GlobCount]]:
     """The chosen tensors (input order), the excluded names and each glob's match count.
 
-    An include glob that matches no tensor is refused (a typo would silently drop tensors); an
-    exclude glob that matches nothing is reported with a count of 0.
+    The globs are the rules of every other command (:func:`ckptsurgeon.rules.apply_rules`): an
+    ``--include`` or ``--exclude`` glob that matches no tensor is refused (CheckFailed, exit 1;
+    a typo would silently keep or drop tensors) unless ``allow_unused_rules``.
     """
+    renamed = apply_rules([t.name for t in tensors], Rules(include=tuple(include), exclude=tuple(exclude)))
+    unused = renamed.unused()
+    if unused and not allow_unused_rules:
+        raise CheckFailed(None, unused_rules_failure(unused),
+                          hint="list the names with `ckpt inspect`; globs match whole names")
     counts = [GlobCount("include", g, sum(fnmatch.fnmatchcase(t.name, g) for t in tensors)) for g in include]
     counts += [GlobCount("exclude", g, sum(fnmatch.fnmatchcase(t.name, g) for t in tensors)) for g in exclude]
-    unused = [c.glob for c in counts if c.kind == "include" and c.matches == 0]
-    if unused:
-        raise CheckFailed(None, f"--include {unused[0]!r} matches no tensor",
-                          hint="list the names with `ckpt inspect`; globs match whole names")
-    chosen: list[TensorInfo] = []
-    dropped: list[TensorInfo] = []
-    for t in tensors:
-        keep = not include or any(fnmatch.fnmatchcase(t.name, g) for g in include)
-        if keep and any(fnmatch.fnmatchcase(t.name, g) for g in exclude):
-            keep = False
-        (chosen if keep else dropped).append(t)
-    return chosen, [t.name for t in dropped], counts
+    chosen = [t for t in tensors if t.name in renamed.mapping]
+    return chosen, list(renamed.excluded), counts
 
 
 def _carried_metadata(reader: Reader) -> dict[str, str]:
@@ -237,10 +240,6 @@ def _carried_metadata(reader: Reader) -> dict[str, str]:
     if spec(reader.format).shards_of:  # an index's total_size describes the index, not the weights
         meta.pop("total_size", None)
     return meta
-
-
-def _file_sizes(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    return [{"path": str(p), "bytes": p.stat().st_size} for p in paths]
 
 
 def _sharded_writer(fmt: str) -> type[ShardedWriter]:
@@ -304,6 +303,11 @@ def convert(
     dry_run: bool = False,
     force: bool = False,
     progress: Progress | None = None,
+    allow_unused_rules: bool = False,
+    allow_overflow: bool = False,
+    fail_on_nonfinite: bool = False,
+    no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> ConvertReport:
     """Write ``src``'s tensors (those ``include``/``exclude`` choose) to ``out`` in another format.
 
@@ -314,7 +318,13 @@ def convert(
     (created when missing; its parent must exist). ``force`` removes shards of an earlier
     checkpoint with that prefix that this run does not overwrite (otherwise they are refused).
     With ``dry_run`` only headers are read and nothing is written. ``progress`` is called with
-    (bytes written, bytes in all) after each tensor.
+    (bytes written, bytes in all) after each tensor. An ``include`` or ``exclude`` glob that
+    matches nothing raises CheckFailed unless ``allow_unused_rules``. A cast that overflows, unless
+    ``allow_overflow``, and with ``fail_on_nonfinite`` a tensor whose input holds NaN or Inf, fail the
+    report (``ok`` False, ``failures``, the counts per tensor) and nothing is written. With
+    ``no_clobber`` an existing file (a sharded output's index) is never replaced, not even one
+    created meanwhile (OutputError). ``files`` records every file committed with its size and (with
+    ``hash_output``) its sha256.
 
     Raises :class:`~ckptsurgeon.errors.UsageError` (exit 2) for contradictory options or an output
     that is an input, :class:`~ckptsurgeon.errors.InputError` (3) for a bad input and
@@ -326,7 +336,7 @@ def convert(
     dest, fmt = _destination(out, fmt, size)
 
     with open_checkpoint(src) as reader:
-        chosen, excluded, counts = _select(reader.tensors, include, exclude)
+        chosen, excluded, counts = _select(reader.tensors, include, exclude, allow_unused_rules)
         if not reader.tensors:
             raise InputError(reader.path, "holds no tensors; there is nothing to convert")
         if not chosen:
@@ -346,31 +356,44 @@ def convert(
 
         # Refuse a bad destination before anything is written (and in a dry run too).
         new_dir = size is not None and not dest.parent.exists()
-        check_output(dest.parent if new_dir else dest, inputs)  # nothing in a new directory can be an input
-        with _claimed(dest, sharded=size is not None and not dry_run, create=new_dir):
-            layout: ShardPlan | None = None
-            if size is not None:
-                writer = _sharded_writer(fmt)
-                layout = writer.plan_layout(dest, [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan], size)
-                for path in layout.paths if not new_dir else ():
-                    check_output(path, inputs)
-                writer.check_stale(layout, force=force, inputs=inputs)
-                where = layout.weight_map()
-                for t in plan:
-                    t.shard = where[t.name]
-                report.shards = [{"name": n, "tensors": len(g), "bytes": sum(s.nbytes for s in g)}
-                                 for n, g in zip(layout.names, layout.groups, strict=True)]
-            if dry_run:
-                return report
+        # nothing in a new directory can be an input
+        check_output(dest.parent if new_dir else dest, inputs, no_clobber=no_clobber and not new_dir)
+        from ..execute import GateFailed
 
-            from ..execute import write_checkpoint
+        try:  # a failed value gate leaves nothing, not even a folder made for the shards
+            with _claimed(dest, sharded=size is not None and not dry_run, create=new_dir):
+                layout: ShardPlan | None = None
+                if size is not None:
+                    writer = _sharded_writer(fmt)
+                    layout = writer.plan_layout(dest, [TensorSpec(t.name, t.shape, t.dtype_out) for t in plan], size)
+                    for path in layout.paths if not new_dir else ():
+                        check_output(path, inputs)
+                    writer.check_stale(layout, force=force, inputs=inputs)
+                    where = layout.weight_map()
+                    for t in plan:
+                        t.shard = where[t.name]
+                    report.shards = [{"name": n, "tensors": len(g), "bytes": sum(s.nbytes for s in g)}
+                                     for n, g in zip(layout.names, layout.groups, strict=True)]
+                if dry_run:
+                    return report
 
-            written = write_checkpoint(
-                dest, fmt, steps, {INPUT: reader}, metadata=report.metadata,
-                like=reader if writes_like(reader, fmt) else None, progress=progress, cast=None,
-                writer_options={"shard_size": size, "force": force, "inputs": inputs} if layout is not None else None,
-            )
-            report.files = _file_sizes([*layout.paths, dest] if layout is not None else [dest])
+                from ..execute import ValueGates, write_checkpoint
+
+                written = write_checkpoint(
+                    dest, fmt, steps, {INPUT: reader}, metadata=report.metadata,
+                    like=reader if writes_like(reader, fmt) else None, progress=progress, cast=None,
+                    writer_options={"shard_size": size, "force": force, "inputs": inputs} if layout is not None else None,
+                    gates=ValueGates(allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite),
+                    no_clobber=no_clobber, hash_files=hash_output,
+                )
+                report.files = [c.to_dict() for c in written.files]  # sizes and hashes of the bytes committed
+                if written.files:
+                    report.output |= written.files[-1].summary()
+        except GateFailed as failed:  # nothing was written; the report keeps the counts
+            outcomes, report.failures = failed.outcomes, failed.failures
+        else:
+            outcomes = written.outcomes
         for t in plan:
-            t.overflow, t.byte_copy = written.outcomes[t.name].overflow, written.outcomes[t.name].byte_copy
+            o = outcomes[t.name]
+            t.overflow, t.byte_copy, t.nonfinite = o.overflow, o.byte_copy, o.nonfinite
         return report

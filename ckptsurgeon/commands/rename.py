@@ -16,7 +16,7 @@ from ..atomic import check_output
 from ..errors import CheckFailed, UsageError
 from ..formats import open_checkpoint, output_format, writes_like
 from ..plan import INPUT, Plan, plan_rename
-from ..rules import Renamed, Rules
+from ..rules import Renamed, Rules, unused_rules_failure
 from ..text import blame, plural
 
 Progress = Callable[[int, int], None]
@@ -92,12 +92,16 @@ def run(
     output_format_name: str | None = None,
     progress: Progress | None = None,
     check: bool = False,
+    no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``; bytes, dtypes and metadata stay.
 
     ``--include`` / ``--exclude`` choose which tensors are written. Two names renamed onto one
     raise CheckFailed naming both. A rule that matches nothing, or filters that leave nothing,
     fail the report (``ok`` False, nothing written; with ``check`` a CheckFailed carrying it).
+    ``no_clobber``: never replace an existing file (exit 4), not even one created meanwhile. The
+    report's ``output`` records the committed file's size and (with ``hash_output``) its sha256.
     """
     if output is None and not dry_run:
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
@@ -107,7 +111,7 @@ def run(
         fmt = None
         if output is not None:
             fmt = output_format(output, output_format_name)
-            check_output(output, reader.files)
+            check_output(output, reader.files, no_clobber=no_clobber)
         report = RenameReport(
             path=str(path), format=reader.format,
             output=None if output is None else {"path": str(output), "format": fmt},
@@ -115,9 +119,7 @@ def run(
         )
         unused = plan.renamed.unused()
         if unused and not allow_unused_rules:
-            report.failures.append(
-                f"{len(unused)} rule(s) matched no tensor name: {'; '.join(unused)} (--allow-unused-rules accepts that)"
-            )
+            report.failures.append(unused_rules_failure(unused))
         if not plan.steps:
             report.failures.append("no tensor is left to write after the filters")
         if report.failures:
@@ -129,6 +131,9 @@ def run(
         from ..execute import write_checkpoint
 
         written = write_checkpoint(Path(output), fmt, plan, {INPUT: reader}, metadata=reader.metadata,
-                                   like=reader if writes_like(reader, fmt) else None, progress=progress)
+                                   like=reader if writes_like(reader, fmt) else None, progress=progress,
+                                   no_clobber=no_clobber, hash_files=hash_output)
         report.layout_fallback = written.layout_fallback
+        if report.output is not None and written.files:
+            report.output |= written.files[-1].summary()
         return report

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..atomic import check_output, write_text
+from ..atomic import check_distinct, check_output, write_text
 from ..errors import CheckFailed, UsageError
 from ..formats import open_checkpoint, output_format, writes_like
 from ..formats.base import Reader
@@ -39,7 +39,7 @@ from ..plan import (
 )
 from ..plan_file import SavedPlan, ignored_options, load_plan, plan_to_dict, rule_texts
 from ..tensors import TensorInfo, gc_paused
-from ..text import blame, human, plural
+from ..text import blame, human, listing, plural
 
 if TYPE_CHECKING:
     from ..execute import Outcome
@@ -139,6 +139,18 @@ class TransferReport:
             ))
         return rows
 
+    def on_purpose_notes(self) -> list[str]:
+        """One line per rule that left tensors out on purpose: which, on which side (--strict does not count them)."""
+        by_rule: dict[str, dict[str, list[str]]] = {}
+        for side, name, rule in self.plan.on_purpose:
+            by_rule.setdefault(rule, {}).setdefault(side, []).append(name)
+        lines = []
+        for rule, sides in by_rule.items():
+            parts = [f"{plural(len(names), f'{side} tensor')} ({listing(names)})" for side, names in sides.items()]
+            tail = "; not counted by --strict" if self.plan.options.strict else ""
+            lines.append(f"left out on purpose by {rule}: {', '.join(parts)}{tail}")
+        return lines
+
     @property
     def hints(self) -> list[tuple[str, str]]:
         """(target tensor, closest unused source tensor of its shape) for targets with no source."""
@@ -168,9 +180,12 @@ class TransferReport:
             "shape_mismatches": kinds.get(SHAPE_MISMATCH, 0),
             "casts": sum(1 for s in replaced if s.cast),
             "overflowed_values": sum(o.overflow for o in self.outcomes.values()),
+            "nonfinite_values": (sum(o.nonfinite or 0 for o in self.outcomes.values())
+                                 if any(o.nonfinite is not None for o in self.outcomes.values()) else None),
             "source_tensors": self.plan.source_count,
             "source_tensors_unused": len(self.plan.unused_sources),
             "source_tensors_excluded": len(self.plan.excluded_sources),
+            "excluded_on_purpose": len(self.plan.on_purpose),
             "changed_values": (
                 sum(o.changed or 0 for o in self.outcomes.values())
                 if self.outcomes and all(o.changed is not None for o in self.outcomes.values()) else None
@@ -217,6 +232,7 @@ class TransferReport:
                 "hint": s.hint,
                 "overflow": o.overflow if o else None,
                 "changed": o.changed if o else None,
+                "nonfinite": o.nonfinite if o else None,
             })
         return out
 
@@ -237,7 +253,7 @@ class TransferReport:
                 "rule": h.rule, "action": h.action, "prefix": h.prefix, "matches_before": h.before, "matches_after": h.after,
             },
             "rules": [{"rule": r.text, "matches": n} for r, n in plan.renamed.rule_counts]
-            + [{"rule": text, "matches": n} for text, n in plan.renamed.glob_counts],
+            + [{"rule": text, "matches": n} for text, n in plan.renamed.glob_counts + plan.target_glob_counts],
             "map": None if not plan.options.rules.name_map else {
                 "entries": len(plan.options.rules.name_map), "used": plan.renamed.map_used,
             },
@@ -245,6 +261,7 @@ class TransferReport:
             "layers": [r.to_dict() for r in self.layer_rows(collapse=False)],
             "unused_sources": list(plan.unused_sources),
             "excluded_sources": [{"name": n, "reason": r} for n, r in plan.excluded_sources],
+            "excluded_on_purpose": [{"side": side, "name": n, "rule": rule} for side, n, rule in plan.on_purpose],
             "summary": self.summary,
             "failures": self.failures,
             "verdict": self.verdict,
@@ -351,6 +368,9 @@ def run(
     verify: bool = False,
     check: bool = False,
     pin_content: bool = False,
+    report_path: str | Path | None = None,
+    no_clobber: bool = False,
+    hash_output: bool = True,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -365,6 +385,11 @@ def run(
     honour (UsageError, exit 2).
     ``provenance`` records the tool version, the inputs' sha256 and the rules in the output's
     metadata. ``verify`` re-reads the written file before it is renamed into place.
+    ``report_path`` is where the caller will write the report: it is checked with the other
+    outputs before any work (no two outputs, and no output and input, may be one file).
+    ``no_clobber``: no existing file is replaced (exit 4), not even one another run creates while
+    this one writes. The report's ``output`` records the committed file's size and (with
+    ``hash_output``) the sha256 of its bytes.
     """
     options = options or TransferOptions()
     if output is None and not dry_run:
@@ -374,6 +399,8 @@ def run(
                          "(the plan's steps already decide it): leave them out, or plan again")
     if pin_content and plan_file is None:
         raise UsageError(None, "--pin-content checks the inputs against a saved plan: it needs --plan")
+    check_distinct([("-o", output), ("--report", report_path), ("--save-plan", save_plan)],
+                   [("SOURCE", source), ("TARGET", target), ("--plan", plan_file)])
     with open_checkpoint(source) as src, open_checkpoint(target) as tgt:
         plan = plan_readers(src, tgt, options)  # with a saved plan: the same-file guard
         replayed = None
@@ -384,9 +411,10 @@ def run(
         fmt = None
         if output is not None:
             fmt = output_format(output, output_format_name)
-            check_output(output, inputs)
-        if save_plan is not None:
-            check_output(save_plan, inputs)
+            check_output(output, inputs, no_clobber=no_clobber)
+        for also in (save_plan, report_path):
+            if also is not None:
+                check_output(also, inputs, no_clobber=no_clobber)  # also against every shard of a sharded input
         report = TransferReport(
             source=describe_input(src), target=describe_input(tgt),
             output=None if output is None else {"path": str(output), "format": fmt},
@@ -399,18 +427,27 @@ def run(
             return report
         if save_plan is not None:
             doc = plan_to_dict(plan, src, tgt)
-            write_text(save_plan, json.dumps(doc, indent=2, ensure_ascii=False) + "\n", inputs)
+            write_text(save_plan, json.dumps(doc, indent=2, ensure_ascii=False) + "\n", inputs, no_clobber=no_clobber)
         if dry_run or output is None or fmt is None:
             return report
         metadata = dict(tgt.metadata)
         if provenance:
             metadata |= _provenance(src, tgt, options, replayed, plan_file)
-        from ..execute import write_checkpoint
+        from ..execute import GateFailed, ValueGates, write_checkpoint
 
-        written = write_checkpoint(
-            Path(output), fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
-            like=tgt if writes_like(tgt, fmt) else None, count_changes=TARGET if count_changes else None,
-            progress=progress, verify=verify,
-        )
+        gates = ValueGates(allow_overflow=options.allow_overflow, fail_on_nonfinite=options.fail_on_nonfinite)
+        try:
+            written = write_checkpoint(
+                Path(output), fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
+                like=tgt if writes_like(tgt, fmt) else None, count_changes=TARGET if count_changes else None,
+                progress=progress, verify=verify, gates=gates, no_clobber=no_clobber, hash_files=hash_output,
+            )
+        except GateFailed as failed:  # nothing was written; the report keeps the counts
+            report.outcomes, report.failures = failed.outcomes, failed.failures
+            if check:
+                raise CheckFailed(tgt.path, "; ".join(report.failures), report=report) from None
+            return report
         report.outcomes = written.outcomes
+        if report.output is not None and written.files:
+            report.output |= written.files[-1].summary()
         return report

@@ -180,10 +180,12 @@ class HashFile:
         return cls.from_dict(doc, path)
 
 
-def write_hashes(hashes: HashFile, dest: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
-    """Write a hash file atomically; ``inputs`` (the checkpoint's files) are never overwritten."""
-    dest = check_output(dest, inputs)
-    with atomic_path(dest) as tmp, open(tmp, "x", encoding="utf-8") as f:
+def write_hashes(hashes: HashFile, dest: str | Path, inputs: Iterable[str | Path] = (), *,
+                 no_clobber: bool = False) -> Path:
+    """Write a hash file atomically; ``inputs`` (the checkpoint's files) are never overwritten, nor,
+    with ``no_clobber``, any existing file."""
+    dest = check_output(dest, inputs, no_clobber=no_clobber)
+    with atomic_path(dest, no_clobber=no_clobber) as tmp, open(tmp, "x", encoding="utf-8") as f:
         f.write(json.dumps(hashes.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return dest
 

@@ -20,7 +20,7 @@ from ckptsurgeon import values
 from ckptsurgeon.atomic import TEMP_MARK
 from ckptsurgeon.cli.convert_render import render_convert
 from ckptsurgeon.commands.convert import convert
-from ckptsurgeon.errors import InputError, OutputError, UsageError
+from ckptsurgeon.errors import CheckFailed, InputError, OutputError, UsageError
 from ckptsurgeon.formats import open_checkpoint
 from ckptsurgeon.formats.safetensors import reader as st_reader
 from ckptsurgeon.formats.safetensors import writer as st_writer
@@ -80,7 +80,9 @@ def test_every_corpus_format_converts_byte_exact(rel: str, fmt: str, corpus: Pat
     truth = expected(manifest, rel)
     assert {n: got[n] for n in truth} == truth  # and the producing library's own record of them
     assert report.output["format"] == fmt and report.summary["tensors"] == len(got)
-    assert report.files == [{"path": str(out), "bytes": out.stat().st_size}]
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()  # the file's bytes, as committed
+    assert report.files == [{"path": str(out), "bytes": out.stat().st_size, "sha256": digest}]
+    assert report.output["sha256"] == digest
     assert leftovers(tmp_path) == []
 
 
@@ -250,7 +252,11 @@ def test_error_mid_write_leaves_an_existing_single_file_untouched(
 def test_include_and_exclude(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = corpus / "torch/smallcnn.safetensors"
     out = tmp_path / "o.npz"
-    report = convert(src, out, include=["conv*", "bn1.*"], exclude=["*.num_batches_tracked", "nothing*"])
+    with pytest.raises(CheckFailed, match=r"--exclude 'nothing\*'"):  # an unused exclude glob too, as everywhere
+        convert(src, out, include=["conv*", "bn1.*"], exclude=["*.num_batches_tracked", "nothing*"])
+    assert not out.exists()
+    report = convert(src, out, include=["conv*", "bn1.*"], exclude=["*.num_batches_tracked", "nothing*"],
+                     allow_unused_rules=True)
     with open_checkpoint(out) as r:
         names = [t.name for t in r.tensors]
     assert names and all(n.startswith(("conv", "bn1.")) for n in names)
@@ -260,7 +266,8 @@ def test_include_and_exclude(corpus: Path, tmp_path: Path, capsys: pytest.Captur
         ("exclude", "nothing*", 0)]
     assert len(report.excluded) == 16 - len(names)
     code, _, err = run(["convert", str(src), "-o", str(tmp_path / "x.npz"), "--include", "cnov*"], capsys)
-    assert code == 1 and "--include 'cnov*' matches no tensor" in err  # an unused glob is a failed check, as everywhere and not (tmp_path / "x.npz").exists()
+    assert code == 1 and "matched no tensor name: --include 'cnov*'" in err  # an unused glob is a failed check
+    assert not (tmp_path / "x.npz").exists()
     code, _, err = run(["convert", str(src), "-o", str(tmp_path / "x.npz"), "--exclude", "*"], capsys)
     assert code == 2 and one_line(err).endswith("no tensors to write: --exclude '*' left none of 16")
 
@@ -395,7 +402,7 @@ def test_table_golden(tmp_path: Path) -> None:
     weight[0] = 1e9
     save_file({"a.weight": weight, "a.bias": np.ones(3, np.float32), "a.steps": np.array([5]),
                "skip.me": np.zeros(2, np.float32)}, src, metadata={"format": "pt"})
-    report = convert(src, tmp_path / "out.npz", dtype="F16", exclude=["skip.*"])
+    report = convert(src, tmp_path / "out.npz", dtype="F16", exclude=["skip.*"], allow_overflow=True)
     buffer = io.StringIO()
     render_convert(report, Console(file=buffer, width=100, color_system=None, no_color=True))
     assert buffer.getvalue().replace(str(tmp_path), "DIR") == GOLDEN
