@@ -12,20 +12,24 @@ from types import FrameType
 from typing import Annotated, Any, NoReturn, TextIO
 
 import typer
-
 import typer.core
-
-# The click typer runs on: recent typer versions carry their own copy, older ones use the click package.
-_click_exceptions: Any = getattr(typer.core, "_click", None)
-if _click_exceptions is None:  # pragma: no cover - older typer
-    import click as _click_exceptions
-ClickException: type[Exception] = _click_exceptions.exceptions.ClickException
-NoArgsIsHelpError: type[Exception] | None = getattr(_click_exceptions.exceptions, "NoArgsIsHelpError", None)
 
 from .. import __version__
 from ..atomic import interrupt
 from ..errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_USAGE, printable
 from . import errors
+
+
+def _click_errors() -> tuple[type[Exception], type[Exception] | None]:
+    """click's ClickException and NoArgsIsHelpError (None before click 8.2), from the click typer runs on:
+    recent typer versions carry their own copy, older ones use the click package."""
+    import importlib
+
+    click: Any = getattr(typer.core, "_click", None) or importlib.import_module("click")
+    return click.exceptions.ClickException, getattr(click.exceptions, "NoArgsIsHelpError", None)
+
+
+ClickException, NoArgsIsHelpError = _click_errors()
 
 app = typer.Typer(
     name="ckpt",
@@ -92,7 +96,7 @@ class Command(typer.core.TyperCommand):
             if isinstance(param, typer.core.TyperArgument) and param.metavar is None:
                 param.metavar = (param.name or "").upper()
 
-    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if isinstance(param, typer.core.TyperArgument):
