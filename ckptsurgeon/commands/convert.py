@@ -194,6 +194,7 @@ class ConvertReport:
             "shards": self.shards,
             "files": self.files,
             "summary": self.summary,
+            "ok": self.ok,
             "verdict": self.verdict,
         }
 

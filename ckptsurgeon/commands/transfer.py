@@ -198,7 +198,9 @@ class TransferReport:
             extras.append(plural(s["changed_values"], "value changed", "values changed"))
         if self.dry_run:
             extras.append("dry run, nothing written")
-        return "; ".join([text, *extras])
+        elif not self.ok:
+            extras.append("nothing written")
+        return ("" if self.ok else "FAILED: ") + "; ".join([text, *extras])
 
     # --- JSON -----------------------------------------------------------------------------
     def tensor_dicts(self) -> list[dict[str, Any]]:
@@ -241,6 +243,7 @@ class TransferReport:
             "unused_sources": list(plan.unused_sources),
             "excluded_sources": [{"name": n, "reason": r} for n, r in plan.excluded_sources],
             "summary": self.summary,
+            "ok": self.ok,
             "failures": self.failures,
             "verdict": self.verdict,
         }
