@@ -36,7 +36,7 @@ app = typer.Typer(
     help="Checkpoint surgery: inspect, transfer, rename and convert model weights "
     "(safetensors, HDF5/Keras, npz) without loading a framework.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,  # help texts are plain; rich's markup parser is not imported on every start
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -102,3 +102,17 @@ def test_usage_lines_name_their_arguments(command: str, usage: str, capsys: pyte
     assert out.splitlines()[0] == usage
     arguments = out[out.index("Arguments:"):out.index("Options:")]
     assert "{" not in out.splitlines()[0] and usage.split("] ")[1].split()[0] in arguments
+
+
+def test_shell_completion(capsys: pytest.CaptureFixture[str]) -> None:
+    from ..support.cli import run
+
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and "--install-completion" in out and "--show-completion" in out
+    code, out, _ = run(["--show-completion", "bash"], capsys)
+    assert code == 0 and "_ckpt_completion" in out and "_CKPT_COMPLETE" in out
+    # what the installed script asks: the commands, and a command's options
+    p = ckpt(env={"_CKPT_COMPLETE": "complete_bash", "COMP_WORDS": "ckpt tr", "COMP_CWORD": "1"})
+    assert p.returncode == 0 and p.stdout.split() == ["transfer"]
+    p = ckpt(env={"_CKPT_COMPLETE": "complete_bash", "COMP_WORDS": "ckpt transfer --str", "COMP_CWORD": "2"})
+    assert p.returncode == 0 and set(p.stdout.split()) == {"--strip-prefix", "--strict"}
