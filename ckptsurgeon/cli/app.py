@@ -87,6 +87,9 @@ def register_commands(args: list[str] | None = None) -> None:
             info.cls = Command
 
 
+_RUN = {"json": False}  # what the command line of the current run asked for, once parsed
+
+
 class Command(typer.core.TyperCommand):
     """A command whose usage line names its arguments: ``ckpt transfer [OPTIONS] SOURCE TARGET``."""
 
@@ -95,6 +98,12 @@ class Command(typer.core.TyperCommand):
         for param in self.params:
             if isinstance(param, typer.core.TyperArgument) and param.metavar is None:
                 param.metavar = (param.name or "").upper()
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        if ctx.params.get("json_"):  # --json, also when a --config recipe sets it
+            _RUN["json"] = True
+        return rest
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -292,7 +301,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """
     args = sys.argv[1:] if argv is None else argv
     debug = _debug_wanted(args)
-    json_wanted = _json_wanted(args)
+    _RUN["json"] = False
     stdout = sys.stdout
     code: int | str | None = 0
     error: BaseException | None = None
@@ -308,7 +317,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
             except SystemExit as exc:  # shell completion, or sys.exit in a command
                 code = exc.code
             sys.stdout.flush()  # a reader that went away shows here when the output was small
-            if _reader_gone(stdout):
+            if guards.stdout is not None and guards.stdout.written and _reader_gone(stdout):
                 raise _StdoutClosed
         except BaseException as exc:  # sorted out below, with the signals on hold
             error = exc
@@ -343,19 +352,24 @@ def main(argv: list[str] | None = None) -> NoReturn:
             try:
                 line, code = errors.message(error)
                 _say(f"ckpt: error: {line}")
-                doc = errors.error_document(error) if json_wanted else None
             except MemoryError:  # still no room: the line made at import, written without a new object
                 with contextlib.suppress(OSError):
                     os.write(2, _OUT_OF_MEMORY_LINE)
                 code = EXIT_INTERNAL
         elif error is not None:  # KeyboardInterrupt raised by hand, GeneratorExit ...: not ours to swallow
             raise error
-        if json_wanted and doc is not None and guards.stdout is not None and not guards.stdout.written:
+        json_wanted = _RUN["json"] or _json_wanted(args)  # the parsed option, or the word before parsing failed
+        if json_wanted and guards.stdout is not None and not guards.stdout.written:
             try:
-                from .render import print_json
+                if doc is None and isinstance(error, Exception) and code:
+                    doc = errors.error_document(error)
+                if doc is not None:
+                    from .render import print_json
 
-                print_json(doc)
+                    print_json(doc)
                 sys.stdout.flush()
             except _StdoutClosed:
                 _silence_stdout(stdout)
+            except MemoryError:  # the line on stderr was said; the document is left out
+                pass
     sys.exit(code)

@@ -165,3 +165,13 @@ def test_every_schema_is_a_valid_json_schema() -> None:
         jsonschema.Draft202012Validator.check_schema(doc)
         assert doc["$id"].startswith("ckptsurgeon/"), path
     assert {"plan.schema.json", "error.schema.json"} <= {p.name for p in SCHEMAS.iterdir()}
+
+
+def test_json_set_by_a_recipe_also_gives_the_error_document(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = tmp_path / "inspect.toml"
+    recipe.write_text('path = "missing.safetensors"\njson = true\n')
+    code, out, err = run(["inspect", "--config", str(recipe)], capsys)
+    assert code == 3 and one_line(err)
+    doc = one_document(out)
+    assert doc["error"]["file"] == str(tmp_path / "missing.safetensors")
