@@ -123,13 +123,13 @@ def _on_purpose(raw: object, src: dict[str, TensorInfo], tgt: dict[str, TensorIn
     """What the plan's rules left out on purpose (``--strict`` does not count it), checked against the inputs."""
     if not isinstance(raw, list):
         raise ValueError("excluded_on_purpose is not a list")
-    found = []
+    found: list[tuple[str, str, str]] = []
     for entry in raw:
         side, name, rule = (entry.get(k) for k in ("side", "name", "rule")) if isinstance(entry, dict) else (None,) * 3
-        names = src if side == SOURCE else tgt if side == TARGET else None
+        names = {SOURCE: src, TARGET: tgt}.get(side) if isinstance(side, str) else None
         if names is None or not isinstance(name, str) or not isinstance(rule, str) or name not in names:
             raise ValueError(f"excluded_on_purpose entry {entry!r} does not name a tensor of these inputs")
-        found.append((side, name, rule))
+        found.append((str(side), name, rule))
     return tuple(found)
 
 

@@ -12,18 +12,31 @@ from types import FrameType
 from typing import Annotated, Any, NoReturn, TextIO
 
 import typer
+import typer.core
 
 from .. import __version__
 from ..atomic import interrupt
-from ..errors import EXIT_INTERNAL
+from ..errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_USAGE, printable
 from . import errors
+
+
+def _click_errors() -> tuple[type[Exception], type[Exception] | None]:
+    """click's ClickException and NoArgsIsHelpError (None before click 8.2), from the click typer runs on:
+    recent typer versions carry their own copy, older ones use the click package."""
+    import importlib
+
+    click: Any = getattr(typer.core, "_click", None) or importlib.import_module("click")
+    return click.exceptions.ClickException, getattr(click.exceptions, "NoArgsIsHelpError", None)
+
+
+ClickException, NoArgsIsHelpError = _click_errors()
 
 app = typer.Typer(
     name="ckpt",
     help="Checkpoint surgery: inspect, transfer, rename and convert model weights "
     "(safetensors, HDF5/Keras, npz) without loading a framework.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,  # help texts are plain; rich's markup parser is not imported on every start
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -69,6 +82,36 @@ def register_commands(args: list[str] | None = None) -> None:
     modules = [COMMANDS[named]] if named in COMMANDS else list(COMMANDS.values())
     for module in modules:
         importlib.import_module(f"{__package__}.{module}")
+    for info in getattr(app, "registered_commands", ()):  # (a test may stand a prebuilt command in for app)
+        if info.cls in (None, typer.core.TyperCommand):
+            info.cls = Command
+
+
+_RUN = {"json": False}  # what the command line of the current run asked for, once parsed
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose usage line names its arguments: ``ckpt transfer [OPTIONS] SOURCE TARGET``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, typer.core.TyperArgument) and param.metavar is None:
+                param.metavar = (param.name or "").upper()
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        if ctx.params.get("json_"):  # --json, also when a --config recipe sets it
+            _RUN["json"] = True
+        return rest
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, typer.core.TyperArgument):
+                name = (param.metavar or param.name or "").upper() + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
 
 
 def _debug_wanted(argv: list[str]) -> bool:
@@ -103,8 +146,10 @@ class _Stdout:
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
+        self.written = False  # whether the run printed anything (with --json: its report)
 
     def write(self, text: str) -> int:
+        self.written = self.written or bool(text)
         try:
             return self._stream.write(text)
         except BrokenPipeError as exc:
@@ -137,6 +182,7 @@ class _RunGuards:
         self._raised = False
         self._previous: dict[int, Any] = {}
         self._stdout: TextIO | None = None
+        self.stdout: _Stdout | None = None
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if not self._raised:
@@ -154,7 +200,8 @@ class _RunGuards:
                     self._previous[sig] = current
                     signal.signal(sig, self._handler)
         self._stdout = sys.stdout
-        sys.stdout = _Stdout(sys.stdout)
+        self.stdout = _Stdout(sys.stdout)
+        sys.stdout = self.stdout
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -198,6 +245,47 @@ def _silence_stdout(stream: TextIO) -> None:
             os.close(devnull)
 
 
+def _json_wanted(argv: list[str]) -> bool:
+    """Whether the command line asks for ``--json`` (before a ``--`` that ends the options)."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
+def _reader_gone(stream: TextIO) -> bool:
+    """Whether ``stream`` is a pipe whose reader has gone away.
+
+    A write that fills the pipe while the reader leaves can end as a short write that raises
+    nothing, so a run whose output was cut short would otherwise end 0; poll says so (POLLERR).
+    """
+    import select
+    import stat
+
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _usage_error(exc: Any) -> tuple[str, str]:
+    """A usage error of the command line as (problem, hint): ``transfer: missing argument 'SOURCE'``."""
+    text = " ".join(exc.format_message().split()).rstrip(".")
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "ckpt"
+    command = path.partition(" ")[2]
+    return printable(f"{command}: {text}" if command else text), f"see '{path} --help'"
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; every error a user can cause ends as one line on stderr and a documented exit code.
 
@@ -205,32 +293,57 @@ def main(argv: list[str] | None = None) -> NoReturn:
     after SIGTERM (one line on stderr; an output being written is removed, the destination is left
     as it was); 141, silently, when stdout is a pipe whose reader went away. Which exception
     gives which line and code is :mod:`ckptsurgeon.cli.errors`' table. No error shows a traceback
-    unless --debug (or CKPT_DEBUG=1).
+    unless --debug (or CKPT_DEBUG=1). A usage error of the command line (exit 2) is one line too.
+
+    With ``--json`` every run prints exactly one JSON document on stdout: the command's report, or,
+    when the run ended before printing it, an error document (schema ``ckptsurgeon/error/1``) with
+    the exit code and the same error as the line on stderr. Only 141 prints nothing.
     """
     args = sys.argv[1:] if argv is None else argv
     debug = _debug_wanted(args)
+    _RUN["json"] = False
     stdout = sys.stdout
     code: int | str | None = 0
     error: BaseException | None = None
+    doc: dict[str, Any] | None = None
     with _RunGuards() as guards:
         try:
             try:
-                # Standalone mode: typer reports its own usage errors (exit 2) and handles --help;
-                # it always ends with SystemExit.
+                # Not standalone: click's usage errors come here to be told in one line; --help and
+                # typer.Exit return their exit code.
                 register_commands(args)
-                app(args=args, prog_name="ckpt")
-            except SystemExit as exc:
+                result = app(args=args, prog_name="ckpt", standalone_mode=False)
+                code = result if isinstance(result, int) else 0
+            except SystemExit as exc:  # shell completion, or sys.exit in a command
                 code = exc.code
             sys.stdout.flush()  # a reader that went away shows here when the output was small
+            if guards.stdout is not None and guards.stdout.written and _reader_gone(stdout):
+                raise _StdoutClosed
         except BaseException as exc:  # sorted out below, with the signals on hold
             error = exc
         guards.hold()
         if isinstance(error, Interrupted):
-            _say(f"ckpt: error: interrupted by {signal.Signals(error.signum).name}; no partial output was left behind")
+            line = f"interrupted by {signal.Signals(error.signum).name}; no partial output was left behind"
+            _say(f"ckpt: error: {line}")
             code = error.exit_code
+            doc = errors.document(code, "interrupted", line)
         elif isinstance(error, _StdoutClosed):
             _silence_stdout(stdout)
             code = EXIT_SIGPIPE
+        elif NoArgsIsHelpError is not None and isinstance(error, NoArgsIsHelpError):  # `ckpt` alone: the help, on stderr
+            with contextlib.suppress(OSError, ValueError):
+                error.show()  # type: ignore[attr-defined]
+            code = EXIT_USAGE
+            doc = errors.document(code, "usage", "no command given")
+        elif isinstance(error, ClickException):
+            problem, hint = _usage_error(error)
+            _say(f"ckpt: error: {problem} ({hint})")
+            code = getattr(error, "exit_code", EXIT_USAGE)
+            doc = errors.document(code, "usage", problem, hint=hint)
+        elif isinstance(error, typer.Abort):  # end of input at a prompt
+            _say("ckpt: error: aborted")
+            code = EXIT_CHECK_FAILED
+            doc = errors.document(code, "interrupted", "aborted")
         elif error is not None and debug:
             raise error
         elif isinstance(error, Exception):
@@ -245,4 +358,18 @@ def main(argv: list[str] | None = None) -> NoReturn:
                 code = EXIT_INTERNAL
         elif error is not None:  # KeyboardInterrupt raised by hand, GeneratorExit ...: not ours to swallow
             raise error
+        json_wanted = _RUN["json"] or _json_wanted(args)  # the parsed option, or the word before parsing failed
+        if json_wanted and guards.stdout is not None and not guards.stdout.written:
+            try:
+                if doc is None and isinstance(error, Exception) and code:
+                    doc = errors.error_document(error)
+                if doc is not None:
+                    from .render import print_json
+
+                    print_json(doc)
+                sys.stdout.flush()
+            except _StdoutClosed:
+                _silence_stdout(stdout)
+            except MemoryError:  # the line on stderr was said; the document is left out
+                pass
     sys.exit(code)

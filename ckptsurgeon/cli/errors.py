@@ -14,11 +14,32 @@ driven out of order), any other Exception
 ==========================================  ====  ==========================================
 
 Signals (130, 143) and a closed stdout (141) are not errors: :mod:`ckptsurgeon.cli.app` handles them.
+
+With ``--json`` a run that printed no report prints :func:`document` instead: the same error as one
+JSON document of schema ``ckptsurgeon/error/1`` (``ckptsurgeon/schemas/error.schema.json``).
 """
 
 from __future__ import annotations
 
-from ..errors import EXIT_INTERNAL, CkptError
+from typing import Any
+
+from ..errors import (
+    EXIT_INTERNAL,
+    CheckFailed,
+    CkptError,
+    InputError,
+    OutputError,
+    UnsafeInputError,
+    UsageError,
+    printable,
+)
+
+ERROR_SCHEMA = "ckptsurgeon/error/1"
+# The ``kind`` of an error document, most specific class first.
+KINDS: tuple[tuple[type[CkptError], str], ...] = (
+    (CheckFailed, "check_failed"), (UsageError, "usage"), (UnsafeInputError, "unsafe_input"),
+    (InputError, "input"), (OutputError, "output"),
+)
 
 _REPORT = "this is a bug in ckptsurgeon; rerun with --debug and report the traceback"
 
@@ -33,3 +54,32 @@ def message(exc: Exception) -> tuple[str, int]:
         return ("internal error: out of memory (MemoryError) while no input was being read "
                 "(rerun with --debug to see where)", EXIT_INTERNAL)
     return f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())} ({_REPORT})", EXIT_INTERNAL
+
+
+def kind(exc: BaseException, code: int) -> str:
+    """The ``kind`` of the error document for ``exc`` (which exited ``code``)."""
+    if code == EXIT_INTERNAL:
+        return "internal"
+    for cls, name in KINDS:
+        if isinstance(exc, cls):
+            return name
+    return "usage" if code == 2 else "internal"
+
+
+def document(code: int, kind: str, message: str, *, file: str | None = None, hint: str | None = None) -> dict[str, Any]:
+    """The ``--json`` document of a run that ended with an error instead of a report."""
+    return {
+        "schema": ERROR_SCHEMA,
+        "ok": False,
+        "exit_code": code,
+        "error": {"kind": kind, "file": file, "message": printable(message),
+                  "hint": None if hint is None else printable(hint)},
+    }
+
+
+def error_document(exc: Exception) -> dict[str, Any]:
+    """:func:`document` for an exception :func:`message` maps to a code."""
+    line, code = message(exc)
+    if isinstance(exc, CkptError) and code != EXIT_INTERNAL:
+        return document(code, kind(exc, code), exc.problem, file=exc.path, hint=exc.hint)
+    return document(code, kind(exc, code), line)

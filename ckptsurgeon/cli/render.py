@@ -27,14 +27,23 @@ if TYPE_CHECKING:  # rich's console and tables are imported where they are used:
     from ..tensors import TensorInfo
 
 
+# Without a terminal (a pipe, a CI log) nothing is wrapped: a line is as long as its table needs, so a
+# tensor name is never broken across lines and a grep for it finds it. Tables are not expanded, so
+# this is a bound that no table reaches, not a width any line is padded to.
+PIPE_WIDTH = 1_000_000
+
+
 def console(file: TextIO | None = None, width: int | None = None) -> Console:
-    """A console on stdout: colour on a terminal, plain text otherwise (and with NO_COLOR)."""
+    """A console on stdout: colour on a terminal, plain text otherwise (and with NO_COLOR).
+
+    On a terminal, tables fit its width (wrapping long names); without one, nothing wraps.
+    """
     from rich.console import Console
 
     file = file or sys.stdout
     is_tty = file.isatty()
-    if width is None and not is_tty and not os.environ.get("COLUMNS"):
-        width = 120
+    if width is None and not is_tty:
+        width = PIPE_WIDTH
     return Console(
         file=file,
         width=width,

@@ -201,6 +201,7 @@ class ConvertReport:
             "files": self.files,
             "summary": self.summary,
             "failures": self.failures,
+            "ok": self.ok,
             "verdict": self.verdict,
         }
 

@@ -335,6 +335,7 @@ class DiffResult:
             },
             "summary": self.summary,
             "hint": self.hint,
+            "ok": self.ok,
             "verdict": self.verdict,
         }
 

@@ -13,6 +13,7 @@ from ..formats import open_checkpoint
 from ..formats.base import OpenOptions
 from ..tensors import TensorInfo
 
+INSPECT_SCHEMA = "ckptsurgeon/inspect/1"
 
 @dataclass
 class Inspection:
@@ -53,6 +54,8 @@ class Inspection:
                 entry["sha256"] = self.sha256[t.name]
             tensors.append(entry)
         return {
+            "schema": INSPECT_SCHEMA,
+            "ok": self.ok,
             "path": self.path,
             "format": self.format,
             "layout": self.layout,

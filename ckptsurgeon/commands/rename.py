@@ -62,7 +62,9 @@ class RenameReport:
             text += f"; {plural(s['dropped'], 'tensor')} left out by the filters"
         if self.dry_run:
             text += "; dry run, nothing written"
-        return text
+        elif not self.ok:
+            text += "; nothing written"
+        return text if self.ok else f"FAILED: {text}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class RenameReport:
             + [{"rule": text, "matches": n} for text, n in self.renamed.glob_counts],
             "summary": self.summary,
             "layout_fallback": self.layout_fallback,
+            "ok": self.ok,
             "failures": self.failures,
             "verdict": self.verdict,
         }

@@ -215,7 +215,9 @@ class TransferReport:
             extras.append(plural(s["changed_values"], "value changed", "values changed"))
         if self.dry_run:
             extras.append("dry run, nothing written")
-        return "; ".join([text, *extras])
+        elif not self.ok:
+            extras.append("nothing written")
+        return ("" if self.ok else "FAILED: ") + "; ".join([text, *extras])
 
     # --- JSON -----------------------------------------------------------------------------
     def tensor_dicts(self) -> list[dict[str, Any]]:
@@ -263,6 +265,7 @@ class TransferReport:
             "excluded_sources": [{"name": n, "reason": r} for n, r in plan.excluded_sources],
             "excluded_on_purpose": [{"side": side, "name": n, "rule": rule} for side, n, rule in plan.on_purpose],
             "summary": self.summary,
+            "ok": self.ok,
             "failures": self.failures,
             "verdict": self.verdict,
         }

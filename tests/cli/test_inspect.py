@@ -26,7 +26,7 @@ def test_inspect_json_matches_manifest(corpus: Path, manifest: dict, capsys: pyt
     code, out, err = run(["inspect", str(corpus / entry["path"]), "--json", "--hash"], capsys)
     assert code == 0 and err == ""
     doc = json.loads(out)
-    assert set(doc) == {"path", "format", "layout", "files", "metadata", "tensors", "totals"}
+    assert set(doc) == {"schema", "ok", "path", "format", "layout", "files", "metadata", "tensors", "totals"}
     assert doc["layout"] is None
     assert doc["format"] == "safetensors"
     got = {t["name"]: t for t in doc["tensors"]}

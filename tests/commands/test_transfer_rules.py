@@ -104,6 +104,9 @@ def test_a_replayed_plan_keeps_what_its_rules_left_out_on_purpose(
                         "--exclude", "*num_batches_tracked", "--save-plan", plan], capsys)
     assert code == 0, err
     saved = json.loads(plan.read_text())
+    import jsonschema
+
+    jsonschema.validate(saved, json.loads((Path(api.__file__).parent / "schemas" / "plan.schema.json").read_text()))
     assert len(saved["excluded_on_purpose"]) == 8
     code, _, err = run(["transfer", src, tgt, "-o", out, "--plan", plan, "--strict"], capsys)
     assert code == 0, err
