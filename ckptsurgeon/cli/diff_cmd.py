@@ -55,7 +55,9 @@ def diff_command(
     Values are read one chunk at a time and compared in float64 (integers exactly); NaN equals NaN.
     Byte-identical tensors need no arithmetic. Tensors whose dtypes differ are compared by value and
     reported as a dtype change. The rules (--rename, --strip-prefix, --add-prefix, --map, --include,
-    --exclude) rewrite A's names to compare checkpoints that name their tensors differently.
+    --exclude) rewrite A's names to compare checkpoints that name their tensors differently. Two
+    Keras 3 files are paired by their variables' Keras names (proj/kernel, as inspect shows them),
+    not by the stored paths Keras derives from layer positions; the rules then apply to those names.
 
     Metadata differences are always shown, but by default only tensor names, shapes, dtypes and
     values decide the result; with --metadata a metadata difference also makes the exit 1.

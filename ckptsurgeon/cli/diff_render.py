@@ -61,8 +61,17 @@ def _side(shape: tuple[int, ...], dtype: str) -> str:
     return f"{shape_text(shape)} {dtype}"
 
 
-def _tensor_row(t: TensorDiff) -> DiffRow:
-    row = DiffRow(t.name, t.status, _side(t.a_shape, t.a_dtype), _side(t.b_shape, t.b_dtype))
+def _stored(label: str, *stored: str) -> str:
+    """A Keras 3 name with the stored path(s) it stands for: ``proj/kernel  (layers/dense_1/vars/0 → ...)``."""
+    paths = list(dict.fromkeys(stored))
+    if paths == [label]:
+        return label
+    return f"{label}  ({' → '.join(paths)})"
+
+
+def _tensor_row(t: TensorDiff, keras: bool = False) -> DiffRow:
+    label = _stored(t.name, t.a_name, t.b_name) if keras else t.name
+    row = DiffRow(label, t.status, _side(t.a_shape, t.a_dtype), _side(t.b_shape, t.b_dtype))
     if t.values is None:
         return row
     v = t.values
@@ -84,15 +93,19 @@ def diff_rows(result: DiffResult, *, all_: bool = False) -> list[DiffRow]:
     """Changed tensors in A's order (every tensor with ``all_``), then tensors only in A, only in B.
 
     Common tensors are shown by the name they are compared under (B's); a tensor only in A shows
-    ``stored → renamed`` when the rules renamed it. Without ``all_``, repeated blocks with the same
+    ``stored → renamed`` when the rules renamed it. Two Keras 3 files paired by Keras names show
+    those names with the stored paths (A's → B's where they differ). Without ``all_``, repeated blocks with the same
     change, shapes and dtypes collapse into one row (``blocks.{0..3}.attn.weight  ×4``) whose counts
     are summed and whose max |a-b| is the largest of the blocks'.
     """
-    rows = [_tensor_row(t) for t in result.tensors if all_ or not t.equal]
+    keras = result.paired_by == "keras_names"
+    rows = [_tensor_row(t, keras) for t in result.tensors if all_ or not t.equal]
     for info, new in result.only_a:
-        label = info.name if new == info.name else f"{info.name} → {new}"
-        rows.append(DiffRow(label, "only in A", _side(info.shape, info.dtype), ""))
-    rows += [DiffRow(info.name, "only in B", "", _side(info.shape, info.dtype)) for info in result.only_b]
+        key = result.a_match_names.get(info.name, info.name)
+        label = key if new == key else f"{key} → {new}"
+        rows.append(DiffRow(_stored(label, info.name), "only in A", _side(info.shape, info.dtype), ""))
+    rows += [DiffRow(_stored(result.b_match_names.get(info.name, info.name), info.name), "only in B", "",
+                     _side(info.shape, info.dtype)) for info in result.only_b]
     groups = group_layers(rows, lambda r: r.tensor, DiffRow.signature, collapse=not all_)
     out = []
     for g in groups:

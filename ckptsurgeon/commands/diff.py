@@ -10,6 +10,13 @@ Tensors whose shapes differ are reported and not compared. Tensors whose dtypes 
 compared by value and reported as a dtype change. Metadata differences are always collected;
 they make the checkpoints differ only when ``DiffOptions.metadata`` is set.
 
+Two Keras 3 files (each with ``match_names``) are paired by the names Keras gives their variables
+(``proj/kernel``), not by their stored paths: Keras 3 stores a layer under a path derived from its
+class and position (``layers/dense_1``), so two models with a layer inserted have the same paths
+for different layers. The rules then apply to A's Keras names, as in ``ckpt transfer``; tensors
+without a Keras name (optimizer state) keep their stored names. Any other pair of inputs is paired
+by stored name.
+
 Which tensors of B take part, when ``--include`` / ``--exclude`` are given: a tensor of B is
 left out when the tensor of A that the rules would name like it is left out; a tensor of B that
 no tensor of A would be named like is matched against the globs by its own name.
@@ -145,7 +152,11 @@ def _shape_list(shape: tuple[int, ...]) -> list[int]:
 
 @dataclass(frozen=True)
 class TensorDiff:
-    """One tensor present on both sides: ``name`` is B's name (A's name after the rules)."""
+    """One tensor present on both sides: ``name`` is B's name (A's name after the rules).
+
+    Paired by Keras 3 names, ``name`` is B's Keras name and ``b_name`` B's stored path; ``a_name``
+    is always A's stored name.
+    """
 
     name: str
     a_name: str
@@ -154,6 +165,12 @@ class TensorDiff:
     a_dtype: str
     b_dtype: str
     values: ValueDiff | None  # None when the shapes differ: values are not compared
+    b_stored: str | None = None  # B's stored name where it is not ``name`` (paired by Keras names)
+
+    @property
+    def b_name(self) -> str:
+        """B's stored name."""
+        return self.b_stored if self.b_stored is not None else self.name
 
     @property
     def status(self) -> Status:
@@ -178,6 +195,7 @@ class TensorDiff:
         return {
             "name": self.name,
             "a_name": self.a_name,
+            "b_name": self.b_name,
             "status": self.status,
             "a_shape": _shape_list(self.a_shape),
             "b_shape": _shape_list(self.b_shape),
@@ -230,6 +248,14 @@ class DiffResult:
     metadata: MetadataDiff
     excluded_b: list[str] = field(default_factory=list)  # B's tensors left out by --include / --exclude
     hint: str | None = None  # a rule that would pair tensors only in A with tensors only in B
+    # stored name -> Keras 3 name of each side's tensors, when the two were paired by Keras names
+    a_match_names: dict[str, str] = field(default_factory=dict)
+    b_match_names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def paired_by(self) -> str:
+        """``"keras_names"`` when two Keras 3 files were paired by their variables' Keras names, else ``"names"``."""
+        return "keras_names" if self.a_match_names or self.b_match_names else "names"
 
     @property
     def changed(self) -> list[TensorDiff]:
@@ -306,6 +332,10 @@ class DiffResult:
                   else "no tensor in common")
         return f"different: {', '.join(parts)}; {common}{meta_note}"
 
+    def _match_name(self, names: dict[str, str], stored: str) -> dict[str, str]:
+        """``{"match_name": ...}`` for a tensor of a Keras 3 pair that has a Keras name, else nothing."""
+        return {"match_name": names[stored]} if stored in names else {}
+
     def to_dict(self) -> dict[str, Any]:
         rules = self.options.rules
         return {
@@ -317,11 +347,14 @@ class DiffResult:
             + [{"rule": text, "matches": n} for text, n in self.renamed.glob_counts],
             "map": None if not rules.name_map else {"entries": len(rules.name_map), "used": self.renamed.map_used},
             "equal": self.equal,
+            "paired_by": self.paired_by,
             "only_in_a": [
-                {"name": t.name, "renamed": new, "shape": _shape_list(t.shape), "dtype": t.dtype}
+                {"name": t.name, **self._match_name(self.a_match_names, t.name), "renamed": new,
+                 "shape": _shape_list(t.shape), "dtype": t.dtype}
                 for t, new in self.only_a
             ],
-            "only_in_b": [{"name": t.name, "shape": _shape_list(t.shape), "dtype": t.dtype} for t in self.only_b],
+            "only_in_b": [{"name": t.name, **self._match_name(self.b_match_names, t.name), "shape": _shape_list(t.shape),
+                           "dtype": t.dtype} for t in self.only_b],
             "tensors": [t.to_dict() for t in self.tensors],
             "excluded": {
                 "a": [{"name": n, "reason": r} for n, r in self.renamed.excluded.items()],
@@ -385,45 +418,56 @@ def _describe(reader: Reader) -> dict[str, Any]:
     return {"path": str(reader.path), "format": reader.format, "tensors": len(reader.tensors)}
 
 
+def _keys(reader: Reader, by_match_name: bool) -> dict[str, str]:
+    """Stored name -> the name it is paired by, in the reader's order."""
+    names = reader.match_names if by_match_name else {}
+    return {t.name: names.get(t.name, t.name) for t in reader.tensors}
+
+
 def diff_readers(a: Reader, b: Reader, options: DiffOptions | None = None) -> DiffResult:
     """Compare two opened checkpoints (see :func:`diff`)."""
     options = options or DiffOptions()
-    renamed = apply_rules([t.name for t in a.tensors], options.rules)
-    b_names, excluded_b, renamed = _scope_b([t.name for t in b.tensors], renamed, options.rules)
+    keras = bool(a.match_names) and bool(b.match_names)
+    a_keys, b_keys = _keys(a, keras), _keys(b, keras)
+    b_stored = {key: stored for stored, key in b_keys.items()}
+    renamed = apply_rules(list(a_keys.values()), options.rules)
+    b_names, excluded_b, renamed = _scope_b(list(b_keys.values()), renamed, options.rules)
     renamed.check_unused(options.allow_unused_rules)
 
     in_b = set(b_names)
     only_a: list[tuple[TensorInfo, str]] = []
     tensors: list[TensorDiff] = []
     for info in a.tensors:
-        new = renamed.renamed(info.name)
+        new = renamed.renamed(a_keys[info.name])
         if new is None:
             continue
         if new not in in_b:
             only_a.append((info, new))
             continue
-        other = b[new]
+        other = b[b_stored[new]]
         values = None
         if info.shape == other.shape:
             values = compare_tensors(a, info, b, other, atol=options.atol, rtol=options.rtol,
                                      chunk_elements=options.chunk_elements)
-        tensors.append(TensorDiff(new, info.name, info.shape, other.shape, info.dtype, other.dtype, values))
+        tensors.append(TensorDiff(new, info.name, info.shape, other.shape, info.dtype, other.dtype, values,
+                                  b_stored=other.name if other.name != new else None))
     taken = set(renamed.original)
-    only_b = [b[n] for n in b_names if n not in taken]
+    only_b = [b[b_stored[n]] for n in b_names if n not in taken]
     return DiffResult(
         a=_describe(a), b=_describe(b), options=options, renamed=renamed, only_a=only_a, only_b=only_b,
-        tensors=tensors, metadata=MetadataDiff.of(dict(a.metadata), dict(b.metadata)), excluded_b=excluded_b,
-        hint=_prefix_hint(only_a, only_b),
+        tensors=tensors, metadata=MetadataDiff.of(dict(a.metadata), dict(b.metadata)),
+        excluded_b=excluded_b, hint=_prefix_hint(only_a, only_b, b_keys),
+        a_match_names=dict(a.match_names) if keras else {}, b_match_names=dict(b.match_names) if keras else {},
     )
 
 
-def _prefix_hint(only_a: list[tuple[TensorInfo, str]], only_b: list[TensorInfo]) -> str | None:
+def _prefix_hint(only_a: list[tuple[TensorInfo, str]], only_b: list[TensorInfo], b_keys: dict[str, str]) -> str | None:
     """Suggest the wrapper-prefix rule (``module.``, ``_orig_mod.`` ...) that pairs the most unpaired names."""
     if not only_a or not only_b:
         return None
-    fix = auto_prefix([new for _, new in only_a], [t.name for t in only_b])
+    fix = auto_prefix([new for _, new in only_a], [b_keys[t.name] for t in only_b])
     if fix is None:
-        found = model_prefixes({new: t.shape for t, new in only_a}, {t.name: t.shape for t in only_b}, most=1)
+        found = model_prefixes({new: t.shape for t, new in only_a}, {b_keys[t.name]: t.shape for t in only_b}, most=1)
         fix = found[0] if found else None
     if fix is None:
         return None

@@ -3,6 +3,14 @@
 :func:`run` plans with :func:`ckptsurgeon.plan.plan_rename` and writes through
 :func:`ckptsurgeon.execute.write_checkpoint`, like the input where the output is of its family
 (HDF5 Keras files keep the layout Keras needs: each renamed dataset goes where the old one was).
+
+Keras 3 files (``.weights.h5``, a ``.keras`` archive's weights, Keras 3 sharded weights) are
+refused (:class:`~ckptsurgeon.errors.UsageError`, exit 2) when a rename would change a stored
+path and the output keeps the Keras 3 layout: Keras finds a layer's variables by the path its
+model derives from the layer's class and position (``layers/dense_1/vars/0``), so it cannot load
+such a file. Written in another format (``-o out.safetensors``) the renamed paths are only names.
+Rules apply to the stored paths, the names rename writes; a rule that matches only the Keras names
+(``proj/kernel``, which ``inspect``, ``transfer`` and ``diff`` use) is refused with that said.
 """
 
 from __future__ import annotations
@@ -13,14 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import check_output
-from ..errors import CheckFailed, UsageError
+from ..errors import CheckFailed, CkptError, UsageError
 from ..formats import open_checkpoint, output_format, writes_like
+from ..formats.base import Reader
 from ..plan import INPUT, Plan, plan_rename
-from ..rules import Renamed, Rules, unused_rules_failure
+from ..rules import Renamed, Rules, apply_rules, unused_rules_failure
 from ..text import blame, plural
 
 Progress = Callable[[int, int], None]
 RENAME_SCHEMA = "ckptsurgeon/rename/1"
+KERAS3_LAYOUT = "keras3-h5"
 
 
 @dataclass
@@ -111,10 +121,13 @@ def run(
     with open_checkpoint(path) as reader:
         with blame(path):
             plan = plan_rename(reader.tensors, rules)
+        _refuse_keras_name_rules(reader, rules, plan.renamed)
         fmt = None
         if output is not None:
             fmt = output_format(output, output_format_name)
             check_output(output, reader.files, no_clobber=no_clobber)
+            if reader.layout == KERAS3_LAYOUT and writes_like(reader, fmt):
+                _refuse_keras3_paths(reader, plan, Path(output))
         report = RenameReport(
             path=str(path), format=reader.format,
             output=None if output is None else {"path": str(output), "format": fmt},
@@ -140,3 +153,56 @@ def run(
         if report.output is not None and written.files:
             report.output |= written.files[-1].summary()
         return report
+
+
+def _refuse_keras_name_rules(reader: Reader, rules: Rules, renamed: Renamed) -> None:
+    """A rule, glob or map entry that matches no stored path but matches Keras names: say what rules apply to."""
+    unused = renamed.unused()
+    if not unused or not reader.match_names:
+        return
+    names = reader.match_names
+    try:
+        on_keras = apply_rules([names.get(t.name, t.name) for t in reader.tensors], rules)
+    except CkptError:  # the rules would clash on the Keras names: not what was meant either way
+        return
+    still = set(on_keras.unused())
+    meant = [text for text in unused if text not in still]
+    if not meant:
+        return
+    touched = [k for k, v in on_keras.mapping.items() if k != v]
+    touched += list(on_keras.mapping) if rules.include else list(on_keras.excluded)
+    keras = touched[0] if touched else next(iter(names.values()))
+    stored = next((k for k, v in names.items() if v == keras), next(iter(names)))
+    raise UsageError(
+        reader.path,
+        f"{'; '.join(meant)} {'matches' if len(meant) == 1 else 'match'} Keras names only ({keras!r} ...), "
+        f"but rename renames the stored paths ({stored!r} ...), which Keras 3 derives from each layer's "
+        "class and position",
+        hint="a Keras 3 layer's name lives in the model: rename the layer there; ckpt transfer and ckpt diff "
+             "pair Keras 3 weights by these names and take rules on them",
+    )
+
+
+def _other_format_example(output: Path) -> str:
+    name = output.name
+    for suffix in (".weights.h5", ".weights.json", ".keras", ".h5", ".hdf5"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)] + ".safetensors"
+    return "out.safetensors"
+
+
+def _refuse_keras3_paths(reader: Reader, plan: Plan, output: Path) -> None:
+    """Keras loads Keras 3 weights by the path its model derives: a Keras 3 output keeps every stored path."""
+    moved = [(s.origin.name, s.name) for s in plan.steps if s.origin.name != s.name]
+    if not moved:
+        return
+    old, new = moved[0]
+    more = f" and {plural(len(moved) - 1, 'other')}" if len(moved) > 1 else ""
+    raise UsageError(
+        reader.path,
+        f"this rename changes stored paths of a Keras 3 file ({old!r} -> {new!r}{more}); Keras finds Keras 3 "
+        f"weights by the path the model derives from each layer's class and position, so it could not load "
+        f"{output.name}",
+        hint="a Keras 3 layer's name lives in the model: rename the layer there, or load these weights into a "
+             f"changed model with ckpt transfer; for other tools write another format: -o {_other_format_example(output)}",
+    )

@@ -20,8 +20,9 @@ are dropped. The Keras bookkeeping follows:
   (variable or fixed length, widened when a name grows).
 - Keras 3 files: a variable stays ``<layer>/vars/<i>``; a renamed layer path moves its groups, the
   ``vars`` group keeping its ``name`` attribute. Keras 3 looks a layer's variables up by the path
-  its model derives (``layers/conv2d``), so such a file loads into a model whose paths match it;
-  renamed back, it loads as before.
+  its model derives from the layer's class and position (``layers/conv2d``), so such a file loads
+  only into a model whose paths match it; renamed back, it loads as before. ``ckpt rename``
+  therefore refuses to change the paths of a Keras 3 output (see :mod:`ckptsurgeon.commands.rename`).
 
 Model configurations (``model_config``, a ``.keras`` archive's ``config.json``) are copied as they
 are, so a full-model file still loads by layer order, not by the new names.

@@ -189,3 +189,13 @@ def test_keras_loads_the_transferred_weights(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"enc": True, "proj": True, "adapter_new": True,
                                                                "head": True}
+
+
+def test_hashes_are_keyed_by_stored_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A stored path is a Keras 3 variable's identity in its file: verify records and checks hashes by it."""
+    hashes = tmp_path / "c.hashes.json"
+    code, _, err = run(["verify", DATA / "c.weights.h5", "--write-hashes", hashes], capsys)
+    assert code == 0, err
+    assert list(json.loads(hashes.read_text())["tensors"])[:2] == ["layers/dense/vars/0", "layers/dense/vars/1"]
+    code, _, _ = run(["verify", DATA / "c.keras", "--hashes", hashes], capsys)
+    assert code == 0
