@@ -151,7 +151,7 @@ def convert(
                              allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
                              no_clobber=no_clobber, hash_output=hash_output)
     if check and not report.ok:
-        raise CheckFailed(src, "; ".join(report.failures), report=report)
+        raise CheckFailed.of(report.failed_checks, report=report, path=src)
     return report
 
 

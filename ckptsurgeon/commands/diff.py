@@ -390,7 +390,7 @@ def diff_readers(a: Reader, b: Reader, options: DiffOptions | None = None) -> Di
     options = options or DiffOptions()
     renamed = apply_rules([t.name for t in a.tensors], options.rules)
     b_names, excluded_b, renamed = _scope_b([t.name for t in b.tensors], renamed, options.rules)
-    renamed.check_unused(options.allow_unused_rules)
+    renamed.check_unused(options.allow_unused_rules, a.path)  # the rules apply to A's names
 
     in_b = set(b_names)
     only_a: list[tuple[TensorInfo, str]] = []
