@@ -96,7 +96,7 @@ class ValueGates:
         if self.fail_on_nonfinite:
             for file, bad in by_file([name for name, o in outcomes.items() if o.nonfinite]).items():
                 out.append(Failure(
-                    "nonfinite", f"{plural(len(bad), 'tensor')} to write already hold NaN or Inf "
+                    "nonfinite", f"{plural(len(bad), 'tensor')} to write already {'holds' if len(bad) == 1 else 'hold'} NaN or Inf "
                     f"in the input ({listing(bad)}); nothing was written",
                     file=file, option="fail_on_nonfinite", count=len(bad), names=tuple(bad),
                 ))

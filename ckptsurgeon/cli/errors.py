@@ -13,6 +13,10 @@ a CkptError whose code is 70 (a writer           70  ``ckpt: error: internal err
 driven out of order), any other Exception
 ==========================================  ====  ==========================================
 
+A CheckFailed that carries failed checks (:class:`~ckptsurgeon.errors.Failure`) is worded here
+with the command-line flags (:data:`FLAGS`): the flag that asked for each check and the one that
+accepts it; the library's own words name options by their keyword and never a flag.
+
 Signals (130, 143) and a closed stdout (141) are not errors: :mod:`ckptsurgeon.cli.app` handles them.
 
 With ``--json`` a run that printed no report prints :func:`document` instead: the same error as one

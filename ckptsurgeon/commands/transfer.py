@@ -382,8 +382,9 @@ def run(
 
     The output is a new file, written atomically in the target's format (or the one ``output``'s
     extension names). When a requested check fails nothing is written and the report says so
-    (``ok`` False, ``failures``); with ``check`` that raises :class:`~ckptsurgeon.errors.CheckFailed`
-    (exit 1) carrying the report. With ``dry_run`` only headers are read and nothing is written.
+    (``ok`` False, ``failed_checks``: each a :class:`~ckptsurgeon.errors.Failure` naming the input
+    it is about); with ``check`` that raises :class:`~ckptsurgeon.errors.CheckFailed` (exit 1)
+    carrying the report and the failures, naming the first failure's file. With ``dry_run`` only headers are read and nothing is written.
 
     ``save_plan`` writes the resolved mapping with the digests of the inputs' headers and bytes;
     ``plan_file`` replays such a mapping instead of applying rules, refuses inputs whose headers

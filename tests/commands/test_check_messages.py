@@ -130,7 +130,7 @@ def test_nonfinite_values_name_the_input_they_were_read_from(
     code, stdout, err = run(["transfer", nan_conv, nan_head, "-o", out, "--fail-on-nonfinite", "--json"], capsys)
     assert code == EXIT_CHECK_FAILED and not out.exists()
     line = one_line(err)
-    assert line.startswith(f"ckpt: error: {nan_conv}: --fail-on-nonfinite: 1 tensor to write already hold")
+    assert line.startswith(f"ckpt: error: {nan_conv}: --fail-on-nonfinite: 1 tensor to write already holds NaN")
     assert "'conv2.weight'" in line and f"; {nan_head}: --fail-on-nonfinite: " in line and "'fc.weight'" in line
     checks = json.loads(stdout)["failed_checks"]
     assert [(c["check"], c["file"], c["names"]) for c in checks] == [
