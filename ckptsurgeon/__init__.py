@@ -19,11 +19,11 @@ _EXPORTS = {
     "open_checkpoint": "formats", "OpenOptions": "formats.base",
     "Rules": "rules", "TransferOptions": "plan", "DiffOptions": "commands.diff",
     "CkptError": "errors", "InputError": "errors", "UnsafeInputError": "errors", "OutputError": "errors",
-    "UsageError": "errors", "CheckFailed": "errors",
+    "UsageError": "errors", "CheckFailed": "errors", "Failure": "errors",
 }
 
 __all__ = [
-    "CheckFailed", "CkptError", "DiffOptions", "InputError", "OpenOptions", "OutputError", "Rules", "TransferOptions",
+    "CheckFailed", "CkptError", "DiffOptions", "Failure", "InputError", "OpenOptions", "OutputError", "Rules", "TransferOptions",
     "UnsafeInputError", "UsageError", "__version__", "convert", "diff", "inspect", "open_checkpoint", "plan_transfer",
     "rename", "transfer", "verify", "write_hashes",
 ]
@@ -31,7 +31,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .api import convert, diff, inspect, plan_transfer, rename, transfer, verify, write_hashes
     from .commands.diff import DiffOptions
-    from .errors import CheckFailed, CkptError, InputError, OutputError, UnsafeInputError, UsageError
+    from .errors import CheckFailed, CkptError, Failure, InputError, OutputError, UnsafeInputError, UsageError
     from .formats import open_checkpoint
     from .formats.base import OpenOptions
     from .plan import TransferOptions

@@ -4,9 +4,13 @@ Every function returns its command's report, plain data with ``ok``, ``verdict``
 ``to_dict()``. A requested check that fails (a transfer gate, an unused rule, a diff that found
 differences, a verify that failed) leaves ``report.ok`` False and writes nothing; pass
 ``check=True`` to have it raised as :class:`~ckptsurgeon.errors.CheckFailed` (exit code 1 in the
-CLI), whose ``report`` is the report. Errors a user can cause are :class:`~ckptsurgeon.errors.CkptError`
-subclasses carrying their exit code. The CLI calls only these. Nothing here imports rich or
-typer, and a command's module (and numpy) is imported only when the command is called.
+CLI), whose ``report`` is the report. Its ``failures`` hold the failed checks of transfer, rename
+and convert (and an unused rule of any command) as :class:`~ckptsurgeon.errors.Failure`: a stable
+``check`` id, a ``message`` that names no command-line flag, the ``file`` it is about, the option
+that asked for the check and the one that accepts it. Errors a user can cause are
+:class:`~ckptsurgeon.errors.CkptError` subclasses carrying their exit code. The CLI calls only
+these. Nothing here imports rich or typer, and a command's module (and numpy) is imported only
+when the command is called.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .atomic import check_distinct, check_output
-from .errors import CheckFailed
+from .errors import CheckFailed, Failure
 from .formats import open_checkpoint
 from .formats.base import OpenOptions, Reader
 from .plan import Plan, TransferOptions
@@ -36,6 +40,7 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 __all__ = [
     "CheckFailed",
     "DiffOptions",
+    "Failure",
     "OpenOptions",
     "Plan",
     "Rules",
@@ -151,7 +156,7 @@ def convert(
                              allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
                              no_clobber=no_clobber, hash_output=hash_output)
     if check and not report.ok:
-        raise CheckFailed(src, "; ".join(report.failures), report=report)
+        raise CheckFailed.of(report.failed_checks, report=report, path=src)
     return report
 
 

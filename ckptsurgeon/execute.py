@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .commits import Committed
-from .errors import CheckFailed
+from .errors import CheckFailed, Failure, describe
 from .formats.base import Reader, Writer
 from .plan import Plan
 from .tensors import DTYPES, TensorSpec, numel
@@ -73,28 +73,42 @@ class ValueGates:
     allow_overflow: bool = False
     fail_on_nonfinite: bool = False
 
-    def failures(self, outcomes: Mapping[str, Outcome]) -> list[str]:
+    def failures(self, outcomes: Mapping[str, Outcome], files: Mapping[str, str] | None = None) -> list[Failure]:
+        """The gates ``outcomes`` fail; ``files`` (output tensor -> the input its values came from) says
+        which file each is about: one failure per gate and file, in the order the tensors were written."""
         from .text import listing, plural
 
+        def by_file(names: list[str]) -> dict[str | None, list[str]]:
+            groups: dict[str | None, list[str]] = {}
+            for name in names:
+                groups.setdefault((files or {}).get(name), []).append(name)
+            return groups
+
         out = []
-        over = [(name, o.overflow) for name, o in outcomes.items() if o.overflow]
-        if over and not self.allow_overflow:
-            out.append(f"{plural(sum(n for _, n in over), 'value')} overflowed in a cast to a narrower dtype "
-                       f"({plural(len(over), 'tensor')}: {listing([name for name, _ in over])}); nothing was written "
-                       "(--allow-overflow accepts that)")
-        bad = [name for name, o in outcomes.items() if o.nonfinite]
-        if bad and self.fail_on_nonfinite:
-            out.append(f"--fail-on-nonfinite: {plural(len(bad), 'tensor')} to write already hold NaN or Inf "
-                       f"in the input ({listing(bad)}); nothing was written")
+        if not self.allow_overflow:
+            for file, over in by_file([name for name, o in outcomes.items() if o.overflow]).items():
+                values = sum(outcomes[name].overflow for name in over)
+                out.append(Failure(
+                    "overflow", f"{plural(values, 'value')} overflowed in a cast to a narrower dtype "
+                    f"({plural(len(over), 'tensor')}: {listing(over)}); nothing was written",
+                    file=file, accept="allow_overflow", count=values, names=tuple(over),
+                ))
+        if self.fail_on_nonfinite:
+            for file, bad in by_file([name for name, o in outcomes.items() if o.nonfinite]).items():
+                out.append(Failure(
+                    "nonfinite", f"{plural(len(bad), 'tensor')} to write already {'holds' if len(bad) == 1 else 'hold'} NaN or Inf "
+                    f"in the input ({listing(bad)}); nothing was written",
+                    file=file, option="fail_on_nonfinite", count=len(bad), names=tuple(bad),
+                ))
         return out
 
 
 class GateFailed(CheckFailed):
     """A :class:`ValueGates` check failed; nothing was committed. ``outcomes`` holds every tensor's counts."""
 
-    def __init__(self, failures: list[str], outcomes: dict[str, Outcome]) -> None:
-        super().__init__(None, "; ".join(failures))
-        self.failures = failures
+    def __init__(self, failures: list[Failure], outcomes: dict[str, Outcome]) -> None:
+        lead = failures[0].file if failures else None
+        super().__init__(lead, describe(failures, lead), failures=failures)
         self.outcomes = outcomes
 
 
@@ -347,7 +361,7 @@ def _fill(writer: Writer, moves: Sequence[Move], like: Reader | None, progress: 
         writer.begin([m.out for m in moves], origins=_origins(moves, like))
         nonfinite = gates is not None and gates.fail_on_nonfinite
         outcomes = copy_tensors(moves, writer, progress=progress, cast=cast, nonfinite=nonfinite)
-        failures = gates.failures(outcomes) if gates is not None else []
+        failures = gates.failures(outcomes, {m.out.name: str(m.reader.path) for m in moves}) if gates is not None else []
         if failures:
             raise GateFailed(failures, outcomes)
         writer.finish()  # a writer of several files commits here: after the gates
@@ -414,7 +428,7 @@ def write_checkpoint(
                 writer = writer_class(tmp, metadata=metadata, like=like, **options)
                 outcomes = _fill(writer, moves, like, progress, cast, gates)
                 if verify:
-                    verify_written(tmp, moves)
+                    verify_written(tmp, moves, shown=dest)
     if count_changes is not None:
         for step in plan.steps:
             if step.action == "keep":
@@ -422,12 +436,13 @@ def write_checkpoint(
     return Written(outcomes, writer.layout_fallback, log.files)
 
 
-def verify_written(path: Path, moves: Sequence[Move]) -> None:
+def verify_written(path: Path, moves: Sequence[Move], shown: Path | None = None) -> None:
     """Re-read a written checkpoint and check every tensor against what was planned.
 
     Each tensor must hold its input's bytes (after the planned cast). Raises CheckFailed naming
-    the first tensor that differs.
+    the first tensor that differs, and ``shown`` (the destination ``path`` is written for) or ``path``.
     """
+    file = str(shown if shown is not None else path)
     import hashlib
 
     from .formats import open_checkpoint
@@ -436,7 +451,8 @@ def verify_written(path: Path, moves: Sequence[Move]) -> None:
     with open_checkpoint(path) as written:
         names = [t.name for t in written.tensors]
         if sorted(names) != sorted(m.out.name for m in moves):
-            raise CheckFailed(path, "--verify: the written file does not hold the planned tensors")
+            raise CheckFailed.of([Failure("verify", "the written file does not hold the planned tensors",
+                                          file=file, option="verify")])
         for move in moves:
             info = move.reader[move.name]
             if info.dtype == move.out.dtype:
@@ -445,6 +461,7 @@ def verify_written(path: Path, moves: Sequence[Move]) -> None:
                 converted, _ = cast_array(move.reader.read(move.name), move.out.dtype)
                 expected = hashlib.sha256(converted.tobytes()).hexdigest()
             if written.sha256(move.out.name) != expected or written[move.out.name].shape != move.out.shape:
-                raise CheckFailed(
-                    path, f"--verify: tensor {move.out.name!r} as written differs from the plan; nothing was written"
-                )
+                raise CheckFailed.of([Failure(
+                    "verify", f"tensor {move.out.name!r} as written differs from the plan; nothing was written",
+                    file=file, option="verify", count=1, names=(move.out.name,),
+                )])

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .errors import Failure
 from .match import (
     WRAPPER_PREFIXES,
     Hints,
@@ -32,7 +33,7 @@ from .match import (
     match,
     model_prefixes,
 )
-from .rules import Renamed, Rules, apply_rules, glob_counts, glob_hit, unused_rules_failure
+from .rules import Renamed, Rules, apply_rules, glob_counts, glob_hit, rule_label, unused_rules_failure
 from .tensors import DTYPES, TensorInfo, TensorSpec, default_layer, gc_paused, numel
 from .text import percent
 
@@ -377,40 +378,47 @@ def plan_convert(tensors: Sequence[TensorInfo], dtype: str | None = None) -> Pla
     return Plan(steps=steps, renamed=apply_rules([t.name for t in tensors], Rules()), source_count=len(tensors))
 
 
-def gate_failures(plan: Plan) -> list[str]:
-    """The requested checks this plan fails, each as one sentence (empty when all pass)."""
+def gate_failures(plan: Plan, source: str | None = None, target: str | None = None) -> list[Failure]:
+    """The requested checks this plan fails (empty when all pass), each naming the file it is about.
+
+    ``source`` and ``target`` are the inputs' paths: a rule, glob or map entry on the source's names
+    that matched nothing, and source tensors ``strict`` finds unused, are about the source; a target
+    glob that matched nothing, target tensors not replaced, too little coverage and nothing loaded
+    at all are about the target.
+    """
     o = plan.options
-    failures: list[str] = []
-    unused_rules = plan.unused_rules()
-    if unused_rules and not o.allow_unused_rules:
-        failures.append(unused_rules_failure(unused_rules))
+    failures: list[Failure] = []
+    if not o.allow_unused_rules:
+        target_globs = [text for text, n in plan.target_glob_counts if n == 0]
+        for unused, file in ((plan.renamed.unused(), source), (target_globs, target)):
+            if unused:
+                failures.append(unused_rules_failure(unused, file))
     targets = plan.target_steps
     replaced = plan.replaced
     if not replaced and not o.allow_empty:
-        tried = f"; {plan.prefix_hint.suggestion}" if plan.prefix_hint is not None else ""
-        failures.append(
-            "nothing was loaded: no source tensor matched a target tensor by name and shape "
-            f"(see the reasons above; --allow-empty accepts that){tried}"
-        )
+        hint = plan.prefix_hint
+        tried = f"; {rule_label(hint.rule)} would pair {hint.after:,} tensors ({hint.before:,} now)" if hint else ""
+        failures.append(Failure(
+            "nothing_loaded", f"nothing was loaded: no source tensor matched a target tensor by name and shape{tried}",
+            file=target, accept="allow_empty", count=0, rules=(rule_label(hint.rule),) if hint else (),
+        ))
     if o.strict:  # what a rule left out on purpose (plan.on_purpose) is not counted
         deliberate = {(side, name) for side, name, _ in plan.on_purpose}
         kept = [s.name for s in targets if s.action != "replace" and (TARGET, s.name) not in deliberate]
         if kept:
-            failures.append(f"--strict: {len(kept)} target tensor(s) not replaced: {_few(kept)}")
+            failures.append(Failure("strict_targets", f"{len(kept)} target tensor(s) not replaced: {_few(kept)}",
+                                    file=target, option="strict", count=len(kept), names=tuple(kept)))
         unused = [n for n in plan.unused_sources if (SOURCE, n) not in deliberate]
         if unused:
-            failures.append(f"--strict: {len(unused)} source tensor(s) unused: {_few(unused)}")
+            failures.append(Failure("strict_sources", f"{len(unused)} source tensor(s) unused: {_few(unused)}",
+                                    file=source, option="strict", count=len(unused), names=tuple(unused)))
     if o.min_coverage is not None:
         total = sum(s.numel for s in targets)
         share = sum(s.numel for s in replaced) / total if total else 1.0
         if share < o.min_coverage:
-            failures.append(
-                f"--min-coverage {o.min_coverage:g}: replaced {percent(share)} of the target's parameters"
-            )
+            failures.append(Failure("min_coverage", f"replaced {percent(share)} of the target's parameters",
+                                    file=target, option="min_coverage", value=f"{o.min_coverage:g}"))
     return failures
-
-
-
 
 
 def _few(names: list[str], shown: int = 5) -> str:

@@ -30,7 +30,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import CheckFailed, InputError, UsageError
+from .errors import CheckFailed, Failure, InputError, UsageError
 from .files import read_input
 from .text import listing, quote
 
@@ -39,11 +39,18 @@ RuleKind = Literal["rename", "strip_prefix", "add_prefix"]
 RENAME_ARROW = "=>"
 _SHOWN = 4  # names listed in a message before "and N more"
 
+# The option a rule's text starts with -> the keyword the library takes it by (Rules.from_options,
+# TransferOptions). Messages of the library name rules by keyword; the CLI shows its flags.
+RULE_KEYWORDS = {
+    "--rename": "rename", "--strip-prefix": "strip_prefix", "--add-prefix": "add_prefix",
+    "--include": "include", "--exclude": "exclude", "--only-target": "only_target", "--skip-target": "skip_target",
+}
 
 
-
-
-
+def rule_label(text: str) -> str:
+    """A rule's text (as reports list it) named by its library keyword: ``--skip-target 'fc.*'`` -> ``skip_target 'fc.*'``."""
+    option, sep, rest = text.partition(" ")
+    return f"{RULE_KEYWORDS[option]}{sep}{rest}" if option in RULE_KEYWORDS else text
 
 
 # --- single rules ----------------------------------------------------------------------------
@@ -296,17 +303,18 @@ class Renamed:
         unused += [f"map entry {source!r} -> {target!r}" for source, target in self.unused_map]
         return unused
 
-    def check_unused(self, allow: bool = False) -> None:
-        """Raise CheckFailed naming every rule that matched nothing, unless ``allow``."""
+    def check_unused(self, allow: bool = False, file: str | Path | None = None) -> None:
+        """Raise CheckFailed naming every rule that matched nothing (and ``file``, whose names they were), unless ``allow``."""
         unused = self.unused()
         if unused and not allow:
-            raise CheckFailed(None, f"{_rules_word(len(unused))} matched no tensor name: {'; '.join(unused)}")
+            raise CheckFailed.of([unused_rules_failure(unused, file)])
 
 
-def unused_rules_failure(unused: Sequence[str]) -> str:
-    """The one sentence every command gives for rules, globs and map entries that matched nothing."""
-    return (f"{len(unused)} rule(s) matched no tensor name: {'; '.join(unused)} "
-            "(--allow-unused-rules accepts that)")
+def unused_rules_failure(unused: Sequence[str], file: str | Path | None = None) -> Failure:
+    """The failure every command gives for rules, globs and map entries (their texts) that matched nothing in ``file``."""
+    rules = tuple(rule_label(text) for text in unused)
+    return Failure("unused_rules", f"{_rules_word(len(rules))} matched no tensor name: {'; '.join(rules)}",
+                   file=None if file is None else str(file), accept="allow_unused_rules", count=len(rules), rules=rules)
 
 
 def glob_counts(names: Sequence[str], option: str, globs: Sequence[str]) -> tuple[tuple[str, int], ...]:

@@ -145,7 +145,8 @@ def test_counts_and_unused_rules_listed() -> None:
     with pytest.raises(CheckFailed) as info:
         result.check_unused(allow=False)
     assert "3 rules matched no tensor name" in info.value.problem
-    assert "--rename 'typo=>x'" in info.value.problem
+    assert "rename 'typo=>x'" in info.value.problem and "--" not in info.value.problem  # the library names no flag
+    assert info.value.failures[0].rules == ("rename 'typo=>x'", "exclude 'nothing.*'", "map entry 'missing' -> 'gone'")
     result.check_unused(allow=True)
 
 

@@ -90,4 +90,4 @@ def convert(
 
         render_convert(report, render.console())
     if not report.ok:
-        raise api.CheckFailed(path, "; ".join(report.failures), report=report)
+        raise api.CheckFailed.of(report.failed_checks, report=report, path=path)

@@ -13,6 +13,10 @@ a CkptError whose code is 70 (a writer           70  ``ckpt: error: internal err
 driven out of order), any other Exception
 ==========================================  ====  ==========================================
 
+A CheckFailed that carries failed checks (:class:`~ckptsurgeon.errors.Failure`) is worded here
+with the command-line flags (:data:`FLAGS`): the flag that asked for each check and the one that
+accepts it; the library's own words name options by their keyword and never a flag.
+
 Signals (130, 143) and a closed stdout (141) are not errors: :mod:`ckptsurgeon.cli.app` handles them.
 
 With ``--json`` a run that printed no report prints :func:`document` instead: the same error as one
@@ -27,10 +31,12 @@ from ..errors import (
     EXIT_INTERNAL,
     CheckFailed,
     CkptError,
+    Failure,
     InputError,
     OutputError,
     UnsafeInputError,
     UsageError,
+    describe,
     printable,
 )
 
@@ -41,6 +47,34 @@ KINDS: tuple[tuple[type[CkptError], str], ...] = (
     (InputError, "input"), (OutputError, "output"),
 )
 
+# A library option (as a failed check names it) -> the flag that sets it on the command line.
+FLAGS = {
+    "allow_empty": "--allow-empty", "allow_unused_rules": "--allow-unused-rules", "allow_overflow": "--allow-overflow",
+    "strict": "--strict", "min_coverage": "--min-coverage", "fail_on_nonfinite": "--fail-on-nonfinite",
+    "verify": "--verify",
+    "rename": "--rename", "strip_prefix": "--strip-prefix", "add_prefix": "--add-prefix", "include": "--include",
+    "exclude": "--exclude", "only_target": "--only-target", "skip_target": "--skip-target",
+}
+
+
+def flag(option: str) -> str:
+    """The command-line flag of a library option (the option itself when it has none)."""
+    return FLAGS.get(option, option)
+
+
+def failure_line(failure: Failure, lead: str | None = None) -> str:
+    """A failed check as the terminal shows it: with the flag that asked for it and the one that accepts it;
+    prefixed with its file unless that is ``lead``."""
+    return describe([failure], lead, flag)
+
+
+def _problem(exc: CkptError) -> str:
+    """The problem of ``exc`` as the terminal words it (failed checks with their flags)."""
+    if isinstance(exc, CheckFailed) and exc.failures:
+        return " ".join(describe(exc.failures, exc.path, flag).split())
+    return exc.problem
+
+
 _REPORT = "this is a bug in ckptsurgeon; rerun with --debug and report the traceback"
 
 
@@ -49,6 +83,9 @@ def message(exc: Exception) -> tuple[str, int]:
     if isinstance(exc, CkptError):
         if exc.exit_code == EXIT_INTERNAL:
             return f"internal error: {exc.message} ({_REPORT})", EXIT_INTERNAL
+        if isinstance(exc, CheckFailed) and exc.failures:
+            text = f"{exc.path}: {_problem(exc)}" if exc.path else _problem(exc)
+            return printable(f"{text} ({exc.hint})" if exc.hint else text), exc.exit_code
         return exc.message, exc.exit_code
     if isinstance(exc, MemoryError):
         return ("internal error: out of memory (MemoryError) while no input was being read "
@@ -81,5 +118,5 @@ def error_document(exc: Exception) -> dict[str, Any]:
     """:func:`document` for an exception :func:`message` maps to a code."""
     line, code = message(exc)
     if isinstance(exc, CkptError) and code != EXIT_INTERNAL:
-        return document(code, kind(exc, code), exc.problem, file=exc.path, hint=exc.hint)
+        return document(code, kind(exc, code), _problem(exc), file=exc.path, hint=exc.hint)
     return document(code, kind(exc, code), line)

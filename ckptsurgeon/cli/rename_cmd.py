@@ -75,4 +75,4 @@ def rename(
     else:
         render.render_rename(result, render.console(), show_all=all_, markdown=markdown)
     if not result.ok:
-        raise api.CheckFailed(path, "; ".join(result.failures), report=result)
+        raise api.CheckFailed.of(result.failed_checks, report=result, path=path)

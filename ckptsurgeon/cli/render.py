@@ -16,6 +16,7 @@ from rich.filesize import decimal
 
 from ..layers import group_layers, name_template, pattern_name, relative_name
 from ..tensors import gc_paused
+from .errors import failure_line
 
 if TYPE_CHECKING:  # rich's console and tables are imported where they are used: JSON output needs neither
     from rich.console import Console
@@ -285,7 +286,7 @@ def transfer_notes(report: TransferReport) -> list[tuple[str, str]]:
     if plan.excluded_sources:
         notes.append((f"excluded source tensors ({len(plan.excluded_sources)}): "
                       f"{_collapsed_names([n for n, _ in plan.excluded_sources])}", ""))
-    notes += [(f"failed: {failure}", "bold red") for failure in report.failures]
+    notes += [(f"failed: {failure_line(f)}", "bold red") for f in report.failed_checks]  # each names its file
     notes.append((report.verdict, "bold"))
     return notes
 
@@ -386,7 +387,7 @@ def render_rename(report: RenameReport, out: Console, *, show_all: bool = False,
     if report.layout_fallback:
         notes.append((f"layout: the Keras layout could not follow these renames ({report.layout_fallback}); "
                       "tensors were written at their new paths without it", "yellow"))
-    notes += [(f"failed: {failure}", "bold red") for failure in report.failures]
+    notes += [(f"failed: {failure_line(f, report.path)}", "bold red") for f in report.failed_checks]
     notes.append((report.verdict, "bold"))
     title = f"{report.path} ({report.format})"
     if report.output:

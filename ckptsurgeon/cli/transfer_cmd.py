@@ -148,4 +148,4 @@ def transfer(
     else:
         render.render_transfer(result, render.console(), collapse=not all_, markdown=markdown)
     if not result.ok:
-        raise api.CheckFailed(target, "; ".join(result.failures), report=result)
+        raise api.CheckFailed.of(result.failed_checks, report=result, path=target)

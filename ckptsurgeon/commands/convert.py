@@ -28,7 +28,7 @@ from typing import Any
 
 from .. import formats
 from ..atomic import check_output, output_error
-from ..errors import CheckFailed, InputError, UsageError
+from ..errors import CheckFailed, Failure, InputError, UsageError
 from ..formats import (
     DEFAULT_SHARDED_OF,
     open_checkpoint,
@@ -129,7 +129,7 @@ class ConvertReport:
     excluded: list[str] = field(default_factory=list)
     shards: list[dict[str, Any]] = field(default_factory=list)  # name, tensors, bytes
     files: list[dict[str, Any]] = field(default_factory=list)  # written: path, bytes, sha256
-    failures: list[str] = field(default_factory=list)  # the value gates that failed (nothing was written)
+    failed_checks: list[Failure] = field(default_factory=list)  # the value gates that failed (nothing was written)
 
     def dtype_rows(self) -> list[DtypeRow]:
         """One row per (dtype in, dtype out) pair, in order of first appearance."""
@@ -143,9 +143,14 @@ class ConvertReport:
         ]
 
     @property
+    def failures(self) -> list[str]:
+        """Each failed check as one sentence (the library's words: options by their keyword)."""
+        return [str(f) for f in self.failed_checks]
+
+    @property
     def ok(self) -> bool:
         """False when a value gate failed (overflow, NaN/Inf); every other check raises before anything is written."""
-        return not self.failures
+        return not self.failed_checks
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -176,7 +181,7 @@ class ConvertReport:
             parts.append(f"{s['overflow_values']:,} values overflowed")
         if s["excluded_tensors"]:
             parts.append(f"{s['excluded_tensors']} excluded")
-        verb = "would convert" if self.dry_run else "did not write" if self.failures else "converted"
+        verb = "would convert" if self.dry_run else "did not write" if self.failed_checks else "converted"
         plural = "s" if s["tensors"] != 1 else ""
         return f"{verb} {s['tensors']} tensor{plural} ({'; '.join(parts)}) to {out}"
 
@@ -201,12 +206,10 @@ class ConvertReport:
             "files": self.files,
             "summary": self.summary,
             "failures": self.failures,
+            "failed_checks": [f.to_dict() for f in self.failed_checks],
             "ok": self.ok,
             "verdict": self.verdict,
         }
-
-
-
 
 
 def float_dtype(code: str) -> str:
@@ -218,7 +221,7 @@ def float_dtype(code: str) -> str:
 
 
 def _select(tensors: Sequence[TensorInfo], include: Sequence[str], exclude: Sequence[str],
-            allow_unused_rules: bool = False) -> tuple[list[TensorInfo], list[str], list[GlobCount]]:
+            allow_unused_rules: bool = False, file: str | None = None) -> tuple[list[TensorInfo], list[str], list[GlobCount]]:
     """The chosen tensors (input order), the excluded names and each glob's match count.
 
     The globs are the rules of every other command (:func:`ckptsurgeon.rules.apply_rules`): an
@@ -228,8 +231,7 @@ def _select(tensors: Sequence[TensorInfo], include: Sequence[str], exclude: Sequ
     renamed = apply_rules([t.name for t in tensors], Rules(include=tuple(include), exclude=tuple(exclude)))
     unused = renamed.unused()
     if unused and not allow_unused_rules:
-        raise CheckFailed(None, unused_rules_failure(unused),
-                          hint="list the names with `ckpt inspect`; globs match whole names")
+        raise CheckFailed.of([unused_rules_failure(unused, file)], hint="list the names with `ckpt inspect`; globs match whole names")
     counts = [GlobCount("include", g, sum(fnmatch.fnmatchcase(t.name, g) for t in tensors)) for g in include]
     counts += [GlobCount("exclude", g, sum(fnmatch.fnmatchcase(t.name, g) for t in tensors)) for g in exclude]
     chosen = [t for t in tensors if t.name in renamed.mapping]
@@ -337,7 +339,7 @@ def convert(
     dest, fmt = _destination(out, fmt, size)
 
     with open_checkpoint(src) as reader:
-        chosen, excluded, counts = _select(reader.tensors, include, exclude, allow_unused_rules)
+        chosen, excluded, counts = _select(reader.tensors, include, exclude, allow_unused_rules, str(src))
         if not reader.tensors:
             raise InputError(reader.path, "holds no tensors; there is nothing to convert")
         if not chosen:
@@ -391,7 +393,7 @@ def convert(
                 if written.files:
                     report.output |= written.files[-1].summary()
         except GateFailed as failed:  # nothing was written; the report keeps the counts
-            outcomes, report.failures = failed.outcomes, failed.failures
+            outcomes, report.failed_checks = failed.outcomes, list(failed.failures)
         else:
             outcomes = written.outcomes
         for t in plan:

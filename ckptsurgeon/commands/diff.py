@@ -432,7 +432,7 @@ def diff_readers(a: Reader, b: Reader, options: DiffOptions | None = None) -> Di
     b_stored = {key: stored for stored, key in b_keys.items()}
     renamed = apply_rules(list(a_keys.values()), options.rules)
     b_names, excluded_b, renamed = _scope_b(list(b_keys.values()), renamed, options.rules)
-    renamed.check_unused(options.allow_unused_rules)
+    renamed.check_unused(options.allow_unused_rules, a.path)  # the rules apply to A's names
 
     in_b = set(b_names)
     only_a: list[tuple[TensorInfo, str]] = []

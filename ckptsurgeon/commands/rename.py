@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import check_output
-from ..errors import CheckFailed, CkptError, UsageError
+from ..errors import CheckFailed, CkptError, Failure, UsageError
 from ..formats import open_checkpoint, output_format, writes_like
 from ..formats.base import Reader
 from ..plan import INPUT, Plan, plan_rename
@@ -42,12 +42,17 @@ class RenameReport:
     output: dict[str, Any] | None
     plan: Plan
     dry_run: bool = False
-    failures: list[str] = field(default_factory=list)
+    failed_checks: list[Failure] = field(default_factory=list)
     layout_fallback: str | None = None  # why a Keras layout could not follow the renames (written plain)
 
     @property
+    def failures(self) -> list[str]:
+        """Each failed check as one sentence (the library's words: options by their keyword)."""
+        return [str(f) for f in self.failed_checks]
+
+    @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failed_checks
 
     @property
     def renamed(self) -> Renamed:
@@ -91,6 +96,7 @@ class RenameReport:
             "layout_fallback": self.layout_fallback,
             "ok": self.ok,
             "failures": self.failures,
+            "failed_checks": [f.to_dict() for f in self.failed_checks],
             "verdict": self.verdict,
         }
 
@@ -135,12 +141,13 @@ def run(
         )
         unused = plan.renamed.unused()
         if unused and not allow_unused_rules:
-            report.failures.append(unused_rules_failure(unused))
+            report.failed_checks.append(unused_rules_failure(unused, str(path)))
         if not plan.steps:
-            report.failures.append("no tensor is left to write after the filters")
-        if report.failures:
+            report.failed_checks.append(Failure("nothing_left", "no tensor is left to write after the filters",
+                                                file=str(path), count=0))
+        if report.failed_checks:
             if check:
-                raise CheckFailed(path, "; ".join(report.failures), report=report)
+                raise CheckFailed.of(report.failed_checks, report=report)
             return report
         if dry_run or output is None or fmt is None:
             return report

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..atomic import check_distinct, check_output, write_text
-from ..errors import CheckFailed, UsageError
+from ..errors import CheckFailed, Failure, UsageError
 from ..formats import open_checkpoint, output_format, writes_like
 from ..formats.base import Reader
 from ..layers import Group, group_layers, relative_name
@@ -94,12 +94,17 @@ class TransferReport:
     plan: Plan
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     dry_run: bool = False
-    failures: list[str] = field(default_factory=list)
+    failed_checks: list[Failure] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        """Each failed check as one sentence (the library's words: options by their keyword)."""
+        return [str(f) for f in self.failed_checks]
 
     @property
     def ok(self) -> bool:
         """True when every requested check passed (then the output, if asked for, was written)."""
-        return not self.failures
+        return not self.failed_checks
 
     # --- per layer ------------------------------------------------------------------------
     def layer_groups(self, collapse: bool = True) -> list[Group[Step]]:
@@ -267,11 +272,9 @@ class TransferReport:
             "summary": self.summary,
             "ok": self.ok,
             "failures": self.failures,
+            "failed_checks": [f.to_dict() for f in self.failed_checks],
             "verdict": self.verdict,
         }
-
-
-
 
 
 def describe_input(reader: Reader) -> dict[str, Any]:
@@ -379,8 +382,9 @@ def run(
 
     The output is a new file, written atomically in the target's format (or the one ``output``'s
     extension names). When a requested check fails nothing is written and the report says so
-    (``ok`` False, ``failures``); with ``check`` that raises :class:`~ckptsurgeon.errors.CheckFailed`
-    (exit 1) carrying the report. With ``dry_run`` only headers are read and nothing is written.
+    (``ok`` False, ``failed_checks``: each a :class:`~ckptsurgeon.errors.Failure` naming the input
+    it is about); with ``check`` that raises :class:`~ckptsurgeon.errors.CheckFailed` (exit 1)
+    carrying the report and the failures, naming the first failure's file. With ``dry_run`` only headers are read and nothing is written.
 
     ``save_plan`` writes the resolved mapping with the digests of the inputs' headers and bytes;
     ``plan_file`` replays such a mapping instead of applying rules, refuses inputs whose headers
@@ -423,10 +427,10 @@ def run(
             output=None if output is None else {"path": str(output), "format": fmt},
             plan=plan, dry_run=dry_run,
         )
-        report.failures = gate_failures(plan)
-        if report.failures:
+        report.failed_checks = gate_failures(plan, source=str(src.path), target=str(tgt.path))
+        if report.failed_checks:
             if check:
-                raise CheckFailed(tgt.path, "; ".join(report.failures), report=report)
+                raise CheckFailed.of(report.failed_checks, report=report)
             return report
         if save_plan is not None:
             doc = plan_to_dict(plan, src, tgt)
@@ -446,9 +450,9 @@ def run(
                 progress=progress, verify=verify, gates=gates, no_clobber=no_clobber, hash_files=hash_output,
             )
         except GateFailed as failed:  # nothing was written; the report keeps the counts
-            report.outcomes, report.failures = failed.outcomes, failed.failures
+            report.outcomes, report.failed_checks = failed.outcomes, list(failed.failures)
             if check:
-                raise CheckFailed(tgt.path, "; ".join(report.failures), report=report) from None
+                raise CheckFailed.of(report.failed_checks, report=report) from None
             return report
         report.outcomes = written.outcomes
         if report.output is not None and written.files:

@@ -355,11 +355,11 @@ class Verification:
 
 
 def _select(names: Sequence[str], include: Sequence[str], exclude: Sequence[str],
-            allow_unused_rules: bool) -> tuple[set[str], Renamed | None]:
+            allow_unused_rules: bool, file: str | None = None) -> tuple[set[str], Renamed | None]:
     if not include and not exclude:
         return set(names), None
     renamed = apply_rules(names, Rules(include=tuple(include), exclude=tuple(exclude)))
-    renamed.check_unused(allow_unused_rules)
+    renamed.check_unused(allow_unused_rules, file)
     return set(renamed.mapping), renamed
 
 
@@ -386,7 +386,7 @@ def verify(
         if recorded is not None:
             present = set(names)
             names += [n for n in recorded.tensors if n not in present]
-        keep, filters = _select(names, include, exclude, allow_unused_rules)
+        keep, filters = _select(names, include, exclude, allow_unused_rules, str(path))
         checks = [check_tensor(reader, t, chunk_bytes) for t in reader.tensors if t.name in keep]
         result = Verification(
             path=str(path), format=reader.format, files=[str(p) for p in reader.files], tensors=checks,

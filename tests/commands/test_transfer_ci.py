@@ -127,8 +127,9 @@ def test_verify_catches_a_corrupted_write(tmp_path: Path, monkeypatch: pytest.Mo
             f.write(bytes([byte[0] ^ 0xFF]))
 
     monkeypatch.setattr(st_writer.Writer, "_finish", corrupting_finish)
-    with pytest.raises(CheckFailed, match="--verify"):
+    with pytest.raises(CheckFailed, match=r"verify: tensor .* as written differs from the plan") as failed:
         api.transfer(src, tgt, out, RULES, verify=True)
+    assert failed.value.path == str(out) and failed.value.failures[0].check == "verify"
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]
     monkeypatch.setattr(st_writer.Writer, "_finish", original)
