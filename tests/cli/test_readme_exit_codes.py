@@ -28,6 +28,7 @@ from ..support.cli import one_line, run
 
 PRE, TGT = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
 SCHEMAS = ROOT / "ckptsurgeon" / "schemas"
+KERAS3 = ROOT / "tests" / "data" / "keras3_names" / "a.weights.h5"  # written by Keras 3.15
 # The README quick start's rules: with them every shared layer pairs (53 of 55 tensors).
 RULES = ["--rename", r"^blocks\.(\d+)\.ffn\.=>blocks.\1.mlp."]
 
@@ -165,6 +166,8 @@ CASES: dict[str, Setup] = {
         lambda c: ["transfer", str(PRE), str(TGT), "-o", str(c.out), "--report", str(c.out)],
     "the source is the target": lambda c: ["transfer", str(TGT), str(TGT), "-o", str(c.out)],
     "a replayed plan was given an option it would not honour": _replay_with_an_option,
+    "a rename would change the stored paths of a Keras 3 output, which Keras could not load":
+        lambda c: ["rename", str(KERAS3), "-o", str(c.tmp / "renamed.weights.h5"), "--rename", "layers/dense_1/=>layers/proj/"],
     "an input is missing, unreadable, malformed or unsafe (a pickle, a link out of its folder)": _unsafe_input,
     "the output cannot be written (no such folder, permissions, disk full)":
         lambda c: ["convert", str(PRE), "-o", str(c.tmp / "no_such_folder" / "out.npz")],
