@@ -20,6 +20,7 @@ is gathered with numpy as torch would index it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import mmap
@@ -268,7 +269,7 @@ class Reader(base.Reader):
             yield from super().iter_bytes(name, chunk_bytes)
             return
         start = loc.record.offset * loc.itemsize
-        view = self._storage_bytes(loc)[start : start + info.nbytes]
+        view = memoryview(self._storage_bytes(loc))[start : start + info.nbytes]
         for pos in range(0, len(view), chunk_bytes):
             yield view[pos : pos + chunk_bytes]
 
@@ -285,10 +286,8 @@ class Reader(base.Reader):
             archive.close()
         mapped, self._map = self._map, None
         if mapped is not None:
-            try:
+            with contextlib.suppress(BufferError):  # arrays read from it still hold views: unmapped when they go
                 mapped.close()
-            except BufferError:  # arrays read from it still hold views: it is unmapped when they go
-                pass
 
 
 class ShardedReader(base.Reader):

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from ...errors import InputError, UnsafeInputError
 
 MAX_PICKLE_BYTES = 64 << 20  # a state dict's pickle is ~150 bytes per tensor
-MAX_OBJECTS = 2_000_000  # values made or memoised (~10 per tensor)
+MAX_OBJECTS = 4_000_000  # opcodes run: each makes, stores or moves at most one value (~20 per tensor)
 MAX_MARKS = 10_000
 MAX_DIMS = 64
 
@@ -83,7 +83,7 @@ class TensorRecord:
     state: Any = field(default=None, repr=False)
 
 
-class StateDict(dict):  # type: ignore[type-arg]
+class StateDict(dict[Any, Any]):
     """A dict or OrderedDict; ``state`` is what ``BUILD`` gave it (a state dict's ``_metadata``)."""
 
     state: Any = None
@@ -273,7 +273,7 @@ class Stream(Protocol):
     """What the unpickler reads from: a file, a BytesIO or an mmap (read, seek, tell)."""
 
     def read(self, n: int = -1, /) -> bytes: ...
-    def seek(self, pos: int, whence: int = 0, /) -> Any: ...
+    def seek(self, pos: int, /) -> Any: ...
     def tell(self) -> int: ...
 
 
@@ -325,7 +325,7 @@ class Unpickler:
     # --- the loop ----------------------------------------------------------------------------------
     def _ops(self) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int | None]]:
         try:
-            yield from pickletools.genops(_Bounded(self.stream, self.start + MAX_PICKLE_BYTES))
+            yield from pickletools.genops(_Bounded(self.stream, self.start + MAX_PICKLE_BYTES))  # type: ignore[arg-type]
         except (ValueError, OverflowError, UnicodeDecodeError, EOFError) as exc:
             raise InputError(self.path, f"{self.where} is malformed or truncated ({_short(exc)})") from exc
 
@@ -333,10 +333,8 @@ class Unpickler:
         stack: list[Any] = []
         marks: list[int] = []
         memo: dict[int, Any] = {}
-        made = 0
-        for op, arg, _pos in self._ops():
+        for made, (op, arg, _pos) in enumerate(self._ops(), 1):
             name = op.name
-            made += 1
             if made > MAX_OBJECTS:
                 raise InputError(self.path, f"{self.where} makes more than {MAX_OBJECTS} values; refusing a pickle bomb")
             try:
