@@ -34,7 +34,7 @@ KNOWN_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "netwo
               "weights", "params")
 EMA = re.compile(r"(^|[._])ema($|[._])|ema_|_ema|averaged", re.IGNORECASE)
 MAX_DEPTH = 64
-MAX_VISITS = 2_000_000
+MAX_VISITS = 1_000_000
 MAX_META_CHARS = 65_536
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -62,46 +62,6 @@ def _children(node: Any) -> Iterator[tuple[Any, Any]]:
         yield from node.items()
     elif isinstance(node, (list, tuple)):
         yield from enumerate(node)
-
-
-def walk(path: Path, root: Any, base: str = "") -> Iterator[tuple[str, TensorRecord]]:
-    """Every tensor under ``root`` with its dotted path, in order; depth, visits and cycles bounded."""
-    visits = 0
-    stack: list[tuple[str, Iterator[tuple[Any, Any]], int]] = []
-    on_path: list[int] = []
-    if isinstance(root, TensorRecord):
-        yield base, root
-        return
-    stack.append((base, _children(root), id(root)))
-    on_path.append(id(root))
-    while stack:
-        prefix, items, _ = stack[-1]
-        step = next(items, None)
-        if step is None:
-            stack.pop()
-            on_path.pop()
-            continue
-        key, value = step
-        visits += 1
-        if visits > MAX_VISITS:
-            raise InputError(path, f"the pickled object has more than {MAX_VISITS} entries (shared references?); refusing it")
-        if not isinstance(value, (TensorRecord, dict, list, tuple)):
-            continue
-        name = _key(key)
-        if name is None:
-            if any(True for _ in walk(path, value)):
-                raise InputError(path, f"a tensor sits under a key of type {type(key).__name__} under {prefix!r}")
-            continue
-        full = f"{prefix}.{name}" if prefix else name
-        if isinstance(value, TensorRecord):
-            yield full, value
-            continue
-        if id(value) in on_path:
-            raise InputError(path, f"the pickled object refers to itself at {full!r}; refusing a cyclic checkpoint")
-        if len(stack) >= MAX_DEPTH:
-            raise InputError(path, f"the pickled object nests deeper than {MAX_DEPTH} levels at {full[:200]!r}")
-        stack.append((full, _children(value), id(value)))
-        on_path.append(id(value))
 
 
 class _Holds:
@@ -144,17 +104,66 @@ class _Holds:
         return direct
 
 
+def walk(holds: _Holds, root: Any, base: str = "") -> Iterator[tuple[str, TensorRecord]]:
+    """Every tensor under ``root`` with its dotted path, in order.
+
+    Containers without tensors are skipped; a container of tensors reached by a second path (a cycle,
+    or a shared reference that would name its tensors twice, or exponentially often) is refused.
+    """
+    path = holds.path
+    if isinstance(root, TensorRecord):
+        yield base, root
+        return
+    stack: list[tuple[str, Iterator[tuple[Any, Any]]]] = [(base, _children(root))]
+    on_path: list[int] = [id(root)]
+    seen: dict[int, str] = {id(root): base}
+    while stack:
+        prefix, items = stack[-1]
+        step = next(items, None)
+        if step is None:
+            stack.pop()
+            on_path.pop()
+            continue
+        key, value = step
+        if not holds(value):
+            continue
+        name = _key(key)
+        if name is None:
+            raise InputError(path, f"a tensor sits under a key of type {type(key).__name__} under {prefix[:80]!r}")
+        full = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, TensorRecord):
+            yield full, value
+            continue
+        if id(value) in on_path:
+            raise InputError(path, f"the pickled object refers to itself at {full[:80]!r}; refusing a cyclic checkpoint")
+        if id(value) in seen:
+            raise InputError(path, f"one container of tensors is both {seen[id(value)][:80]!r} and {full[:80]!r} "
+                             "(a shared reference); refusing names that would repeat")
+        if len(stack) >= MAX_DEPTH:
+            raise InputError(path, f"the pickled object nests deeper than {MAX_DEPTH} levels at {full[:80]!r}")
+        seen[id(value)] = full
+        stack.append((full, _children(value)))
+        on_path.append(id(value))
+
+
 def _candidates(holds: _Holds, root: Any) -> list[str]:
     """The dotted paths of the state dicts in ``root`` (not descending into one), bounded like :func:`walk`."""
     found: list[str] = []
     stack: list[tuple[str, Any, int]] = [("", root, 0)]
     visits = 0
+    seen: set[int] = set()
     while stack:
         prefix, node, depth = stack.pop()
+        if id(node) in seen:  # reached by a second path: its state dicts are found once
+            continue
+        seen.add(id(node))
         for key, value in reversed(list(_children(node))):
             visits += 1
             name = _key(key)
-            if visits > MAX_VISITS or depth >= MAX_DEPTH or name is None or not holds(value):
+            if visits > MAX_VISITS:
+                raise InputError(holds.path, f"the pickled object has more than {MAX_VISITS} entries (shared "
+                                 "references?); refusing it")
+            if depth >= MAX_DEPTH or name is None or not holds(value):
                 continue
             full = f"{prefix}.{name}" if prefix else name
             if holds.state_dict(value):
@@ -205,9 +214,10 @@ def _metadata(holds: _Holds, node: Any) -> dict[str, str]:
     return out
 
 
-def _listing(path: Path, node: Any, base: str = "") -> dict[str, TensorRecord]:
+def _listing(holds: _Holds, node: Any, base: str = "") -> dict[str, TensorRecord]:
+    path = holds.path
     tensors: dict[str, TensorRecord] = {}
-    for name, record in walk(path, node, base):
+    for name, record in walk(holds, node, base):
         if name in tensors:
             raise InputError(path, f"two tensors are named {name!r} (keys that read alike)")
         tensors[name] = record
@@ -217,30 +227,31 @@ def _listing(path: Path, node: Any, base: str = "") -> dict[str, TensorRecord]:
 def choose(path: Path, root: Any, *, dict_path: str | None = None, all_dicts: bool = False) -> Choice:
     """The tensors to list (see the module docstring)."""
     holds = _Holds(path, root)
+    everything = _listing(holds, root)  # checks the whole object: no cycle, shared container or deep nesting
     if dict_path:
         node = resolve(path, root, dict_path)
-        tensors = _listing(path, node)
+        tensors = _listing(holds, node)
         if not tensors:
             raise UsageError(path, f"--dict {dict_path!r} holds no tensors")
         return Choice(tensors, dict_path, f"dict {dict_path!r}", _metadata(holds, node))
     if not holds(root):
-        raise InputError(path, "a PyTorch pickle that holds no tensors; nothing to read")
+        raise InputError(path, "a PyTorch pickle checkpoint that holds no tensors; nothing to read")
     if isinstance(root, TensorRecord):
         return Choice({"tensor": root}, None, "a single tensor", {})
     if all_dicts:
-        return Choice(_listing(path, root), None, "all dicts", _metadata(holds, root))
+        return Choice(everything, None, "all dicts", _metadata(holds, root))
     if holds.state_dict(root):
-        return Choice(_listing(path, root), None, "state dict", _metadata(holds, root))
+        return Choice(everything, None, "state dict", _metadata(holds, root))
     found = _candidates(holds, root)
     known = [k for k in KNOWN_KEYS if k in found]
     if not found:
-        return Choice(_listing(path, root), None, "all tensors", _metadata(holds, root))
+        return Choice(everything, None, "all tensors", _metadata(holds, root))
     if len(known) == 1:
         also = [f"{f} (EMA)" if EMA.search(f) else f for f in found if f != known[0] and "." not in f]
         note = f"dict {known[0]!r}" + (f"; not chosen: {', '.join(also)}" if also else "")
-        return Choice(_listing(path, resolve(path, root, known[0])), known[0], note, _metadata(holds, root))
+        return Choice(_listing(holds, resolve(path, root, known[0])), known[0], note, _metadata(holds, root))
     listed = known + [f for f in found if f not in known and not _under_optimizer(f)] or found
-    shown = ", ".join(listed[:10]) + (", ..." if len(listed) > 10 else "")
+    shown = ", ".join(p[:80] for p in listed[:10]) + (", ..." if len(listed) > 10 else "")
     what = "several state dicts" if len(listed) > 1 else "a state dict under a key that does not say it is the model"
     raise UsageError(path, f"holds {what} ({shown}); choose one with --dict PATH (or list every tensor with "
                      "inspect --all-dicts)")

@@ -153,7 +153,7 @@ class Reader(base.Reader):
             raw = archive.peek(member, member.size)
         if len(raw) != member.size:
             raise InputError(self.path, f"member {member.name!r} is shorter than declared")
-        unpickler = Unpickler(self.path, io.BytesIO(raw), where="data.pkl")
+        unpickler = Unpickler(self.path, io.BytesIO(raw), where="the pickle data.pkl")
         root = unpickler.load()
         places: dict[str, tuple[ZipMember | None, int]] = {}
         for key, storage in unpickler.storages.items():
