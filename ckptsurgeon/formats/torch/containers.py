@@ -173,7 +173,7 @@ def _candidates(holds: _Holds, root: Any) -> list[str]:
     return found
 
 
-def resolve(path: Path, root: Any, dotted: str, option: str = "--dict") -> Any:
+def resolve(path: Path, root: Any, dotted: str) -> Any:
     """The object at a dotted path; keys may hold dots themselves (the longest key that fits wins)."""
     node, rest, done = root, dotted, ""
     while rest:
@@ -186,7 +186,8 @@ def resolve(path: Path, root: Any, dotted: str, option: str = "--dict") -> Any:
             where = f"under {done!r}" if done else "at the top level"
             keys = [k for k in (_key(k) for k, _ in _children(node)) if k is not None]
             shown = ", ".join(keys[:12]) + (", ..." if len(keys) > 12 else "")
-            raise UsageError(path, f"{option} {dotted!r}: no entry {rest.split('.')[0]!r} {where} (it holds: {shown or 'nothing'})")
+            raise UsageError(path, f"no state dict at {dotted!r}: no entry {rest.split('.')[0]!r} {where} "
+                             f"(it holds: {shown or 'nothing'})")
         name, node = best
         done = f"{done}.{name}" if done else name
         rest = rest[len(name) + 1:]
@@ -232,7 +233,7 @@ def choose(path: Path, root: Any, *, dict_path: str | None = None, all_dicts: bo
         node = resolve(path, root, dict_path)
         tensors = _listing(holds, node)
         if not tensors:
-            raise UsageError(path, f"--dict {dict_path!r} holds no tensors")
+            raise UsageError(path, f"the entry {dict_path!r} holds no tensors")
         return Choice(tensors, dict_path, f"dict {dict_path!r}", _metadata(holds, node))
     if not holds(root):
         raise InputError(path, "a PyTorch pickle checkpoint that holds no tensors; nothing to read")
