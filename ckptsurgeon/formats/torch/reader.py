@@ -262,16 +262,39 @@ class Reader(base.Reader):
         return self.path, loc.member.data_offset + start, info.nbytes
 
     def iter_bytes(self, name: str, chunk_bytes: int = base.CHUNK_BYTES) -> Iterator[memoryview]:
-        """The tensor's little-endian C-order bytes in chunks; a contiguous view is sliced in place."""
+        """The tensor's little-endian C-order bytes in chunks, without holding the tensor.
+
+        A C-order view of a record in place is streamed from the file, each chunk's pages dropped
+        from the process once used: a whole STORED member is CRC-checked after its last chunk (a
+        part of one is checked first); any other view is gathered by :meth:`read`.
+        """
         info = self[name]
         loc = self._loc(name)
         if self._big or not loc.contiguous or (loc.member is not None and not loc.member.stored):
             yield from super().iter_bytes(name, chunk_bytes)
             return
-        start = loc.record.offset * loc.itemsize
-        view = memoryview(self._storage_bytes(loc))[start : start + info.nbytes]
-        for pos in range(0, len(view), chunk_bytes):
-            yield view[pos : pos + chunk_bytes]
+        start, nbytes = loc.record.offset * loc.itemsize, info.nbytes
+        if loc.member is None:
+            assert self._map is not None
+            view = memoryview(self._map)
+            begin = loc.file_offset + start
+            for pos in range(begin, begin + nbytes, chunk_bytes):
+                end = min(pos + chunk_bytes, begin + nbytes)
+                yield view[pos:end]
+                drop_pages(self._map, pos, end)
+            return
+        assert self._archive is not None
+        if start or nbytes != loc.member.size:
+            self._archive.verify(loc.member)  # a part of the record: check the whole record first
+        left = nbytes
+        for chunk in self._archive.chunks(loc.member, start, chunk_bytes):
+            if left <= 0:
+                if start or nbytes != loc.member.size:
+                    break
+                continue
+            piece = chunk[:left]
+            left -= len(piece)
+            yield piece
 
     def release(self, name: str) -> None:
         loc = self._loc(name)
