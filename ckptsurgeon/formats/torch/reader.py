@@ -82,6 +82,10 @@ class Reader(base.Reader):
 
     ``layout`` says which kind of file it is and which state dict was listed (``zip; dict
     'state_dict'``); ``options.dict_path`` chooses a sub-dict, ``options.all_dicts`` lists all.
+    For a writer that rebuilds the file like this one: ``container`` is the whole unpickled object
+    (plain values, :class:`~.unpickle.StateDict` with the ``state`` BUILD gave it, and
+    :class:`~.unpickle.TensorRecord`), ``dict_path`` the dotted path of the listed state dict (None:
+    the whole object), and each tensor's ``loc.record`` its record.
     """
 
     format = "torch"
@@ -93,6 +97,8 @@ class Reader(base.Reader):
         self._map: mmap.mmap | None = None
         self._big = False
         self.prefix = ""
+        self.container: Any = None
+        self.dict_path: str | None = None
         try:
             self._open()
         except BaseException:
@@ -111,6 +117,7 @@ class Reader(base.Reader):
             raise InputError(self.path, "not a PyTorch checkpoint (neither a torch.save zip nor a legacy torch.save file)")
         choice = choose(self.path, root, dict_path=self.options.dict_path, all_dicts=self.options.all_dicts)
         self.layout = f"{kind}{'-big-endian' if self._big else ''}; {choice.note}"
+        self.container, self.dict_path = root, choice.where
         self.metadata = choice.metadata
         for name, record in choice.tensors.items():
             member, offset = places[record.storage.key]

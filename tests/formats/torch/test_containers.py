@@ -131,3 +131,13 @@ def test_cli_dict_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert all(k.startswith("ema.") for k in load_file(tmp_path / "e.safetensors"))
     code, _, err = run(["transfer", target, ckpt, "-o", tmp_path / "x.safetensors", "--tgt-dict", "nope"], capsys)
     assert code == 2 and "no state dict at 'nope'" in one_line(err)
+
+
+def test_a_recipe_chooses_the_dicts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'source = "{TORCH_DATA / "lightning_convclf.ckpt"}"\n'
+                      f'target = "{TORCH_DATA / "convclf_target.safetensors"}"\n'
+                      'src-dict = "state_dict"\nstrip-prefix = ["model."]\nstrict = true\n')
+    code, _, err = run(["transfer", "--config", recipe, "-o", tmp_path / "out.safetensors"], capsys)
+    assert code == 0, err
+    assert len(load_file(tmp_path / "out.safetensors")) == 15
