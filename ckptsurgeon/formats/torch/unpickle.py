@@ -336,7 +336,7 @@ class Unpickler:
         for made, (op, arg, _pos) in enumerate(self._ops(), 1):
             name = op.name
             if made > MAX_OBJECTS:
-                raise InputError(self.path, f"{self.where} makes more than {MAX_OBJECTS} values; refusing a pickle bomb")
+                raise InputError(self.path, f"{self.where} runs more than {MAX_OBJECTS} opcodes; refusing a pickle bomb")
             try:
                 if name == "STOP":
                     if len(stack) != 1 or marks:
