@@ -94,6 +94,8 @@ def transfer(
     report_path: str | Path | None = None,
     no_clobber: bool = False,
     hash_output: bool = True,
+    source_options: OpenOptions | None = None,
+    target_options: OpenOptions | None = None,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -105,7 +107,7 @@ def transfer(
                        output_format_name=output_format_name, progress=progress, save_plan=save_plan,
                        plan_file=plan_file, provenance=provenance, verify=verify, check=check,
                        pin_content=pin_content, report_path=report_path, no_clobber=no_clobber,
-                       hash_output=hash_output)
+                       hash_output=hash_output, source_options=source_options, target_options=target_options)
 
 
 def rename(
@@ -120,13 +122,14 @@ def rename(
     check: bool = False,
     no_clobber: bool = False,
     hash_output: bool = True,
+    open_options: OpenOptions | None = None,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``. See :func:`ckptsurgeon.commands.rename.run`."""
     from .commands import rename as command
 
     return command.run(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                        output_format_name=output_format_name, progress=progress, check=check,
-                       no_clobber=no_clobber, hash_output=hash_output)
+                       no_clobber=no_clobber, hash_output=hash_output, open_options=open_options)
 
 
 def convert(
@@ -147,6 +150,7 @@ def convert(
     check: bool = False,
     no_clobber: bool = False,
     hash_output: bool = True,
+    open_options: OpenOptions | None = None,
 ) -> ConvertReport:
     """Write ``src``'s tensors to ``out`` in another format or dtype. See :func:`ckptsurgeon.commands.convert.convert`."""
     from .commands import convert as command
@@ -154,17 +158,18 @@ def convert(
     report = command.convert(src, out, fmt=fmt, dtype=dtype, include=include, exclude=exclude, shard_size=shard_size,
                              dry_run=dry_run, force=force, progress=progress, allow_unused_rules=allow_unused_rules,
                              allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
-                             no_clobber=no_clobber, hash_output=hash_output)
+                             no_clobber=no_clobber, hash_output=hash_output, open_options=open_options)
     if check and not report.ok:
         raise CheckFailed.of(report.failed_checks, report=report, path=src)
     return report
 
 
-def diff(a: str | Path, b: str | Path, options: DiffOptions | None = None, *, check: bool = False) -> DiffResult:
+def diff(a: str | Path, b: str | Path, options: DiffOptions | None = None, *, check: bool = False,
+         open_options: OpenOptions | None = None) -> DiffResult:
     """Compare two checkpoints tensor by tensor. See :func:`ckptsurgeon.commands.diff.diff`."""
     from .commands import diff as command
 
-    result = command.diff(a, b, options)
+    result = command.diff(a, b, options, open_options)
     if check and not result.ok:
         raise CheckFailed(b, result.verdict, report=result)
     return result
@@ -179,12 +184,14 @@ def verify(
     allow_unused_rules: bool = False,
     fail_on_nonfinite: bool = False,
     check: bool = False,
+    open_options: OpenOptions | None = None,
 ) -> Verification:
     """Read every tensor once: NaN/Inf counts and sha256, checked against ``hashes``. See :mod:`ckptsurgeon.commands.verify`."""
     from .commands import verify as command
 
     result = command.verify(path, hashes=hashes, include=include, exclude=exclude,
-                            allow_unused_rules=allow_unused_rules, fail_on_nonfinite=fail_on_nonfinite)
+                            allow_unused_rules=allow_unused_rules, fail_on_nonfinite=fail_on_nonfinite,
+                            open_options=open_options)
     if check and not result.ok:
         raise CheckFailed(path, "; ".join(result.failures), report=result)
     return result

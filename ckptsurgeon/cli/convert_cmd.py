@@ -13,6 +13,7 @@ from .options import (
     AllowOverflowOpt,
     AllowUnusedRulesOpt,
     ConfigOpt,
+    DictOpt,
     DryRunOpt,
     ExcludeOpt,
     FailOnNonfiniteOpt,
@@ -23,6 +24,7 @@ from .options import (
     NoClobberOpt,
     OutputOpt,
     QuietOpt,
+    open_options,
 )
 
 DtypeOpt = Annotated[
@@ -60,6 +62,7 @@ def convert(
     dry_run: DryRunOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    dict_path: DictOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Convert a checkpoint to another format (-o's extension or --format), keeping names, shapes and bytes.
@@ -80,6 +83,7 @@ def convert(
             shard_size=shard_size, dry_run=dry_run, force=force, progress=progress.update if progress else None,
             allow_unused_rules=allow_unused_rules, allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
             no_clobber=no_clobber, hash_output=json_,  # the sha256 is for the JSON report
+            open_options=open_options(dict_path),
         )
     if json_:
         render.print_json(report.to_dict())

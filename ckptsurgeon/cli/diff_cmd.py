@@ -12,6 +12,7 @@ from .options import (
     AddPrefixOpt,
     AllowUnusedRulesOpt,
     ConfigOpt,
+    DictOpt,
     ExcludeOpt,
     IncludeOpt,
     JsonOpt,
@@ -20,6 +21,7 @@ from .options import (
     QuietOpt,
     RenameOpt,
     StripPrefixOpt,
+    open_options,
 )
 
 
@@ -47,6 +49,7 @@ def diff_command(
     json_: JsonOpt = False,
     markdown: MarkdownOpt = False,
     quiet: QuietOpt = False,
+    dict_path: DictOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Compare checkpoint A with checkpoint B: tensors only in A or only in B, shape and dtype changes,
@@ -73,7 +76,7 @@ def diff_command(
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
     options = DiffOptions(rules=rules, atol=atol, rtol=rtol, metadata=metadata, allow_unused_rules=allow_unused_rules)
-    result = api.diff(a, b, options)
+    result = api.diff(a, b, options, open_options=open_options(dict_path))
     from . import diff_render, render
 
     if json_:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .options import ConfigOpt, FilterOpt, InputPath, JsonOpt, MarkdownOpt
+from .options import ConfigOpt, DictOpt, FilterOpt, InputPath, JsonOpt, MarkdownOpt, open_options
 
 
 @app.command()
@@ -20,12 +20,17 @@ def inspect(
     all_: Annotated[bool, typer.Option("--all", help="Show every tensor; do not collapse repeated blocks.")] = False,
     filter_: FilterOpt = None,
     markdown: MarkdownOpt = False,
+    dict_path: DictOpt = None,
+    all_dicts: Annotated[
+        bool, typer.Option("--all-dicts", help="In a container checkpoint, list every tensor under its full dotted path "
+                           "(optimizer state included) instead of one state dict.")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """List a checkpoint's tensors by layer: name, shape, dtype, parameters, bytes; totals and metadata."""
     from .. import api
 
-    result = api.inspect(path, hash=hash_, filter=filter_ or ())
+    result = api.inspect(path, hash=hash_, filter=filter_ or (), options=open_options(dict_path, all_dicts))
     from . import render
 
     if json_:

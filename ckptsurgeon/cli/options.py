@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from ..formats.base import OpenOptions
 
 # The built-in formats, as the registry lists them (tests/test_architecture.py checks that these agree);
 # spelled out here so that `ckpt --help` does not import the registry.
 WRITABLE_FORMATS = "safetensors, npz, keras, hdf5"
-EXTENSIONS = ".safetensors, .npz, .keras, .h5, .hdf5"
+EXTENSIONS = ".safetensors, .npz, .pt, .pth, .bin, .ckpt, .keras, .h5, .hdf5"
 
 InputPath = Annotated[Path, typer.Argument(
     help=f"A checkpoint file ({EXTENSIONS}), a sharded checkpoint's index .json, or a folder holding one.")]
@@ -85,3 +88,19 @@ NoClobberOpt = Annotated[
                        help="Never replace an existing file: refuse one that exists (exit 4), and commit so that "
                             "a file another run creates meanwhile is kept (this run then exits 4, writing nothing)."),
 ]
+
+# --- which state dict of a container checkpoint (PyTorch training, Lightning, EMA checkpoints) -----
+_DICT_HELP = ("In a container checkpoint (a PyTorch training, Lightning or EMA checkpoint), the state dict to "
+              "read, by dotted path (state_dict, model_ema, checkpoint.model); its tensors are named relative to it.")
+DictOpt = Annotated[str | None, typer.Option("--dict", metavar="PATH", help=_DICT_HELP)]
+SrcDictOpt = Annotated[str | None, typer.Option("--src-dict", metavar="PATH", help=f"SOURCE: {_DICT_HELP}")]
+TgtDictOpt = Annotated[str | None, typer.Option("--tgt-dict", metavar="PATH", help=f"TARGET: {_DICT_HELP}")]
+
+
+def open_options(dict_path: str | None, all_dicts: bool = False) -> OpenOptions | None:
+    """The reader options the --dict / --all-dicts flags give (None when neither is given)."""
+    if not dict_path and not all_dicts:
+        return None
+    from ..formats.base import OpenOptions
+
+    return OpenOptions(dict_path=dict_path or None, all_dicts=all_dicts)

@@ -13,6 +13,7 @@ from .options import (
     AddPrefixOpt,
     AllowUnusedRulesOpt,
     ConfigOpt,
+    DictOpt,
     DryRunOpt,
     ExcludeOpt,
     FormatOpt,
@@ -25,6 +26,7 @@ from .options import (
     QuietOpt,
     RenameOpt,
     StripPrefixOpt,
+    open_options,
 )
 
 
@@ -46,6 +48,7 @@ def rename(
     all_: Annotated[bool, typer.Option("--all", help="List unchanged names too.")] = False,
     markdown: MarkdownOpt = False,
     format_: FormatOpt = None,
+    dict_path: DictOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Write a copy of PATH with its tensors renamed by the rules (the same rule options as transfer).
@@ -67,7 +70,8 @@ def rename(
     with progress or render.null_context():
         result = api.rename(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                             output_format_name=format_, progress=progress.update if progress else None,
-                            no_clobber=no_clobber, hash_output=json_)  # the sha256 is for the JSON report
+                            no_clobber=no_clobber, hash_output=json_,
+                            open_options=open_options(dict_path))  # the sha256 is for the JSON report
     if json_:
         render.print_json(result.to_dict())
     elif quiet:

@@ -27,7 +27,10 @@ from .options import (
     OutputOpt,
     QuietOpt,
     RenameOpt,
+    SrcDictOpt,
     StripPrefixOpt,
+    TgtDictOpt,
+    open_options,
 )
 
 
@@ -98,6 +101,8 @@ def transfer(
         bool, typer.Option("--verify", help="Re-read the output and check every tensor against the plan before it is put in place.")
     ] = False,
     markdown: MarkdownOpt = False,
+    src_dict: SrcDictOpt = None,
+    tgt_dict: TgtDictOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Load SOURCE's weights into TARGET wherever names (after your rules) and shapes match; write a new -o OUT.
@@ -137,6 +142,7 @@ def transfer(
             save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, pin_content=pin_content,
             report_path=report, no_clobber=no_clobber,
             hash_output=json_ or report is not None,  # the sha256 is for the JSON report
+            source_options=open_options(src_dict), target_options=open_options(tgt_dict),
         )
     doc = result.to_dict() if report is not None or json_ else {}  # a per-tensor document: only when asked for
     if report is not None:

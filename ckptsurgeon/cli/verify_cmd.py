@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .options import AllowUnusedRulesOpt, ConfigOpt, InputPath, JsonOpt, NoClobberOpt, QuietOpt
+from .options import (
+    AllowUnusedRulesOpt,
+    ConfigOpt,
+    DictOpt,
+    InputPath,
+    JsonOpt,
+    NoClobberOpt,
+    QuietOpt,
+    open_options,
+)
 
 
 @app.command("verify")
@@ -43,6 +52,7 @@ def verify_command(
     ] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    dict_path: DictOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Check a checkpoint: open it (which validates its structure), read every tensor once, count NaN
@@ -63,6 +73,7 @@ def verify_command(
     result = api.verify(
         path, hashes=hashes, include=include or (), exclude=exclude or (),
         allow_unused_rules=allow_unused_rules, fail_on_nonfinite=fail_on_nonfinite,
+        open_options=open_options(dict_path),
     )
     from . import diff_render, render
 

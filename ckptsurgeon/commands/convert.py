@@ -38,7 +38,7 @@ from ..formats import (
     writer_for,
     writes_like,
 )
-from ..formats.base import Reader, ShardedWriter, ShardPlan
+from ..formats.base import OpenOptions, Reader, ShardedWriter, ShardPlan
 from ..lock import FolderLock
 from ..plan import INPUT, plan_convert
 from ..rules import Rules, apply_rules, unused_rules_failure
@@ -311,6 +311,7 @@ def convert(
     fail_on_nonfinite: bool = False,
     no_clobber: bool = False,
     hash_output: bool = True,
+    open_options: OpenOptions | None = None,
 ) -> ConvertReport:
     """Write ``src``'s tensors (those ``include``/``exclude`` choose) to ``out`` in another format.
 
@@ -338,7 +339,7 @@ def convert(
     size = parse_size(shard_size) if shard_size is not None else None
     dest, fmt = _destination(out, fmt, size)
 
-    with open_checkpoint(src) as reader:
+    with open_checkpoint(src, open_options) as reader:
         chosen, excluded, counts = _select(reader.tensors, include, exclude, allow_unused_rules, str(src))
         if not reader.tensors:
             raise InputError(reader.path, "holds no tensors; there is nothing to convert")

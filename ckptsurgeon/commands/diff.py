@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..formats import open_checkpoint
-from ..formats.base import Reader
+from ..formats.base import OpenOptions, Reader
 from ..match import auto_prefix, model_prefixes
 from ..rules import Renamed, Rules, apply_rules
 from ..tensors import TensorInfo, numel
@@ -474,12 +474,13 @@ def _prefix_hint(only_a: list[tuple[TensorInfo, str]], only_b: list[TensorInfo],
     return f"{fix.rule} would pair {fix.after - fix.before:,} more tensors"
 
 
-def diff(a: str | Path, b: str | Path, options: DiffOptions | None = None) -> DiffResult:
+def diff(a: str | Path, b: str | Path, options: DiffOptions | None = None,
+         open_options: OpenOptions | None = None) -> DiffResult:
     """Compare checkpoint ``a`` with checkpoint ``b`` (any formats ckptsurgeon reads).
 
     Raises InputError for an unreadable input and CheckFailed for a rule that matched nothing
     (unless ``options.allow_unused_rules``) or two of A's tensors renamed onto one name. Differences
     do not raise: see :attr:`DiffResult.equal`.
     """
-    with open_checkpoint(a) as reader_a, open_checkpoint(b) as reader_b:
+    with open_checkpoint(a, open_options) as reader_a, open_checkpoint(b, open_options) as reader_b:
         return diff_readers(reader_a, reader_b, options)

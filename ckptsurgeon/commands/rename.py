@@ -23,7 +23,7 @@ from typing import Any
 from ..atomic import check_output
 from ..errors import CheckFailed, CkptError, Failure, UsageError
 from ..formats import open_checkpoint, output_format, writes_like
-from ..formats.base import Reader
+from ..formats.base import OpenOptions, Reader
 from ..plan import INPUT, Plan, plan_rename
 from ..rules import Renamed, Rules, apply_rules, unused_rules_failure
 from ..text import blame, plural
@@ -113,6 +113,7 @@ def run(
     check: bool = False,
     no_clobber: bool = False,
     hash_output: bool = True,
+    open_options: OpenOptions | None = None,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``; bytes, dtypes and metadata stay.
 
@@ -124,7 +125,7 @@ def run(
     """
     if output is None and not dry_run:
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
-    with open_checkpoint(path) as reader:
+    with open_checkpoint(path, open_options) as reader:
         with blame(path):
             plan = plan_rename(reader.tensors, rules)
         _refuse_keras_name_rules(reader, rules, plan.renamed)

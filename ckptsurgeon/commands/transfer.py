@@ -23,7 +23,7 @@ from .. import __version__
 from ..atomic import check_distinct, check_output, write_text
 from ..errors import CheckFailed, Failure, UsageError
 from ..formats import open_checkpoint, output_format, writes_like
-from ..formats.base import Reader
+from ..formats.base import OpenOptions, Reader
 from ..layers import Group, group_layers, relative_name
 from ..plan import (
     SHAPE_MISMATCH,
@@ -377,6 +377,8 @@ def run(
     report_path: str | Path | None = None,
     no_clobber: bool = False,
     hash_output: bool = True,
+    source_options: OpenOptions | None = None,
+    target_options: OpenOptions | None = None,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -408,7 +410,7 @@ def run(
         raise UsageError(None, "--pin-content checks the inputs against a saved plan: it needs --plan")
     check_distinct([("-o", output), ("--report", report_path), ("--save-plan", save_plan)],
                    [("SOURCE", source), ("TARGET", target), ("--plan", plan_file)])
-    with open_checkpoint(source) as src, open_checkpoint(target) as tgt:
+    with open_checkpoint(source, source_options) as src, open_checkpoint(target, target_options) as tgt:
         plan = plan_readers(src, tgt, options)  # with a saved plan: the same-file guard
         replayed = None
         if plan_file is not None:

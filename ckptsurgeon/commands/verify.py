@@ -25,7 +25,7 @@ from ..atomic import atomic_path, check_output
 from ..errors import InputError
 from ..files import check_input, read_input
 from ..formats import open_checkpoint
-from ..formats.base import CHUNK_BYTES, Reader
+from ..formats.base import CHUNK_BYTES, OpenOptions, Reader
 from ..rules import Renamed, Rules, apply_rules, listing
 from ..tensors import DTYPES, TensorInfo, numel
 from ..text import plural
@@ -372,6 +372,7 @@ def verify(
     allow_unused_rules: bool = False,
     fail_on_nonfinite: bool = False,
     chunk_bytes: int = CHUNK_BYTES,
+    open_options: OpenOptions | None = None,
 ) -> Verification:
     """Open ``path``, read every selected tensor once and check it (against ``hashes`` when given).
 
@@ -381,7 +382,7 @@ def verify(
     does not raise: see :attr:`Verification.ok` and :attr:`Verification.failures`.
     """
     recorded = HashFile.load(hashes) if isinstance(hashes, (str, Path)) else hashes
-    with open_checkpoint(path) as reader:
+    with open_checkpoint(path, open_options) as reader:
         names = [t.name for t in reader.tensors]
         if recorded is not None:
             present = set(names)

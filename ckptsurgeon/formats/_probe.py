@@ -10,7 +10,10 @@ that concern the file as a whole, not one format, are made here:
   signature, at one of the offsets where HDF5 looks for it, outside its members' data; bytes after
   a zip archive's end record);
 - **files that are not checkpoints**, or whose format ckptsurgeon does not read, are named by
-  :func:`refuse` in one line (a pickle, a Git LFS pointer, an HTML page, a GGUF file ...).
+  :func:`refuse` in one line (a pickle that is not a PyTorch checkpoint, a Git LFS pointer, an HTML
+  page, a GGUF file ...). PyTorch checkpoints (a zip with ``<folder>/data.pkl``, a legacy file
+  starting with torch's magic number) are claimed by the ``torch`` format, whose restricted
+  unpickler reads them; no other pickle is ever read.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from ._index import MAX_INDEX_BYTES, ShardIndex, strict_json
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # how a zip archive starts (an empty one is only its end record)
 HEAD_BYTES = 64
+NOT_TORCH_PICKLE = ("a Python pickle that is not a PyTorch checkpoint (neither a torch.save zip nor a legacy "
+                    "torch.save file); such pickles are never loaded")
 
 
 class Probe:
@@ -178,7 +183,7 @@ def describe(head: bytes) -> str:
     if head.startswith(b"version https://git-lfs.github.com/spec/"):
         return "a Git LFS pointer, not the checkpoint itself (run `git lfs pull` to fetch the real file)"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "a Python pickle (e.g. a legacy torch.save file); pickles are never loaded"
+        return NOT_TORCH_PICKLE
     if head.startswith(b"GGUF"):
         return "a GGUF file, not supported yet"
     if head.startswith(b"\x93NUMPY"):
@@ -189,7 +194,7 @@ def describe(head: bytes) -> str:
         return "an HTML page (a failed download?)"
     if not head:
         return "empty"
-    return "not a checkpoint format ckptsurgeon reads (safetensors, HDF5/Keras, npz)"
+    return "not a checkpoint format ckptsurgeon reads (safetensors, HDF5/Keras, npz, PyTorch)"
 
 
 def refuse(probe: Probe) -> InputError:
@@ -198,8 +203,8 @@ def refuse(probe: Probe) -> InputError:
     if names is not None:
         if any(n.endswith(".pkl") for n in names):
             return UnsafeInputError(
-                probe.path, "a PyTorch pickle checkpoint (torch.save zip); pickles are never loaded",
-                hint="save it with safetensors.torch.save_file first",
+                probe.path, "a zip archive of pickles that is not a PyTorch checkpoint (no <folder>/data.pkl); "
+                "such pickles are never loaded",
             )
         if not names:
             return InputError(probe.path, "an empty zip archive")
@@ -207,7 +212,5 @@ def refuse(probe: Probe) -> InputError:
     if probe.json is not None:
         return InputError(probe.path, "a JSON file that is not a sharded checkpoint index (no \"weight_map\")")
     if _pickle_like(probe):
-        return UnsafeInputError(
-            probe.path, "a Python pickle (protocol 0 or 1, e.g. an old torch.save file); pickles are never loaded"
-        )
+        return UnsafeInputError(probe.path, f"{NOT_TORCH_PICKLE} (protocol 0 or 1)")
     return InputError(probe.path, describe(probe.head))

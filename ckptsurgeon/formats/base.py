@@ -39,9 +39,14 @@ class OpenOptions:
 
     ``float8``: which float8 code a 1-byte void npz member holds (``F8_E4M3``, ``F8_E5M2``,
     ``F8_E8M0``), for archives without ckptsurgeon's naming comment.
+    ``dict_path``: the dotted path of the state dict to read in a container checkpoint (PyTorch:
+    ``state_dict``, ``model_ema``, ``checkpoint.model``); its tensors are named relative to it.
+    ``all_dicts``: list every tensor of a container under its full dotted path instead.
     """
 
     float8: str | None = None
+    dict_path: str | None = None
+    all_dicts: bool = False
 
 
 @dataclass(frozen=True)

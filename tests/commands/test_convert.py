@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import jsonschema
@@ -334,8 +335,14 @@ def test_guards_and_exit_codes(corpus: Path, tmp_path: Path, capsys: pytest.Capt
         convert(src, tmp_path / "model.safetensors.index.json")
     with pytest.raises(UsageError, match="sharded safetensors"):
         convert(src, tmp_path, shard_size="1MB", fmt="npz")
+    pickles = tmp_path / "pickles"
+    pickles.mkdir()
+    convert(corpus / "torch/smallcnn.pt", pickles / "x.npz")  # a PyTorch checkpoint is read (its pickle never run)
+    pickled = pickles / "model.bin"
+    pickled.write_bytes(b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00.")  # a pickle, not a torch.save file
     with pytest.raises(InputError):
-        convert(corpus / "torch/smallcnn.pt", tmp_path / "x.npz")
+        convert(pickled, pickles / "y.npz")
+    shutil.rmtree(pickles)
     cases = [
         (["convert", str(src)], 2),  # no -o
         (["convert", str(src), "-o", str(tmp_path / "x.bin")], 2),  # unknown extension

@@ -58,7 +58,11 @@ SHARDED = [n for n in WRITABLE if SPECS[n].shards_of is not None]
 #: metadata keys a format writes by itself, beside the caller's
 ADDED_METADATA: dict[str, set[str]] = {"safetensors-sharded": {"total_size"}}
 #: a corpus checkpoint for each read-only format (no writer to make one)
-READ_ONLY_SAMPLES: dict[str, str] = {"keras-sharded": "keras3/cnn_sharded/cnn.weights.json"}
+READ_ONLY_SAMPLES: dict[str, str] = {
+    "keras-sharded": "keras3/cnn_sharded/cnn.weights.json",
+    "torch": "torch/smallcnn.pt",
+    "torch-sharded": "../torch/hf_sharded_bin/tinylm/pytorch_model.bin.index.json",
+}
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 CUT_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 3 / 4)

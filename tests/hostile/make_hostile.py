@@ -691,6 +691,297 @@ def _(p: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# PyTorch: every pickle here is written opcode by opcode (class Pk); none is made by pickling live
+# objects, and none is ever loaded. Payloads that would run (os.system, eval, subprocess) would
+# create a file named PWNED-* in the working directory, which the tests watch.
+# --------------------------------------------------------------------------------------------------
+T = "torch"
+TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class Pk:
+    """Pickle bytes built opcode by opcode for one protocol (0-5), the way CPython's pickler spells them."""
+
+    def __init__(self, proto: int = 2) -> None:
+        self.proto = proto
+        self.out = bytearray()
+
+    def raw(self, data: bytes) -> Pk:
+        self.out += data
+        return self
+
+    def mark(self) -> Pk:
+        return self.raw(b"(")
+
+    def str(self, s: str) -> Pk:
+        data = s.encode()
+        if self.proto == 0:
+            return self.raw(b"V" + s.encode("raw-unicode-escape") + b"\n")
+        if self.proto >= 4 and len(data) < 256:
+            return self.raw(b"\x8c" + bytes([len(data)]) + data + b"\x94")  # SHORT_BINUNICODE, MEMOIZE
+        return self.raw(b"X" + struct.pack("<I", len(data)) + data)
+
+    def int(self, n: int) -> Pk:
+        if self.proto == 0:
+            return self.raw(b"I%d\n" % n)
+        if 0 <= n < 256:
+            return self.raw(b"K" + bytes([n]))
+        return self.raw(b"J" + struct.pack("<i", n))
+
+    def false(self) -> Pk:
+        return self.raw(b"\x89" if self.proto >= 2 else b"I00\n")
+
+    def glob(self, module: str, name: str) -> Pk:
+        if self.proto >= 4:
+            return self.str(module).str(name).raw(b"\x93")  # STACK_GLOBAL
+        return self.raw(b"c" + f"{module}\n{name}\n".encode())
+
+    def tuple(self, items: list[Callable[[Pk], object]]) -> Pk:
+        if self.proto >= 2 and 1 <= len(items) <= 3:
+            for item in items:
+                item(self)
+            return self.raw(bytes([0x84 + len(items)]))  # TUPLE1/2/3
+        if not items and self.proto >= 1:
+            return self.raw(b")")
+        self.mark()
+        for item in items:
+            item(self)
+        return self.raw(b"t")
+
+    def ints(self, values: tuple[int, ...]) -> Pk:
+        return self.tuple([lambda p, v=v: p.int(v) for v in values])
+
+    def call(self, module: str, name: str, args: list[Callable[[Pk], object]]) -> Pk:
+        return self.glob(module, name).tuple(args).raw(b"R")
+
+    def ordered_dict(self) -> Pk:
+        return self.call("collections", "OrderedDict", [])
+
+    def tensor(self, key: str, numel: int, offset: int, shape: tuple[int, ...], stride: tuple[int, ...],
+               storage: str = "FloatStorage", legacy: bool = False) -> Pk:
+        def pid(p: Pk) -> None:
+            if p.proto == 0:  # protocol 0 has only a text persistent id: what CPython writes, str(pid)
+                p.raw(b"P('storage', '%s', '%s', 'cpu', %d)\n" % (storage.encode(), key.encode(), numel))
+                return
+            fields: list[Callable[[Pk], object]] = [lambda q: q.str("storage"), lambda q: q.glob("torch", storage),
+                                                    lambda q: q.str(key), lambda q: q.str("cpu"), lambda q: q.int(numel)]
+            if legacy:
+                fields.append(lambda q: q.raw(b"N"))
+            p.tuple(fields).raw(b"Q")  # BINPERSID
+
+        return self.call("torch._utils", "_rebuild_tensor_v2", [
+            pid, lambda p: p.int(offset), lambda p: p.ints(shape), lambda p: p.ints(stride),
+            lambda p: p.false(), lambda p: p.ordered_dict(),
+        ])
+
+    def state_dict(self, entries: list[tuple[str, Callable[[Pk], object]]]) -> Pk:
+        self.ordered_dict()
+        if self.proto == 0:  # SETITEM per entry
+            for name, value in entries:
+                self.str(name)
+                value(self)
+                self.raw(b"s")
+            return self
+        self.mark()
+        for name, value in entries:
+            self.str(name)
+            value(self)
+        return self.raw(b"u")  # SETITEMS
+
+    def done(self) -> bytes:
+        body = bytes(self.out) + b"."
+        if self.proto < 2:
+            return body
+        head = b"\x80" + bytes([self.proto])
+        if self.proto >= 4:  # one frame holding the rest, as CPython frames a small pickle
+            return head + b"\x95" + struct.pack("<Q", len(body)) + body
+        return head + body
+
+
+def f32(*values: float) -> bytes:
+    return struct.pack(f"<{len(values)}f", *values)
+
+
+#: The valid state dict of the protocol variants: w = arange(6) as 2x3; wt = w.t() (a strided view of
+#: the same storage); row = w[1] (an offset view); b = 2 floats of a second storage.
+TORCH_STORAGES = {"0": f32(*range(6)), "1": f32(0.5, -1.5)}
+
+
+def torch_entries(legacy: bool = False) -> list[tuple[str, Callable[[Pk], object]]]:
+    return [
+        ("w", lambda p: p.tensor("0", 6, 0, (2, 3), (3, 1), legacy=legacy)),
+        ("wt", lambda p: p.tensor("0", 6, 0, (3, 2), (1, 3), legacy=legacy)),
+        ("row", lambda p: p.tensor("0", 6, 3, (3,), (1,), legacy=legacy)),
+        ("b", lambda p: p.tensor("1", 2, 0, (2,), (1,), legacy=legacy)),
+    ]
+
+
+def torch_zip(pkl: bytes, storages: dict[str, bytes] | None = None, extra: list[tuple[str, bytes]] = ()) -> bytes:
+    records = [(f"archive/data/{k}", v) for k, v in (TORCH_STORAGES if storages is None else storages).items()]
+    return zip_bytes([("archive/data.pkl", pkl), ("archive/byteorder", b"little"), *records,
+                      ("archive/version", b"3\n"), *extra])
+
+
+def torch_legacy(obj: bytes, storages: dict[str, bytes] | None = None, *, cut: int = 0) -> bytes:
+    """A legacy torch.save file: magic, protocol, system info, the object, the storage keys, the records."""
+    storages = TORCH_STORAGES if storages is None else storages
+    magic = b"\x80\x02\x8a\x0a" + TORCH_MAGIC.to_bytes(10, "little") + b"."
+    protocol = Pk().int(1001).done()
+    info = Pk().raw(b"}").mark().str("protocol_version").int(1001).str("little_endian").raw(b"\x88").raw(b"u").done()
+    keys = Pk().raw(b"]").mark()
+    for k in storages:
+        keys.str(k)
+    records = b"".join(struct.pack("<q", len(v) // 4) + v for v in storages.values())
+    data = magic + protocol + info + obj + keys.raw(b"e").done() + records
+    return data[: len(data) - cut] if cut else data
+
+
+def payload(p: Pk, module: str, name: str, command: str) -> Pk:
+    return p.call(module, name, [lambda q: q.str(command)])
+
+
+@case("torch/rce_os_system.pt", T, "os.system", "a torch zip whose data.pkl calls os.system (pickle RCE)")
+def _(p: Path) -> None:
+    write(p, torch_zip(payload(Pk(), "os", "system", "touch PWNED-os-system").done()))
+
+
+@case("torch/rce_posix_system.pt", T, "posix.system", "os.system as CPython pickles it (posix.system) in data.pkl")
+def _(p: Path) -> None:
+    write(p, torch_zip(payload(Pk(), "posix", "system", "touch PWNED-posix").done()))
+
+
+@case("torch/rce_builtins_eval.pt", T, "__builtin__.eval",
+      "__builtin__.eval, as a protocol 2 pickle spells builtins.eval (no name mapping may allow it)")
+def _(p: Path) -> None:
+    write(p, torch_zip(payload(Pk(), "__builtin__", "eval", "open('PWNED-eval', 'w')").done()))
+
+
+@case("torch/rce_subprocess.pt", T, "subprocess.Popen", "subprocess.Popen nested inside a state dict's entry")
+def _(p: Path) -> None:
+    entries = [*torch_entries(), ("evil", lambda q: payload(q, "subprocess", "Popen", "touch PWNED-popen"))]
+    write(p, torch_zip(Pk().state_dict(entries).done()))
+
+
+@case("torch/rce_stack_global_proto4.pt", T, "os.system", "os.system by STACK_GLOBAL in a protocol 4 frame")
+def _(p: Path) -> None:
+    write(p, torch_zip(payload(Pk(4), "os", "system", "touch PWNED-proto4").done()))
+
+
+@case("torch/global_getattr.pt", T, "builtins.getattr", "GLOBAL builtins.getattr (a step to any attribute)")
+def _(p: Path) -> None:
+    pk = Pk().call("builtins", "getattr", [lambda q: q.ordered_dict(), lambda q: q.str("__class__")])
+    write(p, torch_zip(pk.done()))
+
+
+@case("torch/inst_opcode.pt", T, "opcode INST", "the INST opcode (imports and instantiates a class)")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk().mark().str("touch PWNED-inst").raw(b"ios\nsystem\n").done()))
+
+
+@case("torch/build_on_global.pt", T, "BUILD on", "BUILD setting state on a storage class (not a dict or tensor)")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk().glob("torch", "FloatStorage").raw(b"}").raw(b"b").done()))
+
+
+@case("torch/legacy_rce.pt", T, "os.system", "a legacy torch.save file whose object pickle calls os.system")
+def _(p: Path) -> None:
+    write(p, torch_legacy(payload(Pk(), "os", "system", "touch PWNED-legacy").done()))
+
+
+@case("torch/view_exceeds_storage.pt", T, "reaches",
+      "_rebuild_tensor_v2 whose view (4x4 floats) is larger than its storage (6 floats)")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk().state_dict([("w", lambda q: q.tensor("0", 6, 0, (4, 4), (4, 1)))]).done(), {"0": f32(*range(6))}))
+
+
+@case("torch/offset_past_storage.pt", T, "reaches", "a view whose storage offset lies past its storage's end")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk().state_dict([("w", lambda q: q.tensor("0", 6, 6, (1,), (1,)))]).done(), {"0": f32(*range(6))}))
+
+
+@case("torch/record_shorter_than_declared.pt", T, "declares",
+      "a storage record (data/0) shorter than its persistent id's element count says")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk().state_dict([("w", lambda q: q.tensor("0", 16, 0, (2,), (1,)))]).done(), {"0": f32(1, 2)}))
+
+
+@case("torch/missing_record.pt", T, "no record", "a storage key with no data/<key> record in the archive")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk().state_dict([("w", lambda q: q.tensor("7", 2, 0, (2,), (1,)))]).done(), {"0": f32(1, 2)}))
+
+
+@case("torch/storage_key_traversal.pt", T, "not a plain name", "a storage key '../../x' (a path out of the archive)")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk().state_dict([("w", lambda q: q.tensor("../../x", 2, 0, (2,), (1,)))]).done()))
+
+
+@case("torch/zip_slip.pt", T, "'..' path component", "a member named ../../x beside archive/data.pkl")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk().state_dict(torch_entries()).done(), extra=[("../../x", b"PWNED")]))
+
+
+@case("torch/legacy_truncated_record.pt", T, "truncated", "a legacy file whose last storage record is cut short")
+def _(p: Path) -> None:
+    write(p, torch_legacy(Pk().state_dict(torch_entries(legacy=True)).done(), cut=4))
+
+
+@case("torch/deep_nesting.pt", T, "deeper than", "a tensor nested 5000 lists deep (deeper than Python recursion goes)")
+def _(p: Path) -> None:
+    pk = Pk().raw(b"]" * 5000)
+    pk.tensor("1", 2, 0, (2,), (1,))
+    write(p, torch_zip(pk.raw(b"a" * 5000).done()))
+
+
+@case("torch/mark_bomb.pt", T, "MARK", "a pickle pushing 20,000 MARKs")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk().raw(b"(" * 20_000).raw(b")").done()))
+
+
+@case("torch/huge_string_length.pt", T, "truncated", "a BINUNICODE8 declaring 2**60 bytes (an allocation bomb)")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk(4).raw(b"\x8d" + struct.pack("<Q", 1 << 60) + b"xx").done()))
+
+
+@case("torch/huge_long_length.pt", T, "truncated", "a LONG4 declaring 2**31-1 bytes of integer")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk().raw(b"\x8b" + struct.pack("<i", 2**31 - 1) + b"\x01").done()))
+
+
+@case("torch/shared_reference_bomb.pt", T, "shared reference", "60 levels of lists holding the level below twice (2**60 paths)")
+def _(p: Path) -> None:
+    pk = Pk().raw(b"}").str("w")
+    pk.tensor("1", 2, 0, (2,), (1,))
+    pk.raw(b"s").raw(b"q\x000")  # SETITEM, BINPUT 0, POP
+    for level in range(60):  # x[n+1] = (x[n], x[n]): TUPLE2 of two BINGETs, BINPUT, POP
+        pk.raw(b"h" + bytes([level]) + b"h" + bytes([level]) + b"\x86" + b"q" + bytes([level + 1]) + b"0")
+    write(p, torch_zip(pk.raw(b"h\x3c").done()))
+
+
+@case("torch/cyclic.pt", T, "refers to itself", "a list that holds itself and a tensor")
+def _(p: Path) -> None:
+    pk = Pk().raw(b"]q\x00").raw(b"h\x00a")  # L = []; L.append(L)
+    pk.tensor("1", 2, 0, (2,), (1,))
+    write(p, torch_zip(pk.raw(b"a").done()))
+
+
+@case("torch/proto0_state_dict.pt", T, "persistent id",
+      "a protocol 0 state dict: its persistent ids are text (torch.load cannot read it either)")
+def _(p: Path) -> None:
+    write(p, torch_zip(Pk(0).state_dict(torch_entries()).done()))
+
+
+for _proto in (1, 2, 3, 4, 5):
+    @case(f"torch/proto{_proto}_state_dict.pt", T, "", f"a valid state dict in protocol {_proto}: read exactly", exit=0)
+    def _(p: Path, proto: int = _proto) -> None:
+        write(p, torch_zip(Pk(proto).state_dict(torch_entries()).done()))
+
+
+@case("torch/legacy_state_dict.pt", T, "", "a valid legacy torch.save file of the same state dict: read exactly", exit=0)
+def _(p: Path) -> None:
+    write(p, torch_legacy(Pk().state_dict(torch_entries(legacy=True)).done()))
+
+
+# --------------------------------------------------------------------------------------------------
 # not checkpoints at all, and extensions that lie
 # --------------------------------------------------------------------------------------------------
 M = "misc"
@@ -702,7 +993,8 @@ def _legacy_torch_pickle() -> bytes:
     return b"".join(pickle.dumps(x, protocol=2) for x in parts)
 
 
-@case("misc/legacy_torch.pt", M, "pickles are never loaded", "a legacy torch.save file (protocol 2 pickles)")
+@case("misc/legacy_torch.pt", M, "storage list pickle is malformed or truncated",
+      "a legacy torch.save file (protocol 2 pickles) that ends after its object pickle")
 def _(p: Path) -> None:
     write(p, _legacy_torch_pickle())
 
