@@ -309,8 +309,8 @@ class Writer(base.Writer):
         self._close()
 
     def _close(self) -> None:
-        for fd in self._sources.values():
-            os.close(fd)
+        for source in self._sources.values():
+            os.close(source)
         self._sources.clear()
         self._buffer = None
         fd, self._fd = self._fd, None
