@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -18,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ckptsurgeon.tensors import DTYPES, code_of
+from ckptsurgeon.formats.torch.writer import Writer
+from ckptsurgeon.tensors import DTYPES, TensorSpec, code_of
 
 from .test_writer import Zip64Everywhere, every_dtype, masked, write_pt
 
@@ -84,6 +86,20 @@ def test_torch_reads_the_zip64_fields(tmp_path: Path) -> None:
     tensors = every_dtype()
     path = write_pt(tmp_path / "m.pt", tensors, cls=Zip64Everywhere)
     assert run_check("load", path, expected(tensors, tmp_path / "expected.json"))["ok"] is True
+
+
+def test_more_members_than_the_classic_end_record_counts(tmp_path: Path) -> None:
+    """65,535 members and more: the end record holds the marker, the ZIP64 end record the count."""
+    torch_python()  # skip before writing, not after
+    n = 65_600
+    path = tmp_path / "many.pt"
+    writer = Writer(path)
+    writer.begin([TensorSpec(f"p.{i}", (1,), "I32") for i in range(n)])
+    for i in range(n):
+        writer.write_chunks(f"p.{i}", [struct.pack("<i", i)])
+    writer.finish()
+    assert path.read_bytes()[-22:][8:12] == b"\xff\xff\xff\xff"  # members on this disk, in all
+    assert run_check("count", path) == {"ok": True, "count": n, "last": [f"p.{n - 1}", [n - 1]]}
 
 
 def test_every_dtype_code_is_covered() -> None:

@@ -6,6 +6,7 @@
     python torch_load_check.py module PATH               load_state_dict(strict=True) into MODEL below, then
                                                          a forward pass; prints each parameter's sha256
     python torch_load_check.py resave PATH OUT           torch.save of what torch.load returns, to OUT
+    python torch_load_check.py count PATH                the number of tensors and the last one's values
 
 Prints one JSON line on success; exits 1 with the reason on stderr otherwise. Uses torch only, never
 ckptsurgeon, and never unpickles anything but with ``weights_only=True``.
@@ -97,6 +98,12 @@ def resave(path: str, out: str) -> None:
     print(json.dumps({"ok": True}))
 
 
+def count(path: str) -> None:
+    sd = torch.load(path, weights_only=True)
+    name, last = next(reversed(sd.items()))
+    print(json.dumps({"ok": True, "count": len(sd), "last": [name, last.tolist()]}))
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"load": check_load, "module": check_module, "resave": resave}[command](*args)
+    {"load": check_load, "module": check_module, "resave": resave, "count": count}[command](*args)
