@@ -62,6 +62,7 @@ from .._io import CHUNK_BYTES, Writeback
 from .._zip import DESCRIPTOR_SIGNATURE, LOCAL_HEADER, LOCAL_SIGNATURE, name_problem
 from .._zipdir import CENTRAL, CENTRAL_SIGNATURE, END, ZIP64_END, ZIP64_END_SIGNATURE, ZIP64_LOCATOR
 from .._zipdir import ZIP64_LOCATOR_SIGNATURE as LOCATOR_SIGNATURE
+from ..safetensors import sharded
 from ._pickle_out import STORAGE_TYPES, state_dict_pickle
 
 if TYPE_CHECKING:
@@ -324,4 +325,26 @@ class Writer(base.Writer):
         super().abort()
 
 
-__all__ = ["ALIGNMENT", "METADATA_MEMBER", "Writer", "archive_name"]
+#: Hugging Face's names for PyTorch shards: ``pytorch_model-00001-of-00002.bin``, ``pytorch_model.bin.index.json``
+BIN = sharded.Naming(".bin", "pytorch_model")
+
+
+class ShardedWriter(sharded.Writer):
+    """Sharded PyTorch checkpoints in the Hugging Face layout (``save_torch_state_dict(safe_serialization=False)``).
+
+    ``DIR/pytorch_model.bin.index.json`` = ``{"metadata": {"total_size": N, ...}, "weight_map": {tensor: shard}}``
+    beside ``pytorch_model-00001-of-00003.bin`` ...: each shard a :class:`Writer` file (a flat state
+    dict, member prefix = the shard's stem, as ``torch.save`` names it), filled, named and committed
+    together exactly as sharded safetensors are (:mod:`ckptsurgeon.formats.safetensors.sharded`).
+    Metadata goes into the index only; the shards hold tensors alone, like torch's.
+    """
+
+    format = "pytorch-sharded"
+    caps = base.WriterCaps(byte_ranges=True, streams_chunks=True, sharded=True)
+    naming = BIN
+
+    def _shard_writer(self, temp: Path, dest: Path) -> base.Writer:
+        return Writer(temp, archive=archive_name(dest))
+
+
+__all__ = ["ALIGNMENT", "BIN", "METADATA_MEMBER", "ShardedWriter", "Writer", "archive_name"]
