@@ -107,6 +107,15 @@ def metadata_json(metadata: Mapping[str, str]) -> bytes:
                       separators=(",", ":")).encode("utf-8")
 
 
+def _read_into(fd: int, buffer: memoryview, offset: int) -> int:
+    """Read from ``fd`` at ``offset`` into ``buffer``; the number of bytes read (0 at the end of the file)."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [buffer], offset)
+    data = os.pread(fd, len(buffer), offset)  # pragma: no cover - systems without preadv
+    buffer[: len(data)] = data
+    return len(data)
+
+
 class _Member:
     """One member being written or written: what its central directory record needs."""
 
@@ -267,7 +276,7 @@ class Writer(base.Writer):
         self._open_member(self._storage(), length)
         done = 0
         while done < length:
-            n = os.preadv(fd, [buffer[: min(len(buffer), length - done)]], offset + done)
+            n = _read_into(fd, buffer[: min(len(buffer), length - done)], offset + done)
             if n == 0:
                 raise InputError(src, f"tensor {name!r}: the file ended {length - done} bytes early while copying")
             self._feed(buffer[:n])
