@@ -345,7 +345,7 @@ def test_guards_and_exit_codes(corpus: Path, tmp_path: Path, capsys: pytest.Capt
     shutil.rmtree(pickles)
     cases = [
         (["convert", str(src)], 2),  # no -o
-        (["convert", str(src), "-o", str(tmp_path / "x.bin")], 2),  # unknown extension
+        (["convert", str(src), "-o", str(tmp_path / "x.ckpt")], 2),  # an extension two formats use (Lightning, MindSpore)
         (["convert", str(src), "-o", str(tmp_path / "x.npz"), "--dtype", "I8"], 2),
         (["convert", str(src), "-o", str(tmp_path / "x.npz"), "--format", "onnx"], 2),
         (["convert", str(src), "-o", str(tmp_path), "--shard-size", "lots"], 2),

@@ -56,12 +56,10 @@ SINGLE_FILE = [n for n in WRITABLE if SPECS[n].shards_of is None]
 SHARDED = [n for n in WRITABLE if SPECS[n].shards_of is not None]
 
 #: metadata keys a format writes by itself, beside the caller's
-ADDED_METADATA: dict[str, set[str]] = {"safetensors-sharded": {"total_size"}}
+ADDED_METADATA: dict[str, set[str]] = {"safetensors-sharded": {"total_size"}, "torch-sharded": {"total_size"}}
 #: a corpus checkpoint for each read-only format (no writer to make one)
 READ_ONLY_SAMPLES: dict[str, str] = {
     "keras-sharded": "keras3/cnn_sharded/cnn.weights.json",
-    "torch": "torch/smallcnn.pt",
-    "torch-sharded": "../torch/hf_sharded_bin/tinylm/pytorch_model.bin.index.json",
 }
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"

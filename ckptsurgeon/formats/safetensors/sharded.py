@@ -68,11 +68,38 @@ from . import writer as st
 if TYPE_CHECKING:
     import numpy as np
 
-INDEX_SUFFIX = ".safetensors.index.json"
-DEFAULT_INDEX_NAME = "model" + INDEX_SUFFIX
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How a sharded layout names its files: ``PREFIX-00002-of-00003SUFFIX`` beside ``PREFIXSUFFIX.index.json``.
+
+    Hugging Face names safetensors shards ``model-...safetensors`` and PyTorch ones
+    ``pytorch_model-...bin``; everything else about the layout is the same.
+    """
+
+    suffix: str  # of a shard file
+    default_prefix: str  # of the index written into a directory
+
+    @property
+    def index_suffix(self) -> str:
+        return self.suffix + ".index.json"
+
+    @property
+    def default_index(self) -> str:
+        return self.default_prefix + self.index_suffix
+
+    @property
+    def shard_file(self) -> re.Pattern[str]:
+        return re.compile(r"(?P<stem>.*)-(?P<k>\d+)-of-(?P<n>\d+)" + re.escape(self.suffix))
+
+
+SAFETENSORS = Naming(".safetensors", "model")
+INDEX_SUFFIX = SAFETENSORS.index_suffix
+DEFAULT_INDEX_NAME = SAFETENSORS.default_index
 SHARD_FORMAT_METADATA = {"format": "pt"}  # what transformers expects in a PyTorch-style shard
 
-def index_path(dest: str | Path) -> Path:
+def index_path(dest: str | Path, naming: Naming = SAFETENSORS) -> Path:
     """The index file a sharded output goes to: ``dest`` itself, or ``model.safetensors.index.json`` in a directory.
 
     ``dest`` names a directory when it is one, ends with a slash, or does not exist and has no
@@ -81,20 +108,20 @@ def index_path(dest: str | Path) -> Path:
     text = str(dest)
     path = Path(dest)
     if text.endswith(("/", os.sep)) or path.is_dir() or (not path.suffix and not path.exists()):
-        return path / DEFAULT_INDEX_NAME
-    if not path.name.endswith(INDEX_SUFFIX) or path.name == INDEX_SUFFIX:
-        raise UsageError(path, f"a sharded output is named by its index, PREFIX{INDEX_SUFFIX}, or a directory",
-                         hint=f"e.g. -o {path.parent / DEFAULT_INDEX_NAME}")
+        return path / naming.default_index
+    if not path.name.endswith(naming.index_suffix) or path.name == naming.index_suffix:
+        raise UsageError(path, f"a sharded output is named by its index, PREFIX{naming.index_suffix}, or a directory",
+                         hint=f"e.g. -o {path.parent / naming.default_index}")
     return path
 
 
-def shard_prefix(index: Path) -> str:
-    return index.name[: -len(INDEX_SUFFIX)]
+def shard_prefix(index: Path, naming: Naming = SAFETENSORS) -> str:
+    return index.name[: -len(naming.index_suffix)]
 
 
-def shard_name(prefix: str, number: int, count: int) -> str:
+def shard_name(prefix: str, number: int, count: int, naming: Naming = SAFETENSORS) -> str:
     """Hugging Face's shard file name: ``model-00002-of-00005.safetensors`` (numbers from 1)."""
-    return f"{prefix}-{number:05d}-of-{count:05d}.safetensors"
+    return f"{prefix}-{number:05d}-of-{count:05d}{naming.suffix}"
 
 
 def plan_shards(sizes: Sequence[int], shard_size: int) -> list[range]:
@@ -118,7 +145,6 @@ def plan_shards(sizes: Sequence[int], shard_size: int) -> list[range]:
     return shards
 
 
-_SHARD_FILE = re.compile(r"(?P<stem>.*)-(?P<k>\d+)-of-(?P<n>\d+)\.safetensors")
 _INDEX_NAMES = (".index.json", ".weights.json")  # indexes whose shards are never touched: HF's and Keras 3's
 
 
@@ -153,19 +179,19 @@ class Folder:
                 others |= _named_by(directory / name)
         return cls(directory, names, live, frozenset(others), frozenset(interrupted_commit_leftovers(directory)))
 
-    def slot(self, prefix: str, name: str) -> tuple[int, int] | None:
+    def slot(self, prefix: str, name: str, naming: Naming = SAFETENSORS) -> tuple[int, int] | None:
         """``(k, n)`` when ``name`` is a shard file of ``prefix`` (any stem) that no other index claims
         (``(0, 0)`` when its numbers are not spelled ``-00002-of-00003``)."""
-        m = _SHARD_FILE.fullmatch(name)
+        m = naming.shard_file.fullmatch(name)
         if m is None or name in self.others:
             return None
         stem = m.group("stem")
         if stem != prefix:
             generation = stem[len(prefix) + 1:] if stem.startswith(prefix + ".") else ""
-            if not (generation.isdigit() and generation[0] != "0") or stem + INDEX_SUFFIX in self.names:
+            if not (generation.isdigit() and generation[0] != "0") or stem + naming.index_suffix in self.names:
                 return None
         k, n = int(m.group("k")), int(m.group("n"))
-        return (k, n) if name == shard_name(stem, k, n) else (0, 0)  # not spelled as ckptsurgeon would: never replaced
+        return (k, n) if name == shard_name(stem, k, n, naming) else (0, 0)  # not spelled as ckptsurgeon would: never replaced
 
 
 def _named_by(index: Path) -> frozenset[str]:
@@ -178,14 +204,14 @@ def _named_by(index: Path) -> frozenset[str]:
         return frozenset()
 
 
-def fresh_names(prefix: str, count: int, folder: Folder) -> tuple[str, ...]:
+def fresh_names(prefix: str, count: int, folder: Folder, naming: Naming = SAFETENSORS) -> tuple[str, ...]:
     """Shard names for ``count`` shards that no index in ``folder`` names: Hugging Face's when they are free."""
     taken = folder.live | folder.others
     for generation in itertools.count():
         stem = shard_stem(prefix, generation)
-        if generation and stem + INDEX_SUFFIX in folder.names:
+        if generation and stem + naming.index_suffix in folder.names:
             continue  # the stem of another checkpoint
-        names = tuple(shard_name(stem, k + 1, count) for k in range(count))
+        names = tuple(shard_name(stem, k + 1, count, naming) for k in range(count))
         if taken.isdisjoint(names):
             return names
     raise AssertionError("unreachable")
@@ -198,16 +224,17 @@ class ShardLayout(base.ShardPlan):
     index: Path
     names: tuple[str, ...]  # shard file names, in order
     groups: tuple[tuple[TensorSpec, ...], ...]  # the tensors of each shard, in order
+    naming: Naming = SAFETENSORS
 
     @classmethod
-    def plan(cls, index: Path, specs: Sequence[TensorSpec], shard_size: int, folder: Folder | None = None
-             ) -> ShardLayout:
+    def plan(cls, index: Path, specs: Sequence[TensorSpec], shard_size: int, folder: Folder | None = None,
+             naming: Naming = SAFETENSORS) -> ShardLayout:
         """The layout, with shard names no index in the folder names (:func:`fresh_names`; ``folder``: surveyed now)."""
         ranges = plan_shards([s.nbytes for s in specs], shard_size)
         folder = folder or Folder.survey(index)
-        names = fresh_names(shard_prefix(index), len(ranges), folder)
+        names = fresh_names(shard_prefix(index, naming), len(ranges), folder, naming)
         groups = tuple(tuple(specs[i] for i in r) for r in ranges)
-        return cls(index, names, groups)
+        return cls(index, names, groups, naming)
 
     @property
     def paths(self) -> list[Path]:
@@ -235,11 +262,11 @@ def superseded(layout: ShardLayout, folder: Folder | None = None) -> tuple[list[
     Files of the new layout itself, files other indexes name and a killed run's leftovers are neither.
     """
     folder = folder or Folder.survey(layout.index)
-    prefix, count = shard_prefix(layout.index), len(layout.names)
+    prefix, count = shard_prefix(layout.index, layout.naming), len(layout.names)
     replaced: list[Path] = []
     stale: list[Path] = []
     for name in sorted(folder.names - set(layout.names) - folder.leftovers):
-        slot = folder.slot(prefix, name)
+        slot = folder.slot(prefix, name, layout.naming)
         if slot is not None:
             (replaced if slot[1] == count and 1 <= slot[0] <= count else stale).append(folder.directory / name)
     return replaced, stale
@@ -265,14 +292,15 @@ class Writer(base.ShardedWriter):
 
     format = "safetensors-sharded"
     caps = base.WriterCaps(byte_ranges=True, streams_chunks=True, like=("safetensors",), sharded=True)
+    naming = SAFETENSORS
 
     @classmethod
     def destination(cls, out: str | Path) -> Path:
-        return index_path(out)
+        return index_path(out, cls.naming)
 
     @classmethod
     def plan_layout(cls, dest: Path, specs: Sequence[TensorSpec], shard_size: int) -> ShardLayout:
-        return ShardLayout.plan(dest, specs, shard_size)
+        return ShardLayout.plan(dest, specs, shard_size, naming=cls.naming)
 
     @classmethod
     def check_stale(cls, layout: base.ShardPlan, *, force: bool, inputs: Iterable[Path] = ()) -> list[Path]:
@@ -290,7 +318,7 @@ class Writer(base.ShardedWriter):
         self._superseded: list[Path] = []
         self._lock: FolderLock | None = None
         self._shard = -1
-        self._current: st.Writer | None = None
+        self._current: base.Writer | None = None
         self._left = 0
 
     def _begin(self) -> None:
@@ -298,7 +326,7 @@ class Writer(base.ShardedWriter):
             raise UsageError(self.path, "no tensors to write; a sharded checkpoint needs at least one")
         self._lock = FolderLock(self.path.parent if str(self.path.parent) else Path(".")).acquire()
         try:
-            self.layout = ShardLayout.plan(self.path, self.specs, self.shard_size)
+            self.layout = self.plan_layout(self.path, self.specs, self.shard_size)
             self._superseded = check_stale(self.layout, force=self.force, inputs=self.inputs)
         except BaseException:
             self._release()
@@ -309,12 +337,16 @@ class Writer(base.ShardedWriter):
         if lock is not None:
             lock.release()
 
-    def _target(self) -> st.Writer:
+    def _shard_writer(self, temp: Path, dest: Path) -> base.Writer:
+        """The writer of one shard file (``temp``, which becomes ``dest``)."""
+        return st.Writer(temp, metadata={**SHARD_FORMAT_METADATA, **self.metadata})
+
+    def _target(self) -> base.Writer:
         if self._current is None:
             assert self.layout is not None
             self._shard += 1
             dest = self.layout.paths[self._shard]
-            shard = st.Writer(self._files.temp(dest), metadata={**SHARD_FORMAT_METADATA, **self.metadata})
+            shard = self._shard_writer(self._files.temp(dest), dest)
             self._current = shard
             shard.begin(self.layout.groups[self._shard])
             self._left = len(self.layout.groups[self._shard])
@@ -378,7 +410,7 @@ def check_stale(layout: ShardLayout, *, force: bool, inputs: Iterable[Path] = ()
                                      hint="write the sharded checkpoint to another directory or prefix")
     if stale and not force:
         shown = ", ".join(p.name for p in stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
-        raise UsageError(layout.index.parent, f"holds shards of another {shard_prefix(layout.index)!r} checkpoint "
+        raise UsageError(layout.index.parent, f"holds shards of another {shard_prefix(layout.index, layout.naming)!r} checkpoint "
                          f"that this run would not overwrite ({shown})",
                          hint="--force removes them once the new index is in place, or choose another directory")
     return [*replaced, *stale]

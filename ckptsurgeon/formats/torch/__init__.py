@@ -11,9 +11,12 @@ the sharded index. The file extension means nothing (``.pt .pth .bin .ckpt .tar`
   pickle protocol) is a legacy ``torch.save`` file;
 - any other pickle is refused by the probe as "a pickle that is not a PyTorch checkpoint".
 
-This package holds only the format specs, so naming the format imports nothing else. The formats
-are read-only here: a writer (``writer=`` in the specs below) plugs in as
-``ckptsurgeon.formats.torch.writer:Writer`` for ``torch`` and a sharded writer for ``torch-sharded``.
+:mod:`.writer` writes a flat state dict as ``torch.save``'s zip layout (``data.pkl`` emitted opcode
+by opcode, never by the pickle module) and the Hugging Face ``pytorch_model-0000K-of-0000N.bin``
+shards with their index. ``-o`` names the format by ``.pt``, ``.pth`` or ``.bin``; ``.ckpt`` is
+left to ``--format torch``, since MindSpore and Lightning both use it.
+
+This package holds only the format specs, so naming the format imports nothing else.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from .._probe import Probe
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+#: where ckptsurgeon keeps metadata in a zip it writes (under the archive's folder); torch never reads it
+METADATA_MEMBER = "extra/ckptsurgeon.json"
 _MAGIC_BYTES = LEGACY_MAGIC.to_bytes(10, "little")
 _LONG1_MAGIC = b"\x8a\x0a" + _MAGIC_BYTES  # LONG1, 10 bytes (protocol 2+)
 _TEXT_MAGIC = b"L%dL\n" % LEGACY_MAGIC  # LONG as text (protocol 0 and 1)
@@ -55,15 +60,16 @@ def sniff(probe: Probe) -> bool:
 
 TORCH = FormatSpec(
     name="torch", family="torch", description="PyTorch", sniff=sniff,
-    reader="ckptsurgeon.formats.torch.reader:Reader",
-    extensions=(".pt", ".pth", ".bin", ".ckpt"), folder_globs=("*.pt", "*.pth", "pytorch_model.bin"),
+    reader="ckptsurgeon.formats.torch.reader:Reader", writer="ckptsurgeon.formats.torch.writer:Writer",
+    extensions=(".pt", ".pth", ".bin"), folder_globs=("*.pt", "*.pth", "pytorch_model.bin"),
 )
 TORCH_SHARDED = FormatSpec(
     name="torch-sharded", family="torch", description="sharded PyTorch .bin (Hugging Face index)",
     reader="ckptsurgeon.formats.torch.reader:ShardedReader", shards_of="torch",
+    writer="ckptsurgeon.formats.torch.writer:ShardedWriter",
     folder_globs=("pytorch_model.bin.index.json",),
 )
 
 SPECS = (TORCH, TORCH_SHARDED)
 
-__all__ = ["LEGACY_MAGIC", "SPECS", "TORCH", "TORCH_SHARDED", "legacy_like", "sniff", "zip_like"]
+__all__ = ["LEGACY_MAGIC", "METADATA_MEMBER", "SPECS", "TORCH", "TORCH_SHARDED", "legacy_like", "sniff", "zip_like"]

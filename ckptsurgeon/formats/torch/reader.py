@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import mmap
 from collections.abc import Iterator
@@ -38,10 +39,12 @@ from ckptsurgeon.formats._index import ShardIndex
 from ckptsurgeon.formats._io import drop_pages
 from ckptsurgeon.formats._probe import Probe
 from ckptsurgeon.formats._zip import ZipArchive, ZipMember, zip_errors
-from ckptsurgeon.formats.torch import LEGACY_MAGIC, legacy_like, zip_like
+from ckptsurgeon.formats.torch import LEGACY_MAGIC, METADATA_MEMBER, legacy_like, zip_like
 from ckptsurgeon.formats.torch.containers import choose
 from ckptsurgeon.formats.torch.unpickle import MAX_PICKLE_BYTES, Storage, TensorRecord, Unpickler
 from ckptsurgeon.tensors import DTYPES, default_layer, make_info
+
+MAX_METADATA_BYTES = 64 << 20
 
 LEGACY_PROTOCOL = 1001
 
@@ -118,12 +121,32 @@ class Reader(base.Reader):
         choice = choose(self.path, root, dict_path=self.options.dict_path, all_dicts=self.options.all_dicts)
         self.layout = f"{kind}{'-big-endian' if self._big else ''}; {choice.note}"
         self.container, self.dict_path = root, choice.where
-        self.metadata = choice.metadata
+        self.metadata = choice.metadata | self._stored_metadata()
         for name, record in choice.tensors.items():
             member, offset = places[record.storage.key]
             self._check_view(name, record)
             self.tensors.append(make_info(name, record.shape, record.dtype, default_layer(name),
                                           Loc(record, member, offset)))
+
+    def _stored_metadata(self) -> dict[str, str]:
+        """The metadata ckptsurgeon's writer keeps in ``PREFIX/extra/ckptsurgeon.json`` (a member torch never reads)."""
+        archive = self._archive
+        name = f"{self.prefix}{METADATA_MEMBER}"
+        if archive is None or name not in archive:
+            return {}
+        member = archive[name]
+        if member.size > MAX_METADATA_BYTES:
+            raise InputError(self.path, f"member {name!r} is {member.size} bytes, more than {MAX_METADATA_BYTES}")
+        with zip_errors(self.path, f"member {name!r}"):
+            raw = archive.peek(member, member.size)
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InputError(self.path, f"member {name!r} is not UTF-8 JSON ({exc})") from None
+        meta = doc.get("metadata") if isinstance(doc, dict) and doc.get("ckptsurgeon") == 1 else None
+        if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+            raise InputError(self.path, f"member {name!r} is not {{\"ckptsurgeon\": 1, \"metadata\": {{text: text}}}}")
+        return meta
 
     def _check_view(self, name: str, record: TensorRecord) -> None:
         if record.dtype not in DTYPES:
