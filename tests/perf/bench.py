@@ -47,6 +47,10 @@ TRANSFER_VS_FLOOR_SMALL = 1.5  # the same below 3 GB, where fixed costs weigh mo
 TRANSFER_VS_NAIVE = 3.0  # naive / transfer, for the 3 GB pair
 TRANSFER_RSS_MIB = 150.0
 RENAME_VS_FLOOR = 1.15
+TORCH_VS_FLOOR = 1.25  # pytorch_model.bin -> safetensors against a durable copy
+TORCH_RSS_MIB = 150
+#: an interpreter with torch for the naive torch.load + save_file baseline (that path's naive run is skipped without it)
+TORCH_PY = os.environ.get("CKPT_TORCH_PYTHON")
 INSPECT_WALL_S = 0.3
 NPZ_VS_NUMPY = 2.0  # npz and HDF5 paths, x numpy's / h5py's own read + write
 NPZ_RSS_SLACK_MIB = 100.0  # npz and HDF5 paths: peak RSS <= largest tensor + this
@@ -197,6 +201,21 @@ with safe_open(src, "np") as f, h5py.File(out + ".partial", "w") as h:
         h.create_dataset(k, data=f.get_tensor(k), **({"compression": "gzip", "compression_opts": 4} if gzip else {}))
 import os; os.replace(out + ".partial", out)
 """
+NAIVE_TORCH = _FSYNC + """
+import torch
+from safetensors.torch import save_file
+src, out = sys.argv[1:3]
+state = torch.load(src, weights_only=True)
+save_file({k: v.contiguous() for k, v in state.items()}, out, metadata={"format": "pt"})
+fsync(out)
+"""
+
+MAKE_TORCH_BIN = """
+import sys
+from ckptsurgeon import api
+api.convert(sys.argv[1], sys.argv[2], fmt="torch")
+"""
+
 MAKE_NPZ = """
 import sys, os, zipfile, numpy as np
 from safetensors import safe_open
@@ -222,10 +241,11 @@ class Inputs:
     h5_gzip_target: Path
     npz_source: Path
     npz_target: Path
+    torch_bin: Path  # the source as a torch.save zip, as pytorch_model.bin is
 
     def files(self) -> list[Path]:
         return [self.source, self.target, self.h5, self.h5_target, self.h5_gzip, self.h5_gzip_target,
-                self.npz_source, self.npz_target]
+                self.npz_source, self.npz_target, self.torch_bin]
 
 
 def prepare(directory: Path, size: int, shards: int) -> Inputs:
@@ -235,7 +255,8 @@ def prepare(directory: Path, size: int, shards: int) -> Inputs:
     paths = Inputs(size, model, Path(f"{base}-source.safetensors"), Path(f"{base}-target.safetensors"),
                    directory / f"bench-{tag}-{shards}-shards" / "model.safetensors.index.json",
                    Path(f"{base}-source.h5"), Path(f"{base}-target.h5"), Path(f"{base}-source.gzip.h5"),
-                   Path(f"{base}-target.gzip.h5"), Path(f"{base}-source.npz"), Path(f"{base}-target.npz"))
+                   Path(f"{base}-target.gzip.h5"), Path(f"{base}-source.npz"), Path(f"{base}-target.npz"),
+                   base.parent / f"bench-{tag}-pytorch_model.bin")
     print(f"{tag}: source {model.describe()}")
     started = time.perf_counter()
     here = str(Path(__file__).resolve().parent)
@@ -243,7 +264,8 @@ def prepare(directory: Path, size: int, shards: int) -> Inputs:
                          str(paths.target), str(paths.index)]).check()  # in a child: this parent stays small
     for script, src, out in ((MAKE_H5, paths.source, paths.h5), (MAKE_H5, paths.target, paths.h5_target),
                              (MAKE_H5, paths.source, paths.h5_gzip), (MAKE_H5, paths.target, paths.h5_gzip_target),
-                             (MAKE_NPZ, paths.source, paths.npz_source), (MAKE_NPZ, paths.target, paths.npz_target)):
+                             (MAKE_NPZ, paths.source, paths.npz_source), (MAKE_NPZ, paths.target, paths.npz_target),
+                             (MAKE_TORCH_BIN, paths.source, paths.torch_bin)):
         if not out.exists():
             common.run_measured([PY, "-c", script, str(src), str(out)]).check()
     print(f"  inputs ready in {time.perf_counter() - started:.1f} s (cached in {directory})")
@@ -266,6 +288,7 @@ class Path_:
     plain_copy: Path | None = None  # also time ``cp FILE OUT`` without fsync (the cost of touching that data once)
     inputs: list[Path] = field(default_factory=list)  # files read, warmed in the page cache before each run
     paired: list[str] | None = None  # also time this ckpt command in each repetition (what this path adds to it)
+    naive_python: str = PY  # the interpreter of the naive script
 
 
 @dataclass
@@ -323,7 +346,7 @@ def run_path(p: Path_, work: Path, repeat: int, env: dict[str, str], naive: bool
                 cp = ["cp", "--", str(p.plain_copy), str(out)]
                 result.copy.append(_once(lambda cp=cp: common.run_measured(cp).check(), out, [p.plain_copy]))
             if naive and p.naive is not None:
-                argv = [PY, "-c", p.naive, *p.naive_args] + ([str(out)] if p.floor else [])
+                argv = [p.naive_python, "-c", p.naive, *p.naive_args] + ([str(out)] if p.floor else [])
                 result.naive.append(_once(lambda argv=argv: common.run_measured(argv).check(), out, p.inputs))
     finally:
         ref.unlink(missing_ok=True)
@@ -390,6 +413,8 @@ def _paths(inputs: Inputs, ckpt: list[str]) -> list[Path_]:
               NAIVE["npz_to_st"], [str(inputs.npz_source)]),
         Path_("npz -> npz: transfer", [*ckpt, "transfer", str(inputs.npz_source), str(inputs.npz_target), "-o", "OUT"],
               ".npz", NAIVE["npz_transfer"], [str(inputs.npz_source), str(inputs.npz_target)]),
+        Path_("pytorch_model.bin -> safetensors: convert", [*ckpt, "convert", str(inputs.torch_bin), "-o", "OUT"],
+              ".safetensors", NAIVE_TORCH if TORCH_PY else None, [str(inputs.torch_bin)], naive_python=TORCH_PY or PY),
         Path_("F32 -> BF16: convert --dtype", [*ckpt, "convert", s, "-o", "OUT", "--dtype", "BF16"], ".safetensors",
               NAIVE["cast"], [s]),
         Path_("inspect FILE", [*ckpt, "inspect", s], "", NAIVE["inspect"], [s], floor=False),
@@ -448,6 +473,11 @@ def checks(by_size: dict[int, list[Result]], largest_tensor: dict[int, int]) -> 
                 add(f"naive / transfer >= {TRANSFER_VS_NAIVE:g}", tr.ratio("naive", "ckpt"), TRANSFER_VS_NAIVE, ".2f",
                     below=False)
             add(f"transfer peak RSS < {TRANSFER_RSS_MIB:g} MiB", tr.rss("ckpt"), TRANSFER_RSS_MIB, ".0f")
+        pt = r.get("pytorch_model.bin -> safetensors: convert")
+        if pt:
+            add(f"pytorch_model.bin -> safetensors / durable copy < {TORCH_VS_FLOOR}", pt.ratio("ckpt", "floor"),
+                TORCH_VS_FLOOR, ".2f")
+            add(f"pytorch_model.bin -> safetensors peak RSS < {TORCH_RSS_MIB:g} MiB", pt.rss("ckpt"), TORCH_RSS_MIB, ".0f")
         rn = r.get("safetensors: rename")
         if rn:
             add(f"rename / durable copy < {RENAME_VS_FLOOR}", rn.ratio("ckpt", "floor"), RENAME_VS_FLOOR, ".2f")
