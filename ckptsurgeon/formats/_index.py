@@ -20,13 +20,19 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InputError, UnsafeInputError
 from ..files import check_input, read_input
 from ..files import shard_path as checked_shard_path
+from ._io import CHUNK_BYTES
+from .base import OpenOptions, Reader, ReaderCaps
+
+if TYPE_CHECKING:
+    from ._probe import Probe
 
 MAX_INDEX_BYTES = 100_000_000
 
@@ -155,3 +161,76 @@ class ShardIndex:
         """``(key, shard)``: the first entry's first shard (the one probed for the shards' format)."""
         key, files = next(iter(self.weight_map.items()))
         return key, files[0]
+
+
+class ShardedReader(Reader):
+    """An index and the shards it names, read as one checkpoint (subclassed per shard format).
+
+    The index is checked against every shard in both directions: each name the index lists is in
+    the shard it names, and each tensor of a shard is listed there. A subclass says which shards are
+    its own (:meth:`is_shard`, from a :class:`~._probe.Probe`), how to open one (:meth:`open_shard`)
+    and what to call its format (``shard_kind``, for the message about a shard of another format).
+    """
+
+    shard_kind: ClassVar[str] = "a checkpoint of this format"
+    caps = ReaderCaps(byte_ranges=True, release=True)
+
+    def __init__(self, path: Path, options: OpenOptions | None = None) -> None:
+        super().__init__(Path(path), options)
+        index = ShardIndex.read(self.path)
+        self.metadata = dict(index.metadata)
+        self.shards: dict[str, Reader] = {}
+        try:
+            self._where = {name: index.one_shard(name) for name in index.weight_map}
+            for name, shard in self._where.items():
+                if shard not in self.shards:
+                    self.shards[shard] = self._open_shard(index, shard, name)
+            for name, shard in self._where.items():
+                if name not in self.shards[shard]:
+                    raise InputError(self.path, f"the index puts {name!r} in {shard}, which does not hold it")
+            for shard, reader in self.shards.items():
+                for t in reader.tensors:
+                    if self._where.get(t.name) != shard:
+                        raise InputError(self.path, f"shard {shard} holds {t.name!r}, which the index does not list there")
+        except BaseException:
+            self.close()
+            raise
+        self.tensors = [self.shards[shard][n] for n, shard in self._where.items()]
+
+    def is_shard(self, probe: Probe) -> bool:
+        raise NotImplementedError
+
+    def open_shard(self, path: Path) -> Reader:
+        raise NotImplementedError
+
+    def _open_shard(self, index: ShardIndex, shard: str, name: str) -> Reader:
+        shard_path = index.shard_path(shard, missing=f"shard {shard!r} (holding {name!r}) does not exist")
+        from . import what_is
+        from ._probe import Probe  # _probe reads indexes through this module
+
+        if not self.is_shard(Probe(shard_path)):
+            raise InputError(self.path, f"shard {shard!r} is not {self.shard_kind} but {what_is(shard_path)}")
+        return self.open_shard(shard_path)
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.path, *(r.path for r in self.shards.values())]
+
+    def _shard(self, name: str) -> Reader:
+        return self.shards[self._where[name]]
+
+    def read(self, name: str) -> Any:
+        return self._shard(name).read(name)
+
+    def byte_range(self, name: str) -> tuple[Path, int, int] | None:
+        return self._shard(name).byte_range(name)
+
+    def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
+        return self._shard(name).iter_bytes(name, chunk_bytes)
+
+    def release(self, name: str) -> None:
+        self._shard(name).release(name)
+
+    def close(self) -> None:
+        for reader in getattr(self, "shards", {}).values():
+            reader.close()

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 from ...errors import InputError
 from ...files import open_input
 from ...tensors import DTYPES
-from .. import base
-from .._index import ShardIndex
+from .. import _index, base
 from .._io import CHUNK_BYTES, drop_pages
 from .._probe import Probe
 from .header import MAX_HEADER_BYTES, parse_header
@@ -123,7 +122,7 @@ class Reader(base.Reader):
 
 
 
-class ShardedReader(base.Reader):
+class ShardedReader(_index.ShardedReader):
     """A Hugging Face sharded checkpoint: ``*.safetensors.index.json`` and the shards it names.
 
     The index is checked against every shard's header in both directions; a shard that is not a
@@ -131,59 +130,12 @@ class ShardedReader(base.Reader):
     """
 
     format = "safetensors-sharded"
-    caps = base.ReaderCaps(byte_ranges=True, release=True)
+    shard_kind = "a safetensors file"
 
-    def __init__(self, path: Path, options: base.OpenOptions | None = None) -> None:
-        super().__init__(path, options)
-        index = ShardIndex.read(path)
-        self.metadata = index.metadata
-        self.shards: dict[str, Reader] = {}
-        try:
-            self._where = {name: index.one_shard(name) for name in index.weight_map}
-            for name, shard in self._where.items():
-                if shard not in self.shards:
-                    self.shards[shard] = self._open_shard(index, shard, name)
-            for name, shard in self._where.items():
-                if name not in self.shards[shard]:
-                    raise InputError(path, f"the index puts {name!r} in {shard}, which does not hold it")
-            for shard, reader in self.shards.items():
-                for t in reader.tensors:
-                    if self._where.get(t.name) != shard:
-                        raise InputError(path, f"shard {shard} holds {t.name!r}, which the index does not list there")
-        except BaseException:
-            self.close()
-            raise
-        self.tensors = [self.shards[shard][n] for n, shard in self._where.items()]
+    def is_shard(self, probe: Probe) -> bool:
+        return probe.safetensors_like(MAX_HEADER_BYTES)
 
-    def _open_shard(self, index: ShardIndex, shard: str, name: str) -> Reader:
-        shard_path = index.shard_path(shard, missing=f"shard {shard!r} (holding {name!r}) does not exist")
-        if not Probe(shard_path).safetensors_like(MAX_HEADER_BYTES):
-            from .. import what_is
-
-            raise InputError(self.path, f"shard {shard!r} is not a safetensors file but {what_is(shard_path)}")
-        return Reader(shard_path)
-
-    @property
-    def files(self) -> list[Path]:
-        return [self.path, *(r.path for r in self.shards.values())]
-
-    def _shard(self, name: str) -> Reader:
-        return self.shards[self._where[name]]
-
-    def read(self, name: str) -> np.ndarray:
-        return self._shard(name).read(name)
-
-    def byte_range(self, name: str) -> tuple[Path, int, int]:
-        return self._shard(name).byte_range(name)
-
-    def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
-        return self._shard(name).iter_bytes(name, chunk_bytes)
-
-    def release(self, name: str) -> None:
-        self._shard(name).release(name)
-
-    def close(self) -> None:
-        for reader in getattr(self, "shards", {}).values():
-            reader.close()
+    def open_shard(self, path: Path) -> Reader:
+        return Reader(path)
 
 

@@ -34,8 +34,7 @@ import numpy as np
 
 from ckptsurgeon.errors import InputError, UnsafeInputError
 from ckptsurgeon.files import check_input
-from ckptsurgeon.formats import base
-from ckptsurgeon.formats._index import ShardIndex
+from ckptsurgeon.formats import _index, base
 from ckptsurgeon.formats._io import drop_pages
 from ckptsurgeon.formats._probe import Probe
 from ckptsurgeon.formats._zip import ZipArchive, ZipMember, zip_errors
@@ -343,66 +342,21 @@ class Reader(base.Reader):
                 mapped.close()
 
 
-class ShardedReader(base.Reader):
+class ShardedReader(_index.ShardedReader):
     """Hugging Face ``pytorch_model.bin.index.json`` and its ``.bin`` shards, checked against each other both ways."""
 
     format = "torch-sharded"
-    caps = base.ReaderCaps(byte_ranges=True, release=True)
+    shard_kind = "a PyTorch checkpoint"
 
     def __init__(self, path: Path, options: base.OpenOptions | None = None) -> None:
-        super().__init__(Path(path), options)
-        index = ShardIndex.read(self.path)
-        self.metadata = dict(index.metadata)
-        self.shards: dict[str, Reader] = {}
-        try:
-            self._where = {name: index.one_shard(name) for name in index.weight_map}
-            for name, shard in self._where.items():
-                if shard not in self.shards:
-                    self.shards[shard] = self._open_shard(index, shard, name)
-            for name, shard in self._where.items():
-                if name not in self.shards[shard]:
-                    raise InputError(self.path, f"the index puts {name!r} in {shard}, which does not hold it")
-            for shard, reader in self.shards.items():
-                for t in reader.tensors:
-                    if self._where.get(t.name) != shard:
-                        raise InputError(self.path, f"shard {shard} holds {t.name!r}, which the index does not list there")
-        except BaseException:
-            self.close()
-            raise
-        self.tensors = [self.shards[shard][n] for n, shard in self._where.items()]
+        super().__init__(path, options)
         self.layout = "sharded " + ", ".join(sorted({r.layout or "" for r in self.shards.values()}))
 
-    def _open_shard(self, index: ShardIndex, shard: str, name: str) -> Reader:
-        shard_path = index.shard_path(shard, missing=f"shard {shard!r} (holding {name!r}) does not exist")
-        probe = Probe(shard_path)
-        if not (zip_like(probe) or legacy_like(probe.head)):
-            from .. import what_is
+    def is_shard(self, probe: Probe) -> bool:
+        return zip_like(probe) or legacy_like(probe.head)
 
-            raise InputError(self.path, f"shard {shard!r} is not a PyTorch checkpoint but {what_is(shard_path)}")
-        return Reader(shard_path, self.options)
-
-    @property
-    def files(self) -> list[Path]:
-        return [self.path, *(r.path for r in self.shards.values())]
-
-    def _shard(self, name: str) -> Reader:
-        return self.shards[self._where[name]]
-
-    def read(self, name: str) -> np.ndarray:
-        return self._shard(name).read(name)
-
-    def byte_range(self, name: str) -> tuple[Path, int, int] | None:
-        return self._shard(name).byte_range(name)
-
-    def iter_bytes(self, name: str, chunk_bytes: int = base.CHUNK_BYTES) -> Iterator[memoryview]:
-        return self._shard(name).iter_bytes(name, chunk_bytes)
-
-    def release(self, name: str) -> None:
-        self._shard(name).release(name)
-
-    def close(self) -> None:
-        for reader in getattr(self, "shards", {}).values():
-            reader.close()
+    def open_shard(self, path: Path) -> Reader:
+        return Reader(path, self.options)
 
 
 __all__ = ["Loc", "Reader", "ShardedReader"]
