@@ -18,6 +18,7 @@ from ckptsurgeon.cli import render
 from ckptsurgeon.cli.app import EXIT_SIGPIPE
 
 from ..conftest import EXAMPLES
+from ..support.cli import read_one_line_and_leave
 
 LONG_LAYER = "model.encoder.layers.{i}.self_attention_with_a_long_module_name_for_wrapping.query_key_value_projection"
 LONG_TENSOR = "lm_head.weight_with_a_quite_long_suffix_that_goes_on_and_on_and_on_and_on_and_on_and_on_and_on"
@@ -75,14 +76,8 @@ def many_tensors(path: Path, n: int = 8000) -> Path:
 @pytest.mark.parametrize("args", [["--json"], ["--all"], ["--markdown", "--all"]])
 def test_a_reader_that_leaves_early_ends_the_run_with_141_silently(args: list[str], tmp_path: Path) -> None:
     big = many_tensors(tmp_path / "big.safetensors")  # over a megabyte of output: far more than a pipe holds
-    proc = subprocess.Popen([sys.executable, "-m", "ckptsurgeon", "inspect", str(big), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    first = proc.stdout.readline()  # `| head -1`
-    proc.stdout.close()
-    err = proc.stderr.read()
-    proc.stderr.close()
-    assert proc.wait(timeout=120) == EXIT_SIGPIPE == 141
+    code, first, err = read_one_line_and_leave(["inspect", big, *args])
+    assert code == EXIT_SIGPIPE == 141
     assert first and err == b""
 
 

@@ -52,3 +52,21 @@ class Result(NamedTuple):
 
 
 __all__ = ["Result", "one_line", "run"]
+
+
+def read_one_line_and_leave(argv: Sequence[str | os.PathLike[str]]) -> tuple[int, bytes, bytes]:
+    """Run ``ckpt ARGV`` in a child, read one line of its stdout and close the pipe (``| head -1``).
+
+    Returns the exit code, the line read and everything written to stderr.
+    """
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "ckptsurgeon", *map(os.fspath, argv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    return proc.wait(timeout=120), first, err
