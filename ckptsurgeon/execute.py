@@ -27,6 +27,7 @@ whole arrays. Progress is reported through a callback; nothing here prints.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -360,7 +361,10 @@ def _fill(writer: Writer, moves: Sequence[Move], like: Reader | None, progress: 
     try:
         writer.begin([m.out for m in moves], origins=_origins(moves, like))
         nonfinite = gates is not None and gates.fail_on_nonfinite
-        outcomes = copy_tensors(moves, writer, progress=progress, cast=cast, nonfinite=nonfinite)
+        with contextlib.ExitStack() as checks:  # checksums of copied ranges run beside the copy: settled on leaving
+            for reader in {id(m.reader): m.reader for m in moves}.values():
+                checks.enter_context(reader.checks_beside())
+            outcomes = copy_tensors(moves, writer, progress=progress, cast=cast, nonfinite=nonfinite)
         failures = gates.failures(outcomes, {m.out.name: str(m.reader.path) for m in moves}) if gates is not None else []
         if failures:
             raise GateFailed(failures, outcomes)

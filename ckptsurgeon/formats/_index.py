@@ -17,6 +17,7 @@ stay inside the index's directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -230,6 +231,13 @@ class ShardedReader(Reader):
 
     def release(self, name: str) -> None:
         self._shard(name).release(name)
+
+    @contextlib.contextmanager
+    def checks_beside(self) -> Iterator[None]:
+        with contextlib.ExitStack() as checks:
+            for reader in self.shards.values():
+                checks.enter_context(reader.checks_beside())
+            yield
 
     def close(self) -> None:
         for reader in getattr(self, "shards", {}).values():

@@ -12,6 +12,7 @@ a time, in that order. What a reader or writer can do beyond the basics is decla
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
@@ -311,6 +312,16 @@ class Reader(ABC):
         for chunk in self.iter_bytes(name):
             h.update(chunk)
         return h.hexdigest()
+
+    def checks_beside(self) -> contextlib.AbstractContextManager[None]:
+        """A context within which :meth:`byte_range` may return a range before its checksum is checked.
+
+        A reader whose ranges carry a checksum (zip members) checks it on a worker thread while the
+        caller copies the bytes, and raises the reader's InputError when the context is left. So a
+        caller commits nothing it copied until the context has been left without error. Outside
+        the context, ``byte_range`` checks first. Readers without checksums return a no-op context.
+        """
+        return contextlib.nullcontext()
 
     def release(self, name: str) -> None:  # noqa: B027 - optional: readers that map files declare caps.release
         """Let go of memory this reader holds for a tensor the caller is done with (``caps.release``)."""

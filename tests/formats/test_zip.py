@@ -431,6 +431,46 @@ def test_a_member_is_checked_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert bytes(archive.view(m)) == PAYLOADS["a.bin"]
 
 
+def test_checks_beside_hand_out_ranges_at_once_and_raise_on_leaving(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "a.zip", PAYLOADS)
+    with ZipArchive(path) as archive:
+        offset = archive["a.bin"].data_offset
+    damage(path, lambda d: d.__setitem__(offset + 5, d[offset + 5] ^ 0x01))
+    with ZipArchive(path) as archive:
+        bad, good = archive["a.bin"], archive["b/c.txt"]
+        handed: list[tuple[int, int] | None] = []
+        with pytest.raises(InputError, match=r"'a\.bin': CRC mismatch"), archive.checks_beside():
+            handed = [archive.data_range(good), archive.data_range(bad)]  # no error yet: checked beside
+        assert handed == [(good.data_offset, good.size), (bad.data_offset, bad.size)]
+        with pytest.raises(InputError, match="CRC mismatch"):  # outside the context: checked first, as before
+            archive.data_range(bad)
+        assert archive.data_range(good) == (good.data_offset, good.size)
+
+
+def test_checks_beside_never_hide_the_error_that_stopped_the_copy(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "a.zip", PAYLOADS)
+    with ZipArchive(path) as archive:
+        offset = archive["a.bin"].data_offset
+    damage(path, lambda d: d.__setitem__(offset, d[offset] ^ 0x01))
+    with ZipArchive(path) as archive:
+        with pytest.raises(KeyError, match="stopped"), archive.checks_beside():
+            archive.data_range(archive["a.bin"])
+            raise KeyError("stopped")
+        with archive.checks_beside():  # a clean archive-wide pass afterwards: the worker was let go of
+            assert archive.data_range(archive["b/c.txt"]) is not None
+
+
+def test_a_clean_archive_settles_quietly_and_checks_each_member_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_zip(tmp_path / "a.zip", PAYLOADS)
+    with ZipArchive(path) as archive:
+        with archive.checks_beside(), archive.checks_beside():  # nested: one worker
+            for m in archive:
+                archive.data_range(m)
+                archive.data_range(m)
+        monkeypatch.setattr(zlib, "crc32", lambda *a: pytest.fail("checked twice"))
+        assert bytes(archive.view(archive["a.bin"])) == PAYLOADS["a.bin"]
+
+
 def test_a_deflate_bomb_is_refused_before_inflating(tmp_path: Path) -> None:
     path = make_zip(tmp_path / "z.zip", {"z": bytes(1 << 20)}, DEFLATED)
     with ZipArchive(path) as archive:  # zeros reach close to deflate's limit and are fine

@@ -3,6 +3,7 @@ bytes on demand (see :mod:`ckptsurgeon.formats.npz`)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from collections.abc import Iterator, Mapping
@@ -221,6 +222,10 @@ class Reader(base.Reader):
             archive.data_range(member.zip)  # checks the CRC before the bytes are copied
             return self.path, member.data_offset, info.nbytes
         return None
+
+    def checks_beside(self) -> contextlib.AbstractContextManager[None]:
+        """CRCs of the zip members handed out as byte ranges are checked beside the copy (see the base class)."""
+        return self._archive.checks_beside() if self._archive is not None else contextlib.nullcontext()
 
     def release(self, name: str) -> None:
         """Drop the process's pages of a STORED member's bytes (arrays read from it stay valid)."""

@@ -325,6 +325,10 @@ class Reader(base.Reader):
             left -= len(piece)
             yield piece
 
+    def checks_beside(self) -> contextlib.AbstractContextManager[None]:
+        """CRCs of the zip members handed out as byte ranges are checked beside the copy (see the base class)."""
+        return self._archive.checks_beside() if self._archive is not None else contextlib.nullcontext()
+
     def release(self, name: str) -> None:
         loc = self._loc(name)
         if loc.member is not None and self._archive is not None:
