@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from .commits import Committed
 from .errors import CheckFailed, Failure, describe
-from .formats.base import Reader, Writer
+from .formats.base import OpenOptions, Reader, Writer
 from .plan import Plan
 from .tensors import DTYPES, TensorSpec, numel
 
@@ -382,6 +382,14 @@ class Written:
     outcomes: dict[str, Outcome]
     layout_fallback: str | None = None
     files: list[Committed] = field(default_factory=list)  # every file put in place: path, bytes, sha256
+    follows: dict[str, str] = field(default_factory=dict)  # a tensor that shows another's values (Writer.follows)
+    notes: list[str] = field(default_factory=list)  # what else the layout changed (Writer.notes)
+    updated: bool = False  # the output is the like-file updated (Writer.updated)
+
+    def layout(self) -> dict[str, Any]:
+        """The ``layout`` entry of a JSON report's ``output``."""
+        return {"updated": self.updated, "fallback": self.layout_fallback, "follows": dict(self.follows),
+                "notes": list(self.notes)}
 
 
 def write_checkpoint(
@@ -392,6 +400,7 @@ def write_checkpoint(
     *,
     metadata: Mapping[str, str],
     like: Reader | None = None,
+    update: bool = False,
     count_changes: str | None = None,
     progress: Progress | None = None,
     cast: Cast | None = None,
@@ -406,7 +415,9 @@ def write_checkpoint(
     A single-file output is written to a temporary file beside ``dest``, fsynced and renamed into
     place (:func:`ckptsurgeon.atomic.atomic_path`); a writer that writes several files
     (``caps.sharded``) commits them itself, its index last. ``like`` lays the output out like that
-    input (a tensor of it written under a new name keeps its place). ``verify`` re-reads the
+    input (a tensor of it written under a new name keeps its place); with ``update`` a writer that
+    can (``caps.updates``) writes ``like`` itself updated, all it holds beside the tensors carried
+    through (a PyTorch training checkpoint stays resumable). ``verify`` re-reads the
     written file before it is renamed into place (:func:`verify_written`). With ``count_changes``
     (an input's name) replaced tensors are compared with that input's; kept ones count 0 changes.
     ``gates`` are checked after the last tensor is written and before anything is committed: a
@@ -422,6 +433,8 @@ def write_checkpoint(
     writer_class = writer_for(fmt)
     moves = plan_moves(plan, readers, count_changes=count_changes)
     options = dict(writer_options or {})
+    if update and like is not None and writer_class.caps.updates:
+        options["update"] = True
     with recording(no_clobber=no_clobber, hashes=hash_files) as log:
         if writer_class.caps.sharded:
             with output_errors(dest):
@@ -432,19 +445,22 @@ def write_checkpoint(
                 writer = writer_class(tmp, metadata=metadata, like=like, **options)
                 outcomes = _fill(writer, moves, like, progress, cast, gates)
                 if verify:
-                    verify_written(tmp, moves, shown=dest)
+                    verify_written(tmp, moves, shown=dest, options=writer.read_back, follows=writer.follows)
     if count_changes is not None:
         for step in plan.steps:
             if step.action == "keep":
                 outcomes[step.name].changed = 0
-    return Written(outcomes, writer.layout_fallback, log.files)
+    return Written(outcomes, writer.layout_fallback, log.files, dict(writer.follows), list(writer.notes), writer.updated)
 
 
-def verify_written(path: Path, moves: Sequence[Move], shown: Path | None = None) -> None:
+def verify_written(path: Path, moves: Sequence[Move], shown: Path | None = None, *,
+                   options: OpenOptions | None = None, follows: Mapping[str, str] | None = None) -> None:
     """Re-read a written checkpoint and check every tensor against what was planned.
 
-    Each tensor must hold its input's bytes (after the planned cast). Raises CheckFailed naming
-    the first tensor that differs, and ``shown`` (the destination ``path`` is written for) or ``path``.
+    Each tensor must hold its input's bytes (after the planned cast), but those the writer says
+    show another's values (``follows``: tied storage). ``options`` open the file as the writer
+    says it lists its tensors (``Writer.read_back``). Raises CheckFailed naming the first tensor
+    that differs, and ``shown`` (the destination ``path`` is written for) or ``path``.
     """
     file = str(shown if shown is not None else path)
     import hashlib
@@ -452,12 +468,14 @@ def verify_written(path: Path, moves: Sequence[Move], shown: Path | None = None)
     from .formats import open_checkpoint
     from .values import cast_array
 
-    with open_checkpoint(path) as written:
+    with open_checkpoint(path, options) as written:
         names = [t.name for t in written.tensors]
         if sorted(names) != sorted(m.out.name for m in moves):
             raise CheckFailed.of([Failure("verify", "the written file does not hold the planned tensors",
                                           file=file, option="verify")])
         for move in moves:
+            if follows and move.out.name in follows:
+                continue
             info = move.reader[move.name]
             if info.dtype == move.out.dtype:
                 expected = move.reader.sha256(move.name)

@@ -286,8 +286,24 @@ def transfer_notes(report: TransferReport) -> list[tuple[str, str]]:
     if plan.excluded_sources:
         notes.append((f"excluded source tensors ({len(plan.excluded_sources)}): "
                       f"{_collapsed_names([n for n, _ in plan.excluded_sources])}", ""))
+    notes += _layout_notes((report.output or {}).get("layout"))
     notes += [(f"failed: {failure_line(f)}", "bold red") for f in report.failed_checks]  # each names its file
     notes.append((report.verdict, "bold"))
+    return notes
+
+
+def _layout_notes(layout: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """How the output followed the target: updated in place, tied tensors, or why it could not."""
+    if not layout:
+        return []
+    notes: list[tuple[str, str]] = []
+    if layout["updated"]:
+        notes.append(("layout: the target updated; everything else it holds is carried through", ""))
+    if layout["fallback"]:
+        notes.append((f"layout: written as a plain state dict, not like the target: {layout['fallback']}", "yellow"))
+    for name, other in layout["follows"].items():
+        notes.append((f"tied: {name} shares its storage with {other} in the target and holds its new values", "yellow"))
+    notes += [(f"layout: {text}", "yellow") for text in layout["notes"]]
     return notes
 
 

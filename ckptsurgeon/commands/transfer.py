@@ -419,7 +419,7 @@ def run(
         inputs = [*src.files, *tgt.files]
         fmt = None
         if output is not None:
-            fmt = output_format(output, output_format_name)
+            fmt = output_format(output, output_format_name, like=tgt)
             check_output(output, inputs, no_clobber=no_clobber)
         for also in (save_plan, report_path):
             if also is not None:
@@ -448,7 +448,7 @@ def run(
         try:
             written = write_checkpoint(
                 Path(output), fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
-                like=tgt if writes_like(tgt, fmt) else None, count_changes=TARGET if count_changes else None,
+                like=tgt if writes_like(tgt, fmt) else None, update=True, count_changes=TARGET if count_changes else None,
                 progress=progress, verify=verify, gates=gates, no_clobber=no_clobber, hash_files=hash_output,
             )
         except GateFailed as failed:  # nothing was written; the report keeps the counts
@@ -458,5 +458,5 @@ def run(
             return report
         report.outcomes = written.outcomes
         if report.output is not None and written.files:
-            report.output |= written.files[-1].summary()
+            report.output |= written.files[-1].summary() | {"layout": written.layout()}
         return report

@@ -192,8 +192,12 @@ def check_text(reader: Reader) -> None:
             )
 
 
-def output_format(dest: str | Path, explicit: str | None = None) -> str:
-    """The output format named explicitly or by the destination's extension."""
+def output_format(dest: str | Path, explicit: str | None = None, *, like: Reader | None = None) -> str:
+    """The output format named explicitly or by the destination's extension.
+
+    An extension that names no format but is ``like``'s own (a Lightning ``.ckpt`` target, written
+    to ``-o out.ckpt``) means ``like``'s format, when that format can be written.
+    """
     if explicit:
         found = spec(explicit)
         if found.writer is None or found.shards_of:
@@ -204,6 +208,10 @@ def output_format(dest: str | Path, explicit: str | None = None) -> str:
     for s in FORMATS:
         if s.writer is not None and suffix in s.extensions:
             return s.name
+    if like is not None and suffix and like.path.suffix.lower() == suffix:
+        own = spec(like.format)
+        if own.writer is not None and not own.shards_of:
+            return own.name
     extensions = ", ".join(e for s in FORMATS if s.writer is not None for e in s.extensions)
     raise UsageError(dest, f"cannot tell the output format from the extension {suffix or '(none)'!r}",
                      hint=f"use one of {extensions}")

@@ -73,7 +73,10 @@ class WriterCaps:
     ``align_window`` bytes. ``like``: the families whose readers it can take as a layout template
     (``like=``). ``renames``: the layout template follows renames (``begin(origins=...)``) and the
     writer reports a ``layout_fallback`` when it cannot. ``sharded``: it writes several files and
-    takes ``shard_size``.
+    takes ``shard_size``. ``updates``: given ``like`` and ``update=True``, it writes that file
+    updated: everything of it that the written tensors do not replace is carried through (a
+    PyTorch training checkpoint's optimizer state and epoch), or it writes plainly and says why in
+    ``layout_fallback``.
     """
 
     byte_ranges: bool = False
@@ -83,6 +86,7 @@ class WriterCaps:
     like: tuple[str, ...] = ()
     renames: bool = False
     sharded: bool = False
+    updates: bool = False
 
 
 def _load(ref: str) -> Any:
@@ -379,6 +383,14 @@ class Writer(ABC):
         self.specs: list[TensorSpec] = []
         #: why the like-layout could not follow the renames, so tensors were placed plainly (``caps.renames``)
         self.layout_fallback: str | None = None
+        #: a written tensor whose values are another's because the layout ties them (an updated file's
+        #: tied weights): its name -> that tensor's; and what else the layout changed, as sentences
+        self.follows: dict[str, str] = {}
+        self.notes: list[str] = []
+        #: how to open the written file so that it lists the tensors written (None: as any input)
+        self.read_back: OpenOptions | None = None
+        #: the file written is ``like`` updated, everything else of it carried through (``caps.updates``)
+        self.updated = False
         self.origins: dict[str, str] = {}
         self._state = "NEW"
         self._next = 0

@@ -28,6 +28,7 @@ from .test_terminal import many_tensors
 PRE, TGT = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
 SCHEMAS = ROOT / "ckptsurgeon" / "schemas"
 KERAS3 = ROOT / "tests" / "data" / "keras3_names" / "a.weights.h5"  # written by Keras 3.15
+TIED = ROOT / "tests" / "hostile" / "torch" / "proto2_state_dict.pt"  # w [2, 3]; wt and row: views of w's storage
 # The README quick start's rules: with them every shared layer pairs (53 of 55 tensors).
 RULES = ["--rename", r"^blocks\.(\d+)\.ffn\.=>blocks.\1.mlp."]
 
@@ -124,6 +125,13 @@ def _no_clobber(case: Case) -> list[str]:
     return ["transfer", str(PRE), str(TGT), "-o", str(case.out), *RULES, "--no-clobber"]
 
 
+def _tied_apart(case: Case) -> list[str]:
+    """A source giving two views of one storage in a PyTorch target (w and its row 1) values that disagree."""
+    source = case.tmp / "tied.safetensors"
+    save_file({"w": np.ones((2, 3), np.float32), "row": np.zeros(3, np.float32)}, str(source))
+    return ["transfer", str(source), str(TIED), "-o", str(case.tmp / "out.pt")]
+
+
 def _internal(case: Case) -> list[str]:
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("a bug")
@@ -171,6 +179,7 @@ CASES: dict[str, Setup] = {
     "the output cannot be written (no such folder, permissions, disk full)":
         lambda c: ["convert", str(PRE), "-o", str(c.tmp / "no_such_folder" / "out.npz")],
     "`--no-clobber` and the destination exists, or appeared while the run wrote": _no_clobber,
+    "a PyTorch target's tied tensors would get different values (the updated target keeps the tie)": _tied_apart,
     "internal error (a bug); `--debug` or `CKPT_DEBUG=1` shows the traceback": _internal,
     "stopped by SIGINT; the temporary output was removed and the destination is untouched": _signal(signal.SIGINT),
     "stopped by SIGTERM; the same": _signal(signal.SIGTERM),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ class Choice:
     where: str | None  # the dotted path of the chosen dict; None for the whole object
     note: str  # for the reader's layout: "state dict", "dict 'model' (also: model_ema)", "all dicts"
     metadata: dict[str, str]
+    #: every tensor of the whole object by its full dotted path (a tensor reached by two paths: under both)
+    everything: dict[str, TensorRecord] = field(default_factory=dict)
 
 
 def _key(key: Any) -> str | None:
@@ -229,6 +231,13 @@ def choose(path: Path, root: Any, *, dict_path: str | None = None, all_dicts: bo
     """The tensors to list (see the module docstring)."""
     holds = _Holds(path, root)
     everything = _listing(holds, root)  # checks the whole object: no cycle, shared container or deep nesting
+    choice = _choose(path, root, holds, everything, dict_path=dict_path, all_dicts=all_dicts)
+    choice.everything = everything
+    return choice
+
+
+def _choose(path: Path, root: Any, holds: _Holds, everything: dict[str, TensorRecord], *, dict_path: str | None,
+            all_dicts: bool) -> Choice:
     if dict_path:
         node = resolve(path, root, dict_path)
         tensors = _listing(holds, node)

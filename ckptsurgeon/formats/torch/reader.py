@@ -87,7 +87,10 @@ class Reader(base.Reader):
     For a writer that rebuilds the file like this one: ``container`` is the whole unpickled object
     (plain values, :class:`~.unpickle.StateDict` with the ``state`` BUILD gave it, and
     :class:`~.unpickle.TensorRecord`), ``dict_path`` the dotted path of the listed state dict (None:
-    the whole object), and each tensor's ``loc.record`` its record.
+    the whole object), each tensor's ``loc.record`` its record, ``records`` every tensor record of
+    the whole object by its full dotted path, ``storages`` every storage by key, ``kind`` ``zip``
+    or ``legacy``, ``big_endian`` the byte order of the storages; :attr:`archive` and
+    :meth:`storage_bytes` give the zip's members and a storage's bytes.
     """
 
     format = "torch"
@@ -99,8 +102,13 @@ class Reader(base.Reader):
         self._map: mmap.mmap | None = None
         self._big = False
         self.prefix = ""
+        self.kind = ""
         self.container: Any = None
         self.dict_path: str | None = None
+        self.records: dict[str, TensorRecord] = {}
+        self.container_metadata: dict[str, str] = {}
+        self.storages: dict[str, Storage] = {}
+        self._places: dict[str, tuple[ZipMember | None, int]] = {}
         try:
             self._open()
         except BaseException:
@@ -119,7 +127,9 @@ class Reader(base.Reader):
             raise InputError(self.path, "not a PyTorch checkpoint (neither a torch.save zip nor a legacy torch.save file)")
         choice = choose(self.path, root, dict_path=self.options.dict_path, all_dicts=self.options.all_dicts)
         self.layout = f"{kind}{'-big-endian' if self._big else ''}; {choice.note}"
-        self.container, self.dict_path = root, choice.where
+        self.kind, self.container, self.dict_path, self.records = kind, root, choice.where, choice.everything
+        self._places = places
+        self.container_metadata = choice.metadata  # the object's own non-tensor entries, as text
         self.metadata = choice.metadata | self._stored_metadata()
         for name, record in choice.tensors.items():
             member, offset = places[record.storage.key]
@@ -184,6 +194,7 @@ class Reader(base.Reader):
             raise InputError(self.path, f"member {member.name!r} is shorter than declared")
         unpickler = Unpickler(self.path, io.BytesIO(raw), where="the pickle data.pkl")
         root = unpickler.load()
+        self.storages = unpickler.storages
         places: dict[str, tuple[ZipMember | None, int]] = {}
         for key, storage in unpickler.storages.items():
             name = f"{self.prefix}data/{key}"
@@ -219,6 +230,7 @@ class Reader(base.Reader):
         if set(keys) != set(storages):
             missing = sorted(set(storages) - set(keys)) or sorted(set(keys) - set(storages))
             raise InputError(self.path, f"the storage list and the object's storages differ (storage {missing[0]!r})")
+        self.storages = storages
         pos, end = stream.tell(), size
         places: dict[str, tuple[ZipMember | None, int]] = {}
         for key in keys:
@@ -237,6 +249,23 @@ class Reader(base.Reader):
         if pos != end:
             raise InputError(self.path, f"{end - pos} bytes follow the last storage record; refusing an ambiguous file")
         return root, places
+
+    # --- the file as it is, for a writer that updates it -------------------------------------------
+    @property
+    def big_endian(self) -> bool:
+        return self._big
+
+    @property
+    def archive(self) -> ZipArchive | None:
+        """The zip archive (None for a legacy file); member names carry :attr:`prefix`."""
+        return self._archive
+
+    def storage_bytes(self, key: str) -> memoryview | bytes:
+        """All the bytes of storage ``key`` in the file's byte order (a STORED member checked against its CRC)."""
+        if key not in self._places:
+            raise KeyError(key)
+        member, offset = self._places[key]
+        return self._storage_bytes(Loc(TensorRecord(self.storages[key], "U8", 0, (), ()), member, offset))
 
     # --- data -------------------------------------------------------------------------------------
     def _loc(self, name: str) -> Loc:

@@ -58,13 +58,15 @@ from ...errors import InputError, OutputError
 from ...files import open_input_fd
 from ...tensors import TensorSpec
 from .. import base
-from .._io import CHUNK_BYTES, Writeback
-from .._zip import DESCRIPTOR_SIGNATURE, LOCAL_HEADER, LOCAL_SIGNATURE, name_problem
+from .._io import CHECKSUM_BYTES, CHUNK_BYTES, Writeback, read_into
+from .._zip import DESCRIPTOR_SIGNATURE, LOCAL_HEADER, LOCAL_SIGNATURE, ZipMember, name_problem
 from .._zipdir import CENTRAL, CENTRAL_SIGNATURE, END, ZIP64_END, ZIP64_END_SIGNATURE, ZIP64_LOCATOR
 from .._zipdir import ZIP64_LOCATOR_SIGNATURE as LOCATOR_SIGNATURE
 from ..safetensors import sharded
 from . import METADATA_MEMBER
 from ._pickle_out import STORAGE_TYPES, state_dict_pickle
+from .update import Update
+from .update import plan as plan_update
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,15 +109,6 @@ def metadata_json(metadata: Mapping[str, str]) -> bytes:
                       separators=(",", ":")).encode("utf-8")
 
 
-def _read_into(fd: int, buffer: memoryview, offset: int) -> int:
-    """Read from ``fd`` at ``offset`` into ``buffer``; the number of bytes read (0 at the end of the file)."""
-    if hasattr(os, "preadv"):
-        return os.preadv(fd, [buffer], offset)
-    data = os.pread(fd, len(buffer), offset)  # pragma: no cover - systems without preadv
-    buffer[: len(data)] = data
-    return len(data)
-
-
 class _Member:
     """One member being written or written: what its central directory record needs."""
 
@@ -134,13 +127,16 @@ class Writer(base.Writer):
     """
 
     format = "torch"
-    caps = base.WriterCaps(byte_ranges=True, streams_chunks=True)
+    caps = base.WriterCaps(byte_ranges=True, streams_chunks=True, like=("torch",), updates=True)
     #: sizes and offsets from which ZIP64 fields are written (lowered in tests to exercise them)
     zip64_limit: int = U32_MAX
 
     def __init__(self, path: str | Path, *, metadata: Mapping[str, str] | None = None, like: Any = None,
-                 archive: str | None = None) -> None:
+                 archive: str | None = None, update: bool = False) -> None:
         super().__init__(Path(path), metadata=metadata, like=like)
+        self.update = update
+        self._carry: Update | None = None
+        self._written_keys: set[str] = set()
         self.archive = archive if archive is not None else archive_name(self.path)
         self._fd: int | None = None
         self._position = 0
@@ -173,12 +169,26 @@ class Writer(base.Writer):
 
     def _begin(self) -> None:
         self._check()
-        self._pickle = state_dict_pickle((spec, str(i)) for i, spec in enumerate(self.specs))
+        if self.update:
+            self._carry, self.layout_fallback = plan_update(self.like, self.specs, self.origins)
+        carry = self._carry
+        if carry is not None:
+            self._pickle = carry.pickle()
+            self.read_back = carry.like.options  # the same pickle: the same options list the same tensors
+            self.updated = True
+            own = carry.like.container_metadata  # already in the pickle: not repeated in the metadata member
+            self.metadata = {k: v for k, v in self.metadata.items() if own.get(k) != v}
+        else:
+            self._pickle = state_dict_pickle((spec, str(i)) for i, spec in enumerate(self.specs))
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
         self._writeback = Writeback(self._fd)
         self._record("data.pkl", self._pickle)
-        for name, content in HEAD_RECORDS:
-            self._record(name, content)
+        if carry is not None:
+            for name, member in carry.members(head=True):
+                self._copy_member(name, member)
+        else:
+            for name, content in HEAD_RECORDS:
+                self._record(name, content)
         if self.metadata:
             self._record(METADATA_MEMBER, metadata_json(self.metadata))
 
@@ -233,19 +243,38 @@ class Writer(base.Writer):
                 self._emit(struct.pack("<4sLLL", DESCRIPTOR_SIGNATURE, member.crc, member.size, member.size))
         self._members.append(member)
 
-    def _record(self, name: str, content: bytes) -> None:
+    def _record(self, name: str, content: bytes | bytearray) -> None:
         self._open_member(name, len(content))
         self._feed(content)
         self._close_member()
 
+    def _copy_member(self, name: str, member: ZipMember) -> None:
+        """A member of the target's archive, copied as it is under ``name`` (CRC-checked as it is read)."""
+        carry = self._carry
+        assert carry is not None and carry.like.archive is not None
+        self._open_member(name, member.size)
+        for chunk in carry.like.archive.chunks(member, chunk_bytes=CHECKSUM_BYTES):
+            self._feed(chunk)
+        self._close_member()
+
     # --- tensors -----------------------------------------------------------------------------
-    def _storage(self) -> str:
+    def _storage(self, spec: TensorSpec) -> str:
+        if self._carry is not None:
+            key = self._carry.streamed[spec.name]
+            self._written_keys.add(key)
+            return f"data/{key}"
         return f"data/{self._next - 1}"  # _take has counted the tensor being written
+
+    def _held(self, name: str) -> bool:
+        return self._carry is not None and name in self._carry.held
 
     def _write(self, spec: TensorSpec, data: np.ndarray) -> None:
         import numpy as np
 
-        self._open_member(self._storage(), spec.nbytes)
+        if self._carry is not None and spec.name in self._carry.held:
+            self._carry.hold(spec.name, data)
+            return
+        self._open_member(self._storage(spec), spec.nbytes)
         flat = data.reshape(-1).view(np.uint8)
         for start in range(0, spec.nbytes, CHUNK_BYTES):
             self._feed(flat[start : start + CHUNK_BYTES].data)
@@ -253,8 +282,11 @@ class Writer(base.Writer):
 
     def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write the next tensor piece by piece, straight into its member (no piece is kept)."""
+        if self._held(name):
+            super().write_chunks(name, chunks)  # assembled, then held by _write
+            return
         spec = self._take(name)
-        self._open_member(self._storage(), spec.nbytes)
+        self._open_member(self._storage(spec), spec.nbytes)
         for view in self._exact_pieces(spec, chunks):
             self._feed(view)
         self._close_member()
@@ -262,6 +294,8 @@ class Writer(base.Writer):
     def write_range(self, name: str, src: Path, offset: int, length: int) -> bool:
         """Copy the next tensor's bytes from a file range, through one reused buffer (its CRC-32 needs them)."""
         spec = self._peek(name)
+        if self._held(name):
+            return False  # held as values: the caller hands them over as pieces
         if length != spec.nbytes:
             raise InputError(src, f"tensor {name!r}: {length} bytes in the file, {spec.nbytes} declared")
         fd = self._sources.get(src)
@@ -269,14 +303,12 @@ class Writer(base.Writer):
             fd = self._sources[src] = open_input_fd(src)  # a regular file, never a FIFO that would block
         self._take(name)
         if self._buffer is None:
-            self._buffer = bytearray(min(CHUNK_BYTES, max(length, 1)))
-        elif len(self._buffer) < min(CHUNK_BYTES, length):
-            self._buffer = bytearray(min(CHUNK_BYTES, length))
+            self._buffer = bytearray(CHECKSUM_BYTES)
         buffer = memoryview(self._buffer)
-        self._open_member(self._storage(), length)
+        self._open_member(self._storage(spec), length)
         done = 0
         while done < length:
-            n = _read_into(fd, buffer[: min(len(buffer), length - done)], offset + done)
+            n = read_into(fd, buffer[: min(len(buffer), length - done)], offset + done)
             if n == 0:
                 raise InputError(src, f"tensor {name!r}: the file ended {length - done} bytes early while copying")
             self._feed(buffer[:n])
@@ -304,7 +336,20 @@ class Writer(base.Writer):
                             0, 0, 0, 0, U32_MAX if big_offset else m.offset) + m.name + extra
 
     def _finish(self) -> None:
-        self._record(*VERSION_RECORD)
+        carry = self._carry
+        if carry is None:
+            self._record(*VERSION_RECORD)
+        else:
+            for key, member in carry.storages():
+                if key in self._written_keys:
+                    continue
+                if key in carry.values:
+                    self._record(f"data/{key}", carry.patched(key, self.path))
+                else:
+                    self._copy_member(f"data/{key}", member)
+            for name, member in carry.members(head=False):
+                self._copy_member(name, member)
+            self.follows, self.notes = dict(carry.follows), list(carry.notes)
         self._record(SERIALIZATION_ID, self.serialization_id().encode("ascii"))
         start = self._position
         self._emit(b"".join(self._central(m) for m in self._members))

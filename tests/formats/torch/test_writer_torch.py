@@ -22,6 +22,7 @@ import pytest
 from ckptsurgeon.formats.torch.writer import Writer
 from ckptsurgeon.tensors import DTYPES, TensorSpec, code_of
 
+from ...support.fixtures import CliRunner
 from .test_writer import Zip64Everywhere, every_dtype, masked, write_pt
 
 CHECK = Path(__file__).with_name("torch_load_check.py")
@@ -104,3 +105,27 @@ def test_more_members_than_the_classic_end_record_counts(tmp_path: Path) -> None
 
 def test_every_dtype_code_is_covered() -> None:
     assert {code_of(a.dtype) for a in every_dtype().values()} == set(DTYPES)
+
+
+LIGHTNING_CHECK = Path(__file__).with_name("lightning_check.py")
+TORCH_DATA = Path(__file__).parents[2] / "data" / "torch"
+
+
+@pytest.mark.parametrize(("kind", "target"), [("train", "convclf_train_ckpt.pt"), ("lightning", "lightning_convclf.ckpt")])
+def test_an_updated_training_checkpoint_still_loads_and_resumes(tmp_path: Path, cli: CliRunner, kind: str,
+                                                                target: str) -> None:
+    """torch.load and load_state_dict(strict=True) + the optimizer's load_state_dict; for Lightning,
+    load_from_checkpoint and Trainer.fit resumed from the output (skipped without pytorch_lightning)."""
+    python = torch_python()
+    source, tgt = TORCH_DATA / "convclf.pt", TORCH_DATA / target
+    out = tmp_path / f"out{tgt.suffix}"
+    assert cli("transfer", source, tgt, "-o", out).code == 0
+    run = subprocess.run([python, str(LIGHTNING_CHECK), kind, str(out), str(source), str(tgt)], capture_output=True,
+                         text=True, timeout=600, cwd=tmp_path, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    if "skip" in result:
+        pytest.skip(result["skip"])
+    assert result["ok"]
+    if kind == "lightning":
+        assert result["global_step"] > result["resumed_at_step"] == 4
