@@ -66,6 +66,8 @@ def render_convert(report: ConvertReport, out: Console) -> None:
         out.print(f"{glob.kind} {glob.glob!r}: {count(glob.matches)} tensor{'s' if glob.matches != 1 else ''}")
     if report.excluded:
         out.print(f"excluded tensors ({len(report.excluded)}): {_names(report.excluded)}")
+    for group in report.tied:
+        out.print(f"shared storage: {_names(group)} are views of one storage in the input; each is written with its own copy")
     overflows = [t for t in report.tensors if t.overflow]
     for t in overflows[:10]:
         out.print(Text(f"overflow: {t.overflow:,} values of {t.name} did not fit {t.dtype_out}", style="yellow"))

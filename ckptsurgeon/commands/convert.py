@@ -127,6 +127,8 @@ class ConvertReport:
     tensors: list[ConvertedTensor]
     filters: list[GlobCount] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
+    #: tensors sharing one storage in the input (tied weights): each is written with its own bytes
+    tied: list[list[str]] = field(default_factory=list)
     shards: list[dict[str, Any]] = field(default_factory=list)  # name, tensors, bytes
     files: list[dict[str, Any]] = field(default_factory=list)  # written: path, bytes, sha256
     failed_checks: list[Failure] = field(default_factory=list)  # the value gates that failed (nothing was written)
@@ -202,6 +204,7 @@ class ConvertReport:
                 for r in self.dtype_rows()
             ],
             "excluded": self.excluded,
+            "tied": self.tied,
             "shards": self.shards,
             "files": self.files,
             "summary": self.summary,
@@ -238,11 +241,23 @@ def _select(tensors: Sequence[TensorInfo], include: Sequence[str], exclude: Sequ
     return chosen, list(renamed.excluded), counts
 
 
-def _carried_metadata(reader: Reader) -> dict[str, str]:
+def _carried_metadata(reader: Reader, fmt: str) -> dict[str, str]:
+    """The input's metadata for the output. An input of a framework's format (PyTorch) written where
+    the framework is recorded (safetensors) also gets ``format: pt`` unless it says otherwise, as
+    Hugging Face's conversion writes and transformers requires of a safetensors file with metadata."""
     meta = dict(reader.metadata)
     if spec(reader.format).shards_of:  # an index's total_size describes the index, not the weights
         meta.pop("total_size", None)
+    framework = spec(reader.format).framework
+    if framework is not None and writer_for(fmt).caps.records_framework:
+        meta.setdefault("format", framework)
     return meta
+
+
+def _tied(reader: Reader, chosen: Sequence[TensorInfo]) -> list[list[str]]:
+    """Groups of the chosen tensors that share one storage in the input (PyTorch tied weights and views)."""
+    names = {t.name for t in chosen}
+    return [g for g in ([n for n in group if n in names] for group in reader.shared_storages()) if len(g) > 1]
 
 
 def _sharded_writer(fmt: str) -> type[ShardedWriter]:
@@ -255,8 +270,11 @@ def _destination(out: str | Path, fmt: str | None, shard_size: int | None) -> tu
     """The file to write (a sharded output's index) and the output format (--shard-size: the sharded
     format of ``fmt``'s kind, or of the output's extension, safetensors by default)."""
     if shard_size is not None:
-        single = fmt or (output_format(out) if Path(out).suffix and not Path(out).name.endswith(".json") else None)
-        found = sharded_format(single or DEFAULT_SHARDED_OF)
+        name = Path(out).name
+        named = [s.name for s in formats.FORMATS  # an index's own name: pytorch_model.bin.index.json
+                 if s.shards_of and s.writer and any(fnmatch.fnmatchcase(name, g) for g in s.folder_globs)]
+        single = fmt or (output_format(out) if Path(out).suffix and not name.endswith(".json") else None)
+        found = named[0] if named and fmt is None else sharded_format(single or DEFAULT_SHARDED_OF)
         if found is None:
             choices = ", ".join(s.shards_of or "" for s in formats.FORMATS if s.shards_of and s.writer)
             raise UsageError(None, f"--shard-size writes sharded {choices}, not {single}")
@@ -354,8 +372,8 @@ def convert(
             input={"path": str(src), "format": reader.format, "files": [str(p) for p in inputs],
                    "tensors": len(reader.tensors)},
             output={"path": str(dest), "format": fmt, "shard_size": size},
-            dtype=cast_to, dry_run=dry_run, metadata=_carried_metadata(reader), tensors=plan, filters=counts,
-            excluded=excluded,
+            dtype=cast_to, dry_run=dry_run, metadata=_carried_metadata(reader, fmt), tensors=plan, filters=counts,
+            excluded=excluded, tied=_tied(reader, chosen),
         )
 
         # Refuse a bad destination before anything is written (and in a dry run too).

@@ -232,6 +232,9 @@ class ShardedReader(Reader):
     def release(self, name: str) -> None:
         self._shard(name).release(name)
 
+    def shared_storages(self) -> list[list[str]]:
+        return [group for reader in self.shards.values() for group in reader.shared_storages()]
+
     @contextlib.contextmanager
     def checks_beside(self) -> Iterator[None]:
         with contextlib.ExitStack() as checks:

@@ -76,7 +76,9 @@ class WriterCaps:
     takes ``shard_size``. ``updates``: given ``like`` and ``update=True``, it writes that file
     updated: everything of it that the written tensors do not replace is carried through (a
     PyTorch training checkpoint's optimizer state and epoch), or it writes plainly and says why in
-    ``layout_fallback``.
+    ``layout_fallback``. ``records_framework``: the output's metadata says which framework its
+    tensors are laid out for, as Hugging Face's safetensors files do (``format: pt``), taken from
+    the input's :attr:`FormatSpec.framework`.
     """
 
     byte_ranges: bool = False
@@ -87,6 +89,7 @@ class WriterCaps:
     renames: bool = False
     sharded: bool = False
     updates: bool = False
+    records_framework: bool = False
 
 
 def _load(ref: str) -> Any:
@@ -108,7 +111,8 @@ class FormatSpec:
     by ``sniff``. ``folder_globs``: the file names that make a directory this checkpoint (an
     index before single files). ``sniff_damaged``: asked only when no format's ``sniff`` claimed
     the file, for a file that looks like a damaged one of this format, so that its reader names
-    what is wrong instead of "not a checkpoint".
+    what is wrong instead of "not a checkpoint". ``framework``: the framework whose layout its
+    tensors have, as Hugging Face names it in a safetensors file's ``format`` metadata (``pt``).
     """
 
     name: str
@@ -121,6 +125,7 @@ class FormatSpec:
     shards_of: str | None = None
     folder_globs: tuple[str, ...] = ()
     sniff_damaged: Callable[[Probe], bool] | None = None
+    framework: str | None = None
 
     def reader_class(self) -> type[Reader]:
         cls: type[Reader] = _load(self.reader)
@@ -316,6 +321,10 @@ class Reader(ABC):
         for chunk in self.iter_bytes(name):
             h.update(chunk)
         return h.hexdigest()
+
+    def shared_storages(self) -> list[list[str]]:
+        """Groups of tensors whose bytes share one storage in the file (PyTorch tied weights); none by default."""
+        return []
 
     def checks_beside(self) -> contextlib.AbstractContextManager[None]:
         """A context within which :meth:`byte_range` may return a range before its checksum is checked.

@@ -106,6 +106,12 @@ def added(fmt: str) -> set[str]:
     return ADDED_METADATA.get(fmt, set())
 
 
+def gained(src: str, dst: str) -> dict[str, str]:
+    """Metadata a conversion adds: a PyTorch input written as safetensors records ``format: pt``."""
+    framework = formats.spec(src).framework
+    return {"format": framework} if framework and formats.writer_for(dst).caps.records_framework else {}
+
+
 def register_refs(*names: str) -> list[str]:
     return [TOY_REF] if TOY in names else []
 
@@ -198,10 +204,10 @@ def test_convert_round_trip(src: str, dst: str, tmp_path: Path, cli: Callable[..
     first = make_checkpoint(tmp_path / checkpoint_name(src, "first"), src, tensors, METADATA)
     there = tmp_path / checkpoint_name(dst, "there")
     convert(cli, first, there, "--format", dst)
-    assert_checkpoint(there, tensors, fmt=dst, metadata=METADATA, added=added(dst))
+    assert_checkpoint(there, tensors, fmt=dst, metadata=METADATA | gained(src, dst), added=added(dst))
     back = tmp_path / checkpoint_name(src, "back")
     convert(cli, there, back, "--format", src)
-    assert_checkpoint(back, tensors, fmt=src, metadata=METADATA, added=added(src))
+    assert_checkpoint(back, tensors, fmt=src, metadata=METADATA | gained(src, dst) | gained(dst, src), added=added(src))
 
 
 @pytest.mark.parametrize("sharded", SHARDED)
@@ -216,7 +222,7 @@ def test_convert_from_sharded(sharded: str, dst: str, tmp_path: Path, cli: Calla
         assert len(reader.files) > 2, "the sample should span several shards"
     out = tmp_path / checkpoint_name(dst, "joined")
     convert(cli, index, out, "--format", dst)
-    assert_checkpoint(out, tensors, fmt=dst, metadata=METADATA, added=added(dst))
+    assert_checkpoint(out, tensors, fmt=dst, metadata=METADATA | gained(sharded, dst), added=added(dst))
 
 
 @pytest.mark.parametrize("src", SINGLE_FILE)
@@ -228,11 +234,11 @@ def test_convert_to_shards_and_back(src: str, tmp_path: Path, cli: Callable[...,
     first = make_checkpoint(tmp_path / checkpoint_name(src, "first"), src, tensors, METADATA)
     index = tmp_path / "shards" / "model.safetensors.index.json"
     convert(cli, first, index, "--shard-size", str(SHARD_SIZE))
-    assert_checkpoint(index, tensors, fmt="safetensors-sharded", metadata=METADATA,
+    assert_checkpoint(index, tensors, fmt="safetensors-sharded", metadata=METADATA | gained(src, "safetensors-sharded"),
                       added=added("safetensors-sharded"))
     back = tmp_path / checkpoint_name(src, "back")
     convert(cli, index, back, "--format", src)
-    assert_checkpoint(back, tensors, fmt=src, metadata=METADATA, added=added(src))
+    assert_checkpoint(back, tensors, fmt=src, metadata=METADATA | gained(src, "safetensors-sharded"), added=added(src))
 
 
 # --- writer misuse ----------------------------------------------------------------------------------

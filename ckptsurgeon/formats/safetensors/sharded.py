@@ -291,7 +291,8 @@ class Writer(base.ShardedWriter):
     """
 
     format = "safetensors-sharded"
-    caps = base.WriterCaps(byte_ranges=True, streams_chunks=True, like=("safetensors",), sharded=True)
+    caps = base.WriterCaps(byte_ranges=True, streams_chunks=True, like=("safetensors",), sharded=True,
+                           records_framework=True)
     naming = SAFETENSORS
 
     @classmethod

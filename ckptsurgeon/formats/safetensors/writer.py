@@ -37,7 +37,7 @@ class Writer(base.Writer):
     """
 
     format = "safetensors"
-    caps = base.WriterCaps(byte_ranges=True, streams_chunks=True, align=True, like=("safetensors",))
+    caps = base.WriterCaps(byte_ranges=True, streams_chunks=True, align=True, like=("safetensors",), records_framework=True)
     align_window = 64 * 1024  # source and output offsets that agree modulo this copy fast
 
     def __init__(self, path: Path, *, metadata: dict[str, str] | None = None, like: Any = None) -> None:

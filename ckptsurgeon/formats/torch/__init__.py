@@ -61,13 +61,13 @@ def sniff(probe: Probe) -> bool:
 TORCH = FormatSpec(
     name="torch", family="torch", description="PyTorch", sniff=sniff,
     reader="ckptsurgeon.formats.torch.reader:Reader", writer="ckptsurgeon.formats.torch.writer:Writer",
-    extensions=(".pt", ".pth", ".bin"), folder_globs=("*.pt", "*.pth", "pytorch_model.bin"),
+    extensions=(".pt", ".pth", ".bin"), folder_globs=("*.pt", "*.pth", "pytorch_model.bin"), framework="pt",
 )
 TORCH_SHARDED = FormatSpec(
     name="torch-sharded", family="torch", description="sharded PyTorch .bin (Hugging Face index)",
     reader="ckptsurgeon.formats.torch.reader:ShardedReader", shards_of="torch",
     writer="ckptsurgeon.formats.torch.writer:ShardedWriter",
-    folder_globs=("pytorch_model.bin.index.json",),
+    folder_globs=("pytorch_model.bin.index.json",), framework="pt",
 )
 
 SPECS = (TORCH, TORCH_SHARDED)

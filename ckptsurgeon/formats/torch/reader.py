@@ -260,6 +260,14 @@ class Reader(base.Reader):
         """The zip archive (None for a legacy file); member names carry :attr:`prefix`."""
         return self._archive
 
+    def shared_storages(self) -> list[list[str]]:
+        """The listed tensors that share a storage with another (tied weights, views), grouped by storage."""
+        groups: dict[str, list[str]] = {}
+        for t in self.tensors:
+            assert isinstance(t.loc, Loc)
+            groups.setdefault(t.loc.record.storage.key, []).append(t.name)
+        return [g for g in groups.values() if len(g) > 1]
+
     def storage_bytes(self, key: str) -> memoryview | bytes:
         """All the bytes of storage ``key`` in the file's byte order (a STORED member checked against its CRC)."""
         if key not in self._places:
