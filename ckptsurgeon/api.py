@@ -96,6 +96,7 @@ def transfer(
     hash_output: bool = True,
     source_options: OpenOptions | None = None,
     target_options: OpenOptions | None = None,
+    encrypt: Any = None,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -107,7 +108,8 @@ def transfer(
                        output_format_name=output_format_name, progress=progress, save_plan=save_plan,
                        plan_file=plan_file, provenance=provenance, verify=verify, check=check,
                        pin_content=pin_content, report_path=report_path, no_clobber=no_clobber,
-                       hash_output=hash_output, source_options=source_options, target_options=target_options)
+                       hash_output=hash_output, source_options=source_options, target_options=target_options,
+                       encrypt=encrypt)
 
 
 def rename(
@@ -123,13 +125,14 @@ def rename(
     no_clobber: bool = False,
     hash_output: bool = True,
     open_options: OpenOptions | None = None,
+    encrypt: Any = None,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``. See :func:`ckptsurgeon.commands.rename.run`."""
     from .commands import rename as command
 
     return command.run(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                        output_format_name=output_format_name, progress=progress, check=check,
-                       no_clobber=no_clobber, hash_output=hash_output, open_options=open_options)
+                       no_clobber=no_clobber, hash_output=hash_output, open_options=open_options, encrypt=encrypt)
 
 
 def convert(
@@ -151,6 +154,7 @@ def convert(
     no_clobber: bool = False,
     hash_output: bool = True,
     open_options: OpenOptions | None = None,
+    encrypt: Any = None,
 ) -> ConvertReport:
     """Write ``src``'s tensors to ``out`` in another format or dtype. See :func:`ckptsurgeon.commands.convert.convert`."""
     from .commands import convert as command
@@ -158,7 +162,8 @@ def convert(
     report = command.convert(src, out, fmt=fmt, dtype=dtype, include=include, exclude=exclude, shard_size=shard_size,
                              dry_run=dry_run, force=force, progress=progress, allow_unused_rules=allow_unused_rules,
                              allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
-                             no_clobber=no_clobber, hash_output=hash_output, open_options=open_options)
+                             no_clobber=no_clobber, hash_output=hash_output, open_options=open_options,
+                             encrypt=encrypt)
     if check and not report.ok:
         raise CheckFailed.of(report.failed_checks, report=report, path=src)
     return report

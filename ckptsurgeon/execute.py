@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .commits import Committed
-from .errors import CheckFailed, Failure, describe
+from .errors import CheckFailed, Failure, UsageError, describe
 from .formats.base import OpenOptions, Reader, Writer
 from .plan import Plan
 from .tensors import DTYPES, TensorSpec, numel
@@ -409,6 +409,7 @@ def write_checkpoint(
     gates: ValueGates | None = None,
     no_clobber: bool = False,
     hash_files: bool = True,
+    encrypt: Any = None,
 ) -> Written:
     """Write ``plan`` as a checkpoint of format ``fmt`` at ``dest``: whole, or not at all.
 
@@ -425,6 +426,8 @@ def write_checkpoint(
     Every file committed is recorded with its size and, with ``hash_files``, its sha256
     (``Written.files``, :mod:`ckptsurgeon.commits`);
     with ``no_clobber`` no existing file is replaced, not even one another run creates meanwhile.
+    ``encrypt`` (a :class:`~ckptsurgeon.formats.mindspore.crypto.Encryption`) encrypts the output,
+    for a writer that can (``caps.encrypts``); any other is a UsageError.
     """
     from .atomic import atomic_path, output_errors
     from .commits import recording
@@ -435,6 +438,10 @@ def write_checkpoint(
     options = dict(writer_options or {})
     if update and like is not None and writer_class.caps.updates:
         options["update"] = True
+    if encrypt is not None:
+        if not writer_class.caps.encrypts:
+            raise UsageError(dest, f"--enc-key-file: a {fmt} output is not encrypted; only MindSpore .ckpt outputs are")
+        options["encrypt"] = encrypt
     with recording(no_clobber=no_clobber, hashes=hash_files) as log:
         if writer_class.caps.sharded:
             with output_errors(dest):

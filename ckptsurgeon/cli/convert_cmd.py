@@ -13,8 +13,12 @@ from .options import (
     AllowOverflowOpt,
     AllowUnusedRulesOpt,
     ConfigOpt,
+    DecKeyFileOpt,
+    DecModeOpt,
     DictOpt,
     DryRunOpt,
+    EncKeyFileOpt,
+    EncModeOpt,
     ExcludeOpt,
     FailOnNonfiniteOpt,
     FormatOpt,
@@ -24,6 +28,7 @@ from .options import (
     NoClobberOpt,
     OutputOpt,
     QuietOpt,
+    encryption,
     open_options,
 )
 
@@ -63,6 +68,10 @@ def convert(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     dict_path: DictOpt = None,
+    dec_key_file: DecKeyFileOpt = None,
+    dec_mode: DecModeOpt = None,
+    enc_key_file: EncKeyFileOpt = None,
+    enc_mode: EncModeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Convert a checkpoint to another format (-o's extension or --format), keeping names, shapes and bytes.
@@ -83,7 +92,8 @@ def convert(
             shard_size=shard_size, dry_run=dry_run, force=force, progress=progress.update if progress else None,
             allow_unused_rules=allow_unused_rules, allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
             no_clobber=no_clobber, hash_output=json_,  # the sha256 is for the JSON report
-            open_options=open_options(dict_path),
+            open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode),
+            encrypt=encryption(enc_key_file, enc_mode),
         )
     if json_:
         render.print_json(report.to_dict())

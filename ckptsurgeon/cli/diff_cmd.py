@@ -12,6 +12,8 @@ from .options import (
     AddPrefixOpt,
     AllowUnusedRulesOpt,
     ConfigOpt,
+    DecKeyFileOpt,
+    DecModeOpt,
     DictOpt,
     ExcludeOpt,
     IncludeOpt,
@@ -50,6 +52,8 @@ def diff_command(
     markdown: MarkdownOpt = False,
     quiet: QuietOpt = False,
     dict_path: DictOpt = None,
+    dec_key_file: DecKeyFileOpt = None,
+    dec_mode: DecModeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Compare checkpoint A with checkpoint B: tensors only in A or only in B, shape and dtype changes,
@@ -76,7 +80,7 @@ def diff_command(
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
     options = DiffOptions(rules=rules, atol=atol, rtol=rtol, metadata=metadata, allow_unused_rules=allow_unused_rules)
-    result = api.diff(a, b, options, open_options=open_options(dict_path))
+    result = api.diff(a, b, options, open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode))
     from . import diff_render, render
 
     if json_:

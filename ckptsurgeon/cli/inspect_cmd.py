@@ -7,7 +7,17 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .options import ConfigOpt, DictOpt, FilterOpt, InputPath, JsonOpt, MarkdownOpt, open_options
+from .options import (
+    ConfigOpt,
+    DecKeyFileOpt,
+    DecModeOpt,
+    DictOpt,
+    FilterOpt,
+    InputPath,
+    JsonOpt,
+    MarkdownOpt,
+    open_options,
+)
 
 
 @app.command()
@@ -25,12 +35,14 @@ def inspect(
         bool, typer.Option("--all-dicts", help="In a container checkpoint, list every tensor under its full dotted path "
                            "(optimizer state included) instead of one state dict.")
     ] = False,
+    dec_key_file: DecKeyFileOpt = None,
+    dec_mode: DecModeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """List a checkpoint's tensors by layer: name, shape, dtype, parameters, bytes; totals and metadata."""
     from .. import api
 
-    result = api.inspect(path, hash=hash_, filter=filter_ or (), options=open_options(dict_path, all_dicts))
+    result = api.inspect(path, hash=hash_, filter=filter_ or (), options=open_options(dict_path, all_dicts, dec_key_file=dec_key_file, dec_mode=dec_mode))
     from . import render
 
     if json_:

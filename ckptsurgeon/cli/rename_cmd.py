@@ -13,8 +13,12 @@ from .options import (
     AddPrefixOpt,
     AllowUnusedRulesOpt,
     ConfigOpt,
+    DecKeyFileOpt,
+    DecModeOpt,
     DictOpt,
     DryRunOpt,
+    EncKeyFileOpt,
+    EncModeOpt,
     ExcludeOpt,
     FormatOpt,
     IncludeOpt,
@@ -26,6 +30,7 @@ from .options import (
     QuietOpt,
     RenameOpt,
     StripPrefixOpt,
+    encryption,
     open_options,
 )
 
@@ -49,6 +54,10 @@ def rename(
     markdown: MarkdownOpt = False,
     format_: FormatOpt = None,
     dict_path: DictOpt = None,
+    dec_key_file: DecKeyFileOpt = None,
+    dec_mode: DecModeOpt = None,
+    enc_key_file: EncKeyFileOpt = None,
+    enc_mode: EncModeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Write a copy of PATH with its tensors renamed by the rules (the same rule options as transfer).
@@ -71,7 +80,8 @@ def rename(
         result = api.rename(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                             output_format_name=format_, progress=progress.update if progress else None,
                             no_clobber=no_clobber, hash_output=json_,
-                            open_options=open_options(dict_path))  # the sha256 is for the JSON report
+                            open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode),
+                            encrypt=encryption(enc_key_file, enc_mode))  # the sha256 is for the JSON report
     if json_:
         render.print_json(result.to_dict())
     elif quiet:

@@ -15,7 +15,11 @@ from .options import (
     AllowOverflowOpt,
     AllowUnusedRulesOpt,
     ConfigOpt,
+    DecKeyFileOpt,
+    DecModeOpt,
     DryRunOpt,
+    EncKeyFileOpt,
+    EncModeOpt,
     ExcludeOpt,
     FailOnNonfiniteOpt,
     FormatOpt,
@@ -30,6 +34,7 @@ from .options import (
     SrcDictOpt,
     StripPrefixOpt,
     TgtDictOpt,
+    encryption,
     open_options,
 )
 
@@ -103,6 +108,10 @@ def transfer(
     markdown: MarkdownOpt = False,
     src_dict: SrcDictOpt = None,
     tgt_dict: TgtDictOpt = None,
+    dec_key_file: DecKeyFileOpt = None,
+    dec_mode: DecModeOpt = None,
+    enc_key_file: EncKeyFileOpt = None,
+    enc_mode: EncModeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Load SOURCE's weights into TARGET wherever names (after your rules) and shapes match; write a new -o OUT.
@@ -142,7 +151,8 @@ def transfer(
             save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, pin_content=pin_content,
             report_path=report, no_clobber=no_clobber,
             hash_output=json_ or report is not None,  # the sha256 is for the JSON report
-            source_options=open_options(src_dict), target_options=open_options(tgt_dict),
+            source_options=open_options(src_dict, dec_key_file=dec_key_file, dec_mode=dec_mode), target_options=open_options(tgt_dict, dec_key_file=dec_key_file, dec_mode=dec_mode),
+            encrypt=encryption(enc_key_file, enc_mode),
         )
     doc = result.to_dict() if report is not None or json_ else {}  # a per-tensor document: only when asked for
     if report is not None:

@@ -12,6 +12,8 @@ from .app import app
 from .options import (
     AllowUnusedRulesOpt,
     ConfigOpt,
+    DecKeyFileOpt,
+    DecModeOpt,
     DictOpt,
     InputPath,
     JsonOpt,
@@ -53,6 +55,8 @@ def verify_command(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     dict_path: DictOpt = None,
+    dec_key_file: DecKeyFileOpt = None,
+    dec_mode: DecModeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Check a checkpoint: open it (which validates its structure), read every tensor once, count NaN
@@ -73,7 +77,7 @@ def verify_command(
     result = api.verify(
         path, hashes=hashes, include=include or (), exclude=exclude or (),
         allow_unused_rules=allow_unused_rules, fail_on_nonfinite=fail_on_nonfinite,
-        open_options=open_options(dict_path),
+        open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode),
     )
     from . import diff_render, render
 

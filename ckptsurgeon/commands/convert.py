@@ -330,6 +330,7 @@ def convert(
     no_clobber: bool = False,
     hash_output: bool = True,
     open_options: OpenOptions | None = None,
+    encrypt: Any = None,
 ) -> ConvertReport:
     """Write ``src``'s tensors (those ``include``/``exclude`` choose) to ``out`` in another format.
 
@@ -406,7 +407,7 @@ def convert(
                     like=reader if writes_like(reader, fmt) else None, progress=progress, cast=None,
                     writer_options={"shard_size": size, "force": force, "inputs": inputs} if layout is not None else None,
                     gates=ValueGates(allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite),
-                    no_clobber=no_clobber, hash_files=hash_output,
+                    no_clobber=no_clobber, hash_files=hash_output, encrypt=encrypt,
                 )
                 report.files = [c.to_dict() for c in written.files]  # sizes and hashes of the bytes committed
                 if written.files:

@@ -114,6 +114,7 @@ def run(
     no_clobber: bool = False,
     hash_output: bool = True,
     open_options: OpenOptions | None = None,
+    encrypt: Any = None,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``; bytes, dtypes and metadata stay.
 
@@ -156,7 +157,7 @@ def run(
 
         written = write_checkpoint(Path(output), fmt, plan, {INPUT: reader}, metadata=reader.metadata,
                                    like=reader if writes_like(reader, fmt) else None, progress=progress,
-                                   no_clobber=no_clobber, hash_files=hash_output)
+                                   no_clobber=no_clobber, hash_files=hash_output, encrypt=encrypt)
         report.layout_fallback = written.layout_fallback
         if report.output is not None and written.files:
             report.output |= written.files[-1].summary()

@@ -379,6 +379,7 @@ def run(
     hash_output: bool = True,
     source_options: OpenOptions | None = None,
     target_options: OpenOptions | None = None,
+    encrypt: Any = None,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -450,6 +451,7 @@ def run(
                 Path(output), fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
                 like=tgt if writes_like(tgt, fmt) else None, update=True, count_changes=TARGET if count_changes else None,
                 progress=progress, verify=verify, gates=gates, no_clobber=no_clobber, hash_files=hash_output,
+                encrypt=encrypt,
             )
         except GateFailed as failed:  # nothing was written; the report keeps the counts
             report.outcomes, report.failed_checks = failed.outcomes, list(failed.failures)

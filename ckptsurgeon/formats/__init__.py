@@ -40,7 +40,7 @@ from ._probe import Probe, refuse
 from .base import FormatSpec, OpenOptions, Reader, Writer, reading
 
 #: The format packages, in the order their specs are asked (HDF5 last: it may seek for a user block).
-PACKAGES = ("safetensors", "npz", "torch", "hdf5")
+PACKAGES = ("safetensors", "npz", "torch", "mindspore", "hdf5")
 
 
 def _gather(packages: Iterable[str]) -> tuple[FormatSpec, ...]:
@@ -195,8 +195,8 @@ def check_text(reader: Reader) -> None:
 def output_format(dest: str | Path, explicit: str | None = None, *, like: Reader | None = None) -> str:
     """The output format named explicitly or by the destination's extension.
 
-    An extension that names no format but is ``like``'s own (a Lightning ``.ckpt`` target, written
-    to ``-o out.ckpt``) means ``like``'s format, when that format can be written.
+    An extension that is ``like``'s own means ``like``'s format, when that format can be written: a
+    ``.ckpt`` transfer target (Lightning or MindSpore) written to ``-o out.ckpt`` keeps its format.
     """
     if explicit:
         found = spec(explicit)
@@ -205,13 +205,13 @@ def output_format(dest: str | Path, explicit: str | None = None, *, like: Reader
             raise UsageError(None, f"unknown output format {explicit!r}; choose one of {writable}")
         return found.name
     suffix = Path(dest).suffix.lower()
-    for s in FORMATS:
-        if s.writer is not None and suffix in s.extensions:
-            return s.name
     if like is not None and suffix and like.path.suffix.lower() == suffix:
         own = spec(like.format)
         if own.writer is not None and not own.shards_of:
             return own.name
+    for s in FORMATS:
+        if s.writer is not None and suffix in s.extensions:
+            return s.name
     extensions = ", ".join(e for s in FORMATS if s.writer is not None for e in s.extensions)
     raise UsageError(dest, f"cannot tell the output format from the extension {suffix or '(none)'!r}",
                      hint=f"use one of {extensions}")

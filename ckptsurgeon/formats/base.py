@@ -43,11 +43,15 @@ class OpenOptions:
     ``dict_path``: the dotted path of the state dict to read in a container checkpoint (PyTorch:
     ``state_dict``, ``model_ema``, ``checkpoint.model``); its tensors are named relative to it.
     ``all_dicts``: list every tensor of a container under its full dotted path instead.
+    ``dec_key`` / ``dec_mode``: the key (a :class:`~ckptsurgeon.formats.mindspore.crypto.Secret`,
+    never shown) and, when given, the expected mode of an encrypted MindSpore checkpoint.
     """
 
     float8: str | None = None
     dict_path: str | None = None
     all_dicts: bool = False
+    dec_key: Any = None
+    dec_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ class WriterCaps:
     PyTorch training checkpoint's optimizer state and epoch), or it writes plainly and says why in
     ``layout_fallback``. ``records_framework``: the output's metadata says which framework its
     tensors are laid out for, as Hugging Face's safetensors files do (``format: pt``), taken from
-    the input's :attr:`FormatSpec.framework`.
+    the input's :attr:`FormatSpec.framework`. ``encrypts``: it takes ``encrypt=`` (an Encryption).
+    ``dtypes``: the dtype codes it can write (None: every one).
     """
 
     byte_ranges: bool = False
@@ -90,6 +95,8 @@ class WriterCaps:
     sharded: bool = False
     updates: bool = False
     records_framework: bool = False
+    encrypts: bool = False
+    dtypes: frozenset[str] | None = None
 
 
 def _load(ref: str) -> Any:

@@ -67,7 +67,7 @@ def test_convert_toy_to_safetensors_and_back(toy_format: str, tmp_path: Path, cl
 @pytest.mark.parametrize("other", OTHERS)
 def test_transfer_between_toy_and(other: str, toy_format: str, tmp_path: Path, cli: Callable[..., Result]) -> None:
     """Toy weights into a target of another format, and that format's weights into a toy target."""
-    tensors = sample_tensors()
+    tensors = sample_tensors(other)
     changed = other_values(tensors)
     for src_fmt, tgt_fmt in ((toy_format, other), (other, toy_format)):
         src = make_checkpoint(tmp_path / src_fmt / checkpoint_name(src_fmt, "src"), src_fmt, tensors)

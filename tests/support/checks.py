@@ -15,14 +15,17 @@ from ckptsurgeon.tensors import DTYPES, code_of
 Listing = list[tuple[str, tuple[int, ...], str]]
 
 
-def sample_tensors() -> dict[str, np.ndarray]:
+def sample_tensors(*formats: str) -> dict[str, np.ndarray]:
     """A small checkpoint with every kind of value a format must carry (fixed seed).
 
     Floats of three widths, a signed 64-bit integer beyond 2**53, every uint8 corner, bools, a
-    float8, a 0-d scalar and an empty tensor.
+    float8, a 0-d scalar and an empty tensor; less the dtypes one of ``formats`` cannot write
+    (its writer's ``caps.dtypes``: MindSpore has no float8).
     """
+    from ckptsurgeon.formats import spec
+
     rng = np.random.default_rng(20240611)
-    return {
+    tensors = {
         "block.weight": rng.standard_normal((3, 5)).astype("<f4"),
         "block.half": rng.standard_normal((4, 2)).astype("<f2"),
         "block.bf16": rng.standard_normal((2, 3, 2)).astype(ml_dtypes.bfloat16),
@@ -33,6 +36,12 @@ def sample_tensors() -> dict[str, np.ndarray]:
         "scale": np.array(1.5, dtype="<f4"),
         "empty": np.zeros((0, 4), dtype="<f4"),
     }
+    for fmt in formats:
+        found = spec(fmt)
+        writable = found.writer_class().caps.dtypes if found.writer else None
+        if writable is not None:
+            tensors = {n: a for n, a in tensors.items() if code_of(a.dtype) in writable}
+    return tensors
 
 
 METADATA = {"source": "ckptsurgeon contract suite", "note": "ünïcödé ✓, a tab\tand a newline\nhere"}

@@ -1,0 +1,246 @@
+"""MindSpore's checkpoint encryption, block by block, with ``cryptography`` (imported only here).
+
+``save_checkpoint(enc_key=..., enc_mode=...)`` cuts the plaintext (the protobuf messages) into
+pieces of at most 64 MiB and writes each as one block, all fields little-endian::
+
+    magic u32 | [AES-GCM: tag 16 B] | blk_len i32 | iv_len i32 (16) | iv | ct_len i32 | ciphertext
+    blk_len = 4 + iv_len + 4 + ct_len
+
+The key is used raw (AES: 16, 24 or 32 bytes; SM4: 16). AES-GCM has no associated data and
+uses the first 12 bytes of the 16-byte IV field as its nonce (MindSpore 2.10); AES-CBC and SM4-CBC
+pad with PKCS#7. Blocks are decrypted as a stream, one piece of a block at a time, so memory
+stays small whatever the block size; a block's plaintext is used only once its tag (GCM) or its
+padding (CBC) has been checked. A wrong key, a tampered block or a truncated file is an
+InputError naming the block.
+
+:class:`Secret` holds a key: its ``repr`` and ``str`` never show it, so no message, report or
+traceback can.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ...errors import InputError, UsageError
+from . import MAGICS
+
+BLOCK_BYTES = 64 * 1024 * 1024  # MindSpore's ENCRYPT_BLOCK_SIZE * 1024: plaintext per block
+IV_BYTES = 16
+TAG_BYTES = 16
+GCM_NONCE_BYTES = 12
+PIECE = 1024 * 1024  # bytes decrypted at a time
+MAGIC_OF = {mode: magic for magic, mode in MAGICS.items()}
+KEY_SIZES = {"AES-GCM": (16, 24, 32), "AES-CBC": (16, 24, 32), "SM4-CBC": (16,)}
+
+
+class Secret:
+    """A key's bytes, never shown: ``repr`` and ``str`` say only that a key is there and its size."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = bytes(value)
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __repr__(self) -> str:
+        return f"<key of {len(self._value)} bytes>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:  # never pickled, never copied into a plan
+        raise TypeError("a key cannot be serialized")
+
+
+class Encryption:
+    """How to encrypt an output: a key and a mode (``repr`` shows the mode only)."""
+
+    __slots__ = ("key", "mode")
+
+    def __init__(self, key: Secret, mode: str) -> None:
+        self.key, self.mode = key, mode
+
+    def __repr__(self) -> str:
+        return f"Encryption({self.mode}, {self.key!r})"
+
+
+def _backend() -> Any:
+    try:
+        from cryptography.hazmat.primitives import ciphers, padding
+    except ImportError as exc:  # pragma: no cover - a dependency; missing only in a broken install
+        raise UsageError(None, f"encrypted MindSpore checkpoints need the 'cryptography' package ({exc})") from None
+    return ciphers, padding
+
+
+def check_key(path: Path | None, key: Secret, mode: str) -> None:
+    sizes = KEY_SIZES[mode]
+    if len(key) not in sizes:
+        allowed = ", ".join(map(str, sizes))
+        raise UsageError(path, f"the key is {len(key)} bytes; {mode} takes a key of {allowed} bytes")
+
+
+def _cipher(key: Secret, mode: str, iv: bytes, tag: bytes | None) -> Any:
+    ciphers, _ = _backend()
+    algorithm = ciphers.algorithms.SM4(key.reveal()) if mode == "SM4-CBC" else ciphers.algorithms.AES(key.reveal())
+    if mode == "AES-GCM":
+        return ciphers.Cipher(algorithm, ciphers.modes.GCM(iv[:GCM_NONCE_BYTES], tag))
+    return ciphers.Cipher(algorithm, ciphers.modes.CBC(iv))
+
+
+def decrypt(path: Path, source: IO[bytes], size: int, key: Secret, mode: str, out: IO[bytes]) -> int:
+    """Decrypt every block of ``source`` (``size`` bytes, a ``mode`` file) into ``out``; the plaintext's length.
+
+    Everything is checked before the plaintext is used: each block's header and lengths against the
+    file, its mode against the first block's, and its tag (GCM) or padding (CBC).
+    """
+    check_key(path, key, mode)
+    _, padding = _backend()
+    from cryptography.exceptions import InvalidTag
+
+    pos = total = 0
+    block = 0
+    while pos < size:
+        block += 1
+        where = f"block {block} (offset {pos})"
+        head = _read(path, source, pos, 4 + (TAG_BYTES if mode == "AES-GCM" else 0) + 8, where)
+        found = MAGICS.get(int.from_bytes(head[:4], "little"))
+        if found != mode:
+            raise InputError(path, f"{where} does not start with the {mode} block magic; the file is damaged")
+        tag = head[4 : 4 + TAG_BYTES] if mode == "AES-GCM" else None
+        blk_len, iv_len = struct.unpack_from("<ii", head, len(head) - 8)
+        if iv_len != IV_BYTES:
+            raise InputError(path, f"{where}: an IV of {iv_len} bytes, not {IV_BYTES}")
+        start = pos + len(head)
+        iv = _read(path, source, start, IV_BYTES, where)
+        (ct_len,) = struct.unpack("<i", _read(path, source, start + IV_BYTES, 4, where))
+        if ct_len <= 0 or blk_len != 4 + IV_BYTES + 4 + ct_len:
+            raise InputError(path, f"{where}: block length {blk_len} and cipher length {ct_len} disagree")
+        if mode != "AES-GCM" and ct_len % 16:
+            raise InputError(path, f"{where}: a CBC cipher text of {ct_len} bytes, not whole 16-byte blocks")
+        data = start + IV_BYTES + 4
+        if data + ct_len > size:
+            raise InputError(path, f"{where}: {ct_len} bytes of cipher text declared, {size - data} left in the "
+                             "file (truncated)")
+        decryptor = _cipher(key, mode, iv, tag).decryptor()
+        unpadder = padding.PKCS7(128).unpadder() if mode != "AES-GCM" else None
+        for piece in _pieces(path, source, data, ct_len, where):
+            plain = decryptor.update(piece)
+            if unpadder is not None:
+                plain = unpadder.update(plain)
+            out.write(plain)
+            total += len(plain)
+        try:
+            tail = decryptor.finalize()
+            if unpadder is not None:
+                tail = unpadder.update(tail) + unpadder.finalize()
+        except InvalidTag:
+            raise InputError(path, f"{where}: wrong key, or the file was tampered with (the AES-GCM tag does "
+                             "not match)") from None
+        except ValueError:
+            raise InputError(path, f"{where}: wrong key, or the file is damaged (the {mode} padding is "
+                             "invalid)") from None
+        out.write(tail)
+        total += len(tail)
+        pos = data + ct_len
+    return total
+
+
+def _read(path: Path, source: IO[bytes], offset: int, n: int, where: str) -> bytes:
+    source.seek(offset)
+    data = source.read(n)
+    if len(data) != n:
+        raise InputError(path, f"{where}: the file ends inside the block header (truncated)")
+    return data
+
+
+def _pieces(path: Path, source: IO[bytes], offset: int, n: int, where: str) -> Iterator[bytes]:
+    source.seek(offset)
+    left = n
+    while left:
+        piece = source.read(min(PIECE, left))
+        if not piece:
+            raise InputError(path, f"{where}: the file ends inside the cipher text (truncated)")
+        left -= len(piece)
+        yield piece
+
+
+class Encrypter:
+    """Writes plaintext into ``fd`` as ``mode`` blocks of at most :data:`BLOCK_BYTES`, each with a fresh IV.
+
+    A block's header is written once its cipher text is done (its tag is known then), in the space
+    left for it: the cipher text streams straight to the file.
+    """
+
+    def __init__(self, fd: int, key: Secret, mode: str, *, block_bytes: int = BLOCK_BYTES) -> None:
+        check_key(None, key, mode)
+        _, padding = _backend()
+        self.fd, self.key, self.mode, self.block_bytes = fd, key, mode, block_bytes
+        self._padding = padding
+        self._header = 4 + (TAG_BYTES if mode == "AES-GCM" else 0) + 8 + IV_BYTES + 4
+        self._block_start: int | None = None
+        self._plain = 0  # plaintext bytes in the open block
+        self._cipher_bytes = 0
+        self._encryptor: Any = None
+        self._padder: Any = None
+        self._iv = b""
+        self.position = os.lseek(fd, 0, os.SEEK_CUR)
+
+    def _emit(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+            self.position += n
+            self._cipher_bytes += n
+
+    def _open(self) -> None:
+        self._block_start = self.position
+        os.write(self.fd, bytes(self._header))  # filled in by _close
+        self.position += self._header
+        self._iv = os.urandom(IV_BYTES)
+        self._encryptor = _cipher(self.key, self.mode, self._iv, None).encryptor()
+        self._padder = self._padding.PKCS7(128).padder() if self.mode != "AES-GCM" else None
+        self._plain = self._cipher_bytes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            if self._block_start is None:
+                self._open()
+            room = self.block_bytes - self._plain
+            piece, view = view[:room], view[room:]
+            chunk = bytes(piece)
+            if self._padder is not None:
+                chunk = self._padder.update(chunk)
+            self._emit(self._encryptor.update(chunk))
+            self._plain += len(piece)
+            if self._plain == self.block_bytes:
+                self._close()
+
+    def _close(self) -> None:
+        assert self._block_start is not None
+        tail = b""
+        if self._padder is not None:
+            tail = self._encryptor.update(self._padder.finalize())
+        self._emit(tail + self._encryptor.finalize())
+        ct_len = self._cipher_bytes
+        magic = struct.pack("<I", MAGIC_OF[self.mode])
+        tag = self._encryptor.tag if self.mode == "AES-GCM" else b""
+        header = magic + tag + struct.pack("<ii", 4 + IV_BYTES + 4 + ct_len, IV_BYTES) + self._iv + struct.pack("<i", ct_len)
+        os.pwrite(self.fd, header, self._block_start)
+        self._block_start = None
+
+    def finish(self) -> None:
+        if self._block_start is not None:
+            self._close()
+
+
+__all__ = ["BLOCK_BYTES", "Encrypter", "Encryption", "Secret", "check_key", "decrypt"]

@@ -1,0 +1,316 @@
+"""Reading MindSpore ``.ckpt`` files, plain or encrypted, with the bounded protobuf reader.
+
+The file is parsed once when opened, without copying tensor contents: every ``Checkpoint.value``
+is a ``Value`` (``tag``, then a ``TensorProto``: ``dims``, ``tensor_type``, ``tensor_content``),
+and each length is checked against its message before it is used (:mod:`.._protobuf`).
+
+- Consecutive values with the same tag are one tensor split in slices (``save_checkpoint`` cuts
+  parameters over 512 KiB): their ``dims`` and ``tensor_type`` must agree, and their contents are
+  joined in order.
+- The content must hold exactly the bytes the dims and dtype imply (MindSpore itself accepts a
+  shorter one; ckptsurgeon refuses it), and the dims' product must fit.
+- ``tensor_type`` strings map to dtype codes (:data:`DTYPES`); ``Int4`` (qint4x2) and other types
+  are refused by name. ``str`` values (``append_dict`` strings, stored as UTF-32LE code points) are
+  metadata, never tensors; numeric ``append_dict`` entries are stored as tensors and read as such.
+- A ``MapTensorProto`` (a MapParameter) is refused with its tag: ckptsurgeon does not read them.
+- A ``crc_num`` trailer (``save_checkpoint(crc_check=True)``: ``b"crc_num"`` and the 10-byte
+  big-endian CRC-32 of everything before it) is checked when the file is opened.
+
+An encrypted file (:mod:`.crypto`) is decrypted when opened, block by block, into an unlinked
+temporary file (``TMPDIR``; never the whole file in memory), and read from there; the key comes
+from ``OpenOptions.dec_key``. A plain file's single-slice tensors are byte ranges of the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import mmap
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from ...errors import InputError, UsageError
+from ...files import check_input, open_input
+from ...tensors import DTYPES, default_layer, make_info
+from .. import base
+from .._io import drop_pages
+from .._protobuf import LEN, VARINT, WireError, as_int64, fields, packed_varints
+from . import encrypted_mode
+
+#: MindSpore's ``tensor_type`` strings -> dtype codes
+DTYPES_BY_NAME = {
+    "Float16": "F16", "Float32": "F32", "Float64": "F64", "BFloat16": "BF16",
+    "Int8": "I8", "Int16": "I16", "Int32": "I32", "Int64": "I64",
+    "UInt8": "U8", "UInt16": "U16", "UInt32": "U32", "UInt64": "U64", "Bool": "BOOL",
+}
+STRING = "str"
+CRC_TRAILER = b"crc_num"
+CRC_BYTES = 10
+MAX_DIMS = 64
+MAX_TAG_BYTES = 1 << 16
+
+
+class _Entry:
+    """One tensor as parsed: its dims, dtype and content ranges (offset, length) in the plaintext."""
+
+    __slots__ = ("dims", "dtype", "ranges", "tag")
+
+    def __init__(self, tag: str, dims: tuple[int, ...], dtype: str, ranges: list[tuple[int, int]]) -> None:
+        self.tag, self.dims, self.dtype, self.ranges = tag, dims, dtype, ranges
+
+
+class Reader(base.Reader):
+    """A MindSpore checkpoint: values parsed when opened, contents read on demand (module docstring).
+
+    ``encryption`` is the mode of an encrypted file (None for a plain one); ``layout`` says it.
+    """
+
+    format = "mindspore"
+    caps = base.ReaderCaps(byte_ranges=True, release=True)
+
+    def __init__(self, path: Path, options: base.OpenOptions | None = None) -> None:
+        super().__init__(Path(path), options)
+        self._file: IO[bytes] | None = None
+        self._map: mmap.mmap | None = None
+        self.encryption: str | None = None
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- opening ----------------------------------------------------------------------------------
+    def _open(self) -> None:
+        check_input(self.path)
+        with open_input(self.path, buffering=0) as f:
+            head = f.read(4)
+        mode = encrypted_mode(head)
+        if mode is None:
+            self._file = open_input(self.path)
+        else:
+            self._file = self._decrypted(mode)
+        size = self._file.seek(0, 2)
+        if size == 0:
+            raise InputError(self.path, "empty after decryption" if mode else "empty")
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.encryption = mode
+        end = self._trailer(size)
+        try:
+            entries, strings = self._parse(end)
+        except WireError as exc:
+            hint = " (a wrong key?)" if mode else ""
+            raise InputError(self.path, f"not a well-formed MindSpore checkpoint{hint}: {exc}") from None
+        self.layout = f"encrypted {mode}" if mode else None
+        self.metadata = strings
+        for e in entries:
+            self.tensors.append(make_info(e.tag, e.dims, e.dtype, default_layer(e.tag), e.ranges))
+
+    def _decrypted(self, mode: str) -> IO[bytes]:
+        from .crypto import decrypt
+
+        options = self.options
+        if options.dec_mode is not None and options.dec_mode != mode:
+            raise UsageError(self.path, f"--dec-mode {options.dec_mode} was given; the file is encrypted with {mode}")
+        if options.dec_key is None:
+            raise UsageError(self.path, f"encrypted with {mode}; give its key with --dec-key-file FILE or the "
+                             "environment variable CKPT_DEC_KEY (hex)")
+        plain = tempfile.TemporaryFile()  # noqa: SIM115 - unlinked, closed with the reader: gone however the run ends
+        try:
+            with open_input(self.path) as source:
+                size = source.seek(0, 2)
+                decrypt(self.path, source, size, options.dec_key, mode, plain)
+        except BaseException:
+            plain.close()
+            raise
+        return plain
+
+    def _trailer(self, size: int) -> int:
+        """Where the protobuf ends: before a ``crc_num`` trailer, once its CRC is checked."""
+        assert self._map is not None
+        at = size - len(CRC_TRAILER) - CRC_BYTES
+        if at < 0 or self._map[at : at + len(CRC_TRAILER)] != CRC_TRAILER:
+            return size
+        want = int.from_bytes(self._map[size - CRC_BYTES :], "big")
+        crc = 0
+        view = memoryview(self._map)
+        for pos in range(0, at, 1 << 20):
+            crc = zlib.crc32(view[pos : min(pos + (1 << 20), at)], crc)
+        del view
+        if crc != want:
+            raise InputError(self.path, f"the crc_num trailer says CRC-32 {want:#010x}, the contents have {crc:#010x} "
+                             "(the file is damaged)")
+        return at
+
+    def _parse(self, end: int) -> tuple[list[_Entry], dict[str, str]]:
+        buf = self._map
+        assert buf is not None
+        entries: list[_Entry] = []
+        strings: dict[str, str] = {}
+        seen: set[str] = set()
+        last: _Entry | None = None
+        for number, wire, value in fields(buf, 0, end):
+            if number != 1 or wire != LEN:
+                raise WireError(f"top-level field {number} (wire type {wire}); a checkpoint holds only values (field 1)")
+            assert isinstance(value, tuple)
+            tag, dims, dtype, content = self._value(*value)
+            if dtype == STRING:
+                if tag in seen or tag in strings:
+                    raise InputError(self.path, f"entry {tag!r} appears twice")
+                strings[tag] = _utf32(self.path, tag, bytes(buf[content[0] : content[1]]))
+                last = None
+                continue
+            piece = (content[0], content[1] - content[0])
+            if last is not None and last.tag == tag:  # the next slice of a split tensor
+                if (last.dims, last.dtype) != (dims, dtype):
+                    raise InputError(self.path, f"tensor {tag!r}: its slices disagree on dims or type")
+                last.ranges.append(piece)
+                continue
+            if tag in seen or tag in strings:
+                raise InputError(self.path, f"tensor {tag!r} appears twice, apart")
+            seen.add(tag)
+            last = _Entry(tag, dims, dtype, [piece])
+            entries.append(last)
+        for e in entries:
+            self._check_size(e)
+        return entries, strings
+
+    def _value(self, start: int, end: int) -> tuple[str, tuple[int, ...], str, tuple[int, int]]:
+        buf = self._map
+        assert buf is not None
+        tag: str | None = None
+        tensor: tuple[int, int] | None = None
+        for number, wire, value in fields(buf, start, end):
+            if number == 1 and wire == LEN:
+                assert isinstance(value, tuple)
+                if value[1] - value[0] > MAX_TAG_BYTES:
+                    raise WireError(f"a tag of {value[1] - value[0]} bytes at offset {value[0]}")
+                try:
+                    tag = bytes(buf[value[0] : value[1]]).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise WireError(f"the tag at offset {value[0]} is not UTF-8") from None
+            elif number == 2 and wire == LEN:
+                assert isinstance(value, tuple)
+                tensor = value
+            elif number == 3 and wire == LEN:
+                raise InputError(self.path, f"{tag or 'a value'!r} is a MapParameter (MapTensorProto), which "
+                                 "ckptsurgeon does not read")
+        if tag is None or tensor is None:
+            raise WireError(f"the value at offset {start} has no {'tag' if tag is None else 'tensor'}")
+        dims: list[int] = []
+        dtype: str | None = None
+        content: tuple[int, int] | None = None
+        for number, wire, value in fields(buf, *tensor):
+            if number == 1 and wire == VARINT:
+                assert isinstance(value, int)
+                dims.append(as_int64(value))
+            elif number == 1 and wire == LEN:
+                assert isinstance(value, tuple)
+                dims.extend(as_int64(v) for v in packed_varints(buf, *value))
+            elif number == 2 and wire == LEN:
+                assert isinstance(value, tuple)
+                dtype = bytes(buf[value[0] : min(value[1], value[0] + 64)]).decode("utf-8", "replace")
+            elif number == 3 and wire == LEN:
+                assert isinstance(value, tuple)
+                content = value
+            if len(dims) > MAX_DIMS:
+                raise InputError(self.path, f"tensor {tag!r} has more than {MAX_DIMS} dims")
+        if dtype is None or content is None:
+            raise WireError(f"tensor {tag!r} has no {'tensor_type' if dtype is None else 'tensor_content'}")
+        if dtype == STRING:
+            return tag, (), STRING, content
+        code = DTYPES_BY_NAME.get(dtype)
+        if code is None:
+            what = "4-bit integers (qint4x2)" if dtype.startswith("Int4") else f"tensor_type {dtype!r}"
+            raise InputError(self.path, f"tensor {tag!r} holds {what}, which ckptsurgeon does not read")
+        if any(d < 0 for d in dims):
+            raise InputError(self.path, f"tensor {tag!r} has a negative dim {dims}")
+        return tag, tuple(dims), code, content
+
+    def _check_size(self, e: _Entry) -> None:
+        itemsize = DTYPES[e.dtype].itemsize
+        if any(d >= 1 << 62 for d in e.dims) or math.prod(e.dims) * itemsize >= 1 << 62:
+            raise InputError(self.path, f"tensor {e.tag!r}: dims {list(e.dims)} overflow")
+        want = math.prod(e.dims) * itemsize
+        have = sum(n for _, n in e.ranges)
+        if have != want:
+            raise InputError(self.path, f"tensor {e.tag!r}: {have} bytes of content; dims {list(e.dims)} of "
+                             f"{e.dtype} need {want}")
+
+    # --- data -------------------------------------------------------------------------------------
+    def _ranges(self, name: str) -> list[tuple[int, int]]:
+        ranges = self[name].loc
+        assert isinstance(ranges, list)
+        if self._map is None:
+            raise InputError(self.path, "the checkpoint is closed")
+        return ranges
+
+    def read(self, name: str) -> np.ndarray:
+        info = self[name]
+        ranges = self._ranges(name)
+        dtype = DTYPES[info.dtype].numpy
+        assert self._map is not None
+        if len(ranges) == 1:
+            offset, length = ranges[0]
+            flat = np.frombuffer(self._map, dtype=np.uint8, count=length, offset=offset)
+            return self._check_array(info, flat.view(dtype).reshape(info.shape))
+        out = np.empty(info.nbytes, dtype=np.uint8)
+        done = 0
+        for offset, length in ranges:
+            out[done : done + length] = np.frombuffer(self._map, dtype=np.uint8, count=length, offset=offset)
+            done += length
+        return self._check_array(info, out.view(dtype).reshape(info.shape))
+
+    def byte_range(self, name: str) -> tuple[Path, int, int] | None:
+        ranges = self._ranges(name)
+        if self.encryption is not None or len(ranges) != 1:
+            return None
+        offset, length = ranges[0]
+        return self.path, offset, length
+
+    def byte_ranges(self, name: str) -> list[tuple[Path, int, int]] | None:
+        ranges = self._ranges(name)
+        if self.encryption is not None:
+            return None
+        return [(self.path, offset, length) for offset, length in ranges]
+
+    def iter_bytes(self, name: str, chunk_bytes: int = base.CHUNK_BYTES) -> Iterator[memoryview]:
+        ranges = self._ranges(name)
+        assert self._map is not None
+        view = memoryview(self._map)
+        for offset, length in ranges:
+            for pos in range(offset, offset + length, chunk_bytes):
+                end = min(pos + chunk_bytes, offset + length)
+                yield view[pos:end]
+                drop_pages(self._map, pos, end)
+
+    def release(self, name: str) -> None:
+        if self._map is not None:
+            for offset, length in self._ranges(name):
+                drop_pages(self._map, offset, offset + length)
+
+    def close(self) -> None:
+        mapped, self._map = self._map, None
+        if mapped is not None:
+            with contextlib.suppress(BufferError):  # arrays read from it keep it alive until they go
+                mapped.close()
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+
+
+def _utf32(path: Path, tag: str, raw: bytes) -> str:
+    """An ``append_dict`` string: numpy's ``<U`` bytes (UTF-32LE code points), without trailing NULs."""
+    if len(raw) % 4:
+        raise InputError(path, f"string {tag!r}: {len(raw)} bytes is not whole UTF-32 code points")
+    try:
+        return raw.decode("utf-32-le").rstrip("\x00")
+    except UnicodeDecodeError:
+        raise InputError(path, f"string {tag!r} is not UTF-32") from None
+
+
+__all__ = ["DTYPES_BY_NAME", "Reader"]
