@@ -81,10 +81,12 @@ def _backend() -> Any:
 
 
 def check_key(path: Path | None, key: Secret, mode: str) -> None:
+    """The key fits the mode: for a file to decrypt (``path``) a wrong key (exit 3), else a bad option (exit 2)."""
     sizes = KEY_SIZES[mode]
     if len(key) not in sizes:
         allowed = ", ".join(map(str, sizes))
-        raise UsageError(path, f"the key is {len(key)} bytes; {mode} takes a key of {allowed} bytes")
+        error = UsageError if path is None else InputError
+        raise error(path, f"the key is {len(key)} bytes; {mode} takes a key of {allowed} bytes (a wrong key)")
 
 
 def _cipher(key: Secret, mode: str, iv: bytes, tag: bytes | None) -> Any:

@@ -34,7 +34,7 @@ from typing import IO
 
 import numpy as np
 
-from ...errors import InputError, UsageError
+from ...errors import InputError
 from ...files import check_input, open_input
 from ...tensors import DTYPES, default_layer, make_info
 from .. import base
@@ -115,9 +115,9 @@ class Reader(base.Reader):
 
         options = self.options
         if options.dec_mode is not None and options.dec_mode != mode:
-            raise UsageError(self.path, f"--dec-mode {options.dec_mode} was given; the file is encrypted with {mode}")
+            raise InputError(self.path, f"encrypted with {mode}, not the {options.dec_mode} that --dec-mode asks for")
         if options.dec_key is None:
-            raise UsageError(self.path, f"encrypted with {mode}; give its key with --dec-key-file FILE or the "
+            raise InputError(self.path, f"encrypted with {mode}; give its key with --dec-key-file FILE or the "
                              "environment variable CKPT_DEC_KEY (hex)")
         plain = tempfile.TemporaryFile()  # noqa: SIM115 - unlinked, closed with the reader: gone however the run ends
         try:

@@ -1,0 +1,187 @@
+"""MindSpore 2.10.0 checkpoints (``tests/data/mindspore``, written by MindSpore), read and written without it;
+outputs loaded by the real MindSpore where ``CKPT_MS_PYTHON`` names an interpreter that has it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from ckptsurgeon.formats import OpenOptions, detect, open_checkpoint
+from ckptsurgeon.formats.mindspore.crypto import Secret
+from ckptsurgeon.formats.mindspore.reader import Reader
+
+from ...conftest import DATA
+from ...support.fixtures import CheckpointMaker, CliRunner
+
+MS_DATA = DATA / "mindspore"
+EXPECTED: dict[str, Any] = json.loads((MS_DATA / "EXPECTED.json").read_text())
+FILES = EXPECTED["files"]
+CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64", "int32": "I32",
+         "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+CHECK = Path(__file__).with_name("ms_check.py")
+
+
+def key_file(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.key"
+    path.write_bytes(bytes.fromhex(FILES[name]["key_hex"]))
+    return path
+
+
+def options(name: str) -> OpenOptions | None:
+    key = FILES[name]["key_hex"]
+    return OpenOptions(dec_key=Secret(bytes.fromhex(key))) if key else None
+
+
+def listing(path: Path, opts: OpenOptions | None = None) -> list[tuple[str, list[int], str, str]]:
+    with open_checkpoint(path, opts) as reader:
+        return [(t.name, list(t.shape), t.dtype, reader.sha256(t.name)) for t in reader.tensors]
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_every_file_reads_exactly(name: str) -> None:
+    """Names in MindSpore's order, shapes, dtypes and the sha256 of every tensor; strings as metadata."""
+    want = FILES[name]
+    assert detect(MS_DATA / name) == "mindspore"
+    got = listing(MS_DATA / name, options(name))
+    assert got == [(t["name"], t["shape"], CODES[t["dtype"]], t["sha256"]) for t in want["tensors"]]
+    with open_checkpoint(MS_DATA / name, options(name)) as reader:
+        assert {k: reader.metadata[k] for k in want["strings"]} == want["strings"]
+        assert reader.layout == (f"encrypted {want['mode']}" if want["mode"] else None)
+        for t in reader.tensors:  # read() and the byte stream agree
+            assert hashlib.sha256(np.ascontiguousarray(reader.read(t.name)).tobytes()).hexdigest() == reader.sha256(t.name)
+
+
+def test_a_tensor_in_slices_is_joined_and_its_slices_are_byte_ranges(make_checkpoint: CheckpointMaker) -> None:
+    """Parameters over 512 KiB are cut in consecutive values sharing the tag, as save_checkpoint cuts them."""
+    big = np.arange(300_000, dtype="<f4").reshape(600, 500)  # 1.2 MB: three slices
+    path = make_checkpoint("big.ckpt", "mindspore", {"w": big, "b": np.ones(3, "<f4")})
+    with Reader(path) as reader:
+        assert np.array_equal(reader.read("w"), big)
+        assert reader.byte_range("w") is None and reader.byte_range("b") is not None
+        pieces = reader.byte_ranges("w")
+        assert pieces is not None and [n for _, _, n in pieces] == [512 * 1024, 512 * 1024, 1_200_000 - 1024 * 1024]
+        data = path.read_bytes()
+        assert b"".join(data[o : o + n] for _, o, n in pieces) == big.tobytes()
+
+
+@pytest.mark.parametrize("name", ["sharednet_aes_gcm.ckpt", "sharednet_aes_cbc.ckpt", "sharednet_sm4_cbc.ckpt"])
+def test_encrypted_files_need_their_key_and_agree_with_dec_mode(name: str, cli: CliRunner, tmp_path: Path) -> None:
+    path, mode = MS_DATA / name, FILES[name]["mode"]
+    result = cli("inspect", path)
+    assert result.code == 3 and f"encrypted with {mode}; give its key with --dec-key-file" in result.line
+    other = "AES-CBC" if mode != "AES-CBC" else "AES-GCM"
+    result = cli("inspect", path, "--dec-key-file", key_file(tmp_path, name), "--dec-mode", other)
+    assert result.code == 3 and f"not the {other} that --dec-mode asks for" in result.line
+    assert cli("inspect", path, "--dec-key-file", key_file(tmp_path, name), "--dec-mode", mode.lower()).code == 0
+    env = dict(os.environ, CKPT_DEC_KEY=FILES[name]["key_hex"])
+    done = subprocess.run([sys.executable, "-m", "ckptsurgeon", "inspect", str(path), "--json"], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(("src", "tgt"), [(t["source"], t["target"]) for t in EXPECTED["transfers"]])
+def test_the_corpus_transfers_give_the_results_mindspore_gives(src: str, tgt: str, cli: CliRunner, tmp_path: Path) -> None:
+    """ms_new_head (fc kept for its shape) and ms_f32_into_f16 (cast as numpy astype rounds), as MindSpore's
+    load_param_into_net and Tensor.astype give them; the output is a .ckpt like the target."""
+    out = tmp_path / "out.ckpt"
+    result = cli("transfer", MS_DATA / src, MS_DATA / tgt, "-o", out)
+    assert result.code == 0, result.err
+    outcome = next(t["outcome"] for t in EXPECTED["transfers"] if (t["source"], t["target"]) == (src, tgt))
+    got = {n: (shape, sha) for n, shape, _, sha in listing(out)}
+    assert got == {o["name"]: (o["shape"], o["sha256"]) for o in outcome}
+
+
+@pytest.mark.parametrize("mode", ["AES-GCM", "AES-CBC", "SM4-CBC"])
+def test_re_encrypting_in_another_mode_keeps_every_tensor(mode: str, cli: CliRunner, tmp_path: Path) -> None:
+    source = "sharednet_aes_gcm.ckpt" if mode != "AES-GCM" else "sharednet_sm4_cbc.ckpt"
+    new_key = tmp_path / "new.key"
+    new_key.write_bytes(bytes(range(16)) if mode == "SM4-CBC" else bytes(range(32)))
+    out = tmp_path / "out.ckpt"
+    result = cli("convert", MS_DATA / source, "-o", out, "--format", "mindspore", "--dec-key-file",
+                 key_file(tmp_path, source), "--enc-key-file", new_key, "--enc-mode", mode)
+    assert result.code == 0, result.err
+    with open_checkpoint(out, OpenOptions(dec_key=Secret(new_key.read_bytes()))) as reader:
+        assert reader.encryption == mode
+    assert listing(out, OpenOptions(dec_key=Secret(new_key.read_bytes()))) == listing(MS_DATA / source, options(source))
+    assert listing(out, OpenOptions(dec_key=Secret(new_key.read_bytes()))) == listing(MS_DATA / "sharednet_f32.ckpt")
+
+
+def test_a_transfer_into_an_encrypted_target_is_encrypted_like_it(cli: CliRunner, tmp_path: Path) -> None:
+    target = "sharednet_aes_cbc.ckpt"
+    out = tmp_path / "out.ckpt"
+    result = cli("transfer", MS_DATA / "sharednet_f32.ckpt", MS_DATA / target, "-o", out, "--dec-key-file",
+                 key_file(tmp_path, target))
+    assert result.code == 0, result.err
+    assert out.read_bytes()[:4] == (0x7F3A5ED9).to_bytes(4, "little")  # AES-CBC blocks
+    assert listing(out, options(target)) == listing(MS_DATA / "sharednet_f32.ckpt")
+
+
+def test_only_a_mindspore_output_is_encrypted(cli: CliRunner, tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_bytes(bytes(16))
+    result = cli("convert", MS_DATA / "sharednet_f32.ckpt", "-o", tmp_path / "x.safetensors", "--enc-key-file", key)
+    assert result.code == 2 and "only MindSpore .ckpt outputs are" in result.line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k"]
+
+
+# --- the real MindSpore -----------------------------------------------------------------------------
+def ms_python() -> str:
+    other = os.environ.get("CKPT_MS_PYTHON")
+    if other and Path(other).is_file():
+        return other
+    pytest.skip("MindSpore is not installed here (set CKPT_MS_PYTHON to an interpreter with mindspore 2.10.0)")
+
+
+def ms_check(*args: str | Path) -> dict[str, Any]:
+    done = subprocess.run([ms_python(), str(CHECK), *map(str, args)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def every_dtype() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    out: dict[str, np.ndarray] = {
+        "w.f32": rng.standard_normal((3, 4)).astype("<f4"), "w.f16": rng.standard_normal(5).astype("<f2"),
+        "w.bf16": rng.standard_normal((2, 3)).astype(ml_dtypes.bfloat16), "w.f64": rng.standard_normal(2),
+        "n.i64": np.array([-(2**62), 7], "<i8"), "n.i32": np.array([1, -2], "<i4"), "n.i16": np.array([3], "<i2"),
+        "n.i8": np.array([-4], "i1"), "n.u8": np.array([0, 255], "u1"), "n.bool": np.array([True, False]),
+        "scalar": np.array(2.5, "<f4"), "big": rng.standard_normal(200_000).astype("<f4"),  # in two slices
+    }
+    return out
+
+
+@pytest.mark.parametrize("mode", [None, "AES-GCM", "AES-CBC", "SM4-CBC"])
+def test_mindspore_loads_what_ckptsurgeon_writes(mode: str | None, make_checkpoint: CheckpointMaker,
+                                                 cli: CliRunner, tmp_path: Path) -> None:
+    ms_python()
+    tensors = every_dtype()
+    plain = make_checkpoint("plain.ckpt", "mindspore", tensors, {"note": "ünïcode ✓"})
+    out, args = plain, []
+    if mode is not None:
+        key = tmp_path / "k.key"
+        key.write_bytes(bytes(range(16)))
+        out = tmp_path / "enc.ckpt"
+        assert cli("convert", plain, "-o", out, "--format", "mindspore", "--enc-key-file", key, "--enc-mode", mode).code == 0
+        args = ["--dec-key-file", str(key), "--dec-mode", mode]
+    result = ms_check("load", out, *args)
+    assert result["strings"] == {"note": "ünïcode ✓"}
+    got = {t["name"]: (t["dtype"], t["shape"], t["sha256"]) for t in result["tensors"]}
+    assert got == {name: (dtype, shape, sha) for name, shape, dtype, sha in listing(plain)}
+
+
+def test_a_transferred_checkpoint_loads_into_the_network_strictly(cli: CliRunner, tmp_path: Path) -> None:
+    ms_python()
+    out = tmp_path / "out.ckpt"
+    assert cli("transfer", MS_DATA / "sharednet_train_momentum.ckpt", MS_DATA / "transfer_target_5cls.ckpt",
+               "-o", out).code == 0
+    assert ms_check("net", out, "--num-classes", "5")["not_loaded"] == []
