@@ -191,8 +191,8 @@ def write_tensor(move: Move, writer: Writer, outcome: Outcome, *, cast: Cast | N
         outcome.changed = numel(out.shape)  # nothing to compare value by value
         against = None
     if same_dtype and against is None:
-        where = move.reader.byte_range(move.name)
-        if where is not None and writer.write_range(out.name, *where):
+        pieces = move.reader.byte_ranges(move.name)
+        if pieces is not None and writer.write_ranges(out.name, pieces):
             outcome.byte_copy = done = True
         else:
             done = writer.write_stored(out.name, move.reader, move.name)  # stored as is, or not at all

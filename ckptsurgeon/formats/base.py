@@ -285,6 +285,12 @@ class Reader(ABC):
         """``(file, offset, length)`` of the tensor's raw bytes, if they lie contiguous in a file."""
         return None
 
+    def byte_ranges(self, name: str) -> list[tuple[Path, int, int]] | None:
+        """The tensor's raw bytes as file ranges in order, when they lie in pieces (MindSpore slices);
+        by default the one :meth:`byte_range`."""
+        where = self.byte_range(name)
+        return None if where is None else [where]
+
     def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
         """The tensor's raw bytes in chunks (one array in memory at most)."""
         import numpy as np
@@ -463,6 +469,11 @@ class Writer(ABC):
     def write_range(self, name: str, src: Path, offset: int, length: int) -> bool:
         """Copy the next tensor's raw bytes from a file range; False if this writer cannot (then call ``write``)."""
         return False
+
+    def write_ranges(self, name: str, pieces: Sequence[tuple[Path, int, int]]) -> bool:
+        """Copy the next tensor's raw bytes from file ranges, in order; False if this writer cannot.
+        By default one range is :meth:`write_range`, and several are not taken."""
+        return len(pieces) == 1 and self.write_range(name, *pieces[0])
 
     def write_stored(self, name: str, reader: Reader, source_name: str) -> bool:
         """Copy the next tensor from ``reader``'s tensor ``source_name`` (same dtype and shape) as that

@@ -7,7 +7,7 @@ never pass through Python memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,18 +94,25 @@ class Writer(base.Writer):
 
     def write_range(self, name: str, src: Path, offset: int, length: int) -> bool:
         """Copy the next tensor from a file range (joined to the previous range when it continues it)."""
+        return self.write_ranges(name, [(src, offset, length)])
+
+    def write_ranges(self, name: str, pieces: Sequence[tuple[Path, int, int]]) -> bool:
+        """Copy the next tensor from file ranges in order (each joined to the one before when it continues it)."""
         spec = self._take(name)
-        if length != spec.nbytes:
-            raise InputError(src, f"tensor {name!r}: {length} bytes in the file, {spec.nbytes} declared")
-        fd = self._sources.get(src)
-        if fd is None:
-            fd = self._sources[src] = open_input_fd(src)  # a regular file, never a FIFO that would block
+        total = sum(length for _, _, length in pieces)
+        if total != spec.nbytes:
+            raise InputError(pieces[0][0] if pieces else None, f"tensor {name!r}: {total} bytes in the file, "
+                             f"{spec.nbytes} declared")
         self._write_header()
-        if self._pending is not None and self._pending[0] == fd and sum(self._pending[1:]) == offset:
-            self._pending = (fd, self._pending[1], self._pending[2] + length)
-        else:
-            self._copy_pending()
-            self._pending = (fd, offset, length)
+        for src, offset, length in pieces:
+            fd = self._sources.get(src)
+            if fd is None:
+                fd = self._sources[src] = open_input_fd(src)  # a regular file, never a FIFO that would block
+            if self._pending is not None and self._pending[0] == fd and sum(self._pending[1:]) == offset:
+                self._pending = (fd, self._pending[1], self._pending[2] + length)
+            else:
+                self._copy_pending()
+                self._pending = (fd, offset, length)
         return True
 
     def _copy_pending(self) -> None:

@@ -185,3 +185,25 @@ def test_a_transferred_checkpoint_loads_into_the_network_strictly(cli: CliRunner
     assert cli("transfer", MS_DATA / "sharednet_train_momentum.ckpt", MS_DATA / "transfer_target_5cls.ckpt",
                "-o", out).code == 0
     assert ms_check("net", out, "--num-classes", "5")["not_loaded"] == []
+
+
+def test_a_tensor_in_slices_is_copied_to_safetensors_as_file_ranges(make_checkpoint: CheckpointMaker, cli: CliRunner,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptsurgeon.formats.safetensors import writer as st_writer
+
+    big = np.arange(300_000, dtype="<f4").reshape(600, 500)
+    path = make_checkpoint("big.ckpt", "mindspore", {"w": big})
+    copied: list[int] = []
+    real = st_writer.Writer.write_ranges
+
+    def counting(self: Any, name: str, pieces: Any) -> bool:
+        copied.append(len(pieces))
+        return real(self, name, pieces)
+
+    monkeypatch.setattr(st_writer.Writer, "write_ranges", counting)
+    out = tmp_path / "out.safetensors"
+    assert cli("convert", path, "-o", out).code == 0
+    assert copied == [3]  # three slices, three ranges, no bytes through Python
+    with open_checkpoint(out) as reader:
+        assert np.array_equal(reader.read("w"), big)
