@@ -28,6 +28,7 @@ from .test_terminal import many_tensors
 PRE, TGT = EXAMPLES / "pretrained.safetensors", EXAMPLES / "target.safetensors"
 SCHEMAS = ROOT / "ckptsurgeon" / "schemas"
 KERAS3 = ROOT / "tests" / "data" / "keras3_names" / "a.weights.h5"  # written by Keras 3.15
+ENCRYPTED = ROOT / "tests" / "data" / "mindspore" / "sharednet_aes_gcm.ckpt"  # written by MindSpore 2.10.0
 TIED = ROOT / "tests" / "hostile" / "torch" / "proto2_state_dict.pt"  # w [2, 3]; wt and row: views of w's storage
 # The README quick start's rules: with them every shared layer pairs (53 of 55 tensors).
 RULES = ["--rename", r"^blocks\.(\d+)\.ffn\.=>blocks.\1.mlp."]
@@ -132,6 +133,12 @@ def _tied_apart(case: Case) -> list[str]:
     return ["transfer", str(source), str(TIED), "-o", str(case.tmp / "out.pt")]
 
 
+def _wrong_key(case: Case) -> list[str]:
+    key = case.tmp / "wrong.key"
+    key.write_bytes(bytes(16))  # the file's key is 00 01 02 ... 0f
+    return ["convert", str(ENCRYPTED), "-o", str(case.out), "--dec-key-file", str(key)]
+
+
 def _internal(case: Case) -> list[str]:
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("a bug")
@@ -180,6 +187,7 @@ CASES: dict[str, Setup] = {
         lambda c: ["convert", str(PRE), "-o", str(c.tmp / "no_such_folder" / "out.npz")],
     "`--no-clobber` and the destination exists, or appeared while the run wrote": _no_clobber,
     "a PyTorch target's tied tensors would get different values (the updated target keeps the tie)": _tied_apart,
+    "an encrypted input's key is missing or wrong, or its blocks were tampered with": _wrong_key,
     "internal error (a bug); `--debug` or `CKPT_DEBUG=1` shows the traceback": _internal,
     "stopped by SIGINT; the temporary output was removed and the destination is untouched": _signal(signal.SIGINT),
     "stopped by SIGTERM; the same": _signal(signal.SIGTERM),
