@@ -8,7 +8,9 @@ pieces of at most 64 MiB and writes each as one block, all fields little-endian:
 
 The key is used raw (AES: 16, 24 or 32 bytes; SM4: 16). AES-GCM has no associated data and
 uses the first 12 bytes of the 16-byte IV field as its nonce (MindSpore 2.10); AES-CBC and SM4-CBC
-pad with PKCS#7. Blocks are decrypted as a stream, one piece of a block at a time, so memory
+pad with PKCS#7. ``save_checkpoint(crc_check=True)`` appends its ``crc_num`` trailer after the
+blocks, holding 0 (no CRC is computed for an encrypted file): it is skipped, though MindSpore
+2.10's own ``load_checkpoint`` cannot read such a file. Blocks are decrypted as a stream, one piece of a block at a time, so memory
 stays small whatever the block size; a block's plaintext is used only once its tag (GCM) or its
 padding (CBC) has been checked. A wrong key, a tampered block or a truncated file is an
 InputError naming the block.
@@ -34,6 +36,8 @@ TAG_BYTES = 16
 GCM_NONCE_BYTES = 12
 PIECE = 1024 * 1024  # bytes decrypted at a time
 MAGIC_OF = {mode: magic for magic, mode in MAGICS.items()}
+CRC_TRAILER = b"crc_num"
+TRAILER_BYTES = len(CRC_TRAILER) + 10
 KEY_SIZES = {"AES-GCM": (16, 24, 32), "AES-CBC": (16, 24, 32), "SM4-CBC": (16,)}
 
 
@@ -109,6 +113,10 @@ def decrypt(path: Path, source: IO[bytes], size: int, key: Secret, mode: str, ou
 
     pos = total = 0
     block = 0
+    if size >= TRAILER_BYTES:
+        source.seek(size - TRAILER_BYTES)
+        if source.read(len(CRC_TRAILER)) == CRC_TRAILER:  # after the blocks, holding 0: skipped
+            size -= TRAILER_BYTES
     while pos < size:
         block += 1
         where = f"block {block} (offset {pos})"

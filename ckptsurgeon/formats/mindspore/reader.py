@@ -5,8 +5,8 @@ is a ``Value`` (``tag``, then a ``TensorProto``: ``dims``, ``tensor_type``, ``te
 and each length is checked against its message before it is used (:mod:`.._protobuf`).
 
 - Consecutive values with the same tag are one tensor split in slices (``save_checkpoint`` cuts
-  parameters over 512 KiB): their ``dims`` and ``tensor_type`` must agree, and their contents are
-  joined in order.
+  parameters over 512 MiB into blocks of rows): their ``dims`` and ``tensor_type`` must agree, and
+  their contents are joined in order.
 - The content must hold exactly the bytes the dims and dtype imply (MindSpore itself accepts a
   shorter one; ckptsurgeon refuses it), and the dims' product must fit.
 - ``tensor_type`` strings map to dtype codes (:data:`DTYPES`); ``Int4`` (qint4x2) and other types

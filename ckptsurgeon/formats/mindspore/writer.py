@@ -2,9 +2,10 @@
 
 Each tensor is one or more ``Checkpoint`` messages, one ``Value`` each, in the order given: the
 tag, then a ``TensorProto`` with every dim (one varint each; none for a scalar), MindSpore's
-``tensor_type`` name and the raw little-endian C-order bytes. A tensor of more than
-:data:`SLICE_BYTES` is cut into consecutive values of that size sharing its tag and dims, as
-``save_checkpoint`` cuts large parameters (``load_checkpoint`` joins them). Metadata entries
+``tensor_type`` name and the raw little-endian C-order bytes. A tensor of more than 512 MiB is
+cut as ``save_checkpoint`` (MindSpore 2.10) cuts it: into ``ceil(KiB / 524288)`` consecutive values
+sharing its tag and dims, holding ``np.array_split``'s blocks of rows (``load_checkpoint`` joins
+them). Metadata entries
 follow the tensors as ``str`` values (``dims [0]``, UTF-32LE code points), as ``append_dict``
 strings are stored, so ``load_checkpoint`` returns them as strings.
 
@@ -16,6 +17,7 @@ stream goes through :class:`~.crypto.Encrypter`, in blocks of at most 64 MiB, ea
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
     from .crypto import Encrypter, Encryption
 
-SLICE_BYTES = 512 * 1024
+SLICE_KIB = 512 * 1024  # MindSpore's SLICE_SIZE, in KiB: tensors over 512 MiB are cut
 TYPE_NAMES = {code: name for name, code in DTYPES_BY_NAME.items()}
 
 
@@ -53,6 +55,8 @@ class Writer(base.Writer):
 
     format = "mindspore"
     caps = base.WriterCaps(streams_chunks=True, like=("mindspore",), encrypts=True, dtypes=frozenset(TYPE_NAMES))
+    #: the size in KiB over which a tensor is cut in several values (lowered in tests)
+    slice_kib: float = SLICE_KIB
 
     def __init__(self, path: str | Path, *, metadata: Mapping[str, str] | None = None, like: Any = None,
                  encrypt: Encryption | None = None) -> None:
@@ -113,24 +117,37 @@ class Writer(base.Writer):
         spec = self._take(name)
         self._stream(spec, self._exact_pieces(spec, chunks))
 
+    def slices(self, spec: TensorSpec) -> list[int]:
+        """The bytes of each value a tensor is written as: ``np.array_split`` of its rows into
+        ``ceil(KiB / slice_kib)`` blocks when it is over ``slice_kib`` KiB, else the whole tensor."""
+        count = math.ceil(spec.nbytes / 1024 / self.slice_kib)
+        if count <= 1 or not spec.shape:
+            return [spec.nbytes]
+        rows = spec.shape[0]
+        row_bytes = spec.nbytes // rows if rows else 0
+        return [(rows // count + (i < rows % count)) * row_bytes for i in range(count)]
+
     def _stream(self, spec: TensorSpec, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
         """The tensor's values, each slice's header written before its bytes."""
         tag, type_name = spec.name.encode("utf-8"), TYPE_NAMES[spec.dtype]
-        left_total, left_slice = spec.nbytes, 0
-        if not spec.nbytes:
-            self._emit(value_header(tag, spec.shape, type_name, 0))
-            return
+        sizes = self.slices(spec)
+        at = 0
+        self._emit(value_header(tag, spec.shape, type_name, sizes[0]))
+        left_slice = sizes[0]
         for piece in pieces:
             view = base.byte_view(piece)
             while len(view):
-                if left_slice == 0:
-                    left_slice = min(SLICE_BYTES, left_total)
+                while left_slice == 0:
+                    at += 1
+                    left_slice = sizes[at]
                     self._emit(value_header(tag, spec.shape, type_name, left_slice))
                 part = view[:left_slice]
                 self._emit(part)
                 view = view[len(part):]
                 left_slice -= len(part)
-                left_total -= len(part)
+        for size in sizes[at + 1 :]:  # empty blocks at the end (more blocks than rows)
+            assert size == 0
+            self._emit(value_header(tag, spec.shape, type_name, 0))
 
     # --- the end -------------------------------------------------------------------------------
     def _finish(self) -> None:
@@ -158,4 +175,4 @@ def _utf8(path: Path, text: str, what: str) -> None:
         raise OutputError(path, f"{what} {text!r} cannot be written as UTF-8") from None
 
 
-__all__ = ["SLICE_BYTES", "Writer", "value_header"]
+__all__ = ["SLICE_KIB", "Writer", "value_header"]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from ckptsurgeon.formats import OpenOptions, detect, open_checkpoint
+from ckptsurgeon.formats.mindspore import writer as ms_writer
 from ckptsurgeon.formats.mindspore.crypto import Secret
 from ckptsurgeon.formats.mindspore.reader import Reader
 
@@ -60,15 +61,25 @@ def test_every_file_reads_exactly(name: str) -> None:
             assert hashlib.sha256(np.ascontiguousarray(reader.read(t.name)).tobytes()).hexdigest() == reader.sha256(t.name)
 
 
+@pytest.fixture
+def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensors over 400 KiB are cut (MindSpore cuts those over 512 MiB), so that slices can be tested small."""
+    monkeypatch.setattr(ms_writer.Writer, "slice_kib", 400)
+
+
+@pytest.mark.usefixtures("small_slices")
 def test_a_tensor_in_slices_is_joined_and_its_slices_are_byte_ranges(make_checkpoint: CheckpointMaker) -> None:
-    """Parameters over 512 KiB are cut in consecutive values sharing the tag, as save_checkpoint cuts them."""
-    big = np.arange(300_000, dtype="<f4").reshape(600, 500)  # 1.2 MB: three slices
-    path = make_checkpoint("big.ckpt", "mindspore", {"w": big, "b": np.ones(3, "<f4")})
+    """A large parameter is cut into blocks of rows, consecutive values sharing the tag, as save_checkpoint
+    cuts it (np.array_split into ceil(KiB / SLICE_SIZE) parts)."""
+    big = np.arange(300_000, dtype="<f4").reshape(600, 500)  # 1,172 KiB: three blocks of 200 rows
+    wide = np.arange(320_000, dtype="<f4").reshape(2, 160_000)  # 1,250 KiB: four blocks of two rows, two empty
+    path = make_checkpoint("big.ckpt", "mindspore", {"w": big, "wide": wide, "b": np.ones(3, "<f4")})
     with Reader(path) as reader:
-        assert np.array_equal(reader.read("w"), big)
+        assert np.array_equal(reader.read("w"), big) and np.array_equal(reader.read("wide"), wide)
         assert reader.byte_range("w") is None and reader.byte_range("b") is not None
         pieces = reader.byte_ranges("w")
-        assert pieces is not None and [n for _, _, n in pieces] == [512 * 1024, 512 * 1024, 1_200_000 - 1024 * 1024]
+        assert pieces is not None and [n for _, _, n in pieces] == [400_000] * 3
+        assert [n for _, _, n in reader.byte_ranges("wide") or []] == [640_000, 640_000, 0, 0]
         data = path.read_bytes()
         assert b"".join(data[o : o + n] for _, o, n in pieces) == big.tobytes()
 
@@ -155,11 +166,12 @@ def every_dtype() -> dict[str, np.ndarray]:
         "w.bf16": rng.standard_normal((2, 3)).astype(ml_dtypes.bfloat16), "w.f64": rng.standard_normal(2),
         "n.i64": np.array([-(2**62), 7], "<i8"), "n.i32": np.array([1, -2], "<i4"), "n.i16": np.array([3], "<i2"),
         "n.i8": np.array([-4], "i1"), "n.u8": np.array([0, 255], "u1"), "n.bool": np.array([True, False]),
-        "scalar": np.array(2.5, "<f4"), "big": rng.standard_normal(200_000).astype("<f4"),  # in two slices
+        "scalar": np.array(2.5, "<f4"), "big": rng.standard_normal((300, 400)).astype("<f4"),  # in two slices
     }
     return out
 
 
+@pytest.mark.usefixtures("small_slices")
 @pytest.mark.parametrize("mode", [None, "AES-GCM", "AES-CBC", "SM4-CBC"])
 def test_mindspore_loads_what_ckptsurgeon_writes(mode: str | None, make_checkpoint: CheckpointMaker,
                                                  cli: CliRunner, tmp_path: Path) -> None:
@@ -187,6 +199,7 @@ def test_a_transferred_checkpoint_loads_into_the_network_strictly(cli: CliRunner
     assert ms_check("net", out, "--num-classes", "5")["not_loaded"] == []
 
 
+@pytest.mark.usefixtures("small_slices")
 def test_a_tensor_in_slices_is_copied_to_safetensors_as_file_ranges(make_checkpoint: CheckpointMaker, cli: CliRunner,
                                                                    tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,3 +220,23 @@ def test_a_tensor_in_slices_is_copied_to_safetensors_as_file_ranges(make_checkpo
     assert copied == [3]  # three slices, three ranges, no bytes through Python
     with open_checkpoint(out) as reader:
         assert np.array_equal(reader.read("w"), big)
+
+
+def test_an_encrypted_file_with_save_checkpoints_crc_trailer_reads(tmp_path: Path) -> None:
+    """save_checkpoint(crc_check=True, enc_key=...) appends b"crc_num" and ten zero bytes after the blocks."""
+    source = MS_DATA / "sharednet_aes_gcm.ckpt"
+    path = tmp_path / "with_trailer.ckpt"
+    path.write_bytes(source.read_bytes() + b"crc_num" + bytes(10))
+    assert listing(path, options("sharednet_aes_gcm.ckpt")) == listing(source, options("sharednet_aes_gcm.ckpt"))
+
+
+def test_a_plain_files_crc_trailer_is_checked(tmp_path: Path, cli: CliRunner) -> None:
+    import zlib
+
+    body = (MS_DATA / "sharednet_f32.ckpt").read_bytes()
+    good, bad = tmp_path / "good.ckpt", tmp_path / "bad.ckpt"
+    good.write_bytes(body + b"crc_num" + zlib.crc32(body).to_bytes(10, "big"))
+    bad.write_bytes(body + b"crc_num" + (zlib.crc32(body) ^ 1).to_bytes(10, "big"))
+    assert listing(good) == listing(MS_DATA / "sharednet_f32.ckpt")
+    result = cli("inspect", bad)
+    assert result.code == 3 and "the crc_num trailer says CRC-32" in result.line
