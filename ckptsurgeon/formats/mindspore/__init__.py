@@ -54,16 +54,17 @@ def plain_like(probe: Probe) -> bool:
     if head[:1] != b"\x0a":
         return False
     outer = _varint(head, 1)
-    if outer is None or outer[0] > probe.size:
+    if outer is None:
         return False
     pos = outer[1]
+    cut = outer[0] > probe.size - pos  # a file cut inside its first value: recognized if its tag is whole
     if head[pos : pos + 1] != b"\x0a":
         return False
     tag = _varint(head, pos + 1)
     if tag is None or tag[0] == 0 or tag[0] > outer[0]:
         return False
     start, end = tag[1], tag[1] + tag[0]
-    if end < len(head) and head[end : end + 1] not in (b"\x12", b"\x1a"):
+    if (end < len(head) or cut) and head[end : end + 1] not in (b"\x12", b"\x1a"):
         return False
     try:
         head[start : min(end, len(head))].decode("utf-8")

@@ -39,7 +39,7 @@ from ...files import check_input, open_input
 from ...tensors import DTYPES, default_layer, make_info
 from .. import base
 from .._io import drop_pages
-from .._protobuf import LEN, VARINT, WireError, as_int64, fields, packed_varints
+from .._protobuf import LEN, MAX_VARINT_BYTES, VARINT, WireError, as_int64, fields, packed_varints
 from . import encrypted_mode
 
 #: MindSpore's ``tensor_type`` strings -> dtype codes
@@ -210,6 +210,8 @@ class Reader(base.Reader):
                 dims.append(as_int64(value))
             elif number == 1 and wire == LEN:
                 assert isinstance(value, tuple)
+                if value[1] - value[0] > MAX_DIMS * MAX_VARINT_BYTES:  # more varints than MAX_DIMS: never listed
+                    raise InputError(self.path, f"tensor {tag!r} has more than {MAX_DIMS} dims")
                 dims.extend(as_int64(v) for v in packed_varints(buf, *value))
             elif number == 2 and wire == LEN:
                 assert isinstance(value, tuple)
