@@ -40,7 +40,7 @@ from ._probe import Probe, refuse
 from .base import FormatSpec, OpenOptions, Reader, Writer, reading
 
 #: The format packages, in the order their specs are asked (HDF5 last: it may seek for a user block).
-PACKAGES = ("safetensors", "npz", "torch", "mindspore", "hdf5")
+PACKAGES = ("safetensors", "npz", "torch", "mindspore", "tf", "hdf5")
 
 
 def _gather(packages: Iterable[str]) -> tuple[FormatSpec, ...]:
@@ -133,7 +133,10 @@ def what_is(path: Path) -> str:
 
 
 def resolve_folder(path: Path) -> Path:
-    """The checkpoint a directory holds: its one index, or else its one single-file checkpoint."""
+    """The checkpoint a directory holds: the file a pointer names, its one index, or else its one single-file checkpoint."""
+    pointers = [path / s.folder_pointer for s in FORMATS if s.folder_pointer and (path / s.folder_pointer).is_file()]
+    if len(pointers) == 1:
+        return pointers[0]
     indexes = [s for s in FORMATS if s.shards_of]
     singles = [s for s in FORMATS if not s.shards_of]
     for group in (indexes, singles):
@@ -146,10 +149,13 @@ def resolve_folder(path: Path) -> Path:
 
 
 def open_checkpoint(path: str | Path, options: OpenOptions | None = None) -> Reader:
-    """Open any supported checkpoint lazily (headers only)."""
+    """Open any supported checkpoint lazily (headers only). A path that is no file but names a
+    TensorFlow prefix (``model.ckpt-2``, beside ``model.ckpt-2.index``) opens that checkpoint."""
     path = Path(path)
     if path.is_dir():
         path = resolve_folder(path)
+    elif not path.exists() and path.with_name(path.name + ".index").is_file():
+        path = path.with_name(path.name + ".index")
     with reading(path):
         found = _detect(Probe(path))
     reader = found.reader_class()(path, options)

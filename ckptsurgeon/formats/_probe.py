@@ -50,6 +50,15 @@ class Probe:
         except OSError as exc:
             raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
 
+    @cached_property
+    def tail(self) -> bytes:
+        """The file's last bytes (up to 64): where a TensorFlow table keeps its magic number."""
+        if self.size <= HEAD_BYTES:
+            return self.head
+        with open_input(self.path, buffering=0) as f:
+            f.seek(self.size - HEAD_BYTES)
+            return f.read(HEAD_BYTES)
+
     @property
     def is_zip(self) -> bool:
         return self.head.startswith(ZIP_MAGICS)

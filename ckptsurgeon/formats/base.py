@@ -120,6 +120,8 @@ class FormatSpec:
     the file, for a file that looks like a damaged one of this format, so that its reader names
     what is wrong instead of "not a checkpoint". ``framework``: the framework whose layout its
     tensors have, as Hugging Face names it in a safetensors file's ``format`` metadata (``pt``).
+    ``folder_pointer``: a file that names the checkpoint of its directory (TensorFlow's
+    ``checkpoint``); when a directory holds one, it is opened before any glob is tried.
     """
 
     name: str
@@ -133,6 +135,7 @@ class FormatSpec:
     folder_globs: tuple[str, ...] = ()
     sniff_damaged: Callable[[Probe], bool] | None = None
     framework: str | None = None
+    folder_pointer: str | None = None
 
     def reader_class(self) -> type[Reader]:
         cls: type[Reader] = _load(self.reader)
@@ -290,6 +293,11 @@ class Reader(ABC):
         by default the one :meth:`byte_range`."""
         where = self.byte_range(name)
         return None if where is None else [where]
+
+    def stored_ranges(self, name: str) -> list[tuple[Path, int, int]] | None:
+        """Where a tensor's bytes lie in files, in any order (a TensorFlow tensor's slices), where the
+        reader can say; by default :meth:`byte_ranges`."""
+        return self.byte_ranges(name)
 
     def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
         """The tensor's raw bytes in chunks (one array in memory at most)."""

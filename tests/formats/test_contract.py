@@ -60,6 +60,7 @@ ADDED_METADATA: dict[str, set[str]] = {"safetensors-sharded": {"total_size"}, "t
 #: a corpus checkpoint for each read-only format (no writer to make one)
 READ_ONLY_SAMPLES: dict[str, str] = {
     "keras-sharded": "keras3/cnn_sharded/cnn.weights.json",
+    "tf": "../tf/tf2_sharded_mixed/ckpt-1.index",  # written by TensorFlow 2.21: two shards, a sliced tensor
 }
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
@@ -338,12 +339,10 @@ class Damage:
 
 
 def data_bytes(reader: formats.Reader) -> dict[Path, set[int]]:
-    """The positions of tensor data in each file, where the reader can say (``byte_range``)."""
+    """The positions of tensor data in each file, where the reader can say (``stored_ranges``)."""
     found: dict[Path, set[int]] = {}
     for t in reader.tensors:
-        where = reader.byte_range(t.name)
-        if where is not None:
-            path, offset, length = where
+        for path, offset, length in reader.stored_ranges(t.name) or ():
             found.setdefault(Path(path).resolve(), set()).update(range(offset, offset + length))
     return found
 
