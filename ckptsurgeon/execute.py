@@ -443,7 +443,7 @@ def write_checkpoint(
             raise UsageError(dest, f"--enc-key-file: a {fmt} output is not encrypted; only MindSpore .ckpt outputs are")
         options["encrypt"] = encrypt
     with recording(no_clobber=no_clobber, hashes=hash_files) as log:
-        if writer_class.caps.sharded:
+        if writer_class.caps.sharded or writer_class.caps.commits:
             with output_errors(dest):
                 writer = writer_class(dest, metadata=metadata, like=like, **options)
                 outcomes = _fill(writer, moves, like, progress, cast, gates)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 # The built-in formats, as the registry lists them (tests/test_architecture.py checks that these agree);
 # spelled out here so that `ckpt --help` does not import the registry.
-WRITABLE_FORMATS = "safetensors, npz, torch, mindspore, keras, hdf5"
+WRITABLE_FORMATS = "safetensors, npz, torch, mindspore, tf, keras, hdf5"
 EXTENSIONS = ".safetensors, .npz, .pt, .pth, .bin, .keras, .h5, .hdf5"
 
 InputPath = Annotated[Path, typer.Argument(

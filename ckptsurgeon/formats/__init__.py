@@ -201,8 +201,9 @@ def check_text(reader: Reader) -> None:
 def output_format(dest: str | Path, explicit: str | None = None, *, like: Reader | None = None) -> str:
     """The output format named explicitly or by the destination's extension.
 
-    An extension that is ``like``'s own means ``like``'s format, when that format can be written: a
-    ``.ckpt`` transfer target (Lightning or MindSpore) written to ``-o out.ckpt`` keeps its format.
+    With ``like`` (a transfer's target), an extension that is ``like``'s own or names no format means
+    ``like``'s format, when that format can be written: a ``.ckpt`` target (Lightning or MindSpore)
+    written to ``-o out.ckpt`` keeps its format, and a TensorFlow target written to ``-o PREFIX``.
     """
     if explicit:
         found = spec(explicit)
@@ -211,13 +212,13 @@ def output_format(dest: str | Path, explicit: str | None = None, *, like: Reader
             raise UsageError(None, f"unknown output format {explicit!r}; choose one of {writable}")
         return found.name
     suffix = Path(dest).suffix.lower()
-    if like is not None and suffix and like.path.suffix.lower() == suffix:
+    named = next((s.name for s in FORMATS if s.writer is not None and suffix in s.extensions), None)
+    if like is not None and (named is None or like.path.suffix.lower() == suffix):
         own = spec(like.format)
         if own.writer is not None and not own.shards_of:
             return own.name
-    for s in FORMATS:
-        if s.writer is not None and suffix in s.extensions:
-            return s.name
+    if named is not None:
+        return named
     extensions = ", ".join(e for s in FORMATS if s.writer is not None for e in s.extensions)
     raise UsageError(dest, f"cannot tell the output format from the extension {suffix or '(none)'!r}",
                      hint=f"use one of {extensions}")

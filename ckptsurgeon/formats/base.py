@@ -83,6 +83,8 @@ class WriterCaps:
     ``layout_fallback``. ``records_framework``: the output's metadata says which framework its
     tensors are laid out for, as Hugging Face's safetensors files do (``format: pt``), taken from
     the input's :attr:`FormatSpec.framework`. ``encrypts``: it takes ``encrypt=`` (an Encryption).
+    ``commits``: it writes several files and commits them itself in ``finish`` (as a sharded writer
+    does, without taking ``shard_size``: a TensorFlow bundle's index and data shard).
     ``dtypes``: the dtype codes it can write (None: every one).
     """
 
@@ -94,6 +96,7 @@ class WriterCaps:
     renames: bool = False
     sharded: bool = False
     updates: bool = False
+    commits: bool = False
     records_framework: bool = False
     encrypts: bool = False
     dtypes: frozenset[str] | None = None
@@ -122,6 +125,8 @@ class FormatSpec:
     tensors have, as Hugging Face names it in a safetensors file's ``format`` metadata (``pt``).
     ``folder_pointer``: a file that names the checkpoint of its directory (TensorFlow's
     ``checkpoint``); when a directory holds one, it is opened before any glob is tried.
+    ``sorted_names``: a file keeps its tensors sorted by name (a TensorFlow index), so readers
+    list them so, whatever order they were written in.
     """
 
     name: str
@@ -136,6 +141,7 @@ class FormatSpec:
     sniff_damaged: Callable[[Probe], bool] | None = None
     framework: str | None = None
     folder_pointer: str | None = None
+    sorted_names: bool = False
 
     def reader_class(self) -> type[Reader]:
         cls: type[Reader] = _load(self.reader)

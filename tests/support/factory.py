@@ -62,7 +62,7 @@ def make_checkpoint(path: str | os.PathLike[str], fmt: str, tensors: Mapping[str
     """
     path = Path(path)
     writer = open_writer(path, fmt, metadata, shard_size=shard_size)
-    sharded = writer.caps.sharded
+    sharded = writer.caps.sharded or writer.caps.commits
     try:
         writer.begin(specs_of(tensors))
         for name, arr in tensors.items():

@@ -36,8 +36,9 @@ def sniff(probe: Probe) -> bool:
 
 TF = FormatSpec(
     name="tf", family="tf", description="TensorFlow checkpoint", sniff=sniff,
-    reader="ckptsurgeon.formats.tf.reader:Reader",
+    reader="ckptsurgeon.formats.tf.reader:Reader", writer="ckptsurgeon.formats.tf.writer:Writer",
     folder_globs=("*.index",), folder_pointer=POINTER, framework="tf",
+    sorted_names=True,
 )
 
 SPECS = (TF,)

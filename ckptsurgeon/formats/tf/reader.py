@@ -12,7 +12,8 @@ Numeric tensors are listed under their keys exactly as stored, in key order; the
 when opened and against the entry's CRC-32C on first use (a byte-range copy checks it beside the
 copy, :meth:`Reader.checks_beside`). ``DT_STRING`` entries (the ``_CHECKPOINTABLE_OBJECT_GRAPH``
 of an object-based checkpoint, string variables) are not tensors: their names are listed in the
-metadata ``tf.string_entries``. A **sliced** tensor (its entry holds ``slices``, its pieces are
+metadata ``tf.string_entries``; ckptsurgeon's own metadata entry (:data:`METADATA_ENTRY`) is read
+back as metadata. A **sliced** tensor (its entry holds ``slices``, its pieces are
 entries under binary keys built from its name and each slice, :func:`slice_key`) is reassembled in
 memory when read; the pieces must tile it exactly.
 """
@@ -49,6 +50,7 @@ MAX_STRING_CHECK = 64 << 20  # string entries up to this size are checked when t
 MAX_DIMS = 64
 STRING_ENTRIES = "tf.string_entries"
 OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+METADATA_ENTRY = "_CKPTSURGEON_METADATA"  # ckptsurgeon's metadata, a string scalar of JSON (see the writer)
 _POINTER_LINE = re.compile(rb'^\s*model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"\s*$', re.M)
 
 
@@ -177,7 +179,8 @@ def _header(value: bytes) -> tuple[int, int]:
 class Reader(base.Reader):
     """A TensorFlow checkpoint: the index parsed when opened, shard bytes on demand (module docstring).
 
-    ``path`` is the prefix (``…/model.ckpt-2``); ``files`` the index and the data shards.
+    ``path`` is the ``.index`` file and ``prefix`` the checkpoint's prefix (``…/model.ckpt-2``);
+    ``files`` are the index and the data shards (and the ``checkpoint`` file it was named by).
     ``prefix_from`` names the ``checkpoint`` file the prefix was taken from, if it was.
     """
 
@@ -208,7 +211,8 @@ class Reader(base.Reader):
             self.prefix_from = self.path
             self.index_path = self._from_pointer(self.path)
         prefix = self.index_path.with_name(self.index_path.name.removesuffix(".index"))
-        self.path = prefix
+        self.prefix = prefix
+        self.path = self.index_path
         with open_input(self.index_path) as f:
             data = f.read(MAX_INDEX_BYTES + 1)
         if len(data) > MAX_INDEX_BYTES:
@@ -258,10 +262,13 @@ class Reader(base.Reader):
             entry = _entry(value, f"entry {name!r}")
             self.entries[name] = entry
             if entry.dtype == DT_STRING:
-                strings.append(name)
                 piece = Piece(entry.shard, entry.offset, entry.size, entry.crc, None)
                 self._check_range(name, piece, sizes)
                 self._check_strings(name, entry, piece)
+                if name == METADATA_ENTRY:
+                    self.metadata.update(self._stored_metadata(entry))
+                else:
+                    strings.append(name)
                 continue
             code = DTYPES_BY_ENUM.get(entry.dtype)
             if code is None:
@@ -301,6 +308,20 @@ class Reader(base.Reader):
             raise InputError(self.index_path, f"tensor {name!r}: slice {list(full)} holds {piece.size} bytes of dtype "
                              f"{piece.dtype}; it needs {nbytes} of {entry.dtype}")
         return Piece(piece.shard, piece.offset, piece.size, piece.crc, full)
+
+    def _stored_metadata(self, entry: Entry) -> dict[str, str]:
+        data = self.entry_bytes(METADATA_ENTRY)
+        try:
+            length, pos = read_varint(data, 0, len(data))
+            doc = json.loads(data[pos + 4 : pos + 4 + length].decode("utf-8"))
+        except (WireError, UnicodeDecodeError, ValueError) as exc:
+            raise InputError(self.shard_paths[entry.shard], f"{METADATA_ENTRY} is not UTF-8 JSON ({exc})") from None
+        meta = doc.get("metadata") if isinstance(doc, dict) and doc.get("ckptsurgeon") == 1 else None
+        if entry.shape or not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                               for k, v in meta.items()):
+            raise InputError(self.shard_paths[entry.shard], f'{METADATA_ENTRY} is not {{"ckptsurgeon": 1, '
+                             '"metadata": {text: text}}')
+        return meta
 
     def _check_strings(self, name: str, entry: Entry, piece: Piece) -> None:
         """A string entry's layout and CRC-32C, as TensorFlow writes them: each element's length as a varint,
@@ -401,6 +422,11 @@ class Reader(base.Reader):
             self._verify(name, piece)
         return self.shard_paths[piece.shard], piece.offset, piece.size
 
+    def entry_bytes(self, name: str) -> bytes:
+        """The stored bytes of an unsliced entry (a string entry's too), as they are in its shard."""
+        entry = self.entries[name]
+        return bytes(self._map(entry.shard)[entry.offset : entry.offset + entry.size])
+
     def stored_ranges(self, name: str) -> list[tuple[Path, int, int]] | None:
         return [(self.shard_paths[p.shard], p.offset, p.size) for p in self._pieces(name)]
 
@@ -461,4 +487,4 @@ def _check_tiling(path: Path, name: str, shape: tuple[int, ...], extents: list[t
                 raise InputError(path, f"tensor {name!r}: slices {list(a)} and {list(b)} overlap")
 
 
-__all__ = ["DTYPES_BY_ENUM", "Entry", "Reader", "slice_key"]
+__all__ = ["DTYPES_BY_ENUM", "DT_STRING", "METADATA_ENTRY", "STRING_ENTRIES", "Entry", "Reader", "slice_key"]

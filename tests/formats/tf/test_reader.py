@@ -43,7 +43,7 @@ def test_a_prefix_its_index_and_its_directory_open_the_same_checkpoint() -> None
     for path in (prefix, prefix.with_name("ckpt-1.index"), prefix.parent, prefix.parent / "checkpoint"):
         assert detect(path if path.is_file() else prefix.with_name("ckpt-1.index")) == "tf"
         with open_checkpoint(path) as reader:
-            assert reader.path == prefix
+            assert reader.path == prefix.with_name("ckpt-1.index") and reader.prefix == prefix
             names.append([t.name for t in reader.tensors])
             if path.is_dir() or path.name == "checkpoint":
                 assert "checkpoint names ckpt-1" in (reader.layout or "")
