@@ -132,7 +132,7 @@ def run(
         _refuse_keras_name_rules(reader, rules, plan.renamed)
         fmt = None
         if output is not None:
-            fmt = output_format(output, output_format_name)
+            fmt = output_format(output, output_format_name, like=reader)
             check_output(output, reader.files, no_clobber=no_clobber)
             if reader.layout == KERAS3_LAYOUT and writes_like(reader, fmt):
                 _refuse_keras3_paths(reader, plan, Path(output))
