@@ -21,6 +21,15 @@ The parent stays small on purpose (no numpy): children are started with ``posix_
 Linux a spawned child's ``ru_maxrss`` starts from its parent's resident size. Inputs are written by
 child processes too, with the reference libraries (safetensors' layout from ``common.py``, h5py,
 numpy's own ``.npy`` writer), and cached in ``--dir`` for later runs; ``--clean`` removes them.
+
+MindSpore is not installed in this interpreter, so by default the MindSpore ``.ckpt`` inputs are not
+written by MindSpore: the plain one by ``common.write_mindspore`` (the source's tensors, one protobuf
+``Checkpoint`` message per parameter, as ``mindspore.save_checkpoint`` 2.10 writes them; identical
+bytes), the AES-GCM one by ckptsurgeon's own ``Encrypter`` over the plain file, in 64 MiB blocks as
+``save_checkpoint(enc_key=...)`` encrypts. Set ``CKPT_MS_PYTHON`` to an interpreter with mindspore
+(and safetensors) to have ``mindspore.save_checkpoint`` write both instead, and to run the naive
+``mindspore.load_checkpoint`` + ``save_file`` baseline, which is skipped otherwise (as the PyTorch
+path's naive run is without ``CKPT_TORCH_PYTHON``).
 """
 
 from __future__ import annotations
@@ -51,6 +60,12 @@ TORCH_VS_FLOOR = 1.25  # pytorch_model.bin -> safetensors against a durable copy
 TORCH_RSS_MIB = 150
 #: an interpreter with torch for the naive torch.load + save_file baseline (that path's naive run is skipped without it)
 TORCH_PY = os.environ.get("CKPT_TORCH_PYTHON")
+MINDSPORE_VS_FLOOR = 1.25  # MindSpore .ckpt -> safetensors against a durable copy
+MINDSPORE_ENC_VS_FLOOR = 2.0  # the same from an AES-GCM encrypted .ckpt (decryption included)
+MINDSPORE_RSS_MIB = 150
+#: an interpreter with mindspore: it writes the .ckpt inputs (mindspore.save_checkpoint) and runs the naive
+#: load_checkpoint + save_file baseline; without it ckptsurgeon's own writer writes them and that naive run is skipped
+MS_PY = os.environ.get("CKPT_MS_PYTHON")
 INSPECT_WALL_S = 0.3
 NPZ_VS_NUMPY = 2.0  # npz and HDF5 paths, x numpy's / h5py's own read + write
 NPZ_RSS_SLACK_MIB = 100.0  # npz and HDF5 paths: peak RSS <= largest tensor + this
@@ -216,6 +231,62 @@ from ckptsurgeon import api
 api.convert(sys.argv[1], sys.argv[2], fmt="torch")
 """
 
+# MindSpore .ckpt inputs. No mindspore is installed in this interpreter: by default the plain file is
+# written by common.write_mindspore (the source's tensors and values, as save_checkpoint lays them out)
+# and the encrypted one by ckptsurgeon's own AES-GCM Encrypter over the plain file's bytes, in 64 MiB
+# blocks, as save_checkpoint(enc_key=...) encrypts its serialized plaintext. With CKPT_MS_PYTHON,
+# mindspore.save_checkpoint writes both instead.
+MAKE_MS_ENCRYPTED = """
+import sys, os
+from ckptsurgeon.formats.mindspore.crypto import Encrypter, Secret
+src, out, key = sys.argv[1:4]
+partial = out + ".partial"
+fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+try:
+    encrypter = Encrypter(fd, Secret(open(key, "rb").read()), "AES-GCM")
+    with open(src, "rb") as f:
+        while chunk := f.read(8 << 20):
+            encrypter.write(chunk)
+    encrypter.finish()
+    os.fsync(fd)
+finally:
+    os.close(fd)
+os.replace(partial, out)
+"""
+MAKE_MS_CKPT_REAL = """
+import sys, os, json, struct
+import mindspore as ms
+src, out = sys.argv[1:3]
+partial = out[: -len(".ckpt")] + ".partial.ckpt"  # save_checkpoint wants a name ending in .ckpt
+if len(sys.argv) > 3:  # PLAIN.ckpt OUT KEY: the plain checkpoint's parameters, encrypted (AES-GCM)
+    ms.save_checkpoint(ms.load_checkpoint(src), partial, enc_key=open(sys.argv[3], "rb").read(), enc_mode="AES-GCM")
+else:  # SRC.safetensors OUT: its tensors in file order (all in memory, as save_checkpoint takes them)
+    from safetensors import safe_open
+    with open(src, "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    names = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+    with safe_open(src, "np") as f:
+        params = [{"name": k, "data": ms.Tensor(f.get_tensor(k))} for k in names]
+    ms.save_checkpoint(params, partial)
+fd = os.open(partial, os.O_RDONLY)
+os.fsync(fd)
+os.close(fd)
+os.replace(partial, out)
+"""
+NAIVE_MS = _FSYNC + """
+import mindspore as ms
+from safetensors.numpy import save_file
+src, out = sys.argv[1], sys.argv[-1]
+if len(sys.argv) > 3:  # SRC KEY OUT: an encrypted checkpoint
+    params = ms.load_checkpoint(src, dec_key=open(sys.argv[2], "rb").read(), dec_mode="AES-GCM")
+else:
+    params = ms.load_checkpoint(src)
+save_file({k: v.asnumpy() for k, v in params.items()}, out, metadata={"format": "ms"})
+fsync(out)
+"""
+#: the AES-GCM key of the encrypted input (AES-256; fixed, so a cached input stays readable)
+MS_KEY = bytes(range(32))
+
 MAKE_NPZ = """
 import sys, os, zipfile, numpy as np
 from safetensors import safe_open
@@ -242,10 +313,13 @@ class Inputs:
     npz_source: Path
     npz_target: Path
     torch_bin: Path  # the source as a torch.save zip, as pytorch_model.bin is
+    ms_ckpt: Path  # the source as a plain MindSpore checkpoint
+    ms_encrypted: Path  # the same, AES-GCM encrypted with the key in ms_key
+    ms_key: Path
 
     def files(self) -> list[Path]:
         return [self.source, self.target, self.h5, self.h5_target, self.h5_gzip, self.h5_gzip_target,
-                self.npz_source, self.npz_target, self.torch_bin]
+                self.npz_source, self.npz_target, self.torch_bin, self.ms_ckpt, self.ms_encrypted, self.ms_key]
 
 
 def prepare(directory: Path, size: int, shards: int) -> Inputs:
@@ -256,7 +330,8 @@ def prepare(directory: Path, size: int, shards: int) -> Inputs:
                    directory / f"bench-{tag}-{shards}-shards" / "model.safetensors.index.json",
                    Path(f"{base}-source.h5"), Path(f"{base}-target.h5"), Path(f"{base}-source.gzip.h5"),
                    Path(f"{base}-target.gzip.h5"), Path(f"{base}-source.npz"), Path(f"{base}-target.npz"),
-                   base.parent / f"bench-{tag}-pytorch_model.bin")
+                   base.parent / f"bench-{tag}-pytorch_model.bin", Path(f"{base}-source.ckpt"),
+                   Path(f"{base}-source.aes-gcm.ckpt"), Path(f"{base}-mindspore.key"))
     print(f"{tag}: source {model.describe()}")
     started = time.perf_counter()
     here = str(Path(__file__).resolve().parent)
@@ -268,8 +343,34 @@ def prepare(directory: Path, size: int, shards: int) -> Inputs:
                              (MAKE_TORCH_BIN, paths.source, paths.torch_bin)):
         if not out.exists():
             common.run_measured([PY, "-c", script, str(src), str(out)]).check()
+    prepare_mindspore(paths, here)
     print(f"  inputs ready in {time.perf_counter() - started:.1f} s (cached in {directory})")
     return paths
+
+
+def prepare_mindspore(paths: Inputs, here: str) -> None:
+    """The plain and the encrypted MindSpore checkpoint of the source, and the key file.
+
+    With CKPT_MS_PYTHON, mindspore.save_checkpoint writes both; otherwise common.write_mindspore
+    writes the plain one (byte for byte what save_checkpoint writes from the same tensors) and
+    ckptsurgeon's Encrypter the encrypted one, each in a child process.
+    """
+    if not paths.ms_key.exists() or paths.ms_key.read_bytes() != MS_KEY:
+        paths.ms_key.write_bytes(MS_KEY)
+        paths.ms_encrypted.unlink(missing_ok=True)
+    if MS_PY:
+        if not paths.ms_ckpt.exists():
+            common.run_measured([MS_PY, "-c", MAKE_MS_CKPT_REAL, str(paths.source), str(paths.ms_ckpt)]).check()
+    else:  # cached when a file of the expected size is there
+        script = ("import sys; sys.path.insert(0, sys.argv[1]); import common; common.write_mindspore("
+                  "common.Path(sys.argv[3]), common.model_for_size(int(sys.argv[2]), 'F32'), seed=1)")
+        common.run_measured([PY, "-c", script, here, str(paths.size), str(paths.ms_ckpt)]).check()
+    if not paths.ms_encrypted.exists() or paths.ms_encrypted.stat().st_mtime < paths.ms_ckpt.stat().st_mtime:
+        if MS_PY:
+            argv = [MS_PY, "-c", MAKE_MS_CKPT_REAL, str(paths.ms_ckpt), str(paths.ms_encrypted), str(paths.ms_key)]
+        else:
+            argv = [PY, "-c", MAKE_MS_ENCRYPTED, str(paths.ms_ckpt), str(paths.ms_encrypted), str(paths.ms_key)]
+        common.run_measured(argv).check()
 
 
 # --- one path: floor, ckpt and naive, alternating --------------------------------------------------------
@@ -415,6 +516,12 @@ def _paths(inputs: Inputs, ckpt: list[str]) -> list[Path_]:
               ".npz", NAIVE["npz_transfer"], [str(inputs.npz_source), str(inputs.npz_target)]),
         Path_("pytorch_model.bin -> safetensors: convert", [*ckpt, "convert", str(inputs.torch_bin), "-o", "OUT"],
               ".safetensors", NAIVE_TORCH if TORCH_PY else None, [str(inputs.torch_bin)], naive_python=TORCH_PY or PY),
+        Path_("MindSpore .ckpt -> safetensors: convert", [*ckpt, "convert", str(inputs.ms_ckpt), "-o", "OUT"],
+              ".safetensors", NAIVE_MS if MS_PY else None, [str(inputs.ms_ckpt)], naive_python=MS_PY or PY),
+        Path_("encrypted MindSpore .ckpt -> safetensors: convert",
+              [*ckpt, "convert", str(inputs.ms_encrypted), "-o", "OUT", "--dec-key-file", str(inputs.ms_key)],
+              ".safetensors", NAIVE_MS if MS_PY else None, [str(inputs.ms_encrypted), str(inputs.ms_key)],
+              naive_python=MS_PY or PY),
         Path_("F32 -> BF16: convert --dtype", [*ckpt, "convert", s, "-o", "OUT", "--dtype", "BF16"], ".safetensors",
               NAIVE["cast"], [s]),
         Path_("inspect FILE", [*ckpt, "inspect", s], "", NAIVE["inspect"], [s], floor=False),
@@ -478,6 +585,12 @@ def checks(by_size: dict[int, list[Result]], largest_tensor: dict[int, int]) -> 
             add(f"pytorch_model.bin -> safetensors / durable copy < {TORCH_VS_FLOOR}", pt.ratio("ckpt", "floor"),
                 TORCH_VS_FLOOR, ".2f")
             add(f"pytorch_model.bin -> safetensors peak RSS < {TORCH_RSS_MIB:g} MiB", pt.rss("ckpt"), TORCH_RSS_MIB, ".0f")
+        for name, limit in (("MindSpore .ckpt -> safetensors: convert", MINDSPORE_VS_FLOOR),
+                            ("encrypted MindSpore .ckpt -> safetensors: convert", MINDSPORE_ENC_VS_FLOOR)):
+            if name in r:
+                short = name.removesuffix(": convert")
+                add(f"{short} / durable copy < {limit}", r[name].ratio("ckpt", "floor"), limit, ".2f")
+                add(f"{short} peak RSS < {MINDSPORE_RSS_MIB:g} MiB", r[name].rss("ckpt"), MINDSPORE_RSS_MIB, ".0f")
         rn = r.get("safetensors: rename")
         if rn:
             add(f"rename / durable copy < {RENAME_VS_FLOOR}", rn.ratio("ckpt", "floor"), RENAME_VS_FLOOR, ".2f")

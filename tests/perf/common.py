@@ -8,6 +8,8 @@ Three things live here:
   with plain Python (``struct`` + ``json`` + ``os.write``): the header first, then the data in
   chunks cut from one small pool of patterned bytes, so the model is never held in memory.
   :func:`target_model` is the "target" variant: a different head shape and one renamed layer.
+  :func:`write_mindspore` writes the same tensors as a plain MindSpore ``.ckpt`` (protobuf values
+  encoded by hand, laid out as ``mindspore.save_checkpoint`` lays them out).
 * **Measured child processes.** :func:`run_measured` starts a command, waits for it with
   ``os.wait4`` and returns its wall time and peak RSS (``ru_maxrss``, KiB on Linux), plus the peak
   anonymous RSS sampled from ``/proc/<pid>/status`` (memory-mapped file pages count in
@@ -302,6 +304,82 @@ def write_sharded(directory: Path, model: Model, n_shards: int, seed: int = 0) -
     partial.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(partial, index)
     return index, True
+
+
+# MindSpore .ckpt: one protobuf ``Checkpoint`` message per value, as mindspore.save_checkpoint writes them:
+#   Checkpoint  { repeated Value value = 1; }      Value { string tag = 1; TensorProto tensor = 2; }
+#   TensorProto { repeated int64 dims = 1; string tensor_type = 2; bytes tensor_content = 3; }
+# A parameter larger than the slice size becomes consecutive values of that many bytes, each with
+# the parameter's tag and full dims. MindSpore 2.10's SLICE_SIZE is 512 * 1024 *KiB*
+# (``_write_parameter_bytes_data`` cuts ``1024 * SLICE_SIZE`` bytes), so a parameter is one value up
+# to 512 MiB.
+MINDSPORE_SLICE_BYTES = 512 * MIB
+MINDSPORE_TYPES = {"F32": "Float32", "BF16": "BFloat16"}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def mindspore_value_header(tag: str, dims: Sequence[int], type_name: str, content_bytes: int) -> bytes:
+    """One ``Checkpoint`` message up to its ``tensor_content`` bytes, which end it."""
+    tensor = b"".join(b"\x08" + _varint(d) for d in dims)
+    tensor += b"\x12" + _varint(len(type_name)) + type_name.encode("ascii") + b"\x1a" + _varint(content_bytes)
+    tensor_len = len(tensor) + content_bytes
+    raw_tag = tag.encode("utf-8")
+    value = b"\x0a" + _varint(len(raw_tag)) + raw_tag + b"\x12" + _varint(tensor_len)
+    return b"\x0a" + _varint(len(value) + tensor_len) + value + tensor
+
+
+def _mindspore_values(tensors: Sequence[TensorDef], dtype: str, slice_bytes: int) -> list[tuple[int, bytes, int]]:
+    """``(tensor index, value header, content bytes)`` of every value in file order."""
+    out = []
+    for i, t in enumerate(tensors):
+        nbytes = math.prod(t.shape) * ITEMSIZE[dtype]
+        for done in range(0, max(nbytes, 1), slice_bytes):
+            n = min(slice_bytes, nbytes - done)
+            out.append((i, mindspore_value_header(t.name, t.shape, MINDSPORE_TYPES[dtype], n), n))
+    return out
+
+
+def write_mindspore(path: Path, model: Model, seed: int = 0, slice_bytes: int = MINDSPORE_SLICE_BYTES) -> bool:
+    """Write ``model`` as a plain MindSpore ``.ckpt`` unless one of the same size is there; True if written.
+
+    The values are those :func:`write_safetensors` writes with the same ``seed``, so both files
+    hold the same tensors. Streamed from the value pool like the safetensors files, fsynced, renamed
+    into place.
+    """
+    tensors = model.tensors()
+    values = _mindspore_values(tensors, model.dtype, slice_bytes)
+    if _is_cached(path, sum(len(h) + n for _, h, n in values)):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pool = _value_pool(model.dtype, seed)
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        done: dict[int, int] = {}  # tensor index -> its bytes written so far
+        for i, head, n in values:
+            _write_all(fd, memoryview(head))
+            start = (i * 1_000_003 * 8) % POOL_BYTES  # where write_safetensors starts this tensor in the pool
+            offset = done.get(i, 0)
+            done[i] = offset + n
+            while n:
+                at = start + offset % POOL_BYTES
+                piece = min(n, 2 * POOL_BYTES - at, POOL_BYTES - offset % POOL_BYTES)
+                _write_all(fd, pool[at : at + piece])
+                offset += piece
+                n -= piece
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(partial, path)
+    return True
 
 
 def header_size(path: Path) -> int:
