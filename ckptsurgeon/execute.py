@@ -200,6 +200,9 @@ def write_tensor(move: Move, writer: Writer, outcome: Outcome, *, cast: Cast | N
             if nonfinite:
                 _scan_nonfinite(move, outcome)
             return
+        if writer.caps.streams_chunks and not nonfinite:  # the reader's bytes as they come, untouched
+            writer.write_chunks(out.name, move.reader.iter_bytes(move.name))
+            return
     from . import values  # numpy: from here on the values are touched
 
     if same_dtype and not writer.caps.streams_chunks:

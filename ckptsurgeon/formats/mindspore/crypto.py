@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -101,28 +102,39 @@ def _cipher(key: Secret, mode: str, iv: bytes, tag: bytes | None) -> Any:
     return ciphers.Cipher(algorithm, ciphers.modes.CBC(iv))
 
 
-def decrypt(path: Path, source: IO[bytes], size: int, key: Secret, mode: str, out: IO[bytes]) -> int:
-    """Decrypt every block of ``source`` (``size`` bytes, a ``mode`` file) into ``out``; the plaintext's length.
+@dataclass(frozen=True)
+class Block:
+    """One block: where its cipher text lies, its IV and tag, and where its plaintext lies in the whole."""
 
-    Everything is checked before the plaintext is used: each block's header and lengths against the
-    file, its mode against the first block's, and its tag (GCM) or padding (CBC).
-    """
+    number: int
+    offset: int  # of the block in the file
+    data: int  # of its cipher text
+    size: int  # of its cipher text
+    iv: bytes
+    tag: bytes | None
+    plain_start: int
+    plain_size: int
+
+    @property
+    def where(self) -> str:
+        return f"block {self.number} (offset {self.offset})"
+
+
+def blocks(path: Path, source: IO[bytes], size: int, key: Secret, mode: str) -> list[Block]:
+    """Every block of ``source`` (``size`` bytes, a ``mode`` file), its header and lengths checked against
+    the file and its mode against the first block's. A CBC block's plaintext length comes from its
+    last cipher block, decrypted alone (its padding is checked again with the whole block)."""
     check_key(path, key, mode)
-    _, padding = _backend()
-    from cryptography.exceptions import InvalidTag
-
-    pos = total = 0
-    block = 0
+    pos = plain = 0
+    found: list[Block] = []
     if size >= TRAILER_BYTES:
         source.seek(size - TRAILER_BYTES)
         if source.read(len(CRC_TRAILER)) == CRC_TRAILER:  # after the blocks, holding 0: skipped
             size -= TRAILER_BYTES
     while pos < size:
-        block += 1
-        where = f"block {block} (offset {pos})"
+        where = f"block {len(found) + 1} (offset {pos})"
         head = _read(path, source, pos, 4 + (TAG_BYTES if mode == "AES-GCM" else 0) + 8, where)
-        found = MAGICS.get(int.from_bytes(head[:4], "little"))
-        if found != mode:
+        if MAGICS.get(int.from_bytes(head[:4], "little")) != mode:
             raise InputError(path, f"{where} does not start with the {mode} block magic; the file is damaged")
         tag = head[4 : 4 + TAG_BYTES] if mode == "AES-GCM" else None
         blk_len, iv_len = struct.unpack_from("<ii", head, len(head) - 8)
@@ -139,28 +151,102 @@ def decrypt(path: Path, source: IO[bytes], size: int, key: Secret, mode: str, ou
         if data + ct_len > size:
             raise InputError(path, f"{where}: {ct_len} bytes of cipher text declared, {size - data} left in the "
                              "file (truncated)")
-        decryptor = _cipher(key, mode, iv, tag).decryptor()
-        unpadder = padding.PKCS7(128).unpadder() if mode != "AES-GCM" else None
-        for piece in _pieces(path, source, data, ct_len, where):
-            plain = decryptor.update(piece)
-            if unpadder is not None:
-                plain = unpadder.update(plain)
-            out.write(plain)
-            total += len(plain)
-        try:
-            tail = decryptor.finalize()
-            if unpadder is not None:
-                tail = unpadder.update(tail) + unpadder.finalize()
-        except InvalidTag:
-            raise InputError(path, f"{where}: wrong key, or the file was tampered with (the AES-GCM tag does "
-                             "not match)") from None
-        except ValueError:
-            raise InputError(path, f"{where}: wrong key, or the file is damaged (the {mode} padding is "
-                             "invalid)") from None
-        out.write(tail)
-        total += len(tail)
+        plain_size = ct_len
+        if mode != "AES-GCM":
+            previous = iv if ct_len == 16 else _read(path, source, data + ct_len - 32, 16, where)
+            last = _cipher(key, mode, previous, None).decryptor().update(_read(path, source, data + ct_len - 16, 16, where))
+            pad = last[-1]
+            if not 1 <= pad <= 16 or last[-pad:] != bytes([pad]) * pad:
+                raise InputError(path, f"{where}: wrong key, or the file is damaged (the {mode} padding is invalid)")
+            plain_size -= pad
+        found.append(Block(len(found) + 1, pos, data, ct_len, iv, tag, plain, plain_size))
+        plain += plain_size
         pos = data + ct_len
-    return total
+    return found
+
+
+class Plaintext:
+    """The plaintext of an encrypted file, one block at a time: a block is decrypted into one reused
+    buffer, its tag (GCM) or padding (CBC) checked, before any of its bytes are handed out.
+
+    ``plaintext[i]`` and ``plaintext[a:b]`` read like bytes (the protobuf reader indexes it);
+    :meth:`chunks` streams a range. Memory: the largest block's plaintext, plus a 1 MiB read buffer.
+    """
+
+    def __init__(self, path: Path, source: IO[bytes], size: int, key: Secret, mode: str) -> None:
+        self.path, self.source, self.key, self.mode = path, source, key, mode
+        self.blocks = blocks(path, source, size, key, mode)
+        self.size = sum(b.plain_size for b in self.blocks)
+        self._starts = [b.plain_start for b in self.blocks]
+        self._buffer = bytearray(max((b.size for b in self.blocks), default=0) + 16)
+        self._piece = bytearray(PIECE)
+        self._current: Block | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _block_at(self, offset: int) -> Block:
+        import bisect
+
+        return self.blocks[bisect.bisect_right(self._starts, offset) - 1]
+
+    def _load(self, block: Block) -> memoryview:
+        """The block's plaintext (a view of the buffer), decrypted and checked."""
+        if self._current is not block:
+            from cryptography.exceptions import InvalidTag
+
+            self._current = None
+            decryptor = _cipher(self.key, self.mode, block.iv, block.tag).decryptor()
+            out, piece = memoryview(self._buffer), memoryview(self._piece)
+            self.source.seek(block.data)
+            done = written = 0
+            while done < block.size:
+                n = self.source.readinto(piece[: min(PIECE, block.size - done)])  # type: ignore[attr-defined]
+                if not n:
+                    raise InputError(self.path, f"{block.where}: the file ends inside the cipher text (truncated)")
+                written += decryptor.update_into(piece[:n], out[written:])
+                done += n
+            try:
+                tail = decryptor.finalize()
+                out[written : written + len(tail)] = tail
+            except InvalidTag:
+                raise InputError(self.path, f"{block.where}: wrong key, or the file was tampered with (the AES-GCM "
+                                 "tag does not match)") from None
+            if self.mode != "AES-GCM":
+                pad = self._buffer[block.size - 1]
+                if not 1 <= pad <= 16 or self._buffer[block.size - pad : block.size] != bytes([pad]) * pad:
+                    raise InputError(self.path, f"{block.where}: wrong key, or the file is damaged (the {self.mode} "
+                                     "padding is invalid)")
+            self._current = block
+        return memoryview(self._buffer)[: block.plain_size]
+
+    def chunks(self, offset: int, length: int) -> Iterator[memoryview]:
+        """``length`` plaintext bytes from ``offset``, as views valid until the next is asked for."""
+        end = offset + length
+        while offset < end:
+            block = self._block_at(offset)
+            plain = self._load(block)
+            start = offset - block.plain_start
+            stop = min(end - block.plain_start, block.plain_size)
+            yield plain[start:stop]
+            offset += stop - start
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            start, stop, _ = index.indices(self.size)
+            return b"".join(bytes(c) for c in self.chunks(start, max(0, stop - start)))
+        if not 0 <= index < self.size:
+            raise IndexError(index)
+        block = self._block_at(index)
+        return self._load(block)[index - block.plain_start]
+
+
+def decrypt(path: Path, source: IO[bytes], size: int, key: Secret, mode: str, out: IO[bytes]) -> int:
+    """Decrypt every block of ``source`` into ``out``; the plaintext's length (every block checked first)."""
+    plain = Plaintext(path, source, size, key, mode)
+    for block in plain.blocks:
+        out.write(plain._load(block))
+    return plain.size
 
 
 def _read(path: Path, source: IO[bytes], offset: int, n: int, where: str) -> bytes:

@@ -16,9 +16,9 @@ and each length is checked against its message before it is used (:mod:`.._proto
 - A ``crc_num`` trailer (``save_checkpoint(crc_check=True)``: ``b"crc_num"`` and the 10-byte
   big-endian CRC-32 of everything before it) is checked when the file is opened.
 
-An encrypted file (:mod:`.crypto`) is decrypted when opened, block by block, into an unlinked
-temporary file (``TMPDIR``; never the whole file in memory), and read from there; the key comes
-from ``OpenOptions.dec_key``. A plain file's single-slice tensors are byte ranges of the file.
+An encrypted file (:mod:`.crypto`) is read through its plaintext one block at a time
+(:class:`~.crypto.Plaintext`: each block decrypted into one buffer and checked before use; never
+the whole file in memory, nothing written to disk); the key comes from ``OpenOptions.dec_key``. A plain file's single-slice tensors are byte ranges of the file.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +40,9 @@ from .. import base
 from .._io import drop_pages
 from .._protobuf import LEN, MAX_VARINT_BYTES, VARINT, WireError, as_int64, fields, packed_varints
 from . import encrypted_mode
+
+if TYPE_CHECKING:
+    from .crypto import Plaintext
 
 #: MindSpore's ``tensor_type`` strings -> dtype codes
 DTYPES_BY_NAME = {
@@ -77,6 +79,7 @@ class Reader(base.Reader):
         super().__init__(Path(path), options)
         self._file: IO[bytes] | None = None
         self._map: mmap.mmap | None = None
+        self._plain: Plaintext | None = None
         self.encryption: str | None = None
         try:
             self._open()
@@ -90,16 +93,19 @@ class Reader(base.Reader):
         with open_input(self.path, buffering=0) as f:
             head = f.read(4)
         mode = encrypted_mode(head)
-        if mode is None:
-            self._file = open_input(self.path)
-        else:
-            self._file = self._decrypted(mode)
+        self._file = open_input(self.path)
         size = self._file.seek(0, 2)
-        if size == 0:
-            raise InputError(self.path, "empty after decryption" if mode else "empty")
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        if mode is None:
+            if size == 0:
+                raise InputError(self.path, "empty")
+            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+            end = self._trailer(size)
+        else:
+            self._plain = self._decrypting(mode, size)
+            end = len(self._plain)
+            if end == 0:
+                raise InputError(self.path, "empty after decryption")
         self.encryption = mode
-        end = self._trailer(size)
         try:
             entries, strings = self._parse(end)
         except WireError as exc:
@@ -110,8 +116,8 @@ class Reader(base.Reader):
         for e in entries:
             self.tensors.append(make_info(e.tag, e.dims, e.dtype, default_layer(e.tag), e.ranges))
 
-    def _decrypted(self, mode: str) -> IO[bytes]:
-        from .crypto import decrypt
+    def _decrypting(self, mode: str, size: int) -> Plaintext:
+        from .crypto import Plaintext
 
         options = self.options
         if options.dec_mode is not None and options.dec_mode != mode:
@@ -119,15 +125,13 @@ class Reader(base.Reader):
         if options.dec_key is None:
             raise InputError(self.path, f"encrypted with {mode}; give its key with --dec-key-file FILE or the "
                              "environment variable CKPT_DEC_KEY (hex)")
-        plain = tempfile.TemporaryFile()  # noqa: SIM115 - unlinked, closed with the reader: gone however the run ends
-        try:
-            with open_input(self.path) as source:
-                size = source.seek(0, 2)
-                decrypt(self.path, source, size, options.dec_key, mode, plain)
-        except BaseException:
-            plain.close()
-            raise
-        return plain
+        assert self._file is not None
+        return Plaintext(self.path, self._file, size, options.dec_key, mode)
+
+    @property
+    def _buffer(self) -> Any:
+        """What the protobuf is read from: the memory map of a plain file, the plaintext of an encrypted one."""
+        return self._map if self._plain is None else self._plain
 
     def _trailer(self, size: int) -> int:
         """Where the protobuf ends: before a ``crc_num`` trailer, once its CRC is checked."""
@@ -147,7 +151,7 @@ class Reader(base.Reader):
         return at
 
     def _parse(self, end: int) -> tuple[list[_Entry], dict[str, str]]:
-        buf = self._map
+        buf = self._buffer
         assert buf is not None
         entries: list[_Entry] = []
         strings: dict[str, str] = {}
@@ -157,7 +161,7 @@ class Reader(base.Reader):
             if number != 1 or wire != LEN:
                 raise WireError(f"top-level field {number} (wire type {wire}); a checkpoint holds only values (field 1)")
             assert isinstance(value, tuple)
-            tag, dims, dtype, content = self._value(*value)
+            tag, dims, dtype, content = self._value(_Window(buf, *value), *value)
             if dtype == STRING:
                 if tag in seen or tag in strings:
                     raise InputError(self.path, f"entry {tag!r} appears twice")
@@ -179,9 +183,7 @@ class Reader(base.Reader):
             self._check_size(e)
         return entries, strings
 
-    def _value(self, start: int, end: int) -> tuple[str, tuple[int, ...], str, tuple[int, int]]:
-        buf = self._map
-        assert buf is not None
+    def _value(self, buf: Any, start: int, end: int) -> tuple[str, tuple[int, ...], str, tuple[int, int]]:
         tag: str | None = None
         tensor: tuple[int, int] | None = None
         for number, wire, value in fields(buf, start, end):
@@ -247,24 +249,38 @@ class Reader(base.Reader):
     def _ranges(self, name: str) -> list[tuple[int, int]]:
         ranges = self[name].loc
         assert isinstance(ranges, list)
-        if self._map is None:
+        if self._map is None and self._plain is None:
             raise InputError(self.path, "the checkpoint is closed")
         return ranges
+
+    def _pieces(self, offset: int, length: int, chunk_bytes: int) -> Iterator[memoryview]:
+        """Bytes of the plain contents, in chunks (an encrypted file's: views valid until the next)."""
+        if self._plain is not None:
+            for piece in self._plain.chunks(offset, length):
+                for pos in range(0, len(piece), chunk_bytes):
+                    yield piece[pos : pos + chunk_bytes]
+            return
+        assert self._map is not None
+        view = memoryview(self._map)
+        for pos in range(offset, offset + length, chunk_bytes):
+            end = min(pos + chunk_bytes, offset + length)
+            yield view[pos:end]
+            drop_pages(self._map, pos, end)
 
     def read(self, name: str) -> np.ndarray:
         info = self[name]
         ranges = self._ranges(name)
         dtype = DTYPES[info.dtype].numpy
-        assert self._map is not None
-        if len(ranges) == 1:
+        if len(ranges) == 1 and self._map is not None:
             offset, length = ranges[0]
             flat = np.frombuffer(self._map, dtype=np.uint8, count=length, offset=offset)
             return self._check_array(info, flat.view(dtype).reshape(info.shape))
         out = np.empty(info.nbytes, dtype=np.uint8)
         done = 0
         for offset, length in ranges:
-            out[done : done + length] = np.frombuffer(self._map, dtype=np.uint8, count=length, offset=offset)
-            done += length
+            for piece in self._pieces(offset, length, base.CHUNK_BYTES):
+                out[done : done + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+                done += len(piece)
         return self._check_array(info, out.view(dtype).reshape(info.shape))
 
     def byte_range(self, name: str) -> tuple[Path, int, int] | None:
@@ -281,14 +297,8 @@ class Reader(base.Reader):
         return [(self.path, offset, length) for offset, length in ranges]
 
     def iter_bytes(self, name: str, chunk_bytes: int = base.CHUNK_BYTES) -> Iterator[memoryview]:
-        ranges = self._ranges(name)
-        assert self._map is not None
-        view = memoryview(self._map)
-        for offset, length in ranges:
-            for pos in range(offset, offset + length, chunk_bytes):
-                end = min(pos + chunk_bytes, offset + length)
-                yield view[pos:end]
-                drop_pages(self._map, pos, end)
+        for offset, length in self._ranges(name):
+            yield from self._pieces(offset, length, chunk_bytes)
 
     def release(self, name: str) -> None:
         if self._map is not None:
@@ -296,6 +306,7 @@ class Reader(base.Reader):
                 drop_pages(self._map, offset, offset + length)
 
     def close(self) -> None:
+        self._plain = None
         mapped, self._map = self._map, None
         if mapped is not None:
             with contextlib.suppress(BufferError):  # arrays read from it keep it alive until they go
@@ -303,6 +314,28 @@ class Reader(base.Reader):
         file, self._file = self._file, None
         if file is not None:
             file.close()
+
+
+class _Window:
+    """A value's first bytes fetched at once (its tag, dims and type lie there), the rest read through
+    ``buf`` on demand: an encrypted file's headers are then read from the block that holds them, without
+    going back to the block before."""
+
+    WINDOW = 64 * 1024
+
+    def __init__(self, buf: Any, start: int, end: int) -> None:
+        self._buf, self._start = buf, start
+        self._head = bytes(buf[start : min(end, start + self.WINDOW)])
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            a, b = index.start - self._start, index.stop - self._start
+            return self._head[a:b] if b <= len(self._head) else self._buf[index]
+        at = index - self._start
+        return self._head[at] if 0 <= at < len(self._head) else self._buf[index]
+
+    def __len__(self) -> int:
+        return len(self._buf)
 
 
 def _utf32(path: Path, tag: str, raw: bytes) -> str:
