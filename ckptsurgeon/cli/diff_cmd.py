@@ -23,6 +23,7 @@ from .options import (
     QuietOpt,
     RenameOpt,
     StripPrefixOpt,
+    TfNamesOpt,
     open_options,
 )
 
@@ -53,6 +54,7 @@ def diff_command(
     quiet: QuietOpt = False,
     dict_path: DictOpt = None,
     dec_key_file: DecKeyFileOpt = None,
+    tf_names: TfNamesOpt = "keys",
     dec_mode: DecModeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -80,7 +82,7 @@ def diff_command(
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
     options = DiffOptions(rules=rules, atol=atol, rtol=rtol, metadata=metadata, allow_unused_rules=allow_unused_rules)
-    result = api.diff(a, b, options, open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode))
+    result = api.diff(a, b, options, open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names))
     from . import diff_render, render
 
     if json_:

@@ -16,6 +16,7 @@ from .options import (
     InputPath,
     JsonOpt,
     MarkdownOpt,
+    TfNamesOpt,
     open_options,
 )
 
@@ -36,13 +37,14 @@ def inspect(
                            "(optimizer state included) instead of one state dict.")
     ] = False,
     dec_key_file: DecKeyFileOpt = None,
+    tf_names: TfNamesOpt = "keys",
     dec_mode: DecModeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """List a checkpoint's tensors by layer: name, shape, dtype, parameters, bytes; totals and metadata."""
     from .. import api
 
-    result = api.inspect(path, hash=hash_, filter=filter_ or (), options=open_options(dict_path, all_dicts, dec_key_file=dec_key_file, dec_mode=dec_mode))
+    result = api.inspect(path, hash=hash_, filter=filter_ or (), options=open_options(dict_path, all_dicts, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names))
     from . import render
 
     if json_:

@@ -154,16 +154,26 @@ def _mode(mode: str | None, option: str) -> str | None:
     return found
 
 
+TfNamesOpt = Annotated[
+    str, typer.Option("--tf-names", metavar="keys|short", help="TensorFlow object-based checkpoints: match and show "
+                      "variables by their keys as stored (keys), or without their /.ATTRIBUTES/VARIABLE_VALUE "
+                      "ending (short: model/layer_with_weights-0/kernel)."),
+]
+
+
 def open_options(dict_path: str | None, all_dicts: bool = False, *, dec_key_file: Path | None = None,
-                 dec_mode: str | None = None) -> OpenOptions | None:
-    """The reader options the --dict / --all-dicts / --dec-key-file / --dec-mode flags give (None: none given)."""
+                 dec_mode: str | None = None, tf_names: str = "keys") -> OpenOptions | None:
+    """The reader options the --dict / --all-dicts / --dec-key-file / --dec-mode / --tf-names flags give (None: none)."""
     key = _key(dec_key_file, "CKPT_DEC_KEY", "--dec-key-file")
     mode = _mode(dec_mode, "--dec-mode")
-    if not dict_path and not all_dicts and key is None and mode is None:
+    if tf_names not in ("keys", "short"):
+        raise UsageError(None, f"--tf-names {tf_names!r}: choose keys or short")
+    if not dict_path and not all_dicts and key is None and mode is None and tf_names == "keys":
         return None
     from ..formats.base import OpenOptions
 
-    return OpenOptions(dict_path=dict_path or None, all_dicts=all_dicts, dec_key=key, dec_mode=mode)
+    return OpenOptions(dict_path=dict_path or None, all_dicts=all_dicts, dec_key=key, dec_mode=mode,
+                       tf_names=tf_names)
 
 
 def encryption(enc_key_file: Path | None, enc_mode: str | None) -> Any:

@@ -33,6 +33,7 @@ from .options import (
     RenameOpt,
     SrcDictOpt,
     StripPrefixOpt,
+    TfNamesOpt,
     TgtDictOpt,
     encryption,
     open_options,
@@ -109,6 +110,7 @@ def transfer(
     src_dict: SrcDictOpt = None,
     tgt_dict: TgtDictOpt = None,
     dec_key_file: DecKeyFileOpt = None,
+    tf_names: TfNamesOpt = "keys",
     dec_mode: DecModeOpt = None,
     enc_key_file: EncKeyFileOpt = None,
     enc_mode: EncModeOpt = None,
@@ -151,7 +153,7 @@ def transfer(
             save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, pin_content=pin_content,
             report_path=report, no_clobber=no_clobber,
             hash_output=json_ or report is not None,  # the sha256 is for the JSON report
-            source_options=open_options(src_dict, dec_key_file=dec_key_file, dec_mode=dec_mode), target_options=open_options(tgt_dict, dec_key_file=dec_key_file, dec_mode=dec_mode),
+            source_options=open_options(src_dict, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names), target_options=open_options(tgt_dict, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names),
             encrypt=encryption(enc_key_file, enc_mode),
         )
     doc = result.to_dict() if report is not None or json_ else {}  # a per-tensor document: only when asked for

@@ -45,6 +45,8 @@ class OpenOptions:
     ``all_dicts``: list every tensor of a container under its full dotted path instead.
     ``dec_key`` / ``dec_mode``: the key (a :class:`~ckptsurgeon.formats.mindspore.crypto.Secret`,
     never shown) and, when given, the expected mode of an encrypted MindSpore checkpoint.
+    ``tf_names``: ``short`` matches a TensorFlow object-based checkpoint's variables without the
+    ``/.ATTRIBUTES/VARIABLE_VALUE`` ending of their keys (``keys``: as stored, the default).
     """
 
     float8: str | None = None
@@ -52,6 +54,7 @@ class OpenOptions:
     all_dicts: bool = False
     dec_key: Any = None
     dec_mode: str | None = None
+    tf_names: str = "keys"
 
 
 @dataclass(frozen=True)

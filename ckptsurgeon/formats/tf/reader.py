@@ -50,6 +50,7 @@ MAX_STRING_CHECK = 64 << 20  # string entries up to this size are checked when t
 MAX_DIMS = 64
 STRING_ENTRIES = "tf.string_entries"
 OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+ATTRIBUTE = "/.ATTRIBUTES/VARIABLE_VALUE"  # what --tf-names short leaves off an object-based key
 METADATA_ENTRY = "_CKPTSURGEON_METADATA"  # ckptsurgeon's metadata, a string scalar of JSON (see the writer)
 _POINTER_LINE = re.compile(rb'^\s*model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"\s*$', re.M)
 
@@ -230,6 +231,11 @@ class Reader(base.Reader):
             self._list(table)
         except TableError as exc:
             raise InputError(self.index_path, f"not a readable TensorFlow index: {exc}") from None
+        if self.options.tf_names == "short":
+            short = {t.name: t.name.removesuffix(ATTRIBUTE) for t in self.tensors if t.name.endswith(ATTRIBUTE)}
+            stored = {t.name for t in self.tensors}
+            if len(set(short.values())) == len(short) and not set(short.values()) & stored:
+                self.match_names = short
         kind = "object-based" if OBJECT_GRAPH in self.entries else "name-based"
         taken = f"; {self.prefix_from.name} names {prefix.name}" if self.prefix_from else ""
         self.layout = f"{kind}, {shards} shard{'s' if shards != 1 else ''}{taken}"
@@ -288,7 +294,8 @@ class Reader(base.Reader):
             for piece in pieces:
                 self._check_range(name, piece, sizes)
             pieces_of[name] = pieces
-            self.tensors.append(make_info(name, entry.shape, code, default_layer(name), pieces))
+            layer = default_layer(name.removesuffix(ATTRIBUTE))  # an object's attribute path, not ".ATTRIBUTES"
+            self.tensors.append(make_info(name, entry.shape, code, layer, pieces))
         if strings:
             self.metadata[STRING_ENTRIES] = json.dumps(strings)
 

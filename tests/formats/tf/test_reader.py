@@ -101,3 +101,25 @@ def test_a_damaged_bundle_is_refused_in_one_line(damage: str, cli: CliRunner, tm
     result = cli("inspect", folder / "ckpt-1")
     assert result.code == 3, result.err
     assert result.line.startswith(f"ckpt: error: {folder}")
+
+
+def test_short_names_match_an_object_based_checkpoint_by_attribute_path(cli: CliRunner, tmp_path: Path) -> None:
+    """--tf-names short: model/layer_with_weights-0/kernel pairs with a safetensors tensor of that name; the
+    keys as stored stay the default, and the output keeps them."""
+    from safetensors.numpy import save_file
+
+    prefix = TF_DATA / "tf_checkpoint" / "ckpt-1"
+    with open_checkpoint(prefix) as reader:
+        kernel = "model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+        new = np.asarray(reader.read(kernel) + 1)
+        assert reader.match_names == {}
+        assert reader[kernel].layer == "model/layer_with_weights-0"
+    save_file({"model/layer_with_weights-0/kernel": new}, str(tmp_path / "src.safetensors"))
+    out = tmp_path / "out"
+    assert cli("transfer", tmp_path / "src.safetensors", prefix, "-o", out, "--allow-empty").code == 0
+    with open_checkpoint(out) as written:
+        assert not np.array_equal(written.read(kernel), new)  # by key: nothing pairs
+    result = cli("transfer", tmp_path / "src.safetensors", prefix, "-o", tmp_path / "short", "--tf-names", "short")
+    assert result.code == 0, result.err
+    with open_checkpoint(tmp_path / "short") as written:
+        assert np.array_equal(written.read(kernel), new) and kernel in written
