@@ -43,7 +43,7 @@ PARTNER = HOSTILE / "partner" / "valid.safetensors"
 REFUSED = [name for name, e in EXPECTED.items() if e["exit"] != 0]
 ACCEPTED = [name for name, e in EXPECTED.items() if e["exit"] == 0]
 # sub-corpora with their own generator and test (tests/hostile/make_hostile_<name>.py)
-OWN_CORPORA = {"mindspore", "make_hostile_mindspore.py"}
+OWN_CORPORA = {"mindspore", "make_hostile_mindspore.py", "tf", "make_hostile_tf.py"}
 COMMANDS = ("inspect", "inspect-hash", "transfer-source", "transfer-target", "convert")
 MEMORY_LIMIT = 500 << 20
 SECONDS_PER_FILE = 10

@@ -24,6 +24,7 @@ import contextlib
 import json
 import math
 import mmap
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ DT_STRING = 7
 MAX_INDEX_BYTES = 256 << 20
 MAX_STRING_CHECK = 64 << 20  # string entries up to this size are checked when the bundle is opened
 MAX_DIMS = 64
+MAX_SLICES = 4096  # slices of one tensor (TensorFlow's partitioners make a few to hundreds)
 STRING_ENTRIES = "tf.string_entries"
 OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
 ATTRIBUTE = "/.ATTRIBUTES/VARIABLE_VALUE"  # what --tf-names short leaves off an object-based key
@@ -215,7 +217,10 @@ class Reader(base.Reader):
         self.prefix = prefix
         self.path = self.index_path
         with open_input(self.index_path) as f:
-            data = f.read(MAX_INDEX_BYTES + 1)
+            size = os.fstat(f.fileno()).st_size  # read(n) would allocate n bytes first, whatever the file holds
+            if size > MAX_INDEX_BYTES:
+                raise InputError(self.index_path, f"an index of more than {MAX_INDEX_BYTES} bytes; refusing it")
+            data = f.read(size + 1)
         if len(data) > MAX_INDEX_BYTES:
             raise InputError(self.index_path, f"an index of more than {MAX_INDEX_BYTES} bytes; refusing it")
         try:
@@ -258,6 +263,7 @@ class Reader(base.Reader):
         strings: list[str] = []
         sizes: dict[int, int] = {}
         pieces_of: dict[str, list[Piece]] = {}
+        stored: list[tuple[int, int, int, str]] = []  # (shard, offset, size, name) of every entry's bytes
         for raw, value in table.items():
             if raw.startswith(b"\x00"):
                 continue  # a slice: read through its tensor's entry
@@ -270,6 +276,7 @@ class Reader(base.Reader):
             if entry.dtype == DT_STRING:
                 piece = Piece(entry.shard, entry.offset, entry.size, entry.crc, None)
                 self._check_range(name, piece, sizes)
+                stored.append((piece.shard, piece.offset, piece.size, name))
                 self._check_strings(name, entry, piece)
                 if name == METADATA_ENTRY:
                     self.metadata.update(self._stored_metadata(entry))
@@ -293,11 +300,25 @@ class Reader(base.Reader):
                 pieces = [Piece(entry.shard, entry.offset, entry.size, entry.crc, None)]
             for piece in pieces:
                 self._check_range(name, piece, sizes)
+                stored.append((piece.shard, piece.offset, piece.size, name))
             pieces_of[name] = pieces
             layer = default_layer(name.removesuffix(ATTRIBUTE))  # an object's attribute path, not ".ATTRIBUTES"
             self.tensors.append(make_info(name, entry.shape, code, layer, pieces))
         if strings:
             self.metadata[STRING_ENTRIES] = json.dumps(strings)
+        self._check_disjoint(stored)
+
+    def _check_disjoint(self, stored: list[tuple[int, int, int, str]]) -> None:
+        """No two entries (or slices) share bytes: a bundle stores each once, and bytes read under several
+        names would let a small file declare tensors far larger than itself."""
+        last: tuple[int, int, int, str] | None = None
+        for here in sorted(r for r in stored if r[2]):
+            if last is not None and last[0] == here[0] and last[1] + last[2] > here[1]:
+                what = f"tensor {here[3]!r}: two of its slices" if here[3] == last[3] else \
+                    f"tensors {last[3]!r} and {here[3]!r}"
+                raise InputError(self.shard_paths[here[0]], f"{what} share the bytes at offset {here[1]} (a bundle "
+                                 "stores each tensor's bytes once)")
+            last = here
 
     def _slice(self, name: str, entry: Entry, extent: tuple[tuple[int, int | None], ...], table: dict[bytes, bytes],
                code: str) -> Piece:
@@ -339,16 +360,23 @@ class Reader(base.Reader):
             return
         data = bytes(self._map(piece.shard)[piece.offset : piece.offset + piece.size])
         shard = self.shard_paths[piece.shard]
-        count, pos, lengths = math.prod(entry.shape), 0, []
+        count, pos, total, crc, run = math.prod(entry.shape), 0, 0, 0, bytearray()
+        if count > len(data):  # each length takes a byte at least
+            raise InputError(shard, f"string entry {name!r}: {count} strings in {len(data)} bytes cannot be (the "
+                             "data is damaged)")
         try:
-            for _ in range(count):
+            for _ in range(count):  # the lengths' CRC taken in runs: no list of them is kept
                 length, pos = read_varint(data, pos, len(data))
-                lengths.append(length)
+                total += length
+                run += (length & 0xFFFFFFFF).to_bytes(4, "little")
+                if len(run) >= 1 << 16:
+                    crc = crc32c(run, crc)
+                    run.clear()
         except WireError as exc:
             raise InputError(shard, f"string entry {name!r}: its lengths are malformed ({exc})") from None
-        crc = crc32c(b"".join((n & 0xFFFFFFFF).to_bytes(4, "little") for n in lengths))
+        crc = crc32c(run, crc)
         checksum = data[pos : pos + 4]
-        if len(checksum) != 4 or int.from_bytes(checksum, "little") != mask(crc) or pos + 4 + sum(lengths) != len(data):
+        if len(checksum) != 4 or int.from_bytes(checksum, "little") != mask(crc) or pos + 4 + total != len(data):
             raise InputError(shard, f"string entry {name!r}: its lengths do not match their checksum or its size "
                              "(the data is damaged)")
         crc = crc32c(data[pos + 4 :], crc32c(checksum, crc))
@@ -484,14 +512,38 @@ class Reader(base.Reader):
 
 
 def _check_tiling(path: Path, name: str, shape: tuple[int, ...], extents: list[tuple[tuple[int, int], ...]]) -> None:
-    """The slices cover the tensor exactly once: their volumes add up and no two overlap."""
+    """The slices cover the tensor exactly once: their volumes add up and no two overlap.
+
+    Slices are sorted along the dim with the most distinct starts and each is compared only with
+    those starting before it ends there (vectorized), so a tensor partitioned along one dim costs
+    a sort; the number of slices is capped (:data:`MAX_SLICES`), which bounds the worst case."""
+    if len(extents) > MAX_SLICES:
+        raise InputError(path, f"tensor {name!r} is stored in {len(extents)} slices; ckptsurgeon reads at most "
+                         f"{MAX_SLICES}")
     if sum(math.prod(n for _, n in e) for e in extents) != math.prod(shape):
         raise InputError(path, f"tensor {name!r}: its slices do not tile its shape {list(shape)}")
-    for i, a in enumerate(extents):
-        for b in extents[i + 1 :]:
-            if all(sa < sb + nb and sb < sa + na for (sa, na), (sb, nb) in zip(a, b, strict=True)) and all(
-                    na and nb for (_, na), (_, nb) in zip(a, b, strict=True)):
-                raise InputError(path, f"tensor {name!r}: slices {list(a)} and {list(b)} overlap")
+    boxes = [e for e in extents if all(n for _, n in e)]  # an empty slice overlaps nothing
+    if len(boxes) < 2 or not shape:
+        return
+    starts = np.array([[s for s, _ in e] for e in boxes], dtype=np.int64)
+    ends = starts + np.array([[n for _, n in e] for e in boxes], dtype=np.int64)
+    axis = max(range(len(shape)), key=lambda k: len(np.unique(starts[:, k])))
+    order = np.argsort(starts[:, axis], kind="stable")
+    starts, ends = starts[order], ends[order]
+    reach = np.searchsorted(starts[:, axis], ends[:, axis], side="left")  # i meets only j < reach[i] along axis
+    for i in range(len(boxes) - 1):
+        hi = int(reach[i])
+        if hi <= i + 1:
+            continue
+        hit = _meets(starts[i], ends[i], starts[i + 1 : hi], ends[i + 1 : hi])
+        if hit.any():
+            a, b = boxes[int(order[i])], boxes[int(order[i + 1 + int(np.argmax(hit))])]
+            raise InputError(path, f"tensor {name!r}: slices {list(a)} and {list(b)} overlap")
+
+
+def _meets(start: np.ndarray, end: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Which of the boxes ``starts``/``ends`` (one per row) overlap the box ``start``/``end``."""
+    return np.all((start < ends) & (starts < end), axis=1)
 
 
 __all__ = ["DTYPES_BY_ENUM", "DT_STRING", "METADATA_ENTRY", "STRING_ENTRIES", "Entry", "Reader", "slice_key"]
