@@ -203,7 +203,7 @@ def describe(head: bytes) -> str:
         return "an HTML page (a failed download?)"
     if not head:
         return "empty"
-    return "not a checkpoint format ckptsurgeon reads (safetensors, HDF5/Keras, npz, PyTorch, MindSpore)"
+    return "not a checkpoint format ckptsurgeon reads (safetensors, HDF5/Keras, npz, PyTorch, MindSpore, TensorFlow)"
 
 
 def refuse(probe: Probe) -> InputError:

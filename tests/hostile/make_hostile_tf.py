@@ -249,7 +249,7 @@ def bad_block_crc() -> dict[str, bytes]:
     return bundle.files(flip(index, 7))
 
 
-@case("bad_footer_magic", "not a checkpoint format", "the footer's magic number changed in its last byte")
+@case("bad_footer_magic", "the footer's magic number is wrong", "the footer's magic number changed in its last byte")
 def bad_footer_magic() -> dict[str, bytes]:
     bundle = valid()
     index = index_file(bundle.sorted_items())
@@ -287,7 +287,7 @@ def index_handle_past_end() -> dict[str, bytes]:
     return bundle.files(index_file(items, handle=(1 << 20, size)))
 
 
-@case("truncated_index", "not a checkpoint format", "the index cut in the middle")
+@case("truncated_index", "not a readable TensorFlow index", "the index cut in the middle")
 def truncated_index() -> dict[str, bytes]:
     bundle = valid()
     index = index_file(bundle.sorted_items())

@@ -34,11 +34,21 @@ def sniff(probe: Probe) -> bool:
     return index_like(probe) or pointer_like(probe)
 
 
+def damaged_index(probe: Probe) -> bool:
+    """A ``PREFIX.index`` beside its ``PREFIX.data-00000-of-N``, whose footer is damaged or cut."""
+    name = probe.path.name
+    if not name.endswith(".index"):
+        return False
+    import glob
+
+    return any(probe.path.parent.glob(f"{glob.escape(name[: -len('.index')])}.data-00000-of-*"))
+
+
 TF = FormatSpec(
     name="tf", family="tf", description="TensorFlow checkpoint", sniff=sniff,
     reader="ckptsurgeon.formats.tf.reader:Reader", writer="ckptsurgeon.formats.tf.writer:Writer",
     folder_globs=("*.index",), folder_pointer=POINTER, framework="tf",
-    sorted_names=True,
+    sorted_names=True, sniff_damaged=damaged_index,
 )
 
 SPECS = (TF,)
