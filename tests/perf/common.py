@@ -9,7 +9,9 @@ Three things live here:
   chunks cut from one small pool of patterned bytes, so the model is never held in memory.
   :func:`target_model` is the "target" variant: a different head shape and one renamed layer.
   :func:`write_mindspore` writes the same tensors as a plain MindSpore ``.ckpt`` (protobuf values
-  encoded by hand, laid out as ``mindspore.save_checkpoint`` lays them out).
+  encoded by hand, laid out as ``mindspore.save_checkpoint`` lays them out); :func:`write_tf_bundle`
+  writes them as a TensorFlow tensor bundle (index SSTable and BundleEntryProto encoded by hand, one
+  or several data shards; with one shard, the bytes ``tf.raw_ops.SaveV2`` writes).
 * **Measured child processes.** :func:`run_measured` starts a command, waits for it with
   ``os.wait4`` and returns its wall time and peak RSS (``ru_maxrss``, KiB on Linux), plus the peak
   anonymous RSS sampled from ``/proc/<pid>/status`` (memory-mapped file pages count in
