@@ -30,6 +30,15 @@ bytes), the AES-GCM one by ckptsurgeon's own ``Encrypter`` over the plain file, 
 (and safetensors) to have ``mindspore.save_checkpoint`` write both instead, and to run the naive
 ``mindspore.load_checkpoint`` + ``save_file`` baseline, which is skipped otherwise (as the PyTorch
 path's naive run is without ``CKPT_TORCH_PYTHON``).
+
+TensorFlow is not installed here either: by default the TensorFlow checkpoints (tensor bundles,
+``PREFIX.index`` + ``PREFIX.data-0000K-of-0000N``, of the source's tensors) are written by
+``common.write_tf_bundle``, the index SSTable and BundleEntryProto encoded by hand (the one-shard
+bundle is byte for byte what ``tf.raw_ops.SaveV2`` writes from the same tensors); the four-shard one
+spreads the tensors over four data files as a sharded save merges them (num_shards 4, a shard_id
+per entry). Set ``CKPT_TF_PYTHON`` to an interpreter with tensorflow (and safetensors) to have
+``tf.raw_ops.SaveV2`` write the one-shard bundle and to run the naive ``tf.train.load_checkpoint`` +
+``save_file`` baseline on both, which is skipped otherwise.
 """
 
 from __future__ import annotations
@@ -66,6 +75,12 @@ MINDSPORE_RSS_MIB = 150
 #: an interpreter with mindspore: it writes the .ckpt inputs (mindspore.save_checkpoint) and runs the naive
 #: load_checkpoint + save_file baseline; without it ckptsurgeon's own writer writes them and that naive run is skipped
 MS_PY = os.environ.get("CKPT_MS_PYTHON")
+TF_VS_FLOOR = 1.25  # TensorFlow checkpoint (1 or 4 data shards) -> safetensors against a durable copy
+TF_RSS_MIB = 150
+#: an interpreter with tensorflow: SaveV2 writes the one-shard bundle and the naive load_checkpoint + save_file
+#: baseline runs; without it common.write_tf_bundle writes both bundles and that naive run is skipped
+TF_PY = os.environ.get("CKPT_TF_PYTHON")
+TF_SHARDS = (1, 4)
 INSPECT_WALL_S = 0.3
 NPZ_VS_NUMPY = 2.0  # npz and HDF5 paths, x numpy's / h5py's own read + write
 NPZ_RSS_SLACK_MIB = 100.0  # npz and HDF5 paths: peak RSS <= largest tensor + this
@@ -287,6 +302,40 @@ fsync(out)
 #: the AES-GCM key of the encrypted input (AES-256; fixed, so a cached input stays readable)
 MS_KEY = bytes(range(32))
 
+# TensorFlow bundles: common.write_tf_bundle by default; with CKPT_TF_PYTHON, tf.raw_ops.SaveV2 writes the
+# one-shard bundle (every tensor in memory, as SaveV2 takes them) to PREFIX.partial, renamed into place,
+# its index last.
+MAKE_TF_REAL = """
+import sys, os, json, struct
+import numpy as np
+import tensorflow as tf
+src, out = sys.argv[1:3]
+with open(src, "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+names = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+raw = np.memmap(src, dtype=np.uint8, mode="r", offset=8 + n)
+def value(k):
+    start, end = header[k]["data_offsets"]
+    return tf.constant(np.frombuffer(raw[start:end], dtype=np.float32).reshape(header[k]["shape"]))
+partial = out + ".partial"
+tf.raw_ops.SaveV2(prefix=partial, tensor_names=names, shape_and_slices=[""] * len(names),
+                  tensors=[value(k) for k in names])
+for suffix in (".data-00000-of-00001", ".index"):
+    fd = os.open(partial + suffix, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    os.replace(partial + suffix, out + suffix)
+"""
+NAIVE_TF = _FSYNC + """
+import tensorflow as tf
+from safetensors.numpy import save_file
+src, out = sys.argv[1:3]
+reader = tf.train.load_checkpoint(src)
+save_file({k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}, out, metadata={"format": "tf"})
+fsync(out)
+"""
+
 MAKE_NPZ = """
 import sys, os, zipfile, numpy as np
 from safetensors import safe_open
@@ -316,10 +365,12 @@ class Inputs:
     ms_ckpt: Path  # the source as a plain MindSpore checkpoint
     ms_encrypted: Path  # the same, AES-GCM encrypted with the key in ms_key
     ms_key: Path
+    tf_prefixes: dict[int, Path]  # data shards -> the source as a TensorFlow bundle (PREFIX.index, PREFIX.data-*)
 
     def files(self) -> list[Path]:
+        tf = [f for n, prefix in self.tf_prefixes.items() for f in common.tf_files(prefix, n)]
         return [self.source, self.target, self.h5, self.h5_target, self.h5_gzip, self.h5_gzip_target,
-                self.npz_source, self.npz_target, self.torch_bin, self.ms_ckpt, self.ms_encrypted, self.ms_key]
+                self.npz_source, self.npz_target, self.torch_bin, self.ms_ckpt, self.ms_encrypted, self.ms_key, *tf]
 
 
 def prepare(directory: Path, size: int, shards: int) -> Inputs:
@@ -331,7 +382,8 @@ def prepare(directory: Path, size: int, shards: int) -> Inputs:
                    Path(f"{base}-source.h5"), Path(f"{base}-target.h5"), Path(f"{base}-source.gzip.h5"),
                    Path(f"{base}-target.gzip.h5"), Path(f"{base}-source.npz"), Path(f"{base}-target.npz"),
                    base.parent / f"bench-{tag}-pytorch_model.bin", Path(f"{base}-source.ckpt"),
-                   Path(f"{base}-source.aes-gcm.ckpt"), Path(f"{base}-mindspore.key"))
+                   Path(f"{base}-source.aes-gcm.ckpt"), Path(f"{base}-mindspore.key"),
+                   {n: Path(f"{base}-source-tf{n}") for n in TF_SHARDS})
     print(f"{tag}: source {model.describe()}")
     started = time.perf_counter()
     here = str(Path(__file__).resolve().parent)
@@ -344,6 +396,7 @@ def prepare(directory: Path, size: int, shards: int) -> Inputs:
         if not out.exists():
             common.run_measured([PY, "-c", script, str(src), str(out)]).check()
     prepare_mindspore(paths, here)
+    prepare_tf(paths, here)
     print(f"  inputs ready in {time.perf_counter() - started:.1f} s (cached in {directory})")
     return paths
 
@@ -371,6 +424,22 @@ def prepare_mindspore(paths: Inputs, here: str) -> None:
         else:
             argv = [PY, "-c", MAKE_MS_ENCRYPTED, str(paths.ms_ckpt), str(paths.ms_encrypted), str(paths.ms_key)]
         common.run_measured(argv).check()
+
+
+def prepare_tf(paths: Inputs, here: str) -> None:
+    """The TensorFlow bundles of the source (one and four data shards), each cached once complete.
+
+    common.write_tf_bundle writes them in a child process (cached when the index is there and every
+    shard has its size); with CKPT_TF_PYTHON, tf.raw_ops.SaveV2 writes the one-shard bundle instead.
+    """
+    for n, prefix in paths.tf_prefixes.items():
+        if TF_PY and n == 1:
+            if not common.tf_files(prefix, 1)[0].exists():
+                common.run_measured([TF_PY, "-c", MAKE_TF_REAL, str(paths.source), str(prefix)]).check()
+            continue
+        script = ("import sys; sys.path.insert(0, sys.argv[1]); import common; common.write_tf_bundle("
+                  "common.Path(sys.argv[3]), common.model_for_size(int(sys.argv[2]), 'F32'), int(sys.argv[4]), seed=1)")
+        common.run_measured([PY, "-c", script, here, str(paths.size), str(prefix), str(n)]).check()
 
 
 # --- one path: floor, ckpt and naive, alternating --------------------------------------------------------
@@ -477,7 +546,11 @@ def _files_read(argv: list[str]) -> list[Path]:
     files = []
     for arg in argv[1:]:
         path = Path(arg)
-        if arg != "OUT" and path.is_file():
+        index = Path(arg + ".index")
+        if arg != "OUT" and not path.exists() and index.is_file():  # a TensorFlow bundle's prefix
+            files.append(index)
+            files.extend(sorted(path.parent.glob(path.name + ".data-*")))
+        elif arg != "OUT" and path.is_file():
             files.append(path)
             if arg.endswith(".index.json"):
                 files.extend(sorted(path.parent.glob("*.safetensors")))
@@ -522,6 +595,9 @@ def _paths(inputs: Inputs, ckpt: list[str]) -> list[Path_]:
               [*ckpt, "convert", str(inputs.ms_encrypted), "-o", "OUT", "--dec-key-file", str(inputs.ms_key)],
               ".safetensors", NAIVE_MS if MS_PY else None, [str(inputs.ms_encrypted), str(inputs.ms_key)],
               naive_python=MS_PY or PY),
+        *(Path_(f"TF checkpoint ({n} shard{'s' if n > 1 else ''}) -> safetensors: convert",
+                [*ckpt, "convert", str(prefix), "-o", "OUT"], ".safetensors", NAIVE_TF if TF_PY else None,
+                [str(prefix)], naive_python=TF_PY or PY) for n, prefix in inputs.tf_prefixes.items()),
         Path_("F32 -> BF16: convert --dtype", [*ckpt, "convert", s, "-o", "OUT", "--dtype", "BF16"], ".safetensors",
               NAIVE["cast"], [s]),
         Path_("inspect FILE", [*ckpt, "inspect", s], "", NAIVE["inspect"], [s], floor=False),
@@ -591,6 +667,12 @@ def checks(by_size: dict[int, list[Result]], largest_tensor: dict[int, int]) -> 
                 short = name.removesuffix(": convert")
                 add(f"{short} / durable copy < {limit}", r[name].ratio("ckpt", "floor"), limit, ".2f")
                 add(f"{short} peak RSS < {MINDSPORE_RSS_MIB:g} MiB", r[name].rss("ckpt"), MINDSPORE_RSS_MIB, ".0f")
+        for n in TF_SHARDS:
+            name = f"TF checkpoint ({n} shard{'s' if n > 1 else ''}) -> safetensors: convert"
+            if name in r:
+                short = name.removesuffix(": convert")
+                add(f"{short} / durable copy < {TF_VS_FLOOR}", r[name].ratio("ckpt", "floor"), TF_VS_FLOOR, ".2f")
+                add(f"{short} peak RSS < {TF_RSS_MIB:g} MiB", r[name].rss("ckpt"), TF_RSS_MIB, ".0f")
         rn = r.get("safetensors: rename")
         if rn:
             add(f"rename / durable copy < {RENAME_VS_FLOOR}", rn.ratio("ckpt", "floor"), RENAME_VS_FLOOR, ".2f")

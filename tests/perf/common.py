@@ -9,7 +9,9 @@ Three things live here:
   chunks cut from one small pool of patterned bytes, so the model is never held in memory.
   :func:`target_model` is the "target" variant: a different head shape and one renamed layer.
   :func:`write_mindspore` writes the same tensors as a plain MindSpore ``.ckpt`` (protobuf values
-  encoded by hand, laid out as ``mindspore.save_checkpoint`` lays them out).
+  encoded by hand, laid out as ``mindspore.save_checkpoint`` lays them out); :func:`write_tf_bundle`
+  writes them as a TensorFlow tensor bundle (index SSTable and BundleEntryProto encoded by hand, one
+  or several data shards; with one shard, the bytes ``tf.raw_ops.SaveV2`` writes).
 * **Measured child processes.** :func:`run_measured` starts a command, waits for it with
   ``os.wait4`` and returns its wall time and peak RSS (``ru_maxrss``, KiB on Linux), plus the peak
   anonymous RSS sampled from ``/proc/<pid>/status`` (memory-mapped file pages count in
@@ -379,6 +381,180 @@ def write_mindspore(path: Path, model: Model, seed: int = 0, slice_bytes: int = 
     finally:
         os.close(fd)
     os.replace(partial, path)
+    return True
+
+
+# TensorFlow tensor bundle: ``PREFIX.index`` (an SSTable, LevelDB's table format as TensorFlow's table
+# builder writes it, uncompressed) and the data shards ``PREFIX.data-0000K-of-0000N`` (tensor bytes, no
+# padding). The table maps "" to a BundleHeaderProto {num_shards = 1; version = 3 {producer = 1}} and every
+# tensor name, in byte order, to a BundleEntryProto {dtype = 1; shape = 2; shard_id = 3; offset = 4;
+# size = 5; fixed32 crc32c = 6 (masked CRC-32C of the bytes)}; proto3 leaves zero fields out.
+#   block  = entries (varint shared, varint unshared, varint value length, key suffix, value; a restart
+#            point every 16 keys) | u32 restarts[] | u32 count, then type 0 and the block's masked CRC-32C
+#   footer = varint handles (offset, size) of the metaindex and index blocks, zero-padded to 40 bytes,
+#            u64 magic 0xdb4775248b80fb57
+# A data block is cut once it reaches 256 KiB (TensorFlow's table::Options.block_size); the index block
+# (a restart point at every key) maps a short separator between a block's last key and the next block's
+# first (the last block: a short successor of its last key) to the block's handle. Sharded saving
+# (several devices' bundles merged by MergeV2Checkpoints) leaves each tensor in its own shard at its
+# offset there, num_shards in the header and shard_id in the entry.
+TF_MAGIC = 0xDB4775248B80FB57
+TF_BLOCK_BYTES = 256 * KIB
+TF_RESTART_INTERVAL = 16
+TF_DTYPES = {"F32": 1, "BF16": 14}  # DataType enum: DT_FLOAT, DT_BFLOAT16
+
+
+def _crc_extend(crc: int, data: bytes) -> int:
+    import google_crc32c  # imported only when a bundle is written
+
+    return int(google_crc32c.extend(crc, data))
+
+
+def _mask(crc: int) -> int:
+    """LevelDB's CRC mask: rotate right by 15 bits, add a constant."""
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _pb_varint(field_no: int, value: int) -> bytes:
+    return _varint(field_no << 3) + _varint(value) if value else b""
+
+
+def _pb_bytes(field_no: int, raw: bytes) -> bytes:
+    return _varint(field_no << 3 | 2) + _varint(len(raw)) + raw
+
+
+def tf_entry(dtype: str, shape: Sequence[int], shard: int, offset: int, size: int, masked_crc: int) -> bytes:
+    """One tensor's ``BundleEntryProto``, serialized as protobuf does (fields in order, zeros left out)."""
+    dims = b"".join(_pb_bytes(2, _pb_varint(1, d)) for d in shape)
+    return (_pb_varint(1, TF_DTYPES[dtype]) + _pb_bytes(2, dims) + _pb_varint(3, shard) + _pb_varint(4, offset)
+            + _pb_varint(5, size) + b"\x35" + struct.pack("<I", masked_crc))
+
+
+def tf_header(n_shards: int) -> bytes:
+    return _pb_varint(1, n_shards) + _pb_bytes(3, _pb_varint(1, 1))
+
+
+def _shared(a: bytes, b: bytes) -> int:
+    """The length of the common prefix of two keys."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _sst_block(items: Sequence[tuple[bytes, bytes]], interval: int) -> bytes:
+    out, restarts, last = bytearray(), [], b""
+    for i, (k, v) in enumerate(items):
+        shared = 0 if i % interval == 0 else _shared(last, k)
+        if i % interval == 0:
+            restarts.append(len(out))
+        out += _varint(shared) + _varint(len(k) - shared) + _varint(len(v)) + k[shared:] + v
+        last = k
+    restarts = restarts or [0]
+    return bytes(out) + struct.pack(f"<{len(restarts) + 1}I", *restarts, len(restarts))
+
+
+def _shortest_separator(start: bytes, limit: bytes) -> bytes:
+    """LevelDB's bytewise FindShortestSeparator: a short key in [start, limit)."""
+    n = _shared(start, limit)
+    if n < min(len(start), len(limit)) and start[n] < 0xFF and start[n] + 1 < limit[n]:
+        return start[:n] + bytes([start[n] + 1])
+    return start
+
+
+def _short_successor(key: bytes) -> bytes:
+    """LevelDB's bytewise FindShortSuccessor: a short key >= ``key``."""
+    for n, b in enumerate(key):
+        if b != 0xFF:
+            return key[:n] + bytes([b + 1])
+    return key
+
+
+def sstable(items: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The ``.index`` table of ``items`` (sorted by key), laid out as TensorFlow's TableBuilder lays it out."""
+    out = bytearray()
+
+    def emit(contents: bytes) -> bytes:
+        handle = _varint(len(out)) + _varint(len(contents))
+        out.extend(contents + b"\x00" + struct.pack("<I", _mask(_crc_extend(0, contents + b"\x00"))))
+        return handle
+
+    index: list[tuple[bytes, bytes]] = []
+    pending: list[tuple[bytes, bytes]] = []
+    size, last_handle = 0, None
+    for k, v in items:
+        if last_handle is not None:
+            index.append((_shortest_separator(pending[-1][0], k), last_handle))
+            pending, last_handle = [], None
+        shared = 0 if len(pending) % TF_RESTART_INTERVAL == 0 else _shared(pending[-1][0], k)
+        pending.append((k, v))
+        size += len(_varint(shared)) + len(_varint(len(k) - shared)) + len(_varint(len(v))) + len(k) - shared + len(v)
+        restarts = (len(pending) + TF_RESTART_INTERVAL - 1) // TF_RESTART_INTERVAL
+        if size + 4 * restarts + 4 >= TF_BLOCK_BYTES:
+            last_handle = emit(_sst_block(pending, TF_RESTART_INTERVAL))
+            size = 0
+    if pending and last_handle is None:
+        last_handle = emit(_sst_block(pending, TF_RESTART_INTERVAL))
+    if last_handle is not None:
+        index.append((_short_successor(pending[-1][0]), last_handle))
+    meta = emit(_sst_block([], 1))
+    handles = meta + emit(_sst_block(index, 1))
+    return bytes(out) + handles.ljust(40, b"\x00") + struct.pack("<Q", TF_MAGIC)
+
+
+def tf_files(prefix: Path, n_shards: int) -> list[Path]:
+    """A bundle's index and data shards."""
+    data = [prefix.with_name(f"{prefix.name}.data-{k:05d}-of-{n_shards:05d}") for k in range(n_shards)]
+    return [prefix.with_name(prefix.name + ".index"), *data]
+
+
+def write_tf_bundle(prefix: Path, model: Model, n_shards: int = 1, seed: int = 0) -> bool:
+    """Write ``model`` as a TensorFlow tensor bundle at ``prefix`` unless one with shards of the right
+    sizes is there; True if written.
+
+    The values are those :func:`write_safetensors` writes with the same ``seed``. With ``n_shards``
+    > 1 the tensors are cut into contiguous groups of about equal bytes, one data file each, as a
+    sharded save merges them. Every data file is fsynced and renamed into place, the index last.
+    """
+    tensors = model.tensors()
+    itemsize = ITEMSIZE[model.dtype]
+    groups = split_shards(tensors, n_shards, itemsize)
+    index, *data = tf_files(prefix, n_shards)
+    if index.exists() and all(_is_cached(d, sum(math.prod(t.shape) for t in g) * itemsize)
+                              for d, g in zip(data, groups, strict=True)):
+        return False
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    index.unlink(missing_ok=True)
+    pool = _value_pool(model.dtype, seed)
+    entries: dict[bytes, bytes] = {}
+    i = 0
+    for shard, (path, group) in enumerate(zip(data, groups, strict=True)):
+        partial = path.with_name(path.name + ".partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        offset = 0
+        try:
+            for t in group:
+                nbytes = math.prod(t.shape) * itemsize
+                start = (i * 1_000_003 * 8) % POOL_BYTES  # where write_safetensors starts this tensor in the pool
+                crc, remaining = 0, nbytes
+                while remaining:
+                    piece = bytes(pool[start : start + min(remaining, POOL_BYTES)])
+                    crc = _crc_extend(crc, piece)
+                    _write_all(fd, memoryview(piece))
+                    remaining -= len(piece)
+                entries[t.name.encode()] = tf_entry(model.dtype, t.shape, shard, offset, nbytes, _mask(crc))
+                offset += nbytes
+                i += 1
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(partial, path)
+    partial = index.with_name(index.name + ".partial")
+    with open(partial, "wb") as f:
+        f.write(sstable([(b"", tf_header(n_shards)), *sorted(entries.items())]))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, index)
     return True
 
 
