@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
-from ...files import check_input, open_input
+from ...files import check_input, open_input, open_input_fd
 from ...tensors import DTYPES, default_layer, make_info
 from .. import base
-from .._io import Beside, drop_pages
+from .._io import CHECKSUM_BYTES, Beside, drop_pages
 from .._protobuf import FIXED32, LEN, VARINT, WireError, as_int64, fields, read_varint
 from . import pointer_like
 from ._crc32c import crc32c, mask, unmask
@@ -197,6 +197,7 @@ class Reader(base.Reader):
         self.shard_paths: list[Path] = []
         self.entries: dict[str, Entry] = {}
         self._maps: dict[int, mmap.mmap] = {}
+        self._fds: dict[int, int] = {}
         self._verified: set[tuple[int, int]] = set()
         self._beside: Beside | None = None
         try:
@@ -416,14 +417,20 @@ class Reader(base.Reader):
         return pieces
 
     def _verify(self, name: str, piece: Piece) -> None:
-        """The piece's bytes against the entry's CRC-32C, once (InputError on a mismatch)."""
+        """The piece's bytes against the entry's CRC-32C, once (InputError on a mismatch). Read in pieces of
+        :data:`~.._io.CHECKSUM_BYTES` with ``pread``, so that no page of the shard stays mapped."""
         if piece.crc is None or (piece.shard, piece.offset) in self._verified:
             return
-        view = memoryview(self._map(piece.shard))
-        crc = 0
-        for pos in range(piece.offset, piece.offset + piece.size, 1 << 20):
-            crc = crc32c(view[pos : min(pos + (1 << 20), piece.offset + piece.size)], crc)
-        del view
+        fd = self._fds.get(piece.shard)
+        if fd is None:
+            fd = self._fds[piece.shard] = open_input_fd(self.shard_paths[piece.shard])
+        crc, pos, end = 0, piece.offset, piece.offset + piece.size
+        while pos < end:
+            data = os.pread(fd, min(CHECKSUM_BYTES, end - pos), pos)
+            if not data:
+                raise InputError(self.shard_paths[piece.shard], f"tensor {name!r}: the shard ends inside its bytes")
+            crc = crc32c(data, crc)
+            pos += len(data)
         if crc != unmask(piece.crc):
             raise InputError(self.shard_paths[piece.shard], f"tensor {name!r}: CRC-32C mismatch (the data is damaged)")
         self._verified.add((piece.shard, piece.offset))
@@ -505,6 +512,9 @@ class Reader(base.Reader):
         beside, self._beside = self._beside, None
         if beside is not None:
             beside.stop()
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
         maps, self._maps = self._maps, {}
         for mapped in maps.values():
             with contextlib.suppress(BufferError):
