@@ -220,8 +220,9 @@ def output_format(dest: str | Path, explicit: str | None = None, *, like: Reader
     if named is not None:
         return named
     extensions = ", ".join(e for s in FORMATS if s.writer is not None for e in s.extensions)
+    unnamed = ", ".join(s.name for s in FORMATS if s.writer is not None and not s.extensions and not s.shards_of)
     raise UsageError(dest, f"cannot tell the output format from the extension {suffix or '(none)'!r}",
-                     hint=f"use one of {extensions}")
+                     hint=f"use one of {extensions}, or --format NAME ({unnamed} have no extension of their own)")
 
 
 #: What --shard-size writes when neither --format nor the output's extension names a format.
