@@ -185,6 +185,71 @@ class Plaintext:
     def __len__(self) -> int:
         return self.size
 
+    # --- reading before the tags are checked: the headers, while every block is checked beside ---------
+    def peek(self, offset: int, length: int) -> bytes:
+        """Plaintext bytes decrypted without checking their block's tag or padding (CTR for GCM, a CBC
+        window from the cipher block before it): for reading headers while :meth:`check_all` runs.
+        Nothing read so may be trusted until that check has passed."""
+        out = bytearray()
+        end = min(offset + length, self.size)
+        while offset < end:
+            block = self._block_at(offset)
+            start = offset - block.plain_start
+            stop = min(end - block.plain_start, block.plain_size)
+            first, last = start // 16, (stop + 15) // 16
+            self.source.seek(block.data + first * 16)
+            cipher = self.source.read((last - first) * 16)
+            if self.mode == "AES-GCM":
+                counter = block.iv[:GCM_NONCE_BYTES] + ((2 + first) & 0xFFFFFFFF).to_bytes(4, "big")
+                plain = self._raw(_ctr(counter)).update(cipher)
+            else:
+                if first:
+                    self.source.seek(block.data + (first - 1) * 16)
+                    previous = self.source.read(16)
+                else:
+                    previous = block.iv
+                plain = self._raw(_cbc(previous)).update(cipher)
+            out += plain[start - first * 16 : stop - first * 16]
+            offset += stop - start
+        return bytes(out)
+
+    def _raw(self, mode: Any) -> Any:
+        ciphers, _ = _backend()
+        algorithm = ciphers.algorithms.SM4(self.key.reveal()) if self.mode == "SM4-CBC" else \
+            ciphers.algorithms.AES(self.key.reveal())
+        return ciphers.Cipher(algorithm, mode).decryptor()
+
+    def check_all(self, fd: int) -> None:
+        """Decrypt every block (reading ``fd``, a descriptor of its own) only to check its tag or padding;
+        InputError naming the first block that fails. Runs on a worker thread beside the copy."""
+        from cryptography.exceptions import InvalidTag
+
+        piece, out = bytearray(PIECE), bytearray(PIECE + 16)
+        for block in self.blocks:
+            decryptor = _cipher(self.key, self.mode, block.iv, block.tag).decryptor()
+            done = written = 0
+            last = b""
+            while done < block.size:
+                data = os.pread(fd, min(PIECE, block.size - done), block.data + done)
+                if not data:
+                    raise InputError(self.path, f"{block.where}: the file ends inside the cipher text (truncated)")
+                piece[: len(data)] = data
+                n = decryptor.update_into(memoryview(piece)[: len(data)], out)
+                written += n
+                last = bytes(out[max(0, n - 16) : n]) if n else last
+                done += len(data)
+            try:
+                tail = decryptor.finalize()
+            except InvalidTag:
+                raise InputError(self.path, f"{block.where}: wrong key, or the file was tampered with (the AES-GCM "
+                                 "tag does not match)") from None
+            last = (last + tail)[-16:]
+            if self.mode != "AES-GCM":
+                pad = last[-1] if last else 0
+                if not 1 <= pad <= 16 or last[-pad:] != bytes([pad]) * pad:
+                    raise InputError(self.path, f"{block.where}: wrong key, or the file is damaged (the {self.mode} "
+                                     "padding is invalid)")
+
     def _block_at(self, offset: int) -> Block:
         import bisect
 
@@ -239,6 +304,16 @@ class Plaintext:
             raise IndexError(index)
         block = self._block_at(index)
         return self._load(block)[index - block.plain_start]
+
+
+def _ctr(counter: bytes) -> Any:
+    ciphers, _ = _backend()
+    return ciphers.modes.CTR(counter)
+
+
+def _cbc(iv: bytes) -> Any:
+    ciphers, _ = _backend()
+    return ciphers.modes.CBC(iv)
 
 
 def decrypt(path: Path, source: IO[bytes], size: int, key: Secret, mode: str, out: IO[bytes]) -> int:

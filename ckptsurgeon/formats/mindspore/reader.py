@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
+import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,9 @@ from .._protobuf import LEN, MAX_VARINT_BYTES, VARINT, WireError, as_int64, fiel
 from . import encrypted_mode
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .._io import Beside
     from .crypto import Plaintext
 
 #: MindSpore's ``tensor_type`` strings -> dtype codes
@@ -80,6 +84,8 @@ class Reader(base.Reader):
         self._file: IO[bytes] | None = None
         self._map: mmap.mmap | None = None
         self._plain: Plaintext | None = None
+        self._checks: Beside | None = None
+        self._check_fd: int | None = None
         self.encryption: str | None = None
         try:
             self._open()
@@ -105,9 +111,15 @@ class Reader(base.Reader):
             end = len(self._plain)
             if end == 0:
                 raise InputError(self.path, "empty after decryption")
+            self._start_checks()
         self.encryption = mode
         try:
-            entries, strings = self._parse(end)
+            try:
+                entries, strings = self._parse(end)
+            except (WireError, InputError):
+                if self._checks is not None:  # headers read before their blocks were checked: a failed
+                    self._settle()  # check (a wrong key, a tampered block) is the error to report
+                raise
         except WireError as exc:
             hint = " (a wrong key?)" if mode else ""
             raise InputError(self.path, f"not a well-formed MindSpore checkpoint{hint}: {exc}") from None
@@ -130,8 +142,64 @@ class Reader(base.Reader):
 
     @property
     def _buffer(self) -> Any:
-        """What the protobuf is read from: the memory map of a plain file, the plaintext of an encrypted one."""
-        return self._map if self._plain is None else self._plain
+        """What the protobuf is read from: the memory map of a plain file; for an encrypted one, its
+        plaintext read before the tags are checked (:meth:`~.crypto.Plaintext.peek`), while every
+        block is checked beside (:meth:`_start_checks`)."""
+        return self._map if self._plain is None else _Peek(self._plain)
+
+    # --- the blocks of an encrypted file, checked beside ---------------------------------------------
+    def _start_checks(self) -> None:
+        """Check every block's tag or padding on a worker thread, from when the file is opened.
+
+        The headers are read before that check ends; they are trusted once it has passed: on leaving
+        :meth:`checks_beside` (a copy: before anything is committed) or when the reader is closed
+        (``inspect``: before anything is reported), each of which raises the InputError of a block
+        that failed. Tensor bytes are read only from blocks decrypted and checked on the spot.
+        """
+        from .._io import Beside
+
+        assert self._plain is not None and self._file is not None
+        self._check_fd = os.dup(self._file.fileno())
+        self._checks = Beside()
+        plain, fd = self._plain, self._check_fd
+        self._checks.submit("blocks", lambda: plain.check_all(fd))
+
+    def _settle(self) -> None:
+        checks, self._checks = self._checks, None
+        try:
+            if checks is not None:
+                checks.settle()
+        finally:
+            fd, self._check_fd = self._check_fd, None
+            if fd is not None:
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def checks_beside(self) -> Iterator[None]:
+        """Leaving the context settles the check of every block (see :meth:`_start_checks`)."""
+        try:
+            yield
+        except BaseException:
+            self._stop_checks()
+            raise
+        self._settle()
+
+    def _stop_checks(self) -> None:
+        checks, self._checks = self._checks, None
+        if checks is not None:
+            checks.stop()
+        fd, self._check_fd = self._check_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if ev is None and self._checks is not None:
+            try:
+                self._settle()
+            finally:
+                self.close()
+            return
+        self.close()
 
     def _trailer(self, size: int) -> int:
         """Where the protobuf ends: before a ``crc_num`` trailer, once its CRC is checked."""
@@ -306,6 +374,7 @@ class Reader(base.Reader):
                 drop_pages(self._map, offset, offset + length)
 
     def close(self) -> None:
+        self._stop_checks()
         self._plain = None
         mapped, self._map = self._map, None
         if mapped is not None:
@@ -314,6 +383,32 @@ class Reader(base.Reader):
         file, self._file = self._file, None
         if file is not None:
             file.close()
+
+
+class _Peek:
+    """An encrypted file's plaintext as the protobuf reader indexes it, read ahead in windows of 64 KiB."""
+
+    WINDOW = 64 * 1024
+
+    def __init__(self, plain: Plaintext) -> None:
+        self._plain = plain
+        self._start, self._data = 0, b""
+
+    def _fetch(self, start: int, stop: int) -> bytes:
+        if not (self._start <= start and stop <= self._start + len(self._data)):
+            self._start, self._data = start, self._plain.peek(start, max(stop - start, self.WINDOW))
+        return self._data[start - self._start : stop - self._start]
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            start, stop, _ = index.indices(len(self._plain))
+            return self._fetch(start, max(start, stop))
+        if not 0 <= index < len(self._plain):
+            raise IndexError(index)
+        return self._fetch(index, index + 1)[0]
+
+    def __len__(self) -> int:
+        return len(self._plain)
 
 
 class _Window:
