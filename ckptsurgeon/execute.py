@@ -365,7 +365,10 @@ def _fill(writer: Writer, moves: Sequence[Move], like: Reader | None, progress: 
         writer.begin([m.out for m in moves], origins=_origins(moves, like))
         nonfinite = gates is not None and gates.fail_on_nonfinite
         with contextlib.ExitStack() as checks:  # checksums of copied ranges run beside the copy: settled on leaving
-            for reader in {id(m.reader): m.reader for m in moves}.values():
+            readers = {id(m.reader): m.reader for m in moves}
+            if like is not None:  # a target laid out like, even when none of its tensors is copied
+                readers.setdefault(id(like), like)
+            for reader in readers.values():
                 checks.enter_context(reader.checks_beside())
             outcomes = copy_tensors(moves, writer, progress=progress, cast=cast, nonfinite=nonfinite)
         failures = gates.failures(outcomes, {m.out.name: str(m.reader.path) for m in moves}) if gates is not None else []
