@@ -10,10 +10,13 @@ The key is used raw (AES: 16, 24 or 32 bytes; SM4: 16). AES-GCM has no associate
 uses the first 12 bytes of the 16-byte IV field as its nonce (MindSpore 2.10); AES-CBC and SM4-CBC
 pad with PKCS#7. ``save_checkpoint(crc_check=True)`` appends its ``crc_num`` trailer after the
 blocks, holding 0 (no CRC is computed for an encrypted file): it is skipped, though MindSpore
-2.10's own ``load_checkpoint`` cannot read such a file. Blocks are decrypted as a stream, one piece of a block at a time, so memory
-stays small whatever the block size; a block's plaintext is used only once its tag (GCM) or its
-padding (CBC) has been checked. A wrong key, a tampered block or a truncated file is an
-InputError naming the block.
+2.10's own ``load_checkpoint`` cannot read such a file.
+
+:class:`Plaintext` reads an encrypted file one block at a time: a block is decrypted into one
+reused buffer and its tag (GCM) or padding (CBC) checked before any of its bytes are handed out;
+:meth:`Plaintext.peek` reads headers before that check, which :meth:`Plaintext.check_all` runs on
+a worker thread (the reader trusts nothing so read until it has passed). :class:`Encrypter`
+writes blocks. A wrong key, a tampered block or a truncated file is an InputError naming the block.
 
 :class:`Secret` holds a key: its ``repr`` and ``str`` never show it, so no message, report or
 traceback can.
@@ -316,31 +319,12 @@ def _cbc(iv: bytes) -> Any:
     return ciphers.modes.CBC(iv)
 
 
-def decrypt(path: Path, source: IO[bytes], size: int, key: Secret, mode: str, out: IO[bytes]) -> int:
-    """Decrypt every block of ``source`` into ``out``; the plaintext's length (every block checked first)."""
-    plain = Plaintext(path, source, size, key, mode)
-    for block in plain.blocks:
-        out.write(plain._load(block))
-    return plain.size
-
-
 def _read(path: Path, source: IO[bytes], offset: int, n: int, where: str) -> bytes:
     source.seek(offset)
     data = source.read(n)
     if len(data) != n:
         raise InputError(path, f"{where}: the file ends inside the block header (truncated)")
     return data
-
-
-def _pieces(path: Path, source: IO[bytes], offset: int, n: int, where: str) -> Iterator[bytes]:
-    source.seek(offset)
-    left = n
-    while left:
-        piece = source.read(min(PIECE, left))
-        if not piece:
-            raise InputError(path, f"{where}: the file ends inside the cipher text (truncated)")
-        left -= len(piece)
-        yield piece
 
 
 class Encrypter:
@@ -414,4 +398,4 @@ class Encrypter:
             self._close()
 
 
-__all__ = ["BLOCK_BYTES", "Encrypter", "Encryption", "Secret", "check_key", "decrypt"]
+__all__ = ["BLOCK_BYTES", "Block", "Encrypter", "Encryption", "Plaintext", "Secret", "blocks", "check_key"]
