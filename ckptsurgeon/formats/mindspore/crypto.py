@@ -14,8 +14,8 @@ blocks, holding 0 (no CRC is computed for an encrypted file): it is skipped, tho
 
 :class:`Plaintext` reads an encrypted file one block at a time: a block is decrypted into one
 reused buffer and its tag (GCM) or padding (CBC) checked before any of its bytes are handed out;
-:meth:`Plaintext.peek` reads headers before that check, which :meth:`Plaintext.check_all` runs on
-a worker thread (the reader trusts nothing so read until it has passed). :class:`Encrypter`
+:meth:`Plaintext.peek` reads headers before that check, which :meth:`Plaintext.check_all` settles
+for the blocks not read so (the reader trusts nothing read before it has passed). :class:`Encrypter`
 writes blocks. A wrong key, a tampered block or a truncated file is an InputError naming the block.
 
 :class:`Secret` holds a key: its ``repr`` and ``str`` never show it, so no message, report or
@@ -184,6 +184,8 @@ class Plaintext:
         self._buffer = bytearray(max((b.size for b in self.blocks), default=0) + 16)
         self._piece = bytearray(PIECE)
         self._current: Block | None = None
+        #: blocks whose tag or padding has passed (by :meth:`_load` or :meth:`check_all`)
+        self.verified: set[int] = set()
 
     def __len__(self) -> int:
         return self.size
@@ -191,7 +193,7 @@ class Plaintext:
     # --- reading before the tags are checked: the headers, while every block is checked beside ---------
     def peek(self, offset: int, length: int) -> bytes:
         """Plaintext bytes decrypted without checking their block's tag or padding (CTR for GCM, a CBC
-        window from the cipher block before it): for reading headers while :meth:`check_all` runs.
+        window from the cipher block before it): for reading headers before :meth:`check_all` has run.
         Nothing read so may be trusted until that check has passed."""
         out = bytearray()
         end = min(offset + length, self.size)
@@ -223,12 +225,14 @@ class Plaintext:
         return ciphers.Cipher(algorithm, mode).decryptor()
 
     def check_all(self, fd: int) -> None:
-        """Decrypt every block (reading ``fd``, a descriptor of its own) only to check its tag or padding;
-        InputError naming the first block that fails. Runs on a worker thread beside the copy."""
+        """Decrypt every block not checked yet (reading ``fd``, a descriptor of its own) only to check its
+        tag or padding; InputError naming the first block that fails."""
         from cryptography.exceptions import InvalidTag
 
         piece, out = bytearray(PIECE), bytearray(PIECE + 16)
         for block in self.blocks:
+            if block.number in self.verified:
+                continue
             decryptor = _cipher(self.key, self.mode, block.iv, block.tag).decryptor()
             done = written = 0
             last = b""
@@ -252,6 +256,7 @@ class Plaintext:
                 if not 1 <= pad <= 16 or last[-pad:] != bytes([pad]) * pad:
                     raise InputError(self.path, f"{block.where}: wrong key, or the file is damaged (the {self.mode} "
                                      "padding is invalid)")
+            self.verified.add(block.number)
 
     def _block_at(self, offset: int) -> Block:
         import bisect
@@ -286,6 +291,7 @@ class Plaintext:
                     raise InputError(self.path, f"{block.where}: wrong key, or the file is damaged (the {self.mode} "
                                      "padding is invalid)")
             self._current = block
+            self.verified.add(block.number)
         return memoryview(self._buffer)[: block.plain_size]
 
     def chunks(self, offset: int, length: int) -> Iterator[memoryview]:

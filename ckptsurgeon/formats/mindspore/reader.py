@@ -45,7 +45,6 @@ from . import encrypted_mode
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from .._io import Beside
     from .crypto import Plaintext
 
 #: MindSpore's ``tensor_type`` strings -> dtype codes
@@ -84,8 +83,7 @@ class Reader(base.Reader):
         self._file: IO[bytes] | None = None
         self._map: mmap.mmap | None = None
         self._plain: Plaintext | None = None
-        self._checks: Beside | None = None
-        self._check_fd: int | None = None
+        self._check_owed = False
         self.encryption: str | None = None
         try:
             self._open()
@@ -117,7 +115,7 @@ class Reader(base.Reader):
             try:
                 entries, strings = self._parse(end)
             except (WireError, InputError):
-                if self._checks is not None:  # headers read before their blocks were checked: a failed
+                if self._check_owed:  # headers read before their blocks were checked: a failed
                     self._settle()  # check (a wrong key, a tampered block) is the error to report
                 raise
         except WireError as exc:
@@ -143,36 +141,32 @@ class Reader(base.Reader):
     @property
     def _buffer(self) -> Any:
         """What the protobuf is read from: the memory map of a plain file; for an encrypted one, its
-        plaintext read before the tags are checked (:meth:`~.crypto.Plaintext.peek`), while every
-        block is checked beside (:meth:`_start_checks`)."""
+        plaintext read before the tags are checked (:meth:`~.crypto.Plaintext.peek`); the check is owed
+        until it is settled (:meth:`_start_checks`)."""
         return self._map if self._plain is None else _Peek(self._plain)
 
     # --- the blocks of an encrypted file, checked beside ---------------------------------------------
     def _start_checks(self) -> None:
-        """Check every block's tag or padding on a worker thread, from when the file is opened.
+        """Owe the check of every block's tag or padding, from when the file is opened.
 
-        The headers are read before that check ends; they are trusted once it has passed: on leaving
+        The headers are read before that check; they are trusted once it has passed: on leaving
         :meth:`checks_beside` (a copy: before anything is committed) or when the reader is closed
         (``inspect``: before anything is reported), each of which raises the InputError of a block
-        that failed. Tensor bytes are read only from blocks decrypted and checked on the spot.
+        that failed. Tensor bytes are read only from blocks decrypted and checked on the spot, and a
+        block checked so is not decrypted again by this check: a copy of every tensor decrypts each
+        block once.
         """
-        from .._io import Beside
-
-        assert self._plain is not None and self._file is not None
-        self._check_fd = os.dup(self._file.fileno())
-        self._checks = Beside()
-        plain, fd = self._plain, self._check_fd
-        self._checks.submit("blocks", lambda: plain.check_all(fd))
+        self._check_owed = True
 
     def _settle(self) -> None:
-        checks, self._checks = self._checks, None
+        if not self._check_owed or self._plain is None or self._file is None:
+            return
+        self._check_owed = False
+        fd = os.dup(self._file.fileno())
         try:
-            if checks is not None:
-                checks.settle()
+            self._plain.check_all(fd)
         finally:
-            fd, self._check_fd = self._check_fd, None
-            if fd is not None:
-                os.close(fd)
+            os.close(fd)
 
     @contextlib.contextmanager
     def checks_beside(self) -> Iterator[None]:
@@ -180,20 +174,12 @@ class Reader(base.Reader):
         try:
             yield
         except BaseException:
-            self._stop_checks()
+            self._check_owed = False
             raise
         self._settle()
 
-    def _stop_checks(self) -> None:
-        checks, self._checks = self._checks, None
-        if checks is not None:
-            checks.stop()
-        fd, self._check_fd = self._check_fd, None
-        if fd is not None:
-            os.close(fd)
-
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        if ev is None and self._checks is not None:
+        if ev is None and self._check_owed:
             try:
                 self._settle()
             finally:
@@ -374,7 +360,7 @@ class Reader(base.Reader):
                 drop_pages(self._map, offset, offset + length)
 
     def close(self) -> None:
-        self._stop_checks()
+        self._check_owed = False
         self._plain = None
         mapped, self._map = self._map, None
         if mapped is not None:
