@@ -39,6 +39,7 @@ IV_BYTES = 16
 TAG_BYTES = 16
 GCM_NONCE_BYTES = 12
 PIECE = 1024 * 1024  # bytes decrypted at a time
+SKIP_BYTES = 1024 * 1024  # a stream skips forward this far (the headers between tensors) rather than restart
 MAGIC_OF = {mode: magic for magic, mode in MAGICS.items()}
 CRC_TRAILER = b"crc_num"
 TRAILER_BYTES = len(CRC_TRAILER) + 10
@@ -181,8 +182,12 @@ class Plaintext:
         self.blocks = blocks(path, source, size, key, mode)
         self.size = sum(b.plain_size for b in self.blocks)
         self._starts = [b.plain_start for b in self.blocks]
-        self._buffer = bytearray(max((b.size for b in self.blocks), default=0) + 16)
+        self._size_of_buffer = max((b.size for b in self.blocks), default=0) + 16
+        self._buffer_bytes: bytearray | None = None  # a whole block, made when a block is read out of order
         self._piece = bytearray(PIECE)
+        self._out = bytearray(PIECE + 16)
+        self._fd = source.fileno()
+        self._stream: _BlockStream | None = None
         self._current: Block | None = None
         #: blocks whose tag or padding has passed (by :meth:`_load` or :meth:`check_all`)
         self.verified: set[int] = set()
@@ -263,6 +268,12 @@ class Plaintext:
 
         return self.blocks[bisect.bisect_right(self._starts, offset) - 1]
 
+    @property
+    def _buffer(self) -> bytearray:
+        if self._buffer_bytes is None:
+            self._buffer_bytes = bytearray(self._size_of_buffer)
+        return self._buffer_bytes
+
     def _load(self, block: Block) -> memoryview:
         """The block's plaintext (a view of the buffer), decrypted and checked."""
         if self._current is not block:
@@ -295,15 +306,72 @@ class Plaintext:
         return memoryview(self._buffer)[: block.plain_size]
 
     def chunks(self, offset: int, length: int) -> Iterator[memoryview]:
-        """``length`` plaintext bytes from ``offset``, as views valid until the next is asked for."""
+        """``length`` plaintext bytes from ``offset``, as views valid until the next is asked for.
+
+        Read in the file's order (a copy of every tensor), a block is decrypted as a stream, one piece at
+        a time, and its tag or padding checked when the stream reaches its end: bytes are handed out
+        before that check, which is settled before anything is reported or committed (the reader's
+        owed check, :meth:`check_all`). Read out of order, a block is decrypted whole and checked first.
+        """
         end = offset + length
         while offset < end:
             block = self._block_at(offset)
-            plain = self._load(block)
             start = offset - block.plain_start
             stop = min(end - block.plain_start, block.plain_size)
-            yield plain[start:stop]
+            if self._current is not block and self._streamable(block, start):
+                yield from self._stream_to(block, start, stop)
+            else:
+                yield self._load(block)[start:stop]
             offset += stop - start
+
+    def _streamable(self, block: Block, start: int) -> bool:
+        stream = self._stream
+        if stream is not None and stream.block is block and stream.lo <= start <= stream.pos + SKIP_BYTES:
+            return True
+        return start <= SKIP_BYTES
+
+    def _stream_to(self, block: Block, start: int, stop: int) -> Iterator[memoryview]:
+        """Plaintext ``[start, stop)`` of ``block`` from its stream (begun at the block's start if needed)."""
+        stream = self._stream
+        if stream is None or stream.block is not block or stream.lo > start:
+            stream = self._stream = _BlockStream(block, _cipher(self.key, self.mode, block.iv, block.tag).decryptor())
+        out = memoryview(self._out)
+        if start < stream.pos:  # inside the piece produced last, still in the buffer
+            yield out[start - stream.lo : min(stop, stream.pos, block.plain_size) - stream.lo]
+            start = min(stop, stream.pos)
+        while stream.pos < stop:
+            want = min(PIECE, block.size - stream.done)
+            data = os.pread(self._fd, want, block.data + stream.done) if want else b""
+            if want and not data:
+                raise InputError(self.path, f"{block.where}: the file ends inside the cipher text (truncated)")
+            n = stream.decryptor.update_into(data, out) if data else 0
+            stream.done += len(data)
+            if n:
+                stream.last = (stream.last + bytes(out[max(0, n - 16) : n]))[-16:]
+            lo, hi = stream.pos, min(stream.pos + n, block.plain_size)
+            stream.lo = lo
+            if stream.done == block.size:
+                self._finish_stream(stream)
+            stream.pos += n
+            if hi > start:
+                yield out[max(start, lo) - lo : min(stop, hi) - lo]
+
+    def _finish_stream(self, stream: _BlockStream) -> None:
+        from cryptography.exceptions import InvalidTag
+
+        block = stream.block
+        try:
+            stream.decryptor.finalize()
+        except InvalidTag:
+            raise InputError(self.path, f"{block.where}: wrong key, or the file was tampered with (the AES-GCM "
+                             "tag does not match)") from None
+        if self.mode != "AES-GCM":
+            last = stream.last
+            pad = last[-1] if last else 0
+            if not 1 <= pad <= 16 or last[-pad:] != bytes([pad]) * pad:
+                raise InputError(self.path, f"{block.where}: wrong key, or the file is damaged (the {self.mode} "
+                                 "padding is invalid)")
+        self.verified.add(block.number)
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
@@ -313,6 +381,18 @@ class Plaintext:
             raise IndexError(index)
         block = self._block_at(index)
         return self._load(block)[index - block.plain_start]
+
+
+@dataclass
+class _BlockStream:
+    """A block being decrypted in order: cipher bytes consumed, plaintext bytes produced, the last 16."""
+
+    block: Block
+    decryptor: Any
+    done: int = 0
+    pos: int = 0  # plaintext produced so far
+    lo: int = 0  # where the piece produced last (still in the buffer) starts
+    last: bytes = b""
 
 
 def _ctr(counter: bytes) -> Any:
