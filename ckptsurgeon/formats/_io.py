@@ -14,8 +14,8 @@ import functools
 import mmap
 import os
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 
@@ -149,3 +149,25 @@ class Beside:
     def stop(self) -> None:
         """Drop the checks not started, wait for the one running."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def checking_beside(owner: Any) -> Iterator[None]:
+    """The context of a reader's ``checks_beside``: ``owner._beside`` is a :class:`Beside` while it lasts.
+
+    Leaving it waits for every check and raises the first error; after an error inside it, it only
+    waits for the check running (the others are dropped), so that nothing the checks read is closed
+    under them. Nested use shares the outer context's worker.
+    """
+    if owner._beside is not None:
+        yield
+        return
+    beside = owner._beside = Beside()
+    try:
+        yield
+    except BaseException:
+        beside.stop()
+        raise
+    finally:
+        owner._beside = None
+    beside.settle()

@@ -53,7 +53,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from ..errors import CkptError, InputError, UnsafeInputError
-from ._io import CHECKSUM_BYTES, CHUNK_BYTES, Beside, drop_pages, read_into
+from ._io import CHECKSUM_BYTES, CHUNK_BYTES, Beside, checking_beside, drop_pages, read_into
 from ._probe import HDF5_MAGIC
 from ._probe import ZIP_MAGICS as MAGICS
 from ._zipdir import MAX_EXTRACT_VERSION, Central, agree, decode, directory_of, zip64
@@ -537,26 +537,10 @@ class ZipArchive:
             self.verify(member)
         return member.data_offset, member.size
 
-    @contextlib.contextmanager
-    def checks_beside(self) -> Iterator[None]:
-        """Check the CRCs of the ranges :meth:`data_range` hands out on a worker thread, beside the copy.
-
-        Leaving the context waits for every check and raises the first InputError (a damaged member);
-        after an error inside the context it only waits (checks not yet started are dropped), so that
-        the map is never closed under the worker. Nested use shares the outer context's worker.
-        """
-        if self._beside is not None:
-            yield
-            return
-        beside = self._beside = Beside()
-        try:
-            yield
-        except BaseException:
-            beside.stop()
-            raise
-        finally:
-            self._beside = None
-        beside.settle()
+    def checks_beside(self) -> contextlib.AbstractContextManager[None]:
+        """Check the CRCs of the ranges :meth:`data_range` hands out on a worker thread, beside the copy
+        (:func:`~._io.checking_beside`: leaving the context raises the first InputError, a damaged member)."""
+        return checking_beside(self)
 
     def window(self, member: ZipMember) -> io.RawIOBase:
         """A seekable read-only file object over a STORED member's bytes in the archive file (no copy).

@@ -36,7 +36,7 @@ from ...errors import InputError
 from ...files import check_input, open_input, open_input_fd
 from ...tensors import DTYPES, default_layer, make_info
 from .. import base
-from .._io import CHECKSUM_BYTES, Beside, drop_pages
+from .._io import CHECKSUM_BYTES, Beside, checking_beside, drop_pages
 from .._protobuf import FIXED32, LEN, VARINT, WireError, as_int64, fields, read_varint
 from . import pointer_like
 from ._crc32c import crc32c, mask, unmask
@@ -486,21 +486,9 @@ class Reader(base.Reader):
             yield view[pos:end]
             drop_pages(mapped, pos, end)
 
-    @contextlib.contextmanager
-    def checks_beside(self) -> Iterator[None]:
+    def checks_beside(self) -> contextlib.AbstractContextManager[None]:
         """CRC-32C of byte ranges handed out are checked on a worker thread beside the copy (see the base class)."""
-        if self._beside is not None:
-            yield
-            return
-        beside = self._beside = Beside()
-        try:
-            yield
-        except BaseException:
-            beside.stop()
-            raise
-        finally:
-            self._beside = None
-        beside.settle()
+        return checking_beside(self)
 
     def release(self, name: str) -> None:
         for piece in self._pieces(name):
