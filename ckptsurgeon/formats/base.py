@@ -553,6 +553,25 @@ class Writer(ABC):
     def _finish(self) -> None: ...
 
 
+class PieceWriter(Writer):
+    """A writer that takes every tensor as a stream of byte pieces (``caps.streams_chunks``): whole
+    arrays and streamed chunks both reach :meth:`_stream`, which writes them as they come."""
+
+    def _write(self, spec: TensorSpec, data: np.ndarray) -> None:
+        import numpy as np
+
+        flat = data.reshape(-1).view(np.uint8)
+        self._stream(spec, (flat[i : i + CHUNK_BYTES].data for i in range(0, spec.nbytes, CHUNK_BYTES)))
+
+    def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        spec = self._take(name)
+        self._stream(spec, self._exact_pieces(spec, chunks))
+
+    @abstractmethod
+    def _stream(self, spec: TensorSpec, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write the next tensor from its raw bytes, given as pieces adding up to ``spec.nbytes``."""
+
+
 class ShardedWriter(Writer):
     """A writer of several files (``caps.sharded``): numbered shards and an index, committed together.
 

@@ -26,13 +26,11 @@ from typing import TYPE_CHECKING, Any
 from ...errors import OutputError
 from ...tensors import TensorSpec
 from .. import base
-from .._io import CHUNK_BYTES, Writeback
+from .._io import Writeback
 from .._protobuf import LEN, VARINT, key, varint
 from .reader import DTYPES_BY_NAME, STRING
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .crypto import Encrypter, Encryption
 
 SLICE_KIB = 512 * 1024  # MindSpore's SLICE_SIZE, in KiB: tensors over 512 MiB are cut
@@ -50,7 +48,7 @@ def value_header(tag: bytes, dims: Iterable[int], type_name: str, content_bytes:
     return key(1, LEN) + varint(value_len) + value + tensor
 
 
-class Writer(base.Writer):
+class Writer(base.PieceWriter):
     """Streams a MindSpore checkpoint (module docstring)."""
 
     format = "mindspore"
@@ -107,16 +105,6 @@ class Writer(base.Writer):
         self._writeback.written_up_to(self._position)
 
     # --- tensors -------------------------------------------------------------------------------
-    def _write(self, spec: TensorSpec, data: np.ndarray) -> None:
-        import numpy as np
-
-        flat = data.reshape(-1).view(np.uint8)
-        self._stream(spec, (flat[i : i + CHUNK_BYTES].data for i in range(0, spec.nbytes, CHUNK_BYTES)))
-
-    def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
-        spec = self._take(name)
-        self._stream(spec, self._exact_pieces(spec, chunks))
-
     def slices(self, spec: TensorSpec) -> list[int]:
         """The bytes of each value a tensor is written as: ``np.array_split`` of its rows into
         ``ceil(KiB / slice_kib)`` blocks when it is over ``slice_kib`` KiB, else the whole tensor."""

@@ -24,20 +24,16 @@ import os
 import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...atomic import AtomicFiles
 from ...errors import OutputError
 from ...tensors import TensorSpec
 from .. import base
-from .._io import CHUNK_BYTES
 from .._protobuf import FIXED32, VARINT, key, length_delimited, varint
 from ._crc32c import crc32c, mask
 from .reader import DT_STRING, DTYPES_BY_ENUM, METADATA_ENTRY, STRING_ENTRIES, Reader
 from .sstable import MAGIC
-
-if TYPE_CHECKING:
-    import numpy as np
 
 ENUM_OF = {code: enum for enum, code in DTYPES_BY_ENUM.items()}
 BLOCK_BYTES = 4096
@@ -114,7 +110,7 @@ def table(items: list[tuple[bytes, bytes]]) -> bytes:
     return bytes(out + footer)
 
 
-class Writer(base.Writer):
+class Writer(base.PieceWriter):
     """Streams a TensorFlow bundle (module docstring); ``path`` is its prefix (or its ``.index``)."""
 
     format = "tf"
@@ -148,16 +144,6 @@ class Writer(base.Writer):
             view = view[n:]
             self._position += n
 
-    def _write(self, spec: TensorSpec, data: np.ndarray) -> None:
-        import numpy as np
-
-        flat = data.reshape(-1).view(np.uint8)
-        self._stream(spec, (flat[i : i + CHUNK_BYTES].data for i in range(0, spec.nbytes, CHUNK_BYTES)))
-
-    def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
-        spec = self._take(name)
-        self._stream(spec, self._exact_pieces(spec, chunks))
-
     def _stream(self, spec: TensorSpec, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
         start, crc = self._position, 0
         for piece in pieces:
@@ -175,7 +161,7 @@ class Writer(base.Writer):
             raw = name.encode("utf-8")
             if raw in self._entries or entry.slices or name == METADATA_ENTRY:
                 continue
-            if any(t.name == name for t in like.tensors):
+            if name in like:
                 continue  # a tensor of the target the output does not hold (renamed or left out)
             data = like.entry_bytes(name)
             start = self._position
