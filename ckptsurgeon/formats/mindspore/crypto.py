@@ -170,11 +170,11 @@ def blocks(path: Path, source: IO[bytes], size: int, key: Secret, mode: str) -> 
 
 
 class Plaintext:
-    """The plaintext of an encrypted file, one block at a time: a block is decrypted into one reused
-    buffer, its tag (GCM) or padding (CBC) checked, before any of its bytes are handed out.
-
-    ``plaintext[i]`` and ``plaintext[a:b]`` read like bytes (the protobuf reader indexes it);
-    :meth:`chunks` streams a range. Memory: the largest block's plaintext, plus a 1 MiB read buffer.
+    """The plaintext of an encrypted file: :meth:`peek` reads headers before any check, :meth:`chunks`
+    streams a range (each block read in order decrypted in 1 MiB pieces, its tag or padding checked at
+    its end; a block read out of order decrypted whole into one buffer and checked first), and
+    :meth:`check_all` checks the blocks not checked so. Memory: a few MiB, and the largest block only
+    when a block is read out of order.
     """
 
     def __init__(self, path: Path, source: IO[bytes], size: int, key: Secret, mode: str) -> None:
@@ -372,15 +372,6 @@ class Plaintext:
                 raise InputError(self.path, f"{block.where}: wrong key, or the file is damaged (the {self.mode} "
                                  "padding is invalid)")
         self.verified.add(block.number)
-
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            start, stop, _ = index.indices(self.size)
-            return b"".join(bytes(c) for c in self.chunks(start, max(0, stop - start)))
-        if not 0 <= index < self.size:
-            raise IndexError(index)
-        block = self._block_at(index)
-        return self._load(block)[index - block.plain_start]
 
 
 @dataclass
