@@ -25,7 +25,8 @@ from .errors import CheckFailed, Failure
 from .formats import open_checkpoint
 from .formats.base import OpenOptions, Reader
 from .plan import Plan, TransferOptions
-from .rules import Rules
+from .rules import Rule, Rules
+from .transforms import TransformRules
 
 if TYPE_CHECKING:
     from .commands.convert import ConvertReport
@@ -45,6 +46,7 @@ __all__ = [
     "Plan",
     "Rules",
     "TransferOptions",
+    "TransformRules",
     "check_distinct",
     "check_output",
     "convert",
@@ -54,10 +56,31 @@ __all__ = [
     "plan_transfer",
     "rename",
     "transfer",
+    "transform_options",
     "verify",
     "write_hashes",
     "write_json",
 ]
+
+
+def transform_options(
+    rules: Rules, *, preset: Iterable[str] | None = (), transform: Iterable[str] | None = (),
+    resize: Iterable[str] | None = (), split: Iterable[str] | None = (), concat: Iterable[str] | None = (),
+) -> tuple[Rules, tuple[Rule, ...], TransformRules, tuple[tuple[str, str], ...]]:
+    """Parse the transform options (UsageError on a bad one) and add the presets' rules.
+
+    Returns the rules with the presets' source renames and excludes, the presets' renames of the
+    target's names, the transform rules, and the presets' target skips (glob, preset): the
+    ``rules``, ``target_rules``, ``transforms`` and ``preset_skip`` of :class:`TransferOptions`.
+    """
+    from .presets import with_presets
+
+    names = list(preset or ())
+    rules, target_rules, layouts, skips = with_presets(rules, names)
+    transforms = TransformRules.from_options(transform=list(transform or ()), resize=list(resize or ()),
+                                             split=list(split or ()), concat=list(concat or ()),
+                                             preset_layouts=layouts, presets=tuple(names))
+    return rules, target_rules, transforms, skips
 
 
 def inspect(path: str | Path, *, hash: bool = False, filter: Sequence[str] = (),
@@ -97,6 +120,8 @@ def transfer(
     source_options: OpenOptions | None = None,
     target_options: OpenOptions | None = None,
     encrypt: Any = None,
+    invert: bool = False,
+    allow_lossy: bool = False,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -109,7 +134,7 @@ def transfer(
                        plan_file=plan_file, provenance=provenance, verify=verify, check=check,
                        pin_content=pin_content, report_path=report_path, no_clobber=no_clobber,
                        hash_output=hash_output, source_options=source_options, target_options=target_options,
-                       encrypt=encrypt)
+                       encrypt=encrypt, invert=invert, allow_lossy=allow_lossy)
 
 
 def rename(
@@ -126,13 +151,15 @@ def rename(
     hash_output: bool = True,
     open_options: OpenOptions | None = None,
     encrypt: Any = None,
+    transforms: TransformRules | None = None,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``. See :func:`ckptsurgeon.commands.rename.run`."""
     from .commands import rename as command
 
     return command.run(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                        output_format_name=output_format_name, progress=progress, check=check,
-                       no_clobber=no_clobber, hash_output=hash_output, open_options=open_options, encrypt=encrypt)
+                       no_clobber=no_clobber, hash_output=hash_output, open_options=open_options, encrypt=encrypt,
+                       transforms=transforms)
 
 
 def convert(

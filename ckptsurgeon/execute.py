@@ -40,6 +40,7 @@ from .errors import CheckFailed, Failure, UsageError, describe
 from .formats.base import OpenOptions, Reader, Writer
 from .plan import Plan
 from .tensors import DTYPES, TensorSpec, numel
+from .transforms import Transform
 
 if TYPE_CHECKING:  # values.py (numpy) is imported only when a tensor's values are touched
     import numpy as np
@@ -169,6 +170,12 @@ class Move:
     reader: Reader
     name: str
     against: Reader | None = None
+    transforms: tuple[Transform, ...] = ()  # applied to the inputs: (reader, name) and then ``more``
+    more: tuple[tuple[Reader, str], ...] = ()  # further inputs (a concatenation's parts; a resize's target)
+
+    @property
+    def inputs(self) -> tuple[tuple[Reader, str], ...]:
+        return ((self.reader, self.name), *self.more)
 
 
 def _piece_elements(*codes: str) -> int:
@@ -182,6 +189,9 @@ def write_tensor(move: Move, writer: Writer, outcome: Outcome, *, cast: Cast | N
     ``cast`` converts one piece to a dtype code and counts its overflow (default :func:`ckptsurgeon.values.cast_array`).
     ``nonfinite``: also count the NaN and Inf values the input tensor holds (float tensors).
     """
+    if move.transforms:
+        _write_transformed(move, writer, outcome, nonfinite=nonfinite)
+        return
     info = move.reader[move.name]
     out = move.out
     same_dtype = info.dtype == out.dtype
@@ -228,6 +238,103 @@ def write_tensor(move: Move, writer: Writer, outcome: Outcome, *, cast: Cast | N
     writer.write_chunks(out.name, _as_bytes(flow))
 
 
+def _sub_ranges(ranges: Sequence[tuple[Path, int, int]], start: int, length: int) -> list[tuple[Path, int, int]]:
+    """Bytes ``start:start+length`` of a tensor stored as ``ranges`` (in order), as file ranges."""
+    out = []
+    for path, offset, size in ranges:
+        if length <= 0:
+            break
+        if start >= size:
+            start -= size
+            continue
+        n = min(size - start, length)
+        out.append((path, offset + start, n))
+        length -= n
+        start = 0
+    return out
+
+
+def transformed_ranges(move: Move) -> list[tuple[Path, int, int]] | None:
+    """A transformed tensor's bytes as file ranges of its inputs, where they still are a plain byte range
+    (a split or a concatenation along the first axis that is not 1, a reshape): None otherwise."""
+    if len(move.transforms) != 1 or any(r[n].dtype != move.out.dtype for r, n in move.inputs):
+        return None
+    infos = [r[n] for r, n in move.inputs]
+    parts = move.transforms[0].byte_parts([i.shape for i in infos], DTYPES[move.out.dtype].itemsize)
+    if parts is None:
+        return None
+    pieces: list[tuple[Path, int, int]] = []
+    for index, start, length in parts:
+        reader, name = move.inputs[index]
+        ranges = reader.byte_ranges(name)
+        if ranges is None:
+            return None
+        pieces += _sub_ranges(ranges, start, length)
+    return pieces
+
+
+def transformed_blocks(move: Move, overflow: list[int]) -> Iterator[np.ndarray]:
+    """The output of a move's transforms (and its cast) in C-order blocks of rows: views of the inputs
+    where the format maps them, so at most the inputs' pages and one block are held."""
+    from .transforms import blocks
+
+    arrays = [reader.read(name) for reader, name in move.inputs]
+    yield from blocks(move.transforms, arrays, move.out.dtype, overflow)
+
+
+def _write_transformed(move: Move, writer: Writer, outcome: Outcome, *, nonfinite: bool) -> None:
+    """A tensor through its transforms: as file ranges of its inputs where the bytes stay in order
+    (a split along the first axis), else block by block through :func:`transformed_blocks`."""
+    if move.against is None:
+        pieces = transformed_ranges(move)
+        if pieces is not None and writer.write_ranges(move.out.name, pieces):
+            outcome.byte_copy = True
+            if nonfinite:
+                for reader, name in move.inputs:
+                    if _is_float(reader[name].dtype):
+                        _scan_nonfinite(Move(move.out, reader, name), outcome)
+            return
+    from . import values
+
+    if nonfinite:
+        outcome.nonfinite = sum(values.count_nonfinite(r.read(n).reshape(-1)) for r, n in move.inputs if _is_float(r[n].dtype))
+    overflow = [0]
+    flow: Iterator[np.ndarray] = transformed_blocks(move, overflow)
+    if move.against is not None:
+        flow = _counting_blocks(flow, move.against, move.out, outcome)
+    if writer.caps.streams_chunks:
+        writer.write_chunks(move.out.name, (b.reshape(-1).view("u1").data for b in flow))
+    else:
+        import numpy as np
+
+        whole = np.empty(move.out.shape, dtype=DTYPES[move.out.dtype].numpy)
+        flat, at = whole.reshape(-1), 0
+        for block in flow:
+            flat[at : at + block.size] = block.reshape(-1)
+            at += block.size
+        writer.write(move.out.name, whole)
+    outcome.overflow += overflow[0]
+    for reader, name in move.more:
+        release(reader, name)
+
+
+def _counting_blocks(flow: Iterable[np.ndarray], against: Reader, out: TensorSpec, outcome: Outcome) -> Iterator[np.ndarray]:
+    """Pass blocks through, counting how many values differ from ``against``'s tensor of the same name."""
+    from .values import changed_in_piece
+
+    if against[out.name].shape != out.shape:
+        outcome.changed = numel(out.shape)
+        yield from flow
+        return
+    old = against.read(out.name).reshape(-1)
+    outcome.changed, at = 0, 0
+    for block in flow:
+        flat = block.reshape(-1)
+        outcome.changed += changed_in_piece(flat, old[at : at + flat.size])
+        at += flat.size
+        yield block
+
+
 def align_output(writer: Writer, moves: Sequence[Move]) -> None:
     """Let a writer that can (``align_window`` / ``align_data``: safetensors) place its data section where
     most of the bytes to be copied as ranges line up with their sources; see the safetensors Writer."""
@@ -237,7 +344,7 @@ def align_output(writer: Writer, moves: Sequence[Move]) -> None:
     votes: dict[int, int] = {}  # residue of (source offset - output offset) -> bytes
     offset = 0
     for move in moves:
-        if move.against is None and move.reader[move.name].dtype == move.out.dtype:
+        if move.against is None and not move.transforms and move.reader[move.name].dtype == move.out.dtype:
             where = move.reader.byte_range(move.name)
             if where is not None and where[2]:
                 residue = (where[1] - offset) % window
@@ -270,7 +377,7 @@ class _CountBeside:
     def take(self, move: Move, writer: Writer, outcome: Outcome) -> bool:
         """Copy ``move`` as a byte range and count its changes in the worker; False if it does not apply."""
         against = move.against
-        if against is None or move.reader[move.name].dtype != move.out.dtype \
+        if against is None or move.transforms or move.reader[move.name].dtype != move.out.dtype \
                 or against[move.out.name].shape != move.out.shape:
             return False
         where = move.reader.byte_range(move.name)
@@ -348,7 +455,9 @@ def plan_moves(plan: Plan, readers: Mapping[str, Reader], *, count_changes: str 
     against = readers[count_changes] if count_changes is not None else None
     for step in plan.steps:
         ref = step.origin
-        moves.append(Move(step.out, readers[ref.input], ref.name, against if step.action == "replace" else None))
+        more = tuple((readers[r.input], r.name) for r in step.inputs[1:])
+        moves.append(Move(step.out, readers[ref.input], ref.name, against if step.action == "replace" else None,
+                          step.transforms, more))
     return moves
 
 
@@ -490,7 +599,12 @@ def verify_written(path: Path, moves: Sequence[Move], shown: Path | None = None,
             if follows and move.out.name in follows:
                 continue
             info = move.reader[move.name]
-            if info.dtype == move.out.dtype:
+            if move.transforms:
+                digest = hashlib.sha256()
+                for block in transformed_blocks(move, [0]):
+                    digest.update(block.reshape(-1).view("u1").data)
+                expected = digest.hexdigest()
+            elif info.dtype == move.out.dtype:
                 expected = move.reader.sha256(move.name)
             else:
                 converted, _ = cast_array(move.reader.read(move.name), move.out.dtype)

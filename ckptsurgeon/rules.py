@@ -245,6 +245,7 @@ class Rules:
     name_map: tuple[tuple[str, str], ...] = ()
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    optional: frozenset[str] = frozenset()  # texts of rules a preset brought: not reported when they match nothing
 
     @classmethod
     def from_options(
@@ -286,6 +287,7 @@ class Renamed:
     map_missing: tuple[str, ...]
     glob_counts: tuple[tuple[str, int], ...] = ()
     unused_map: tuple[tuple[str, str], ...] = ()
+    optional: frozenset[str] = frozenset()
 
     def renamed(self, name: str) -> str | None:
         """The new name of a stored name; None when it was excluded (or is not one of the names)."""
@@ -298,8 +300,8 @@ class Renamed:
 
     def unused(self) -> list[str]:
         """Rule texts, globs and map entries that matched no name, in the order they were given."""
-        unused = [rule.text for rule, count in self.rule_counts if count == 0]
-        unused += [text for text, count in self.glob_counts if count == 0]
+        unused = [rule.text for rule, count in self.rule_counts if count == 0 and rule.text not in self.optional]
+        unused += [text for text, count in self.glob_counts if count == 0 and text not in self.optional]
         unused += [f"map entry {source!r} -> {target!r}" for source, target in self.unused_map]
         return unused
 
@@ -392,6 +394,7 @@ def apply_rules(names: Sequence[str], rules: Rules) -> Renamed:
         map_missing=tuple(source for source in name_map if source not in present),
         glob_counts=tuple(glob_counts.items()),
         unused_map=tuple((s, t) for s, t in rules.name_map if s not in map_used),
+        optional=rules.optional,
     )
 
 

@@ -47,6 +47,30 @@ IncludeOpt = Annotated[
 ExcludeOpt = Annotated[
     list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Never source tensors matching a glob (repeatable).")
 ]
+# --- transforms, shared by transfer and rename -----------------------------------------------------
+TransformOpt = Annotated[
+    list[str] | None,
+    typer.Option("--transform", metavar="'GLOB=OP'",
+                 help="Lay out tensors whose source or target name matches GLOB: transpose, permute:3,2,0,1, "
+                      "hwio->oihw, oihw->hwio, keras->torch, ... (repeatable; the first that matches applies)."),
+]
+SplitOpt = Annotated[
+    list[str] | None,
+    typer.Option("--split", metavar="'REGEX=>T{a,b}[@AXIS[:SIZES]]'",
+                 help="Split each source tensor matching REGEX into one tensor per part of the brace list "
+                      "(e.g. '(.*)\\.qkv\\.(.*)=>\\1.{q,k,v}.\\2'); sizes default to the target's, else equal."),
+]
+ConcatOpt = Annotated[
+    list[str] | None,
+    typer.Option("--concat", metavar="'REGEX{a,b}=>T[@AXIS]'",
+                 help="Join the source tensors matching REGEX with each part of its brace list, in that order, "
+                      "into one tensor named by the template."),
+]
+PresetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--preset", metavar="NAME",
+                 help="Add a framework preset's renames and layouts (keras->torch, torch->keras, ...; see ckpt presets)."),
+]
 AllowUnusedRulesOpt = Annotated[
     bool, typer.Option("--allow-unused-rules", help="Do not fail when a rule, glob or map entry matches nothing.")
 ]

@@ -12,6 +12,7 @@ from .app import app
 from .options import (
     AddPrefixOpt,
     AllowUnusedRulesOpt,
+    ConcatOpt,
     ConfigOpt,
     DecKeyFileOpt,
     DecModeOpt,
@@ -27,9 +28,12 @@ from .options import (
     MarkdownOpt,
     NoClobberOpt,
     OutputOpt,
+    PresetOpt,
     QuietOpt,
     RenameOpt,
+    SplitOpt,
     StripPrefixOpt,
+    TransformOpt,
     encryption,
     open_options,
 )
@@ -46,6 +50,10 @@ def rename(
     map_file: MapOpt = None,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
+    preset: PresetOpt = None,
+    transform: TransformOpt = None,
+    split: SplitOpt = None,
+    concat: ConcatOpt = None,
     allow_unused_rules: AllowUnusedRulesOpt = False,
     dry_run: DryRunOpt = False,
     json_: JsonOpt = False,
@@ -71,6 +79,10 @@ def rename(
     api.check_distinct([("-o", output)], [("PATH", path), ("--map", map_file), ("--config", config)])
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
+    rules, target_rules, transforms, _ = api.transform_options(rules, preset=preset, transform=transform, split=split,
+                                                               concat=concat)
+    if target_rules:
+        raise typer.BadParameter(f"{', '.join(preset or [])} renames a target's names: it needs ckpt transfer", param_hint="--preset")
     if output is None and not dry_run:
         raise typer.BadParameter("an output path is needed, or --dry-run", param_hint="-o")
     from . import render
@@ -81,7 +93,7 @@ def rename(
                             output_format_name=format_, progress=progress.update if progress else None,
                             no_clobber=no_clobber, hash_output=json_,
                             open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode),
-                            encrypt=encryption(enc_key_file, enc_mode))  # the sha256 is for the JSON report
+                            encrypt=encryption(enc_key_file, enc_mode), transforms=transforms)  # the sha256 is for the JSON report
     if json_:
         render.print_json(result.to_dict())
     elif quiet:

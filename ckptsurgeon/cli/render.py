@@ -261,10 +261,20 @@ def transfer_notes(report: TransferReport) -> list[tuple[str, str]]:
     notes: list[tuple[str, str]] = []
     if plan.prefix_fix is not None:
         notes.append((f"prefix: {plan.prefix_fix.text}", ""))
+    optional = plan.renamed.optional
+    counted = list(plan.renamed.rule_counts) + (list(plan.target_renamed.rule_counts) if plan.target_renamed else [])
+    for preset in plan.options.transforms.presets:
+        mine = [n for rule, n in counted if rule.text.startswith(f"--preset {preset} ")]
+        side = "target " if plan.target_renamed and plan.target_renamed.rule_counts and not plan.renamed.rule_counts else ""
+        notes.append((f"preset {preset}: {sum(1 for n in mine if n)} of {len(mine)} {side}rename rules used", ""))
     for rule, n in plan.renamed.rule_counts:
-        notes.append((f"rule {rule.text}: {n:,} name{'s' if n != 1 else ''}", ""))
+        if rule.text not in optional:
+            notes.append((f"rule {rule.text}: {n:,} name{'s' if n != 1 else ''}", ""))
     for text, n in plan.renamed.glob_counts:
-        notes.append((f"filter {text}: {n:,} name{'s' if n != 1 else ''}", ""))
+        if text not in optional:
+            notes.append((f"filter {text}: {n:,} name{'s' if n != 1 else ''}", ""))
+    for text, n in plan.transform_counts:
+        notes.append((f"transform {text}: {n:,} tensor{'s' if n != 1 else ''}", ""))
     for text, n in plan.target_glob_counts:
         notes.append((f"filter {text}: {n:,} name{'s' if n != 1 else ''}", ""))
     notes += [(line, "") for line in report.on_purpose_notes()]
@@ -287,6 +297,7 @@ def transfer_notes(report: TransferReport) -> list[tuple[str, str]]:
         notes.append((f"excluded source tensors ({len(plan.excluded_sources)}): "
                       f"{_collapsed_names([n for n, _ in plan.excluded_sources])}", ""))
     notes += _layout_notes((report.output or {}).get("layout"))
+    notes += [(f"warning: {line}", "yellow") for line in report.warnings]
     notes += [(f"failed: {failure_line(f)}", "bold red") for f in report.failed_checks]  # each names its file
     notes.append((report.verdict, "bold"))
     return notes

@@ -14,6 +14,7 @@ from .options import (
     AddPrefixOpt,
     AllowOverflowOpt,
     AllowUnusedRulesOpt,
+    ConcatOpt,
     ConfigOpt,
     DecKeyFileOpt,
     DecModeOpt,
@@ -29,12 +30,15 @@ from .options import (
     MarkdownOpt,
     NoClobberOpt,
     OutputOpt,
+    PresetOpt,
     QuietOpt,
     RenameOpt,
+    SplitOpt,
     SrcDictOpt,
     StripPrefixOpt,
     TfNamesOpt,
     TgtDictOpt,
+    TransformOpt,
     encryption,
     open_options,
 )
@@ -52,6 +56,24 @@ def transfer(
     map_file: MapOpt = None,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
+    preset: PresetOpt = None,
+    transform: TransformOpt = None,
+    resize: Annotated[
+        list[str] | None,
+        typer.Option("--resize", metavar="'GLOB=MODE'",
+                     help="Copy the overlap of a source tensor into a target of another size (same rank); fill the "
+                          "rest with keep (the target's values), zero or mean (of the source along the grown axes)."),
+    ] = None,
+    split: SplitOpt = None,
+    concat: ConcatOpt = None,
+    invert: Annotated[
+        bool, typer.Option("--invert", help="With --plan P.json: run P backwards, SOURCE being P's output and "
+                                            "TARGET P's source (names, layouts and splits undone).")
+    ] = False,
+    allow_lossy: Annotated[
+        bool, typer.Option("--allow-lossy", help="With --invert: accept steps that cannot be undone exactly "
+                                                 "(a narrowing cast is cast back; what was not carried keeps TARGET's values).")
+    ] = False,
     only_target: Annotated[
         list[str] | None, typer.Option("--only-target", metavar="GLOB", help="Replace only target tensors matching a glob.")
     ] = None,
@@ -128,7 +150,10 @@ def transfer(
         raise typer.BadParameter(f"choose one of {', '.join(MATCH_MODES)}", param_hint="--match")
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
+    rules, target_rules, transforms, preset_skip = api.transform_options(
+        rules, preset=preset, transform=transform, resize=resize, split=split, concat=concat)
     options = TransferOptions(
+        transforms=transforms, target_rules=target_rules, preset_skip=preset_skip,
         rules=rules, match=match, auto_prefix=not no_auto_prefix,
         only_target=tuple(only_target or ()), skip_target=tuple(skip_target or ()),
         keep_dtype=keep_dtype, add_unmatched=add_unmatched, allow_unused_rules=allow_unused_rules,
@@ -151,7 +176,7 @@ def transfer(
             source, target, output, options, dry_run=dry_run, count_changes=count_changes,
             output_format_name=format_, progress=progress.update if progress else None,
             save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, pin_content=pin_content,
-            report_path=report, no_clobber=no_clobber,
+            report_path=report, no_clobber=no_clobber, invert=invert, allow_lossy=allow_lossy,
             hash_output=json_ or report is not None,  # the sha256 is for the JSON report
             source_options=open_options(src_dict, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names), target_options=open_options(tgt_dict, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names),
             encrypt=encryption(enc_key_file, enc_mode),

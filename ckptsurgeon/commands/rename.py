@@ -27,6 +27,7 @@ from ..formats.base import OpenOptions, Reader
 from ..plan import INPUT, Plan, plan_rename
 from ..rules import Renamed, Rules, apply_rules, unused_rules_failure
 from ..text import blame, plural
+from ..transforms import TransformRules
 
 Progress = Callable[[int, int], None]
 RENAME_SCHEMA = "ckptsurgeon/rename/1"
@@ -67,12 +68,14 @@ class RenameReport:
     def summary(self) -> dict[str, int]:
         changed = sum(1 for old, new in self.names if old != new)
         return {"tensors": len(self.names), "renamed": changed, "unchanged": len(self.names) - changed,
-                "dropped": len(self.renamed.excluded)}
+                "dropped": len(self.renamed.excluded), "transformed": sum(1 for s in self.plan.steps if s.transforms)}
 
     @property
     def verdict(self) -> str:
         s = self.summary
         text = f"renamed {s['renamed']} of {s['tensors']} tensors"
+        if s["transformed"]:
+            text += f"; {plural(s['transformed'], 'tensor')} transformed"
         if s["dropped"]:
             text += f"; {plural(s['dropped'], 'tensor')} left out by the filters"
         if self.dry_run:
@@ -88,10 +91,15 @@ class RenameReport:
             "format": self.format,
             "output": self.output,
             "dry_run": self.dry_run,
-            "tensors": [{"old": old, "new": new, "renamed": old != new} for old, new in self.names],
+            "tensors": [{"old": s.origin.name, "new": s.name, "renamed": s.origin.name != s.name,
+                         "sources": list(s.sources) if len(s.sources) > 1 else None,
+                         "shape": list(s.shape),
+                         "transform": [t.to_dict() for t in s.transforms] if s.transforms else None}
+                        for s in self.plan.steps],
             "dropped": [{"name": n, "reason": r} for n, r in self.renamed.excluded.items()],
             "rules": [{"rule": r.text, "matches": n} for r, n in self.renamed.rule_counts]
-            + [{"rule": text, "matches": n} for text, n in self.renamed.glob_counts],
+            + [{"rule": text, "matches": n} for text, n in self.renamed.glob_counts]
+            + [{"rule": text, "matches": n} for text, n in self.plan.transform_counts],
             "summary": self.summary,
             "layout_fallback": self.layout_fallback,
             "ok": self.ok,
@@ -115,6 +123,7 @@ def run(
     hash_output: bool = True,
     open_options: OpenOptions | None = None,
     encrypt: Any = None,
+    transforms: TransformRules | None = None,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``; bytes, dtypes and metadata stay.
 
@@ -128,7 +137,7 @@ def run(
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
     with open_checkpoint(path, open_options) as reader:
         with blame(path):
-            plan = plan_rename(reader.tensors, rules)
+            plan = plan_rename(reader.tensors, rules, transforms)
         _refuse_keras_name_rules(reader, rules, plan.renamed)
         fmt = None
         if output is not None:
@@ -141,7 +150,7 @@ def run(
             output=None if output is None else {"path": str(output), "format": fmt},
             plan=plan, dry_run=dry_run,
         )
-        unused = plan.renamed.unused()
+        unused = plan.renamed.unused() + plan.unused_transforms()
         if unused and not allow_unused_rules:
             report.failed_checks.append(unused_rules_failure(unused, str(path)))
         if not plan.steps:

@@ -40,6 +40,7 @@ from ..plan import (
 from ..plan_file import SavedPlan, ignored_options, load_plan, plan_to_dict, rule_texts
 from ..tensors import TensorInfo, gc_paused
 from ..text import blame, human, listing, plural
+from ..transforms import Layout, Resize
 
 if TYPE_CHECKING:
     from ..execute import Outcome
@@ -77,6 +78,8 @@ def _layer_status(steps: list[Step]) -> str:
         return "kept"
     if len(replaced) < sum(1 for s in steps if s.action != "add"):
         return "partly"
+    if any(s.resize is not None for s in replaced):
+        return "resized"
     return "cast" if any(s.cast for s in replaced) else "replaced"
 
 
@@ -124,13 +127,14 @@ class TransferReport:
             if members and all(self.outcomes.get(s.name) and self.outcomes[s.name].changed is not None for s in members):
                 changed = sum(self.outcomes[s.name].changed or 0 for s in members)
             casts = sorted({f"cast {a} -> {b}" for s in g.rows if (c := s.cast) for a, b in [c]})
+            casts += sorted({_transform_note(s) for s in g.rows if s.action != "keep" and s.transforms})
             parameters = replaced_tensors = replaced_parameters = 0
             for s in members:
                 n = s.numel
                 parameters += n
                 if s.action == "replace":
                     replaced_tensors += 1
-                    replaced_parameters += n
+                    replaced_parameters += s.loaded
             rows.append(LayerRow(
                 name=g.name or "(top level)",
                 layers=g.layers,
@@ -157,6 +161,16 @@ class TransferReport:
         return lines
 
     @property
+    def warnings(self) -> list[str]:
+        """One line per preset that replaced tensors look like they needed (a Keras kernel into a PyTorch weight)."""
+        by_preset: dict[str, list[str]] = {}
+        for s in self.plan.warnings:
+            by_preset.setdefault(s.warning or "", []).append(s.name)
+        return [f"{plural(len(names), 'tensor')} ({listing(names)}) moved between names of two frameworks with no "
+                f"layout transform: their layouts differ (a square kernel loads, transposed wrongly); use --preset {preset} "
+                "or --transform" for preset, names in by_preset.items()]
+
+    @property
     def hints(self) -> list[tuple[str, str]]:
         """(target tensor, closest unused source tensor of its shape) for targets with no source."""
         return [(s.name, s.hint) for s in self.plan.steps if s.hint]
@@ -169,7 +183,7 @@ class TransferReport:
         layers = {s.layer for s in steps}
         changed_layers = {s.layer for s in replaced}
         total_params = sum(s.numel for s in steps)
-        replaced_params = sum(s.numel for s in replaced)
+        replaced_params = sum(s.loaded for s in replaced)
         kinds = Counter(s.kind for s in steps if s.action == "keep")
         return {
             "target_tensors": len(steps),
@@ -184,6 +198,9 @@ class TransferReport:
             "kept_by_reason": dict(sorted(kinds.items())),
             "shape_mismatches": kinds.get(SHAPE_MISMATCH, 0),
             "casts": sum(1 for s in replaced if s.cast),
+            "transformed": sum(1 for s in self.plan.steps if s.action != "keep" and s.transforms),
+            "resized": sum(1 for s in replaced if s.resize is not None),
+            "layout_warnings": len(self.plan.warnings),
             "overflowed_values": sum(o.overflow for o in self.outcomes.values()),
             "nonfinite_values": (sum(o.nonfinite or 0 for o in self.outcomes.values())
                                  if any(o.nonfinite is not None for o in self.outcomes.values()) else None),
@@ -210,6 +227,12 @@ class TransferReport:
             extras.append(plural(s["shape_mismatches"], "shape mismatch", "shape mismatches"))
         if s["casts"]:
             extras.append(plural(s["casts"], "tensor cast", "tensors cast"))
+        if s["transformed"] - s["resized"]:
+            extras.append(plural(s["transformed"] - s["resized"], "tensor transformed", "tensors transformed"))
+        if s["resized"]:
+            extras.append(plural(s["resized"], "tensor resized", "tensors resized"))
+        if s["layout_warnings"]:
+            extras.append(plural(s["layout_warnings"], "layout warning"))
         if s["overflowed_values"]:
             extras.append(plural(s["overflowed_values"], "value overflowed", "values overflowed"))
         if s["added_tensors"]:
@@ -236,6 +259,10 @@ class TransferReport:
                 "source_shape": list(s.source_shape) if s.source_shape is not None else None,
                 "source_dtype": s.source_dtype,
                 "cast": list(s.cast) if s.cast else None,
+                "sources": list(s.sources) if len(s.sources) > 1 else None,
+                "transform": [t.to_dict() for t in s.transforms] if s.transforms and s.action != "keep" else None,
+                "partial": r.partial() if (r := s.resize) is not None and s.action != "keep" else None,
+                "warning": s.warning,
                 "hint": s.hint,
                 "overflow": o.overflow if o else None,
                 "changed": o.changed if o else None,
@@ -260,7 +287,10 @@ class TransferReport:
                 "rule": h.rule, "action": h.action, "prefix": h.prefix, "matches_before": h.before, "matches_after": h.after,
             },
             "rules": [{"rule": r.text, "matches": n} for r, n in plan.renamed.rule_counts]
-            + [{"rule": text, "matches": n} for text, n in plan.renamed.glob_counts + plan.target_glob_counts],
+            + [{"rule": text, "matches": n} for text, n in plan.renamed.glob_counts + plan.target_glob_counts]
+            + [{"rule": text, "matches": n} for text, n in plan.transform_counts],
+            "presets": list(plan.options.transforms.presets),
+            "warnings": self.warnings,
             "map": None if not plan.options.rules.name_map else {
                 "entries": len(plan.options.rules.name_map), "used": plan.renamed.map_used,
             },
@@ -275,6 +305,19 @@ class TransferReport:
             "failed_checks": [f.to_dict() for f in self.failed_checks],
             "verdict": self.verdict,
         }
+
+
+def _transform_note(step: Step) -> str:
+    """A layer row's note for a transformed tensor: the layouts by name, a resize by what it filled."""
+    notes = []
+    for t in step.transforms:
+        if isinstance(t, Resize):
+            notes.append(f"partial: {t.partial()}" + (f" (new: {t.mode})" if t.grows else ""))
+        elif isinstance(t, Layout):
+            notes.append(t.label)
+        else:
+            notes.append(t.op)
+    return ", ".join(notes)
 
 
 def describe_input(reader: Reader) -> dict[str, Any]:
@@ -380,6 +423,8 @@ def run(
     source_options: OpenOptions | None = None,
     target_options: OpenOptions | None = None,
     encrypt: Any = None,
+    invert: bool = False,
+    allow_lossy: bool = False,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -402,6 +447,8 @@ def run(
     ``hash_output``) the sha256 of its bytes.
     """
     options = options or TransferOptions()
+    if invert or allow_lossy:
+        raise UsageError(plan_file, "--invert is not available yet")
     if output is None and not dry_run:
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
     if plan_file is not None and (ignored := ignored_options(options)):

@@ -27,7 +27,7 @@ def test_rename_keeps_bytes_dtypes_and_metadata(suffix: str, tmp_path: Path) -> 
     src = EXAMPLES / "pretrained.safetensors"
     out = tmp_path / f"out{suffix}"
     report = api.rename(src, out, Rules.from_options(rename=[r"\.ffn\.=>.mlp."], add_prefix=["model."]))
-    assert report.summary == {"tensors": 55, "renamed": 55, "unchanged": 0, "dropped": 0}
+    assert report.summary == {"tensors": 55, "renamed": 55, "unchanged": 0, "dropped": 0, "transformed": 0}
     before, after = tensors(src), tensors(out)
     assert {"model." + n.replace(".ffn.", ".mlp."): v for n, v in before.items()} == after
     with open_checkpoint(out) as r:
@@ -61,7 +61,7 @@ def test_unused_rule_and_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[s
     code, out, _ = run(["rename", src, "--dry-run", "--json", "--exclude", "head.*"], capsys)
     doc = json.loads(out)
     assert code == 0 and doc["schema"] == "ckptsurgeon/rename/1"
-    assert doc["summary"] == {"tensors": 53, "renamed": 0, "unchanged": 53, "dropped": 2}
+    assert doc["summary"] == {"tensors": 53, "renamed": 0, "unchanged": 53, "dropped": 2, "transformed": 0}
 
 
 def test_rename_is_reproducible(tmp_path: Path) -> None:
