@@ -29,6 +29,7 @@ from .xframe import (
     keras_check,
     keras_python,
     keras_to_torch,
+    match_names,
     tensors,
     torch_check,
     torch_python,
@@ -71,6 +72,10 @@ def test_the_files_hold_what_the_tests_rely_on() -> None:
     for name in ("bn1/moving_variance", "bn2/moving_variance"):
         assert np.abs(keras[name] - 1).min() > 1e-3
     assert torch_["bn1.num_batches_tracked"] == 6 and torch_init["bn1.num_batches_tracked"] == 0
+    # Keras 3 names a DepthwiseConv2D's kernel "kernel", like a Conv2D's (tf-keras: "depthwise_kernel"):
+    # only its layer's class (stored as layers/depthwise_conv2d) or the target's shape tells them apart.
+    assert keras["dw/kernel"].shape == (3, 3, 4, 2) and "dw/depthwise_kernel" not in keras
+    assert "layers/depthwise_conv2d/vars/0" in match_names(KERAS_SRC)
 
 
 def test_keras_to_torch_moves_every_layout(cli: CliRunner, tmp_path: Path) -> None:
@@ -101,6 +106,17 @@ def test_torch_to_keras_moves_every_layout(cli: CliRunner, tmp_path: Path) -> No
         np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 
+def test_rename_with_the_preset_writes_torch_names_and_layouts(cli: CliRunner, tmp_path: Path) -> None:
+    """No target to pair with: the Keras variables' own paths and layer classes say how each moves."""
+    out = tmp_path / "renamed.safetensors"
+    r = cli("rename", KERAS_SRC, "--preset", "keras->torch", "-o", out)
+    assert r.code == 0, r.out + r.err
+    got, expected = tensors(out), keras_to_torch(tensors(KERAS_SRC))
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
 def test_there_and_back_is_the_identity(cli: CliRunner, tmp_path: Path) -> None:
     """keras->torch, then torch->keras into the Keras file's own layout: every value as it was."""
     there = keras_to_torch_file(cli, tmp_path / "there.pt")
@@ -117,19 +133,18 @@ def test_there_and_back_is_the_identity(cli: CliRunner, tmp_path: Path) -> None:
     ("keras->torch", KERAS_SRC, TORCH_TGT, "o.pt"), ("torch->keras", TORCH_SRC, KERAS_TGT, "o.weights.h5")])
 def test_the_report_names_each_transform(cli: CliRunner, tmp_path: Path, preset: str, src: Path, tgt: Path,
                                          out: str) -> None:
-    """--dry-run --json: a kernel's entry holds its transform (an object); a vector moved as it is has none."""
+    """--dry-run --json: a kernel's entry holds its transform; a vector moved as it is has none."""
     r = cli("transfer", src, tgt, "-o", tmp_path / out, "--preset", preset, "--dry-run", "--json")
     assert r.code == 0, r.out + r.err
     assert not (tmp_path / out).exists()
-    entries = {}
-    for t in json.loads(r.out)["tensors"]:
-        entries[t["name"]] = entries[t["source_key"]] = t  # a Keras entry is named by its stored path
+    keras_paths = match_names(tgt)  # a Keras target's entries are named by stored path
+    entries = {keras_paths.get(t["name"], t["name"]): t for t in json.loads(r.out)["tensors"]}
     for name in KERNELS[preset]:
-        assert isinstance(entries[name]["transform"], dict), (name, entries[name])
-        assert entries[name]["action"] == "replace"
+        assert entries[name]["transform"], (name, entries[name])  # an object, or a list of steps
+        assert entries[name]["action"] == "replace", (name, entries[name])
     for name in VECTORS[preset]:
-        assert entries[name]["transform"] is None, (name, entries[name])
-        assert entries[name]["action"] == "replace"
+        assert entries[name]["transform"] in (None, []), (name, entries[name])
+        assert entries[name]["action"] == "replace", (name, entries[name])
 
 
 def test_torch_loads_the_keras_weights_and_computes_what_keras_did(cli: CliRunner, tmp_path: Path) -> None:

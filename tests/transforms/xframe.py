@@ -40,6 +40,12 @@ def tensors(path: Path) -> dict[str, np.ndarray]:
         return {r.match_names.get(t.name, t.name): r.read(t.name) for t in r.tensors}
 
 
+def match_names(path: Path) -> dict[str, str]:
+    """Stored name -> the name transfer matches by (a Keras 3 variable's Keras path), for every renamed tensor."""
+    with open_checkpoint(path) as r:
+        return dict(r.match_names)
+
+
 def depthwise_to_torch(kernel: np.ndarray) -> np.ndarray:
     kh, kw, cin, mult = kernel.shape
     return kernel.reshape(kh, kw, cin * mult).transpose(2, 0, 1)[:, None]
