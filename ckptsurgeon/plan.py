@@ -18,7 +18,7 @@ dtype it is cast to, the action and the reason. One executor
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -315,8 +315,12 @@ def target_keys(target: Sequence[TensorInfo], rules: tuple[Rule, ...]) -> tuple[
 
 
 @gc_paused
-def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], options: TransferOptions) -> Plan:
-    """Decide every output tensor of a transfer from the two checkpoints' metadata (see the module docstring)."""
+def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], options: TransferOptions,
+                  aliases: Mapping[str, str] | None = None) -> Plan:
+    """Decide every output tensor of a transfer from the two checkpoints' metadata (see the module docstring).
+
+    ``aliases``: a tensor's name -> the path it is stored under, where they differ (Keras 3): layout
+    globs match either."""
     renamed = apply_rules([t.name for t in source], options.rules)
     by_stored = {t.name: t for t in source}
     mapped = {old for old, _ in options.rules.name_map}
@@ -325,7 +329,7 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
     by_tkey = {tkeys[t.name]: t for t in target}
 
     keyed = {new: by_stored[old] for old, new in renamed.mapping.items()}
-    derivation = derive(keyed, renamed.mapping, rules, by_tkey)
+    derivation = derive(keyed, renamed.mapping, rules, by_tkey, aliases)
     keyed, derived = derivation.keyed, derivation.derived
     pinned = {k for k, d in derived.items()
               if d.inputs[0].name in mapped or any(isinstance(t, (Slice, Concat)) for t in d.transforms)}
@@ -347,7 +351,7 @@ def plan_transfer(source: Sequence[TensorInfo], target: Sequence[TensorInfo], op
     decided: dict[str, Paired] = {}
     for tk, p in pairings.items():
         if p.source_key is not None and p.status in ("matched", "shape_mismatch"):
-            decided[tk] = pair(derived[p.source_key], by_tkey[tk], rules, counts)
+            decided[tk] = pair(derived[p.source_key], by_tkey[tk], rules, counts, aliases)
     fits = {tk for tk, dec in decided.items() if dec.shape == by_tkey[tk].shape}
     used = {pairings[tk].source_key for tk in fits}
     hints = Hints(TensorInfo(k, info.shape, info.dtype) for k, info in keyed.items() if k not in used)
@@ -448,7 +452,8 @@ def _rule_of(reason: str) -> str:
 
 
 @gc_paused
-def plan_rename(tensors: Sequence[TensorInfo], rules: Rules, transforms: TransformRules | None = None) -> Plan:
+def plan_rename(tensors: Sequence[TensorInfo], rules: Rules, transforms: TransformRules | None = None,
+                aliases: Mapping[str, str] | None = None) -> Plan:
     """Every tensor the rules keep, under its new name; bytes and dtypes unchanged (CheckFailed on a collision).
 
     ``transforms`` split, join or lay out tensors on the way (UsageError for a layout rule that hits
@@ -464,7 +469,7 @@ def plan_rename(tensors: Sequence[TensorInfo], rules: Rules, transforms: Transfo
         )
         return Plan(steps=steps, renamed=renamed, source_count=len(tensors))
     keyed = {new: by_name[old] for old, new in renamed.mapping.items()}
-    derivation = derive(keyed, renamed.mapping, transforms, {})
+    derivation = derive(keyed, renamed.mapping, transforms, {}, aliases)
     steps_list = []
     for key, d in derivation.derived.items():
         if d.note:

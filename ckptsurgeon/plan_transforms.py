@@ -68,11 +68,13 @@ def _split_sizes(rule_sizes: tuple[int, ...] | None, parts: Sequence[str], shape
 
 
 def derive(keyed: Mapping[str, TensorInfo], stored_key: Mapping[str, str], rules: TransformRules,
-           targets: Mapping[str, TensorInfo]) -> Derivation:
+           targets: Mapping[str, TensorInfo], aliases: Mapping[str, str] | None = None) -> Derivation:
     """Apply splits, concatenations and source-named layouts to the keyed source tensors.
 
     ``keyed``: key (the name after the rules) -> source record; ``stored_key``: stored name -> key;
-    ``targets``: target key -> record (empty for a rename). Splits and concatenations match the
+    ``targets``: target key -> record (empty for a rename); ``aliases``: a name -> the path it is
+    stored under, where the two differ (a Keras 3 file's ``conv1/kernel`` is ``layers/conv2d/vars/0``):
+    layout globs match either. Splits and concatenations match the
     source's stored names and give their parts' names outright; the parts take the place of the
     first tensor they read in the order of keys.
     """
@@ -139,12 +141,13 @@ def derive(keyed: Mapping[str, TensorInfo], stored_key: Mapping[str, str], rules
             out_keyed[new_key] = info
     layout_counts: dict[str, int] = {r.text: 0 for r, _ in rules.layouts}
     for key, d in derived.items():
-        hit = rules.layout_for(d.inputs[0].name, *(i.name for i in d.inputs[1:]))
+        target = targets.get(key)
+        names = [i.name for i in d.inputs] + ([target.name] if target is not None else [])
+        hit = rules.layout_for(*names, *((aliases or {}).get(n) for n in names))
         if hit is None:
             continue
         layout, op = hit
         layout_counts[layout.text] += 1
-        target = targets.get(key)
         derived[key] = _with_layout(d, op, layout.text, target.shape if target is not None else None)
     keyed_out = {k: TensorInfo(out_keyed[k].name, d.shape, out_keyed[k].dtype, out_keyed[k].layer) for k, d in derived.items()}
     return Derivation(keyed_out, derived, counts, layout_counts)
@@ -169,12 +172,13 @@ class Paired:
     note: str = ""
 
 
-def pair(d: Derived, target: TensorInfo, rules: TransformRules, counts: dict[str, int]) -> Paired:
+def pair(d: Derived, target: TensorInfo, rules: TransformRules, counts: dict[str, int],
+         aliases: Mapping[str, str] | None = None) -> Paired:
     """The transforms for source value ``d`` paired with ``target``: a layout named by the target's name
     (when the source's name took none), then a resize if a ``--resize`` glob allows it."""
     transforms, shape, note = d.transforms, d.shape, d.note
     if not d.has_layout and not note:
-        hit = rules.layout_for(target.name)
+        hit = rules.layout_for(target.name, (aliases or {}).get(target.name))
         if hit is not None:
             rule, op = hit
             counts[rule.text] = counts.get(rule.text, 0) + 1

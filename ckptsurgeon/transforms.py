@@ -409,7 +409,15 @@ class LayoutOp:
             return Layout(self.name, axes)
         if self.name in _BY_RANK:
             table = _BY_RANK[self.name]
-            return Layout(self.name, table[rank]) if rank in table else None
+            if rank not in table:
+                return None
+            plain = Layout(self.name, table[rank])
+            if rank == 4 and target is not None and plain.output(shape) != target:
+                # Keras 3 names a DepthwiseConv2D kernel "kernel" too: the target's shape tells it apart
+                other = LayoutOp("depthwise-" + self.name).resolve(shape, target)
+                if isinstance(other, Layout) and other.output(shape) == target:
+                    return other
+            return plain
         if rank != 4:
             return f"{self.name} needs a rank-4 depthwise kernel, not {format_shape(shape)}"
         if self.name == "depthwise-keras->torch":  # (kh, kw, in, mult) -> (in*mult, 1, kh, kw)
@@ -606,3 +614,33 @@ class TransformRules:
         """The user's transform options as written (a preset as ``--preset NAME``)."""
         return ([f"--preset {p}" for p in self.presets] + [r.text for r, _ in self.layouts if not r.optional]
                 + [r.text for r in self.resizes] + [s.text for s in self.splits] + [c.text for c in self.concats])
+
+
+def chain_shape(transforms: Sequence[Transform], shapes: Sequence[Shape]) -> Shape:
+    """The output shape of ``transforms`` applied in turn to inputs of ``shapes``; ValueError when the
+    chain does not fit them (a saved plan's transforms are checked this way before anything is read)."""
+    if not shapes:
+        raise ValueError("a transform without an input")
+    current = list(shapes)
+    for i, t in enumerate(transforms):
+        shape = current[0]
+        if isinstance(t, Concat):
+            rest = {s[: t.axis] + s[t.axis + 1 :] for s in current}
+            if len({len(s) for s in current}) != 1 or t.axis >= len(shape) or len(rest) != 1:
+                raise ValueError(f"a concatenation along axis {t.axis} of {', '.join(map(format_shape, current))}")
+            current = [t.output_of(current)]
+            continue
+        if isinstance(t, Layout):
+            inner = t.before if t.before is not None else shape
+            if math.prod(inner) != math.prod(shape) or sorted(t.axes) != list(range(len(inner))) \
+                    or (t.after is not None and math.prod(t.after) != math.prod(shape)):
+                raise ValueError(f"layout {t.label!r} does not fit {format_shape(shape)}")
+        elif isinstance(t, Slice):
+            if t.axis >= len(shape) or not 0 <= t.start <= t.stop <= shape[t.axis]:
+                raise ValueError(f"split {t.start}:{t.stop} along axis {t.axis} does not fit {format_shape(shape)}")
+        elif isinstance(t, Resize) and (i != len(transforms) - 1 or t.source_shape != shape or len(t.shape) != len(shape)):
+            raise ValueError(f"a resize from {format_shape(t.source_shape)} does not fit {format_shape(shape)}")
+        current = [t.output(shape), *current[1:]]
+    if len(current) > 1 and not (transforms and isinstance(transforms[-1], Resize) and len(current) == 2):
+        raise ValueError("more inputs than the transforms use")
+    return current[0]

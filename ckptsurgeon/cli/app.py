@@ -70,6 +70,7 @@ COMMANDS = {
     "convert": "convert_cmd",
     "diff": "diff_cmd",
     "verify": "verify_cmd",
+    "presets": "presets_cmd",
 }
 
 

@@ -137,7 +137,10 @@ def run(
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
     with open_checkpoint(path, open_options) as reader:
         with blame(path):
-            plan = plan_rename(reader.tensors, rules, transforms)
+            if transforms is not None and transforms.presets and reader.match_names:
+                plan = _by_keras_names(reader, rules, transforms)
+            else:
+                plan = plan_rename(reader.tensors, rules, transforms)
         _refuse_keras_name_rules(reader, rules, plan.renamed)
         fmt = None
         if output is not None:
@@ -171,6 +174,20 @@ def run(
         if report.output is not None and written.files:
             report.output |= written.files[-1].summary()
         return report
+
+
+def _by_keras_names(reader: Reader, rules: Rules, transforms: TransformRules) -> Plan:
+    """A preset's rules on a Keras 3 file apply to the names Keras gives its variables (``conv1/kernel``),
+    not to the stored paths (``layers/conv2d/vars/0``); the steps still read the stored tensors."""
+    import dataclasses
+
+    names = reader.match_names
+    back = {v: k for k, v in names.items()}
+    infos = [dataclasses.replace(t, name=names.get(t.name, t.name)) for t in reader.tensors]
+    plan = plan_rename(infos, rules, transforms, back)
+    steps = tuple(dataclasses.replace(s, inputs=tuple(dataclasses.replace(r, name=back.get(r.name, r.name)) for r in s.inputs))
+                  for s in plan.steps)
+    return dataclasses.replace(plan, steps=steps)
 
 
 def _refuse_keras_name_rules(reader: Reader, rules: Rules, renamed: Renamed) -> None:

@@ -37,7 +37,7 @@ from ..plan import (
     percent,
     plan_transfer,
 )
-from ..plan_file import SavedPlan, ignored_options, load_plan, plan_to_dict, rule_texts
+from ..plan_file import SavedPlan, ignored_options, load_inverse, load_plan, plan_to_dict, rule_texts
 from ..tensors import TensorInfo, gc_paused
 from ..text import blame, human, listing, plural
 from ..transforms import Layout, Resize
@@ -343,7 +343,8 @@ def plan_readers(source: Reader, target: Reader, options: TransferOptions) -> Pl
     with blame(source.path):
         if not source.match_names and not target.match_names:
             return plan_transfer(source.tensors, target.tensors, options)
-        plan = plan_transfer(_by_match_name(source), _by_match_name(target), options)
+        aliases = {v: k for k, v in (source.match_names | target.match_names).items()}
+        plan = plan_transfer(_by_match_name(source), _by_match_name(target), options, aliases)
     return _stored_names(plan, source, target)
 
 
@@ -447,8 +448,10 @@ def run(
     ``hash_output``) the sha256 of its bytes.
     """
     options = options or TransferOptions()
-    if invert or allow_lossy:
-        raise UsageError(plan_file, "--invert is not available yet")
+    if (invert or allow_lossy) and plan_file is None:
+        raise UsageError(None, "--invert and --allow-lossy run a saved plan backwards: they need --plan")
+    if allow_lossy and not invert:
+        raise UsageError(plan_file, "--allow-lossy goes with --invert")
     if output is None and not dry_run:
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
     if plan_file is not None and (ignored := ignored_options(options)):
@@ -459,9 +462,15 @@ def run(
     check_distinct([("-o", output), ("--report", report_path), ("--save-plan", save_plan)],
                    [("SOURCE", source), ("TARGET", target), ("--plan", plan_file)])
     with open_checkpoint(source, source_options) as src, open_checkpoint(target, target_options) as tgt:
-        plan = plan_readers(src, tgt, options)  # with a saved plan: the same-file guard
         replayed = None
-        if plan_file is not None:
+        if invert:
+            if _same_input(src, tgt):
+                raise UsageError(src.path, f"source and target are the same file ({tgt.path})")
+            replayed = load_inverse(Path(plan_file or ""), src, tgt, allow_lossy=allow_lossy)
+            plan = replayed.plan
+        else:
+            plan = plan_readers(src, tgt, options)  # with a saved plan: the same-file guard
+        if plan_file is not None and not invert:
             replayed = load_plan(Path(plan_file), src, tgt, options, pin_content=pin_content)
             plan = replayed.plan
         inputs = [*src.files, *tgt.files]

@@ -85,6 +85,18 @@ def _changed_plan(case: Case) -> list[str]:
     return ["transfer", str(PRE), str(changed), "-o", str(case.out), "--plan", str(plan), "--allow-empty"]
 
 
+def _square_kernel(case: Case) -> list[str]:
+    data = EXAMPLES.parent / "tests" / "data" / "xframe"
+    return ["transfer", str(data / "keras_dense16.weights.h5"), str(data / "torch_linear16.pt"), "-o",
+            str(case.tmp / "out.pt"), "--rename", "/kernel$=>/weight", "--rename", "/=>.", "--strict"]
+
+
+def _lossy_inverse(case: Case) -> list[str]:
+    plan = case.tmp / "plan.json"
+    api.transfer(PRE, TGT, case.out, save_plan=plan, options=None)  # the RULES left out: the ffn tensors are not carried
+    return ["transfer", str(case.out), str(PRE), "-o", str(case.tmp / "back.safetensors"), "--plan", str(plan), "--invert"]
+
+
 def _verify_difference(case: Case) -> list[str]:
     from ckptsurgeon.formats.safetensors import writer as st_writer
 
@@ -167,6 +179,9 @@ CASES: dict[str, Setup] = {
         lambda c: ["transfer", str(PRE), str(TGT), "-o", str(c.out), *RULES, "--skip-target", "haed.*"],
     "a `--strict` or `--min-coverage` gate failed":
         lambda c: ["transfer", str(PRE), str(TGT), "-o", str(c.out), *RULES, "--min-coverage", "1"],
+    "`--strict`: a Keras kernel moved into a PyTorch weight (or back) without a layout transform":
+        _square_kernel,
+    "`--invert`: a step of the saved plan cannot be undone exactly (`--allow-lossy` accepts it)": _lossy_inverse,
     "a cast overflowed to Inf (`--allow-overflow` accepts it)":
         lambda c: ["transfer", str(_loud(c)), str(_f16_target(c)), "-o", str(c.out), *RULES],
     "`--fail-on-nonfinite`: a tensor to write holds NaN or Inf":

@@ -32,7 +32,7 @@ def test_saved_plan_replays_to_identical_bytes(tmp_path: Path) -> None:
     plan = tmp_path / "plan.json"
     api.transfer(src, tgt, tmp_path / "a.safetensors", RULES, save_plan=plan)
     doc = json.loads(plan.read_text())
-    assert doc["schema"] == "ckptsurgeon/plan/1" and len(doc["steps"]) == 55
+    assert doc["schema"] == "ckptsurgeon/plan/2" and len(doc["steps"]) == 55
     report = api.transfer(src, tgt, tmp_path / "b.safetensors", plan_file=plan)
     assert sha(tmp_path / "a.safetensors") == sha(tmp_path / "b.safetensors")
     assert report.summary["replaced_tensors"] == 53

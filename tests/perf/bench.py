@@ -600,6 +600,13 @@ def _paths(inputs: Inputs, ckpt: list[str]) -> list[Path_]:
                 [str(prefix)], naive_python=TF_PY or PY) for n, prefix in inputs.tf_prefixes.items()),
         Path_("F32 -> BF16: convert --dtype", [*ckpt, "convert", s, "-o", "OUT", "--dtype", "BF16"], ".safetensors",
               NAIVE["cast"], [s]),
+        Path_("safetensors: transpose every 2-D tensor (rename --transform)",
+              [*ckpt, "rename", s, "-o", "OUT", "--transform", "*=keras->torch"], ".safetensors", None, [s]),
+        Path_("safetensors: join q,k,v of every block (rename --concat)",
+              [*ckpt, "rename", s, "-o", "OUT", "--concat", r"(.*)\.{q,k,v}_proj\.weight=>\1.qkv_proj.weight"],
+              ".safetensors", None, [s]),
+        Path_("safetensors -> safetensors: transfer --resize lm_head=mean",
+              [*ckpt, "transfer", s, t, "-o", "OUT", "--resize", "lm_head.weight=mean"], ".safetensors", None, [s, t]),
         Path_("inspect FILE", [*ckpt, "inspect", s], "", NAIVE["inspect"], [s], floor=False),
         Path_("inspect INDEX (30 shards)", [*ckpt, "inspect", idx], "", None, floor=False),
     ]
@@ -686,6 +693,17 @@ def checks(by_size: dict[int, list[Result]], largest_tensor: dict[int, int]) -> 
                 bound = largest_tensor[size] / common.MIB + NPZ_RSS_SLACK_MIB
                 add(f"{name} peak RSS < largest tensor + {NPZ_RSS_SLACK_MIB:g} = {bound:.0f} MiB", r[name].rss("ckpt"),
                     bound, ".0f")
+        for name in ("safetensors: transpose every 2-D tensor (rename --transform)",
+                     "safetensors -> safetensors: transfer --resize lm_head=mean"):
+            if name in r:
+                bound = largest_tensor[size] / common.MIB + NPZ_RSS_SLACK_MIB
+                add(f"{name} peak RSS < largest tensor + {NPZ_RSS_SLACK_MIB:g} = {bound:.0f} MiB", r[name].rss("ckpt"),
+                    bound, ".0f")
+        joined = r.get("safetensors: join q,k,v of every block (rename --concat)")
+        if joined:
+            add(f"rename --concat (byte ranges) / durable copy < {RENAME_VS_FLOOR}", joined.ratio("ckpt", "floor"),
+                RENAME_VS_FLOOR, ".2f")
+            add(f"rename --concat peak RSS < {TRANSFER_RSS_MIB:g} MiB", joined.rss("ckpt"), TRANSFER_RSS_MIB, ".0f")
         cc = r.get("the same, --count-changes")
         if cc and cc.copy and cc.paired:
             add(f"--count-changes: time added to transfer (s) < cp of the source, no fsync ({cc.wall('copy'):.2f} s)",
