@@ -311,9 +311,32 @@ def blocks(transforms: Sequence[Transform], arrays: Sequence[np.ndarray], out_co
     if a.ndim == 0:
         a = a.reshape(1)
     for r0 in range(0, max(1, a.shape[0]), rows):
-        block, over = cast_array(a[r0 : r0 + rows], out_code)
+        block, over = cast_array(_contiguous(a[r0 : r0 + rows]), out_code)
         overflow[0] += over
         yield block if block.flags.c_contiguous and block.dtype == want else block.astype(want, order="C")
+
+
+# Bytes of the input read per tile when a moved view is copied: a tile's rows are contiguous in the
+# input (sequential reads of a mapped file), and its strided writes stay inside one output block.
+TILE_BYTES = 1024 * 1024
+
+
+def _contiguous(view: np.ndarray) -> np.ndarray:
+    """A C-order copy of a view whose axes were moved, made tile by tile along the axis that walks the
+    input's outermost dimension (a plain copy of a transposed view reads one element per cache line
+    and touches every page of the input for every row it writes: several times slower)."""
+    import numpy as np
+
+    if view.flags.c_contiguous or view.ndim < 2 or not view.size:
+        return view
+    out = np.empty(view.shape, dtype=view.dtype)
+    axis = int(np.argmax(view.strides))
+    n = view.shape[axis]
+    step = max(1, TILE_BYTES // max(1, view.nbytes // n))
+    for i in range(0, n, step):
+        where = (slice(None),) * axis + (slice(i, i + step),)
+        out[where] = view[where]
+    return out
 
 
 def _inputs_of(t: Transform, current: Sequence[Any]) -> Sequence[Any]:

@@ -230,3 +230,16 @@ def test_count_changes_and_verify_follow_the_transforms(keras_like: tuple[Path, 
     rows = {t["name"]: t for t in json.loads(stdout)["tensors"]}
     assert rows["fc.weight"]["changed"] == 24 and rows["attn.q.weight"]["changed"] == 16
     assert rows["emb.weight"]["changed"] == 40  # the 10 source rows differ from the target's ones; the 3 new rows kept
+
+
+def test_a_recipe_file_takes_the_transform_options(keras_like: tuple[Path, Path, dict[str, np.ndarray]],
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, tgt, values = keras_like
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text("preset = ['keras->torch']\n" f"split = ['{SPLIT}']\n"  # a TOML literal string: backslashes as they are
+                      "resize = ['emb.*=zero']\nstrict = true\n")
+    out = tmp_path / "o.safetensors"
+    code, _, err = run(["transfer", src, tgt, "-o", out, "--config", recipe], capsys)
+    assert code == 0, err
+    o = load_file(out)
+    assert np.array_equal(o["fc.weight"], values["fc/kernel"].T) and not o["emb.weight"][10:].any()

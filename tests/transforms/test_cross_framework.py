@@ -10,9 +10,9 @@ gamma / beta / moving_mean / moving_variance to weight / bias / running_mean / r
 hand with numpy, and (where an interpreter with the framework is given) by the framework itself:
 the result loads strictly and its output matches the other framework's to 1e-5.
 
-PyTorch's BatchNorm2d holds a ``num_batches_tracked`` counter Keras has no counterpart for: keras->torch
-keeps the target's (``--skip-target``), torch->keras leaves the source's out (``--exclude``), so that
-``--strict`` still proves every other tensor was moved.
+PyTorch's BatchNorm2d holds a ``num_batches_tracked`` counter Keras has no counterpart for: the
+keras->torch preset keeps the target's, torch->keras leaves the source's out, so that ``--strict``
+still proves every other tensor was moved.
 """
 
 from __future__ import annotations
@@ -173,3 +173,17 @@ def test_the_torch_check_fails_on_the_untransferred_target() -> None:
 def test_the_keras_check_fails_on_the_untransferred_target() -> None:
     result = keras_check(keras_python(), KERAS_TGT, DATA / "torch_io.npz")
     assert not result["ok"] and float(result["max_abs_diff"]) > 1e-2, result
+
+
+def test_the_saved_plan_run_backwards_gives_the_keras_file_back(cli: CliRunner, tmp_path: Path) -> None:
+    """keras->torch saved as a plan (renames, HWIO->OIHW, transposes, a depthwise regrouping), then
+    --invert into the Keras file itself: every Keras variable byte for byte."""
+    out, plan, back = tmp_path / "o.pt", tmp_path / "plan.json", tmp_path / "back.weights.h5"
+    r = cli("transfer", KERAS_SRC, TORCH_TGT, "-o", out, *TO_TORCH, "--save-plan", plan)
+    assert r.code == 0, r.out + r.err
+    r = cli("transfer", out, KERAS_SRC, "-o", back, "--plan", plan, "--invert")
+    assert r.code == 0, r.out + r.err
+    original, got = tensors(KERAS_SRC), tensors(back)
+    assert set(got) == set(original)
+    for name, value in original.items():
+        assert got[name].tobytes() == value.tobytes() and got[name].shape == value.shape, name
