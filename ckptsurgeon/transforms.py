@@ -553,36 +553,37 @@ class ConcatRule:
     text: str
 
 
-def parse_split(spec: str) -> SplitRule:
-    text = f"--split {quote(spec)}"
-    body, axis, sizes = _axis_suffix(spec, "--split", True)
+def _parts_rule(spec: str, option: str, braces_in: Literal["regex", "template"], example: str
+                ) -> tuple[str, int, tuple[int, ...] | None, str, str, re.Match[str], tuple[str, ...]]:
+    """``REGEX=>TEMPLATE[@AXIS[:SIZES]]`` with one brace list of parts in ``braces_in``: the text the
+    report shows, the axis, the sizes, the regex, the template, where the list lies and its parts."""
+    text = f"{option} {quote(spec)}"
+    body, axis, sizes = _axis_suffix(spec, option, option == "--split")
     pattern, arrow, template = body.partition("=>")
-    found = _brace_list(template) if arrow else None
-    if not arrow or not pattern or found is None:
-        raise UsageError(None, f"{text}: write it as 'REGEX=>TEMPLATE' with one brace list in the template",
-                         hint=r"e.g. --split '(.*)\.qkv\.(.*)=>\1.{q,k,v}.\2@0'")
+    found = _brace_list(pattern if braces_in == "regex" else template) if arrow else None
+    if not arrow or not pattern or not template or found is None:
+        raise UsageError(None, f"{text}: write it as 'REGEX=>TEMPLATE' with one brace list in the {braces_in}",
+                         hint=f"e.g. {option} '{example}'")
     m, parts = found
     if sizes is not None and len(sizes) != len(parts):
         raise UsageError(None, f"{text}: {len(sizes)} sizes for {len(parts)} parts")
+    return text, axis, sizes, pattern, template, m, parts
+
+
+def parse_split(spec: str) -> SplitRule:
+    text, axis, sizes, pattern, template, m, parts = _parts_rule(spec, "--split", "template", r"(.*)\.qkv\.(.*)=>\1.{q,k,v}.\2@0")
     try:
         regex = re.compile(pattern)
         templates = tuple(template[: m.start()] + p + template[m.end() :] for p in parts)
         for t in templates:
-            regex.sub(t, "")
+            regex.sub(t, "")  # compiles the template: a group it names must exist
     except (re.error, IndexError) as exc:
         raise UsageError(None, f"{text}: {exc}") from None
     return SplitRule(regex, templates, axis, sizes, text)
 
 
 def parse_concat(spec: str) -> ConcatRule:
-    text = f"--concat {quote(spec)}"
-    body, axis, _ = _axis_suffix(spec, "--concat", False)
-    pattern, arrow, template = body.partition("=>")
-    found = _brace_list(pattern) if arrow else None
-    if not arrow or not template or found is None:
-        raise UsageError(None, f"{text}: write it as 'REGEX=>TEMPLATE' with one brace list in the regex",
-                         hint=r"e.g. --concat '(.*)\.{q,k,v}\.(.*)=>\1.qkv.\2'")
-    m, parts = found
+    text, axis, _, pattern, template, m, parts = _parts_rule(spec, "--concat", "regex", r"(.*)\.{q,k,v}\.(.*)=>\1.qkv.\2")
     try:
         regexes = tuple(re.compile(pattern[: m.start()] + re.escape(p) + pattern[m.end() :]) for p in parts)
         regexes[0].sub(template, "")
