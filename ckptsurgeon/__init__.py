@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 # name -> module it lives in (imported on first use, so `import ckptsurgeon` stays cheap)
 _EXPORTS = {
     "inspect": "api", "transfer": "api", "rename": "api", "convert": "api", "diff": "api", "verify": "api",
-    "write_hashes": "api", "plan_transfer": "api",
+    "write_hashes": "api", "plan_transfer": "api", "transform_options": "api", "TransformRules": "transforms",
     "open_checkpoint": "formats", "OpenOptions": "formats.base",
     "Rules": "rules", "TransferOptions": "plan", "DiffOptions": "commands.diff",
     "CkptError": "errors", "InputError": "errors", "UnsafeInputError": "errors", "OutputError": "errors",
@@ -24,18 +24,29 @@ _EXPORTS = {
 
 __all__ = [
     "CheckFailed", "CkptError", "DiffOptions", "Failure", "InputError", "OpenOptions", "OutputError", "Rules", "TransferOptions",
-    "UnsafeInputError", "UsageError", "__version__", "convert", "diff", "inspect", "open_checkpoint", "plan_transfer",
-    "rename", "transfer", "verify", "write_hashes",
+    "TransformRules", "UnsafeInputError", "UsageError", "__version__", "convert", "diff", "inspect", "open_checkpoint",
+    "plan_transfer", "rename", "transfer", "transform_options", "verify", "write_hashes",
 ]
 
 if TYPE_CHECKING:
-    from .api import convert, diff, inspect, plan_transfer, rename, transfer, verify, write_hashes
+    from .api import (
+        convert,
+        diff,
+        inspect,
+        plan_transfer,
+        rename,
+        transfer,
+        transform_options,
+        verify,
+        write_hashes,
+    )
     from .commands.diff import DiffOptions
     from .errors import CheckFailed, CkptError, Failure, InputError, OutputError, UnsafeInputError, UsageError
     from .formats import open_checkpoint
     from .formats.base import OpenOptions
     from .plan import TransferOptions
     from .rules import Rules
+    from .transforms import TransformRules
 
 
 def __getattr__(name: str) -> Any:
