@@ -83,7 +83,8 @@ def test_a_dry_run_shows_the_resize_and_writes_nothing(keras_like: tuple[Path, P
 
 def test_a_split_along_the_first_axis_runs_as_byte_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    fused = {"l0.in_proj_weight": _f32(3 * 256, 256), "l0.in_proj_bias": _f32(3 * 256)}
+    n = 1024  # 12 MiB: more than one block of the value path
+    fused = {"l0.in_proj_weight": _f32(3 * n, n), "l0.in_proj_bias": _f32(3 * n)}
     save_file(fused, tmp_path / "mha.safetensors")
 
     def no_values(*args: object, **kwargs: object) -> None:
@@ -96,7 +97,7 @@ def test_a_split_along_the_first_axis_runs_as_byte_ranges(tmp_path: Path, monkey
     assert code == 0, err
     got = load_file(split)
     for i, part in enumerate("qkv"):
-        assert np.array_equal(got[f"l0.{part}_proj.weight"], fused["l0.in_proj_weight"][256 * i : 256 * (i + 1)])
+        assert np.array_equal(got[f"l0.{part}_proj.weight"], fused["l0.in_proj_weight"][n * i : n * (i + 1)])
     back = tmp_path / "back.safetensors"
     code, _, err = run(["rename", split, "-o", back, "--concat", r"(.*)\.{q,k,v}_proj\.(.*)=>\1.in_proj_\2"], capsys)
     assert code == 0, err
