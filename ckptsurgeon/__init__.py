@@ -1,9 +1,12 @@
-"""ckptsurgeon: checkpoint surgery across safetensors, HDF5/Keras and npz, without loading a framework.
+"""ckptsurgeon: checkpoint surgery across safetensors, PyTorch, TensorFlow, MindSpore, HDF5/Keras and npz,
+without loading a framework.
 
-The library: ``inspect``, ``transfer``, ``rename``, ``convert``, ``diff`` and ``verify`` (each
-returns its command's report), ``open_checkpoint`` (a lazy reader of any supported format), the
-option types and the errors. Importing the package loads none of the commands' code; each name is
-imported on first use.
+``import ckptsurgeon as cs``: ``cs.inspect``, ``cs.transfer``, ``cs.rename``, ``cs.convert``,
+``cs.diff`` and ``cs.verify`` take the command line's options as keyword arguments and return the
+command's report; ``cs.transfer_into`` fills a state dict in memory and ``cs.load`` gives a
+checkpoint's tensors as read-only numpy arrays (:mod:`ckptsurgeon.library`). Also
+``open_checkpoint`` (a lazy reader of any supported format), the option types and the errors.
+Importing the package loads none of the commands' code; each name is imported on first use.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ __version__ = "0.1.0"
 
 # name -> module it lives in (imported on first use, so `import ckptsurgeon` stays cheap)
 _EXPORTS = {
-    "inspect": "api", "transfer": "api", "rename": "api", "convert": "api", "diff": "api", "verify": "api",
-    "write_hashes": "api", "plan_transfer": "api", "transform_options": "api", "TransformRules": "transforms",
+    "inspect": "library", "transfer": "library", "rename": "library", "convert": "library", "diff": "library",
+    "verify": "library", "transfer_into": "library", "load": "library", "Loaded": "library",
+    "transfer_options": "library", "write_hashes": "api", "plan_transfer": "api", "transform_options": "api",
+    "TransformRules": "transforms",
     "open_checkpoint": "formats", "OpenOptions": "formats.base",
     "Rules": "rules", "TransferOptions": "plan", "DiffOptions": "commands.diff",
     "CkptError": "errors", "InputError": "errors", "UnsafeInputError": "errors", "OutputError": "errors",
@@ -23,27 +28,30 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "CheckFailed", "CkptError", "DiffOptions", "Failure", "InputError", "OpenOptions", "OutputError", "Rules", "TransferOptions",
-    "TransformRules", "UnsafeInputError", "UsageError", "__version__", "convert", "diff", "inspect", "open_checkpoint",
-    "plan_transfer", "rename", "transfer", "transform_options", "verify", "write_hashes",
+    "CheckFailed", "CkptError", "DiffOptions", "Failure", "InputError", "Loaded", "OpenOptions", "OutputError", "Rules",
+    "TransferOptions", "TransformRules", "UnsafeInputError", "UsageError", "__version__", "convert", "diff", "inspect",
+    "load", "open_checkpoint", "plan_transfer", "rename", "transfer", "transfer_into", "transfer_options",
+    "transform_options", "verify", "write_hashes",
 ]
 
 if TYPE_CHECKING:
-    from .api import (
-        convert,
-        diff,
-        inspect,
-        plan_transfer,
-        rename,
-        transfer,
-        transform_options,
-        verify,
-        write_hashes,
-    )
+    from .api import plan_transfer, transform_options, write_hashes
     from .commands.diff import DiffOptions
     from .errors import CheckFailed, CkptError, Failure, InputError, OutputError, UnsafeInputError, UsageError
     from .formats import open_checkpoint
     from .formats.base import OpenOptions
+    from .library import (
+        Loaded,
+        convert,
+        diff,
+        inspect,
+        load,
+        rename,
+        transfer,
+        transfer_into,
+        transfer_options,
+        verify,
+    )
     from .plan import TransferOptions
     from .rules import Rules
     from .transforms import TransformRules

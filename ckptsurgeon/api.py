@@ -245,6 +245,10 @@ def write_json(dest: str | Path, doc: Any, inputs: Iterable[str | Path] = (), *,
     write_text(dest, _json.dumps(doc, indent=2, ensure_ascii=False) + "\n", list(inputs), no_clobber=no_clobber)
 
 
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 def __getattr__(name: str) -> Any:
     if name == "DiffOptions":  # the diff command's module (and numpy) is imported only when it is asked for
         from .commands.diff import DiffOptions

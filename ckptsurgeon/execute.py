@@ -614,3 +614,54 @@ def verify_written(path: Path, moves: Sequence[Move], shown: Path | None = None,
                     "verify", f"tensor {move.out.name!r} as written differs from the plan; nothing was written",
                     file=file, option="verify", count=1, names=(move.out.name,),
                 )])
+
+
+def fill_arrays(plan: Plan, readers: Mapping[str, Reader], dest: Mapping[str, np.ndarray], *,
+                gates: ValueGates | None = None) -> dict[str, Outcome]:
+    """Write a plan's replaced tensors into arrays in memory (``dest``: output name -> a C-contiguous,
+    writable array of the step's shape and dtype), in place; kept tensors are left as they are.
+
+    All or nothing, as a file is: when ``gates`` could fail (a cast that may overflow, or
+    ``fail_on_nonfinite``), the values are computed once without being stored and the gates checked
+    first (:class:`GateFailed`); only then is anything written. Each tensor moves a block of rows
+    at a time (:func:`transformed_blocks`), so memory holds its input's pages and one block.
+    """
+    import numpy as np
+
+    moves = [m for m, s in zip(plan_moves(plan, readers), plan.steps, strict=True) if s.action == "replace"]
+    for move in moves:
+        array = dest[move.out.name]
+        if tuple(array.shape) != move.out.shape or array.dtype != DTYPES[move.out.dtype].numpy:
+            raise UsageError(None, f"{move.out.name!r}: the array is {array.dtype}{list(array.shape)}, "
+                             f"the plan writes {move.out.dtype}{list(move.out.shape)}")
+    outcomes = {m.out.name: Outcome() for m in moves}
+    with contextlib.ExitStack() as checks:
+        for reader in {id(r): r for m in moves for r, _ in m.inputs}.values():
+            checks.enter_context(reader.checks_beside())
+        nonfinite = gates is not None and gates.fail_on_nonfinite
+        casts = {id(m) for m in moves if any(r[n].dtype != m.out.dtype for r, n in m.inputs)}
+        if gates is not None and (nonfinite or (casts and not gates.allow_overflow)):
+            from .values import count_nonfinite
+
+            for move in moves:
+                outcome, overflow = outcomes[move.out.name], [0]
+                if nonfinite:  # NaN / Inf the inputs already hold, as a file's transfer counts them
+                    outcome.nonfinite = sum(count_nonfinite(r.read(n).reshape(-1)) for r, n in move.inputs
+                                            if _is_float(r[n].dtype))
+                if id(move) in casts and not gates.allow_overflow:
+                    for _ in transformed_blocks(move, overflow):
+                        pass
+                    outcome.overflow = overflow[0]
+            failures = gates.failures(outcomes, {m.out.name: str(m.reader.path) for m in moves})
+            if failures:
+                raise GateFailed(failures, outcomes)
+        for move in moves:
+            flat, at, overflow = np.asarray(dest[move.out.name]).reshape(-1), 0, [0]
+            for block in transformed_blocks(move, overflow):
+                part = block.reshape(-1)
+                flat[at : at + part.size] = part
+                at += part.size
+            outcomes[move.out.name].overflow = overflow[0]
+            for reader, name in move.inputs:
+                release(reader, name)
+    return outcomes

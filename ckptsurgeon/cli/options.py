@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import UsageError
+from .. import keys
 
 if TYPE_CHECKING:
     from ..formats.base import OpenOptions
@@ -125,7 +124,7 @@ TgtDictOpt = Annotated[str | None, typer.Option("--tgt-dict", metavar="PATH", he
 
 
 # --- keys of encrypted MindSpore checkpoints: from a file or the environment, never from argv ------
-_MODES = "AES-GCM, AES-CBC or SM4-CBC"
+_MODES = keys.MODES_TEXT
 DecKeyFileOpt = Annotated[
     Path | None, typer.Option("--dec-key-file", metavar="FILE", help="The key of an encrypted MindSpore checkpoint: "
                               "FILE holds its raw bytes (16, 24 or 32). Or set CKPT_DEC_KEY to the key in hex. "
@@ -145,39 +144,6 @@ EncModeOpt = Annotated[
 ]
 
 
-def _key(file: Path | None, variable: str, option: str) -> Any:
-    """A key from ``file`` (its raw bytes) or the environment variable (hex); None when neither is set."""
-    from ..formats.mindspore.crypto import Secret
-
-    if file is not None:
-        try:
-            with open(file, "rb") as f:
-                raw = f.read(1025)
-        except OSError as exc:
-            raise UsageError(file, f"{option}: cannot read the key file ({exc.strerror or type(exc).__name__})") from None
-        if not 0 < len(raw) <= 1024:
-            raise UsageError(file, f"{option}: the key file holds {'no bytes' if not raw else 'more than 1024 bytes'}")
-        return Secret(raw)
-    text = os.environ.get(variable)
-    if text is None:
-        return None
-    try:
-        return Secret(bytes.fromhex(text.strip()))
-    except ValueError:
-        raise UsageError(None, f"{variable} is not a key in hex (its value is not shown)") from None
-
-
-def _mode(mode: str | None, option: str) -> str | None:
-    from ..formats.mindspore import MODES
-
-    if mode is None:
-        return None
-    found = {m.lower(): m for m in MODES}.get(mode.strip().lower())
-    if found is None:
-        raise UsageError(None, f"{option} {mode!r}: choose {_MODES}")
-    return found
-
-
 TfNamesOpt = Annotated[
     str, typer.Option("--tf-names", metavar="keys|short", help="TensorFlow object-based checkpoints: match and show "
                       "variables by their keys as stored (keys), or without their /.ATTRIBUTES/VARIABLE_VALUE "
@@ -188,26 +154,9 @@ TfNamesOpt = Annotated[
 def open_options(dict_path: str | None, all_dicts: bool = False, *, dec_key_file: Path | None = None,
                  dec_mode: str | None = None, tf_names: str = "keys") -> OpenOptions | None:
     """The reader options the --dict / --all-dicts / --dec-key-file / --dec-mode / --tf-names flags give (None: none)."""
-    key = _key(dec_key_file, "CKPT_DEC_KEY", "--dec-key-file")
-    mode = _mode(dec_mode, "--dec-mode")
-    if tf_names not in ("keys", "short"):
-        raise UsageError(None, f"--tf-names {tf_names!r}: choose keys or short")
-    if not dict_path and not all_dicts and key is None and mode is None and tf_names == "keys":
-        return None
-    from ..formats.base import OpenOptions
-
-    return OpenOptions(dict_path=dict_path or None, all_dicts=all_dicts, dec_key=key, dec_mode=mode,
-                       tf_names=tf_names)
+    return keys.open_options(dict_path, all_dicts, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names)
 
 
 def encryption(enc_key_file: Path | None, enc_mode: str | None) -> Any:
     """The output encryption --enc-key-file / CKPT_ENC_KEY and --enc-mode ask for (None: not encrypted)."""
-    key = _key(enc_key_file, "CKPT_ENC_KEY", "--enc-key-file")
-    mode = _mode(enc_mode, "--enc-mode")
-    if key is None:
-        if mode is not None:
-            raise UsageError(None, "--enc-mode needs a key: --enc-key-file FILE or CKPT_ENC_KEY")
-        return None
-    from ..formats.mindspore.crypto import Encryption
-
-    return Encryption(key, mode or "AES-GCM")
+    return keys.encryption(enc_key_file, enc_mode)

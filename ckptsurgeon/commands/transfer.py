@@ -518,3 +518,34 @@ def run(
         if report.output is not None and written.files:
             report.output |= written.files[-1].summary() | {"layout": written.layout()}
         return report
+
+
+def run_into(state: Any, source: str | Path, options: TransferOptions | None = None, *, dry_run: bool = False,
+             check: bool = False, source_options: OpenOptions | None = None) -> TransferReport:
+    """Load ``source``'s weights into ``state`` (a mapping of names to arrays, filled in place) where
+    names (after the rules) and shapes match, as :func:`run` does into a file; returns the same report.
+
+    ``state`` is a state dict: numpy arrays, or anything numpy can view without a copy (CPU PyTorch
+    tensors, by duck typing; :func:`ckptsurgeon.memory.views`). When a requested check fails
+    nothing is changed.
+    """
+    from ..execute import GateFailed, ValueGates, fill_arrays
+    from ..memory import MemoryReader, views
+
+    options = options or TransferOptions()
+    arrays = views(state)
+    with open_checkpoint(source, source_options) as src:
+        tgt = MemoryReader(arrays)
+        plan = plan_readers(src, tgt, options)
+        report = TransferReport(source=describe_input(src), target=describe_input(tgt), output=None, plan=plan,
+                                dry_run=dry_run)
+        report.failed_checks = gate_failures(plan, source=str(src.path), target=str(tgt.path))
+        if not report.failed_checks and not dry_run:
+            gates = ValueGates(allow_overflow=options.allow_overflow, fail_on_nonfinite=options.fail_on_nonfinite)
+            try:
+                report.outcomes = fill_arrays(plan, {SOURCE: src, TARGET: tgt}, arrays, gates=gates)
+            except GateFailed as failed:
+                report.outcomes, report.failed_checks = failed.outcomes, list(failed.failures)
+    if check and report.failed_checks:
+        raise CheckFailed.of(report.failed_checks, report=report)
+    return report
