@@ -510,9 +510,11 @@ def gate_failures(plan: Plan, source: str | None = None, target: str | None = No
     failures: list[Failure] = []
     if not o.allow_unused_rules:
         target_globs = [text for text, n in plan.target_glob_counts if n == 0]
-        for unused, file in ((plan.renamed.unused() + plan.unused_transforms(), source), (target_globs, target)):
+        for unused, file in ((plan.renamed.unused(), source), (target_globs, target)):
             if unused:
                 failures.append(unused_rules_failure(unused, file))
+        if plan.unused_transforms():
+            failures.append(unused_rules_failure(plan.unused_transforms(), source, applied=True))
     targets = plan.target_steps
     replaced = plan.replaced
     if not replaced and not o.allow_empty:

@@ -44,6 +44,7 @@ _SHOWN = 4  # names listed in a message before "and N more"
 RULE_KEYWORDS = {
     "--rename": "rename", "--strip-prefix": "strip_prefix", "--add-prefix": "add_prefix",
     "--include": "include", "--exclude": "exclude", "--only-target": "only_target", "--skip-target": "skip_target",
+    "--transform": "transform", "--resize": "resize", "--split": "split", "--concat": "concat", "--preset": "preset",
 }
 
 
@@ -312,10 +313,13 @@ class Renamed:
             raise CheckFailed.of([unused_rules_failure(unused, file)])
 
 
-def unused_rules_failure(unused: Sequence[str], file: str | Path | None = None) -> Failure:
-    """The failure every command gives for rules, globs and map entries (their texts) that matched nothing in ``file``."""
+def unused_rules_failure(unused: Sequence[str], file: str | Path | None = None, *, applied: bool = False) -> Failure:
+    """The failure every command gives for rules, globs and map entries (their texts) that matched nothing in
+    ``file``; with ``applied``, for transform rules that applied to no tensor (they may have matched names whose
+    shapes needed nothing)."""
     rules = tuple(rule_label(text) for text in unused)
-    return Failure("unused_rules", f"{_rules_word(len(rules))} matched no tensor name: {'; '.join(rules)}",
+    what = "applied to no tensor" if applied else "matched no tensor name"
+    return Failure("unused_rules", f"{_rules_word(len(rules))} {what}: {'; '.join(rules)}",
                    file=None if file is None else str(file), accept="allow_unused_rules", count=len(rules), rules=rules)
 
 

@@ -54,6 +54,7 @@ FLAGS = {
     "verify": "--verify",
     "rename": "--rename", "strip_prefix": "--strip-prefix", "add_prefix": "--add-prefix", "include": "--include",
     "exclude": "--exclude", "only_target": "--only-target", "skip_target": "--skip-target",
+    "transform": "--transform", "resize": "--resize", "split": "--split", "concat": "--concat", "preset": "--preset",
 }
 
 

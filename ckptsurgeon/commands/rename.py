@@ -153,9 +153,11 @@ def run(
             output=None if output is None else {"path": str(output), "format": fmt},
             plan=plan, dry_run=dry_run,
         )
-        unused = plan.renamed.unused() + plan.unused_transforms()
-        if unused and not allow_unused_rules:
-            report.failed_checks.append(unused_rules_failure(unused, str(path)))
+        if not allow_unused_rules:
+            if plan.renamed.unused():
+                report.failed_checks.append(unused_rules_failure(plan.renamed.unused(), str(path)))
+            if plan.unused_transforms():
+                report.failed_checks.append(unused_rules_failure(plan.unused_transforms(), str(path), applied=True))
         if not plan.steps:
             report.failed_checks.append(Failure("nothing_left", "no tensor is left to write after the filters",
                                                 file=str(path), count=0))
