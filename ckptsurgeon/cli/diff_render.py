@@ -279,6 +279,11 @@ def render_verify(result: Verification, out: Console, *, all_: bool = False) -> 
         for t in nonfinite:
             table.add_row(t.name, shape_text(t.shape), t.dtype, _nan_cell(t.nan), _nan_cell(t.inf))
         out.print(table)
+    if result.renamed is not None:
+        for rule, n in result.renamed.rule_counts:
+            out.print(f"rule {rule.text}: {count(n)} recorded name{'s' if n != 1 else ''}", soft_wrap=True)
+        if result.rules.name_map:
+            out.print(f"map: {result.renamed.map_used} of {len(result.rules.name_map)} entries used", soft_wrap=True)
     for text, n in (result.filters.glob_counts if result.filters else ()):
         out.print(f"filter {text}: {count(n)} name{'s' if n != 1 else ''}", soft_wrap=True)
     if result.mismatches:

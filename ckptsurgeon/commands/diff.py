@@ -509,8 +509,14 @@ def _rule_name(name: str, rules: Rules) -> str:
     return name
 
 
-def _scope_b(b_names: list[str], renamed: Renamed, rules: Rules) -> tuple[list[str], list[str], Renamed]:
-    """B's names that take part and those the filters leave out; glob counts include B's own matches."""
+def scope_other(b_names: list[str], renamed: Renamed, rules: Rules) -> tuple[list[str], list[str], Renamed]:
+    """The other side's names that take part and those the filters leave out, when ``renamed`` is what
+    ``rules`` made of one side's names (A's in a diff, a hash file's in ``verify``).
+
+    A name of the other side is left out when the name the rules would give it comes from a name the
+    filters left out; one that no name of the first side would become is matched against the globs
+    itself. The glob counts returned include the other side's own matches.
+    """
     if not (rules.include or rules.exclude):
         return b_names, [], renamed
     taken = set(renamed.original)
@@ -541,7 +547,7 @@ def diff_readers(a: Reader, b: Reader, options: DiffOptions | None = None) -> Di
     a_keys, b_keys = _keys(a, keras), _keys(b, keras)
     b_stored = {key: stored for stored, key in b_keys.items()}
     renamed = apply_rules(list(a_keys.values()), options.rules)
-    b_names, excluded_b, renamed = _scope_b(list(b_keys.values()), renamed, options.rules)
+    b_names, excluded_b, renamed = scope_other(list(b_keys.values()), renamed, options.rules)
     renamed.check_unused(options.allow_unused_rules, a.path)  # the rules apply to A's names
 
     in_b = set(b_names)
