@@ -32,7 +32,6 @@ Plain data only; the CLI renders :class:`DiffResult` and exits 1 unless :attr:`D
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,22 +80,24 @@ class DiffOptions:
 _WIDER_FLOATS = ("F16", "BF16", "F32", "F64")
 
 
-@functools.cache
-def _float_range(code: str) -> tuple[int, int, int, bool]:
-    """Mantissa bits, largest exponent, exponent of the smallest subnormal, and whether the float has ±Inf."""
-    import ml_dtypes
-
-    dt = DTYPES[code].numpy
-    info = ml_dtypes.finfo(dt)
-    with np.errstate(invalid="ignore", over="ignore"):
-        has_inf = bool(np.isinf(np.array([np.inf]).astype(dt).astype(np.float64))[0])
-    return int(info.nmant), int(info.maxexp), int(info.minexp) - int(info.nmant), has_inf
+# Each float dtype's mantissa bits, largest exponent (finfo's maxexp), exponent of its smallest
+# subnormal (minexp - nmant) and whether it has ±Inf: ml_dtypes.finfo's figures, written out so that
+# comparing F32 with F16 does not import ml_dtypes (tests check them against it).
+FLOAT_RANGES: dict[str, tuple[int, int, int, bool]] = {
+    "F64": (52, 1024, -1074, True),
+    "F32": (23, 128, -149, True),
+    "F16": (10, 16, -24, True),
+    "BF16": (7, 128, -133, True),
+    "F8_E4M3": (3, 9, -9, False),
+    "F8_E5M2": (2, 16, -16, True),
+    "F8_E8M0": (0, 128, -127, False),
+}
 
 
 def _holds(wide: str, narrow: str) -> bool:
     """Whether every value of float dtype ``narrow`` (NaN and ±Inf too) is a value of float dtype ``wide``."""
-    mant_w, max_w, tiny_w, inf_w = _float_range(wide)
-    mant_n, max_n, tiny_n, inf_n = _float_range(narrow)
+    mant_w, max_w, tiny_w, inf_w = FLOAT_RANGES[wide]
+    mant_n, max_n, tiny_n, inf_n = FLOAT_RANGES[narrow]
     return mant_w >= mant_n and max_w >= max_n and tiny_w <= tiny_n and (inf_w or not inf_n)
 
 
@@ -202,14 +203,18 @@ def compare_tensors(
 ) -> ValueDiff:
     """Read two same-shape tensors side by side, one chunk of each at a time, and compare them.
 
-    Tensors of two numeric dtypes have each chunk of both sides cast to :func:`compared_as`'s dtype
-    first; only one chunk of each side (and its casts) is in memory at a time.
+    Tensors of two numeric dtypes are compared as :func:`compared_as`'s dtype; only one chunk of
+    each side (and its casts) is in memory at a time. Two integer chunks are cast to that dtype
+    first. Where a float takes part, :func:`compare_values` widens both chunks to float64 anyway,
+    which gives the same values: float64 is the dtype of an integer with a float, and two floats'
+    dtype holds both exactly.
     """
     if a_info.shape != b_info.shape:
         raise ValueError(f"{a_info.name!r} and {b_info.name!r} have different shapes")
     same_dtype = a_info.dtype == b_info.dtype
     widen = compared_as(a_info.dtype, b_info.dtype)
-    wide = DTYPES[widen].numpy if widen is not None else None
+    ints = DTYPES[a_info.dtype].kind != "float" and DTYPES[b_info.dtype].kind != "float"
+    wide = DTYPES[widen].numpy if widen is not None and ints else None
     total = ValueDiff(byte_identical=same_dtype)
     pairs = zip(pieces(a, a_info.name, chunk_elements), pieces(b, b_info.name, chunk_elements), strict=True)
     for piece_a, piece_b in pairs:

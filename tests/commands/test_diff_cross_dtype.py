@@ -14,7 +14,14 @@ import pytest
 from safetensors.numpy import load_file
 
 import ckptsurgeon
-from ckptsurgeon.commands.diff import DiffOptions, compare_tensors, compare_values, compared_as, diff
+from ckptsurgeon.commands.diff import (
+    FLOAT_RANGES,
+    DiffOptions,
+    compare_tensors,
+    compare_values,
+    compared_as,
+    diff,
+)
 from ckptsurgeon.tensors import DTYPES
 
 from ..conftest import CORPUS, DATA
@@ -123,6 +130,16 @@ def test_strict_dtypes_counts_the_dtype_change(capsys: pytest.CaptureFixture[str
 
 FLOAT_CODES = [c for c, d in DTYPES.items() if d.kind == "float"]
 SMALL = [c for c in FLOAT_CODES if DTYPES[c].itemsize <= 2]
+
+
+@pytest.mark.parametrize("code", FLOAT_CODES)
+def test_the_float_ranges_are_ml_dtypes_own(code: str) -> None:
+    dt = DTYPES[code].numpy
+    info = ml_dtypes.finfo(dt)
+    with np.errstate(over="ignore", invalid="ignore"):
+        has_inf = bool(np.isinf(np.array([np.inf]).astype(dt).astype(np.float64))[0])
+    assert FLOAT_RANGES[code] == (info.nmant, info.maxexp, info.minexp - info.nmant, has_inf)
+    assert float(info.smallest_subnormal) == 2.0 ** FLOAT_RANGES[code][2]
 
 
 def every_value(code: str) -> np.ndarray:
