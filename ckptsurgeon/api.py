@@ -217,13 +217,16 @@ def verify(
     fail_on_nonfinite: bool = False,
     check: bool = False,
     open_options: OpenOptions | None = None,
+    rules: Rules | None = None,
 ) -> Verification:
-    """Read every tensor once: NaN/Inf counts and sha256, checked against ``hashes``. See :mod:`ckptsurgeon.commands.verify`."""
+    """Read every tensor once: NaN/Inf counts and sha256, checked against ``hashes``. See :mod:`ckptsurgeon.commands.verify`.
+
+    ``rules`` rename the hash file's recorded names (a hash file written before a rename)."""
     from .commands import verify as command
 
     result = command.verify(path, hashes=hashes, include=include, exclude=exclude,
                             allow_unused_rules=allow_unused_rules, fail_on_nonfinite=fail_on_nonfinite,
-                            open_options=open_options)
+                            open_options=open_options, rules=rules)
     if check and not result.ok:
         raise CheckFailed(path, "; ".join(result.failures), report=result)
     return result

@@ -46,6 +46,10 @@ def diff_command(
     metadata: Annotated[
         bool, typer.Option("--metadata", help="Also compare metadata: a differing key makes the checkpoints differ.")
     ] = False,
+    strict_dtypes: Annotated[
+        bool, typer.Option("--strict-dtypes",
+                           help="A dtype change makes the checkpoints differ even where the values agree.")
+    ] = False,
     all_: Annotated[
         bool, typer.Option("--all", help="List equal tensors too; do not collapse repeated blocks.")
     ] = False,
@@ -62,8 +66,12 @@ def diff_command(
     and for tensors of the same shape how many elements differ and the largest |a-b|.
 
     Values are read one chunk at a time and compared in float64 (integers exactly); NaN equals NaN.
-    Byte-identical tensors need no arithmetic. Tensors whose dtypes differ are compared by value and
-    reported as a dtype change. The rules (--rename, --strip-prefix, --add-prefix, --map, --include,
+    Byte-identical tensors need no arithmetic. Two tensors of different numeric dtypes are compared
+    across dtypes: both sides are cast to the narrower dtype that holds both exactly (F32 vs BF16 or F16
+    as F32, F32 vs F64 as F64, F16 vs BF16 as F32; integers to the wider integer, integers with floats as
+    F64) and compared with the same --atol/--rtol; the table shows "as F32" and the verdict counts them.
+    Without a tolerance a BF16 copy of F32 values differs wherever the rounding changed a value.
+    --strict-dtypes makes any dtype change a difference (a BOOL paired with another dtype always is). The rules (--rename, --strip-prefix, --add-prefix, --map, --include,
     --exclude) rewrite A's names to compare checkpoints that name their tensors differently. Two
     Keras 3 files are paired by their variables' Keras names (proj/kernel, as inspect shows them),
     not by the stored paths Keras derives from layer positions; the rules then apply to those names.
@@ -81,7 +89,8 @@ def diff_command(
 
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
-    options = DiffOptions(rules=rules, atol=atol, rtol=rtol, metadata=metadata, allow_unused_rules=allow_unused_rules)
+    options = DiffOptions(rules=rules, atol=atol, rtol=rtol, metadata=metadata, allow_unused_rules=allow_unused_rules,
+                          strict_dtypes=strict_dtypes)
     result = api.diff(a, b, options, open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names))
     from . import diff_render, render
 

@@ -69,9 +69,18 @@ def _stored(label: str, *stored: str) -> str:
     return f"{label}  ({' → '.join(paths)})"
 
 
+def _change(t: TensorDiff) -> str:
+    """The change column: the status, with the dtype the values were compared as across dtypes (``equal as F32``)."""
+    return t.status if t.compared_as is None or t.status == "dtype" else f"{t.status} as {t.compared_as}"
+
+
+def _style(change: str) -> str:
+    return CHANGE_STYLE.get(change, CHANGE_STYLE.get(change.split(" as ")[0], ""))
+
+
 def _tensor_row(t: TensorDiff, keras: bool = False) -> DiffRow:
     label = _stored(t.name, t.a_name, t.b_name) if keras else t.name
-    row = DiffRow(label, t.status, _side(t.a_shape, t.a_dtype), _side(t.b_shape, t.b_dtype))
+    row = DiffRow(label, _change(t), _side(t.a_shape, t.a_dtype), _side(t.b_shape, t.b_dtype))
     if t.values is None:
         return row
     v = t.values
@@ -90,7 +99,8 @@ def _merge(label: str, rows: list[DiffRow]) -> DiffRow:
 
 @gc_paused
 def diff_rows(result: DiffResult, *, all_: bool = False) -> list[DiffRow]:
-    """Changed tensors in A's order (every tensor with ``all_``), then tensors only in A, only in B.
+    """Changed tensors and tensors compared across dtypes in A's order (every tensor with ``all_``),
+    then tensors only in A, only in B.
 
     Common tensors are shown by the name they are compared under (B's); a tensor only in A shows
     ``stored → renamed`` when the rules renamed it. Two Keras 3 files paired by Keras names show
@@ -99,7 +109,7 @@ def diff_rows(result: DiffResult, *, all_: bool = False) -> list[DiffRow]:
     are summed and whose max |a-b| is the largest of the blocks'.
     """
     keras = result.paired_by == "keras_names"
-    rows = [_tensor_row(t, keras) for t in result.tensors if all_ or not t.equal]
+    rows = [_tensor_row(t, keras) for t in result.tensors if all_ or not t.equal or t.compared_as is not None]
     for info, new in result.only_a:
         key = result.a_match_names.get(info.name, info.name)
         label = key if new == key else f"{key} → {new}"
@@ -149,7 +159,7 @@ def diff_table(rows: list[DiffRow]) -> Table:
     table.add_column("max |a-b|", justify="right", no_wrap=True)
     for r in rows:
         tensor, change, a, b, differing, max_abs = r.cells()
-        table.add_row(tensor, Text(change, style=CHANGE_STYLE.get(change, "")), a, b, differing, max_abs)
+        table.add_row(tensor, Text(change, style=_style(change)), a, b, differing, max_abs)
     return table
 
 
@@ -160,7 +170,7 @@ def _header(result: DiffResult) -> str:
 
 
 def _unlisted(result: DiffResult, all_: bool) -> str | None:
-    equal = sum(1 for t in result.tensors if t.equal)
+    equal = sum(1 for t in result.tensors if t.equal and t.compared_as is None)
     if all_ or not equal:
         return None
     return f"{count(equal)} equal tensor{'s' if equal != 1 else ''} not listed (--all lists them)"
@@ -269,6 +279,11 @@ def render_verify(result: Verification, out: Console, *, all_: bool = False) -> 
         for t in nonfinite:
             table.add_row(t.name, shape_text(t.shape), t.dtype, _nan_cell(t.nan), _nan_cell(t.inf))
         out.print(table)
+    if result.renamed is not None:
+        for rule, n in result.renamed.rule_counts:
+            out.print(f"rule {rule.text}: {count(n)} recorded name{'s' if n != 1 else ''}", soft_wrap=True)
+        if result.rules.name_map:
+            out.print(f"map: {result.renamed.map_used} of {len(result.rules.name_map)} entries used", soft_wrap=True)
     for text, n in (result.filters.glob_counts if result.filters else ()):
         out.print(f"filter {text}: {count(n)} name{'s' if n != 1 else ''}", soft_wrap=True)
     if result.mismatches:

@@ -10,6 +10,7 @@ import typer
 
 from .app import app
 from .options import (
+    AddPrefixOpt,
     AllowUnusedRulesOpt,
     ConfigOpt,
     DecKeyFileOpt,
@@ -17,8 +18,11 @@ from .options import (
     DictOpt,
     InputPath,
     JsonOpt,
+    MapOpt,
     NoClobberOpt,
     QuietOpt,
+    RenameOpt,
+    StripPrefixOpt,
     open_options,
 )
 
@@ -36,6 +40,10 @@ def verify_command(
         typer.Option("--write-hashes", metavar="H.json",
                      help="Record each tensor's sha256, shape and dtype in a hash file (atomically; only when the checks pass)."),
     ] = None,
+    rename: RenameOpt = None,
+    strip_prefix: StripPrefixOpt = None,
+    add_prefix: AddPrefixOpt = None,
+    map_file: MapOpt = None,
     include: Annotated[
         list[str] | None,
         typer.Option("--include", metavar="GLOB", help="Only tensors matching a glob, in the checkpoint and the hash file (repeatable)."),
@@ -65,19 +73,30 @@ def verify_command(
     --write-hashes records the hashes; --hashes checks them again later, for example as a CI gate that a
     rewrite left alone what it should not touch.
 
+    After a rename, give the rename's rule options (--rename, --strip-prefix, --add-prefix, --map) with
+    --hashes: they apply to the hash file's recorded names, the names before the rename (the "source"
+    names, as the rename's input had them), and each entry is checked under its new name. --include and
+    --exclude see the recorded names as stored, as in rename. A rule that matches no recorded name fails
+    (exit 1) unless --allow-unused-rules.
+
     Exit 0 when every check passes, 1 when one fails (a hash mismatch; NaN/Inf with --fail-on-nonfinite;
     a glob that matches nothing), 3 when the file cannot be read or is malformed.
     """
     from .. import api
+    from ..errors import UsageError
 
     api.check_distinct([("--write-hashes", write_hashes_to)],
-                       [("PATH", path), ("--hashes", hashes), ("--config", config)])
+                       [("PATH", path), ("--hashes", hashes), ("--map", map_file), ("--config", config)])
+    if hashes is None and (rename or strip_prefix or add_prefix or map_file is not None):
+        raise UsageError(None, "--rename, --strip-prefix, --add-prefix and --map rename the names a hash file "
+                               "recorded: give --hashes H.json")
     if write_hashes_to is not None:
         api.check_output(write_hashes_to, [path], no_clobber=no_clobber)
+    rules = api.Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file)
     result = api.verify(
         path, hashes=hashes, include=include or (), exclude=exclude or (),
         allow_unused_rules=allow_unused_rules, fail_on_nonfinite=fail_on_nonfinite,
-        open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode),
+        open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode), rules=rules,
     )
     from . import diff_render, render
 

@@ -6,9 +6,14 @@ of both files side by side. A chunk whose bytes are identical counts no differen
 arithmetic; other chunks are compared by value in float64 (integers exactly), NaN equal to NaN:
 an element differs when ``|a - b| > atol + rtol * |b|`` (numpy.isclose's test).
 
-Tensors whose shapes differ are reported and not compared. Tensors whose dtypes differ are
-compared by value and reported as a dtype change. Metadata differences are always collected;
-they make the checkpoints differ only when ``DiffOptions.metadata`` is set.
+Tensors whose shapes differ are reported and not compared. Two numeric tensors whose dtypes differ
+are compared across dtypes: each chunk of both sides is cast to the dtype :func:`compared_as`
+names (numpy's / ml_dtypes' ``astype``) and then compared as a same-dtype pair is, with the same
+tolerances. Such a pair is equal when its values are (exactly, or within ``--atol`` / ``--rtol``),
+whatever the dtypes; ``DiffOptions.strict_dtypes`` makes a dtype change a difference of its own.
+A BOOL tensor paired with another dtype is always a dtype change (its values are still compared,
+True as 1). Metadata differences are always collected; they make the checkpoints differ only when
+``DiffOptions.metadata`` is set.
 
 Two Keras 3 files (each with ``match_names``) are paired by the names Keras gives their variables
 (``proj/kernel``), not by their stored paths: Keras 3 stores a layer under a path derived from its
@@ -39,7 +44,7 @@ from ..formats import open_checkpoint
 from ..formats.base import OpenOptions, Reader
 from ..match import auto_prefix, model_prefixes
 from ..rules import Renamed, Rules, apply_rules
-from ..tensors import TensorInfo, numel
+from ..tensors import DTYPES, TensorInfo, numel
 from ..text import plural
 from ..values import pieces
 
@@ -59,6 +64,7 @@ class DiffOptions:
     metadata: bool = False
     allow_unused_rules: bool = False
     chunk_elements: int = CHUNK_ELEMENTS
+    strict_dtypes: bool = False  # a dtype change is a difference even where the values agree
 
     def __post_init__(self) -> None:
         for option, value in (("--atol", self.atol), ("--rtol", self.rtol)):
@@ -69,6 +75,71 @@ class DiffOptions:
 
 
 # --- comparing values ----------------------------------------------------------------------------------
+
+# Floats a cross-dtype pair may be widened to beyond its own two dtypes, narrowest first.
+_WIDER_FLOATS = ("F16", "BF16", "F32", "F64")
+
+
+# Each float dtype's mantissa bits, largest exponent (finfo's maxexp), exponent of its smallest
+# subnormal (minexp - nmant) and whether it has ±Inf: ml_dtypes.finfo's figures, written out so that
+# comparing F32 with F16 does not import ml_dtypes (tests check them against it).
+FLOAT_RANGES: dict[str, tuple[int, int, int, bool]] = {
+    "F64": (52, 1024, -1074, True),
+    "F32": (23, 128, -149, True),
+    "F16": (10, 16, -24, True),
+    "BF16": (7, 128, -133, True),
+    "F8_E4M3": (3, 9, -9, False),
+    "F8_E5M2": (2, 16, -16, True),
+    "F8_E8M0": (0, 128, -127, False),
+}
+
+
+def _holds(wide: str, narrow: str) -> bool:
+    """Whether every value of float dtype ``narrow`` (NaN and ±Inf too) is a value of float dtype ``wide``."""
+    mant_w, max_w, tiny_w, inf_w = FLOAT_RANGES[wide]
+    mant_n, max_n, tiny_n, inf_n = FLOAT_RANGES[narrow]
+    return mant_w >= mant_n and max_w >= max_n and tiny_w <= tiny_n and (inf_w or not inf_n)
+
+
+def _common_int(a: str, b: str) -> str:
+    """The narrowest integer dtype holding every value of integer dtypes ``a`` and ``b``; F64 for a signed one with U64."""
+    da, db = DTYPES[a], DTYPES[b]
+    if da.kind == db.kind:
+        return a if da.itemsize >= db.itemsize else b
+    signed, unsigned = (da, db) if da.kind == "int" else (db, da)
+    size = max(signed.itemsize, 2 * unsigned.itemsize)
+    return f"I{8 * size}" if size <= 8 else "F64"
+
+
+def compared_as(a: str, b: str) -> str | None:
+    """The dtype both sides of a pair of dtypes ``a`` and ``b`` are cast to before their values are compared.
+
+    None when the pair is not compared across dtypes: the same dtype, or BOOL with another dtype.
+
+    * two floats: the first of the two dtypes (narrower first), F16, BF16, F32, F64 that holds every
+      value of both exactly, NaN and ±Inf included. F16, BF16 or an F8 with F32 -> F32; any float
+      with F64 -> F64; F16 with BF16 -> F32; F8_E4M3 or F8_E5M2 with F16 -> F16 and with BF16 ->
+      BF16; F8_E4M3 with F8_E5M2 -> F16; F8_E8M0 with BF16 or another F8 -> BF16, with F16 -> F32.
+      These casts are exact: the stored values themselves are compared.
+    * two integers: the narrower widened to the wider of the same signedness; a signed with an
+      unsigned one to the narrowest signed dtype holding both (I8 with U8 -> I16, I32 with U32 -> I64);
+      a signed one with U64 -> F64, as numpy promotes them (exact up to 2**53 in magnitude).
+    * an integer with a float: F64 (integers exact up to 2**53 in magnitude; larger ones round).
+    """
+    if a == b:
+        return None
+    ka, kb = DTYPES[a].kind, DTYPES[b].kind
+    if "bool" in (ka, kb):
+        return None
+    if ka == "float" and kb == "float":
+        own = sorted((a, b), key=lambda code: DTYPES[code].itemsize)
+        for code in (*own, *_WIDER_FLOATS):
+            if _holds(code, a) and _holds(code, b):
+                return code
+        raise AssertionError(f"no float holds {a} and {b}")  # pragma: no cover - F64 holds every float
+    if ka != "float" and kb != "float":
+        return _common_int(a, b)
+    return "F64"
 
 
 @dataclass(frozen=True)
@@ -104,8 +175,8 @@ def compare_values(a: np.ndarray, b: np.ndarray, atol: float = 0.0, rtol: float 
     if a.shape != b.shape:
         raise ValueError(f"compare_values needs arrays of one shape, got {a.shape} and {b.shape}")
     floats = a.dtype.kind not in "biu" or b.dtype.kind not in "biu"
-    af = a.astype(np.float64)
-    bf = b.astype(np.float64)
+    af = a.astype(np.float64, copy=False)  # only read below: a float64 input is not copied
+    bf = b.astype(np.float64, copy=False)
     with np.errstate(invalid="ignore", over="ignore"):
         if floats:
             same = af == bf
@@ -130,15 +201,27 @@ def compare_tensors(
     a: Reader, a_info: TensorInfo, b: Reader, b_info: TensorInfo,
     *, atol: float = 0.0, rtol: float = 0.0, chunk_elements: int = CHUNK_ELEMENTS,
 ) -> ValueDiff:
-    """Read two same-shape tensors side by side, one chunk of each at a time, and compare them."""
+    """Read two same-shape tensors side by side, one chunk of each at a time, and compare them.
+
+    Tensors of two numeric dtypes are compared as :func:`compared_as`'s dtype; only one chunk of
+    each side (and its casts) is in memory at a time. Two integer chunks are cast to that dtype
+    first. Where a float takes part, :func:`compare_values` widens both chunks to float64 anyway,
+    which gives the same values: float64 is the dtype of an integer with a float, and two floats'
+    dtype holds both exactly.
+    """
     if a_info.shape != b_info.shape:
         raise ValueError(f"{a_info.name!r} and {b_info.name!r} have different shapes")
     same_dtype = a_info.dtype == b_info.dtype
+    widen = compared_as(a_info.dtype, b_info.dtype)
+    ints = DTYPES[a_info.dtype].kind != "float" and DTYPES[b_info.dtype].kind != "float"
+    wide = DTYPES[widen].numpy if widen is not None and ints else None
     total = ValueDiff(byte_identical=same_dtype)
     pairs = zip(pieces(a, a_info.name, chunk_elements), pieces(b, b_info.name, chunk_elements), strict=True)
     for piece_a, piece_b in pairs:
         if same_dtype and np.array_equal(piece_a.view(np.uint8), piece_b.view(np.uint8)):
             continue  # identical bytes: no differences, no arithmetic
+        if wide is not None:
+            piece_a, piece_b = piece_a.astype(wide, copy=False), piece_b.astype(wide, copy=False)
         total += compare_values(piece_a, piece_b, atol, rtol)
     return total
 
@@ -166,6 +249,12 @@ class TensorDiff:
     b_dtype: str
     values: ValueDiff | None  # None when the shapes differ: values are not compared
     b_stored: str | None = None  # B's stored name where it is not ``name`` (paired by Keras names)
+    strict_dtypes: bool = False  # a dtype change is a difference even where the values agree
+
+    @property
+    def compared_as(self) -> str | None:
+        """The dtype both sides' values were cast to, for two numeric dtypes compared by value; else None."""
+        return compared_as(self.a_dtype, self.b_dtype) if self.values is not None else None
 
     @property
     def b_name(self) -> str:
@@ -176,7 +265,7 @@ class TensorDiff:
     def status(self) -> Status:
         if self.a_shape != self.b_shape:
             return "shape"
-        if self.a_dtype != self.b_dtype:
+        if self.a_dtype != self.b_dtype and (self.strict_dtypes or self.compared_as is None):
             return "dtype"
         if self.values is not None and self.values.differing:
             return "values"
@@ -206,6 +295,7 @@ class TensorDiff:
             "max_abs_diff": _finite_or_none(v.max_abs_diff) if v is not None else None,
             "nonfinite_differing": v.nonfinite if v is not None else None,
             "byte_identical": v.byte_identical if v is not None else False,
+            "compared_as": self.compared_as,
         }
 
 
@@ -265,6 +355,11 @@ class DiffResult:
         return sum(1 for t in self.tensors if t.status == status)
 
     @property
+    def cross_dtype(self) -> list[TensorDiff]:
+        """Tensors whose values were compared across two numeric dtypes (see :func:`compared_as`)."""
+        return [t for t in self.tensors if t.compared_as is not None]
+
+    @property
     def within_tolerance(self) -> int:
         """Equal tensors whose values are not all exactly equal (only with --atol / --rtol)."""
         return sum(1 for t in self.tensors if t.equal and t.values is not None and t.values.max_abs_diff > 0)
@@ -299,7 +394,22 @@ class DiffResult:
             "compared_elements": sum(t.numel for t in self.tensors if t.values is not None),
             "max_abs_diff": _finite_or_none(max(maxima)) if maxima else None,
             "metadata_differences": self.metadata.count,
+            "cross_dtype": len(self.cross_dtype),
         }
+
+    @property
+    def cross_dtype_note(self) -> str:
+        """``"; 14 compared across dtypes (F32 vs BF16 as F32)"``, or nothing when no pair was."""
+        kinds: dict[tuple[str, str, str | None], int] = {}
+        for t in self.cross_dtype:
+            key = (t.a_dtype, t.b_dtype, t.compared_as)
+            kinds[key] = kinds.get(key, 0) + 1
+        if not kinds:
+            return ""
+        shown = [f"{a} vs {b} as {wide}" + (f": {n:,}" if len(kinds) > 1 else "")
+                 for (a, b, wide), n in list(kinds.items())[:3]]
+        more = f", {len(kinds) - 3} more pairs of dtypes" if len(kinds) > 3 else ""
+        return f"; {len(self.cross_dtype):,} compared across dtypes ({', '.join(shown)}{more})"
 
     @property
     def verdict(self) -> str:
@@ -310,14 +420,21 @@ class DiffResult:
         meta_note = ""
         if self.metadata.count and not self.options.metadata:
             meta_note = f"; {_differ(self.metadata.count, 'metadata key')} (not compared without --metadata)"
+        cross = self.cross_dtype_note
         if self.equal:
             text = f"equal{tolerance}: {plural(s['compared'], 'tensor')} compared"
-            if s["within_tolerance"]:
-                text += (f", {s['equal'] - s['within_tolerance']:,} identical, "
-                         f"{s['within_tolerance']:,} within tolerance (max |a-b| {_num(s['max_abs_diff'])})")
+            # equal tensors: the same values in one dtype, the same values across dtypes, within the tolerance
+            exact_cross = sum(1 for t in self.cross_dtype if t.values is not None and t.values.max_abs_diff == 0)
+            identical = s["equal"] - s["within_tolerance"] - exact_cross
+            if s["within_tolerance"] or exact_cross:
+                text += f", {identical:,} identical"
+                if exact_cross:
+                    text += f", {exact_cross:,} equal after widening"
+                if s["within_tolerance"]:
+                    text += f", {s['within_tolerance']:,} within tolerance (max |a-b| {_num(s['max_abs_diff'])})"
             elif s["compared"]:
                 text += ", all identical"
-            return text + meta_note
+            return text + cross + meta_note
         parts = []
         for key, words in (("only_in_a", "only in A"), ("only_in_b", "only in B"), ("shape_changed", "shape changed"),
                            ("dtype_changed", "dtype changed"), ("values_differ", "with different values")):
@@ -330,7 +447,7 @@ class DiffResult:
             parts.append(_differ(self.metadata.count, "metadata key"))
         common = (f"{s['equal']:,} of {plural(s['compared'], 'common tensor')} equal" if s["compared"]
                   else "no tensor in common")
-        return f"different: {', '.join(parts)}; {common}{meta_note}"
+        return f"different: {', '.join(parts)}; {common}{cross}{meta_note}"
 
     def _match_name(self, names: dict[str, str], stored: str) -> dict[str, str]:
         """``{"match_name": ...}`` for a tensor of a Keras 3 pair that has a Keras name, else nothing."""
@@ -342,7 +459,8 @@ class DiffResult:
             "schema": DIFF_SCHEMA,
             "a": self.a,
             "b": self.b,
-            "options": {"atol": self.options.atol, "rtol": self.options.rtol, "metadata": self.options.metadata},
+            "options": {"atol": self.options.atol, "rtol": self.options.rtol, "metadata": self.options.metadata,
+                        "strict_dtypes": self.options.strict_dtypes},
             "rules": [{"rule": r.text, "matches": n} for r, n in self.renamed.rule_counts]
             + [{"rule": text, "matches": n} for text, n in self.renamed.glob_counts],
             "map": None if not rules.name_map else {"entries": len(rules.name_map), "used": self.renamed.map_used},
@@ -373,9 +491,6 @@ class DiffResult:
         }
 
 
-
-
-
 def _differ(n: int, word: str) -> str:
     return f"{plural(n, word)} {'differs' if n == 1 else 'differ'}"
 
@@ -399,8 +514,14 @@ def _rule_name(name: str, rules: Rules) -> str:
     return name
 
 
-def _scope_b(b_names: list[str], renamed: Renamed, rules: Rules) -> tuple[list[str], list[str], Renamed]:
-    """B's names that take part and those the filters leave out; glob counts include B's own matches."""
+def scope_other(b_names: list[str], renamed: Renamed, rules: Rules) -> tuple[list[str], list[str], Renamed]:
+    """The other side's names that take part and those the filters leave out, when ``renamed`` is what
+    ``rules`` made of one side's names (A's in a diff, a hash file's in ``verify``).
+
+    A name of the other side is left out when the name the rules would give it comes from a name the
+    filters left out; one that no name of the first side would become is matched against the globs
+    itself. The glob counts returned include the other side's own matches.
+    """
     if not (rules.include or rules.exclude):
         return b_names, [], renamed
     taken = set(renamed.original)
@@ -431,7 +552,7 @@ def diff_readers(a: Reader, b: Reader, options: DiffOptions | None = None) -> Di
     a_keys, b_keys = _keys(a, keras), _keys(b, keras)
     b_stored = {key: stored for stored, key in b_keys.items()}
     renamed = apply_rules(list(a_keys.values()), options.rules)
-    b_names, excluded_b, renamed = _scope_b(list(b_keys.values()), renamed, options.rules)
+    b_names, excluded_b, renamed = scope_other(list(b_keys.values()), renamed, options.rules)
     renamed.check_unused(options.allow_unused_rules, a.path)  # the rules apply to A's names
 
     in_b = set(b_names)
@@ -450,7 +571,8 @@ def diff_readers(a: Reader, b: Reader, options: DiffOptions | None = None) -> Di
             values = compare_tensors(a, info, b, other, atol=options.atol, rtol=options.rtol,
                                      chunk_elements=options.chunk_elements)
         tensors.append(TensorDiff(new, info.name, info.shape, other.shape, info.dtype, other.dtype, values,
-                                  b_stored=other.name if other.name != new else None))
+                                  b_stored=other.name if other.name != new else None,
+                                  strict_dtypes=options.strict_dtypes))
     taken = set(renamed.original)
     only_b = [b[b_stored[n]] for n in b_names if n not in taken]
     return DiffResult(

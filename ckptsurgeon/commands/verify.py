@@ -6,11 +6,19 @@ values of float tensors. With a hash file (schema ``ckptsurgeon/hashes/1``, writ
 :func:`write_hashes`) it also reports every tensor whose sha256, shape or dtype changed, every
 recorded tensor that is missing and every tensor the file does not record.
 
+A hash file recorded before a rename holds the old names. The rename rules (``Rules``: renames,
+strip/add prefixes, a map) then apply to the hash file's names, as ``ckpt rename`` applied them to
+its input's: each recorded entry is expected under its new name, and the renamed checkpoint is read
+under its own. A rule that matches no recorded name fails (CheckFailed) unless unused rules are
+allowed. Include/exclude globs see the recorded names as stored (as in a rename); a tensor of the
+checkpoint that no recorded name becomes is matched against them by its own name.
+
 Plain data only; the CLI decides the exit code from :attr:`Verification.ok`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -22,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..atomic import atomic_path, check_output
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from ..files import check_input, read_input
 from ..formats import open_checkpoint
 from ..formats.base import CHUNK_BYTES, OpenOptions, Reader
@@ -205,13 +213,18 @@ class Mismatch:
     problem: Problem
     expected: HashEntry | None
     actual: HashEntry | None
+    recorded_name: str | None = None  # the hash file's name for ``name``, where the rules renamed it
 
     @property
     def detail(self) -> str:
+        recorded = f" (recorded as {self.recorded_name!r})" if self.recorded_name is not None else ""
         if self.problem == "missing":
-            return "missing from the checkpoint"
+            return "missing from the checkpoint" + recorded
         if self.problem == "extra":
             return "not in the hash file"
+        return self._changes() + recorded
+
+    def _changes(self) -> str:
         assert self.expected is not None and self.actual is not None
         parts = []
         if self.expected.shape != self.actual.shape:
@@ -227,21 +240,29 @@ class Mismatch:
             "name": self.name,
             "problem": self.problem,
             "detail": self.detail,
+            "recorded_name": self.recorded_name,
             "expected": self.expected.to_dict() if self.expected else None,
             "actual": self.actual.to_dict() if self.actual else None,
         }
 
 
-def compare_hashes(found: Mapping[str, HashEntry], recorded: Mapping[str, HashEntry]) -> list[Mismatch]:
-    """Every disagreement between a checkpoint's tensors and a hash file's, in the checkpoint's order."""
+def compare_hashes(found: Mapping[str, HashEntry], recorded: Mapping[str, HashEntry],
+                   recorded_names: Mapping[str, str] | None = None) -> list[Mismatch]:
+    """Every disagreement between a checkpoint's tensors and a hash file's, in the checkpoint's order.
+
+    ``recorded`` is keyed by the names the checkpoint should have; ``recorded_names`` maps such a
+    name to the hash file's own name where the rules renamed it.
+    """
+    origin = recorded_names or {}
     out: list[Mismatch] = []
     for name, actual in found.items():
         expected = recorded.get(name)
         if expected is None:
             out.append(Mismatch(name, "extra", None, actual))
         elif expected != actual:
-            out.append(Mismatch(name, "changed", expected, actual))
-    out += [Mismatch(name, "missing", entry, None) for name, entry in recorded.items() if name not in found]
+            out.append(Mismatch(name, "changed", expected, actual, origin.get(name)))
+    out += [Mismatch(name, "missing", entry, None, origin.get(name))
+            for name, entry in recorded.items() if name not in found]
     return out
 
 
@@ -261,6 +282,8 @@ class Verification:
     recorded: int = 0  # tensors of the hash file that were checked (after --include / --exclude)
     mismatches: list[Mismatch] = field(default_factory=list)
     fail_on_nonfinite: bool = False
+    rules: Rules = field(default_factory=Rules)  # the rename rules applied to the hash file's names
+    renamed: Renamed | None = None  # what they did (None without rename rules)
 
     # --- totals --------------------------------------------------------------------------------
     @property
@@ -321,7 +344,11 @@ class Verification:
         parts = [read, nonfinite]
         if self.hashes_path is not None:
             matched = self.recorded - sum(1 for m in self.mismatches if m.problem != "extra")
-            parts.append(f"{matched:,} of {self.recorded:,} recorded hashes match"
+            renamed = ""
+            if self.renamed is not None:
+                count = sum(1 for old, new in self.renamed.mapping.items() if old != new)
+                renamed = f" ({plural(count, 'recorded name')} renamed by the rules)"
+            parts.append(f"{matched:,} of {self.recorded:,} recorded hashes match{renamed}"
                          + (f", {plural(len(self.mismatches), 'mismatch', 'mismatches')}" if self.mismatches else ""))
         return ("ok: " if self.ok else "FAILED: ") + "; ".join(parts)
 
@@ -338,6 +365,9 @@ class Verification:
             "tensors": [t.to_dict() for t in self.tensors],
             "filters": [] if self.filters is None
             else [{"rule": text, "matches": n} for text, n in self.filters.glob_counts],
+            "rules": [] if self.renamed is None else [{"rule": r.text, "matches": n} for r, n in self.renamed.rule_counts],
+            "map": None if self.renamed is None or not self.rules.name_map
+            else {"entries": len(self.rules.name_map), "used": self.renamed.map_used},
             "hashes": None if self.hashes_path is None else {
                 "path": self.hashes_path,
                 "recorded": self.recorded,
@@ -363,6 +393,22 @@ def _select(names: Sequence[str], include: Sequence[str], exclude: Sequence[str]
     return set(renamed.mapping), renamed
 
 
+def _expected(recorded: HashFile, names: list[str], rules: Rules, allow_unused_rules: bool,
+              path: str) -> tuple[set[str], dict[str, HashEntry], dict[str, str], Renamed | None]:
+    """The checkpoint's names to read, the recorded entries under the names they should have now,
+    those names' recorded names where the rules changed them, and what the rules did."""
+    from .diff import scope_other
+
+    renaming = bool(rules.renames or rules.name_map)
+    renamed = apply_rules(list(recorded.tensors), rules)  # the rules apply to the names the hash file recorded
+    keep, _, renamed = scope_other(names, renamed, rules)
+    # An unused rename rule is about the hash file's names; an unused glob, as ever, about the checkpoint's.
+    renamed.check_unused(allow_unused_rules, (recorded.source or "the hash file") if renaming else path)
+    wanted = {new: recorded.tensors[old] for old, new in renamed.mapping.items()}
+    origin = {new: old for old, new in renamed.mapping.items() if old != new}
+    return set(keep), wanted, origin, renamed if (rules.include or rules.exclude or renaming) else None
+
+
 def verify(
     path: str | Path,
     *,
@@ -373,30 +419,44 @@ def verify(
     fail_on_nonfinite: bool = False,
     chunk_bytes: int = CHUNK_BYTES,
     open_options: OpenOptions | None = None,
+    rules: Rules | None = None,
 ) -> Verification:
     """Open ``path``, read every selected tensor once and check it (against ``hashes`` when given).
 
     ``include`` / ``exclude`` globs (``fnmatchcase``, as in the rules) select tensors of the
     checkpoint and of the hash file alike; a glob that matches neither raises CheckFailed unless
-    ``allow_unused_rules``. An unreadable or malformed checkpoint raises InputError. A failed check
-    does not raise: see :attr:`Verification.ok` and :attr:`Verification.failures`.
+    ``allow_unused_rules``. ``rules`` (renames, prefixes, a name map, and more globs) rename the
+    hash file's recorded names before they are compared with the checkpoint's, for a checkpoint
+    renamed since the hash file was written: they need ``hashes``, and one that matches no recorded
+    name raises CheckFailed unless ``allow_unused_rules``. An unreadable or malformed checkpoint
+    raises InputError. A failed check does not raise: see :attr:`Verification.ok` and
+    :attr:`Verification.failures`.
     """
+    rules = rules or Rules()
+    rules = dataclasses.replace(rules, include=(*rules.include, *include), exclude=(*rules.exclude, *exclude))
+    renaming = bool(rules.renames or rules.name_map)
+    if renaming and hashes is None:
+        raise UsageError(None, "rename rules apply to the names of a hash file: give the hash file (hashes)")
     recorded = HashFile.load(hashes) if isinstance(hashes, (str, Path)) else hashes
     with open_checkpoint(path, open_options) as reader:
         names = [t.name for t in reader.tensors]
-        if recorded is not None:
-            present = set(names)
-            names += [n for n in recorded.tensors if n not in present]
-        keep, filters = _select(names, include, exclude, allow_unused_rules, str(path))
+        wanted: dict[str, HashEntry] = {}
+        origin: dict[str, str] = {}
+        renamed = None
+        if recorded is None:
+            keep, filters = _select(names, rules.include, rules.exclude, allow_unused_rules, str(path))
+        else:
+            keep, wanted, origin, filters = _expected(recorded, names, rules, allow_unused_rules, str(path))
+            renamed = filters if renaming else None
         checks = [check_tensor(reader, t, chunk_bytes) for t in reader.tensors if t.name in keep]
         result = Verification(
             path=str(path), format=reader.format, files=[str(p) for p in reader.files], tensors=checks,
-            filters=filters, fail_on_nonfinite=fail_on_nonfinite,
+            filters=filters if rules.include or rules.exclude else None, fail_on_nonfinite=fail_on_nonfinite,
+            rules=rules, renamed=renamed,
         )
     if recorded is not None:
-        wanted = {n: e for n, e in recorded.tensors.items() if n in keep}
         found = {t.name: HashEntry(t.sha256, t.shape, t.dtype) for t in checks}
         result.hashes_path = recorded.source or "the hash file"
         result.recorded = len(wanted)
-        result.mismatches = compare_hashes(found, wanted)
+        result.mismatches = compare_hashes(found, wanted, origin)
     return result

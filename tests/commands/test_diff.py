@@ -197,28 +197,44 @@ def test_special_values(tmp_path: Path) -> None:
     assert result.to_dict()["tensors"][0]["max_abs_diff"] == 0.0
 
 
-def test_dtype_change_compares_values_and_reports_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dtype_change_compares_values_across_dtypes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((8, 9)).astype(np.float32)
     ints = np.arange(12, dtype=np.int32)
-    a = make(tmp_path / "a.safetensors", {"w": x, "bf": x, "i": ints, "same": x})
+    flags = np.array([True, False, True])
+    a = make(tmp_path / "a.safetensors", {"w": x, "bf": x, "i": ints, "same": x, "flags": flags})
     b = make(tmp_path / "b.safetensors", {"w": x.astype(np.float64), "bf": x.astype(ml_dtypes.bfloat16),
-                                          "i": ints.astype(np.int64), "same": x})
+                                          "i": ints.astype(np.int64), "same": x, "flags": flags.astype(np.uint8)})
     code, doc = run_json(["diff", str(a), str(b)], capsys)
     assert code == 1
     rows = {t["name"]: t for t in doc["tensors"]}
-    assert rows["w"]["status"] == "dtype" and rows["w"]["differing"] == 0  # float32 -> float64 is exact
-    assert (rows["w"]["a_dtype"], rows["w"]["b_dtype"]) == ("F32", "F64")
-    assert rows["i"]["status"] == "dtype" and rows["i"]["differing"] == 0
+    # float32 -> float64 and int32 -> int64 are exact: the values agree, so the tensors are equal
+    assert (rows["w"]["status"], rows["w"]["differing"], rows["w"]["compared_as"]) == ("equal", 0, "F64")
+    assert (rows["w"]["a_dtype"], rows["w"]["b_dtype"]) == ("F32", "F64") and not rows["w"]["byte_identical"]
+    assert (rows["i"]["status"], rows["i"]["differing"], rows["i"]["compared_as"]) == ("equal", 0, "I64")
+    # without a tolerance a bf16 copy differs wherever the rounding changed a value
     want_count, want_max = expected(x, x.astype(ml_dtypes.bfloat16))
-    assert rows["bf"]["status"] == "dtype" and rows["bf"]["b_dtype"] == "BF16"
+    assert (rows["bf"]["status"], rows["bf"]["b_dtype"], rows["bf"]["compared_as"]) == ("values", "BF16", "F32")
     assert rows["bf"]["differing"] == want_count > 0
     assert rows["bf"]["max_abs_diff"] == pytest.approx(want_max)
-    assert rows["same"]["status"] == "equal"
-    assert doc["summary"]["dtype_changed"] == 3
-    # a bf16 rounding error is within a tolerance of 1e-2 relative: still a dtype change, so still different
-    code, doc = run_json(["diff", str(a), str(b), "--rtol", "1e-2"], capsys)
-    assert code == 1 and {t["name"]: t for t in doc["tensors"]}["bf"]["differing"] == 0
+    assert (rows["same"]["status"], rows["same"]["compared_as"]) == ("equal", None)
+    # a BOOL paired with another dtype is not compared across dtypes: still a dtype change
+    assert (rows["flags"]["status"], rows["flags"]["compared_as"], rows["flags"]["differing"]) == ("dtype", None, 0)
+    assert doc["summary"]["dtype_changed"] == 1 and doc["summary"]["cross_dtype"] == 3
+    assert "3 compared across dtypes (F32 vs BF16 as F32: 1, F32 vs F64 as F64: 1, I32 vs I64 as I64: 1)" in doc["verdict"]
+    # a bf16 rounding error is within a tolerance of 1e-2 relative: equal across dtypes
+    code, doc = run_json(["diff", str(a), str(b), "--rtol", "1e-2", "--exclude", "flags"], capsys)
+    assert code == 0 and doc["equal"], doc["verdict"]
+    assert {t["name"]: t["status"] for t in doc["tensors"]} == dict.fromkeys(["w", "bf", "i", "same"], "equal")
+    assert doc["verdict"].startswith("equal within atol=0, rtol=0.01: 4 tensors compared, 1 identical, "
+                                     "2 equal after widening, 1 within tolerance")
+    # --strict-dtypes counts every dtype change, whatever the values
+    code, doc = run_json(["diff", str(a), str(b), "--rtol", "1e-2", "--strict-dtypes"], capsys)
+    assert code == 1 and doc["options"]["strict_dtypes"] is True
+    rows = {t["name"]: t for t in doc["tensors"]}
+    assert {n: rows[n]["status"] for n in rows} == {"w": "dtype", "bf": "dtype", "i": "dtype", "same": "equal",
+                                                    "flags": "dtype"}
+    assert rows["bf"]["compared_as"] == "F32" and rows["bf"]["differing"] == 0
 
 
 def test_integers_compare_exactly(tmp_path: Path) -> None:
