@@ -264,31 +264,45 @@ def convert(
 def diff(
     a: Path_, b: Path_, *, rename: Names | None = None, strip_prefix: Names | None = None,
     add_prefix: Names | None = None, map: Path_ | None = None, include: Names | None = None,
-    exclude: Names | None = None, atol: float = 0.0, rtol: float = 0.0, metadata: bool = False,
-    allow_unused_rules: bool = False, dict: str | None = None, dec_key_file: Path_ | None = None,
-    dec_mode: str | None = None, tf_names: str = "keys", check: bool = False,
+    exclude: Names | None = None, atol: float = 0.0, rtol: float = 0.0, strict_dtypes: bool = False,
+    metadata: bool = False, allow_unused_rules: bool = False, dict: str | None = None,
+    dec_key_file: Path_ | None = None, dec_mode: str | None = None, tf_names: str = "keys", check: bool = False,
 ) -> DiffResult:
-    """Compare two checkpoints tensor by tensor (``ckpt diff``); the rules rename and filter A's names."""
+    """Compare two checkpoints tensor by tensor (``ckpt diff``); the rules rename and filter A's names.
+    Tensors of two dtypes are compared by value, both cast to a dtype that holds both exactly."""
     from . import api
     from .commands.diff import DiffOptions
 
     options = DiffOptions(rules=_rules(rename, strip_prefix, add_prefix, map, include, exclude), atol=atol, rtol=rtol,
-                          metadata=metadata, allow_unused_rules=allow_unused_rules)
+                          strict_dtypes=strict_dtypes, metadata=metadata, allow_unused_rules=allow_unused_rules)
     return api.diff(a, b, options, check=check, open_options=_open(dict, False, dec_key_file, dec_mode, tf_names))
 
 
 @_library_words
 def verify(
-    path: Path_, *, hashes: Path_ | None = None, include: Names | None = None, exclude: Names | None = None,
-    allow_unused_rules: bool = False, fail_on_nonfinite: bool = False, dict: str | None = None,
-    dec_key_file: Path_ | None = None, dec_mode: str | None = None, check: bool = False,
+    path: Path_, *, hashes: Path_ | None = None, rename: Names | None = None, strip_prefix: Names | None = None,
+    add_prefix: Names | None = None, map: Path_ | None = None, include: Names | None = None,
+    exclude: Names | None = None, allow_unused_rules: bool = False, fail_on_nonfinite: bool = False,
+    dict: str | None = None, dec_key_file: Path_ | None = None, dec_mode: str | None = None,
+    write_hashes: Path_ | None = None, no_clobber: bool = False, check: bool = False,
 ) -> Verification:
-    """Read every tensor once: NaN / Inf counts and sha256, checked against ``hashes`` (``ckpt verify``)."""
+    """Read every tensor once: NaN / Inf counts and sha256, checked against ``hashes`` (``ckpt verify``);
+    the rename rules apply to the hash file's recorded names (hashes recorded before a rename).
+    ``write_hashes`` records every tensor's sha256 in a hash file (written atomically)."""
     from . import api
 
-    return api.verify(path, hashes=hashes, include=_many(include), exclude=_many(exclude),
-                      allow_unused_rules=allow_unused_rules, fail_on_nonfinite=fail_on_nonfinite, check=check,
-                      open_options=_open(dict, False, dec_key_file, dec_mode))
+    renames = _rules(rename, strip_prefix, add_prefix, map, (), ())
+    inputs = [path, *(p for p in (hashes, map) if p is not None)]
+    if write_hashes is not None:
+        api.check_distinct([("write_hashes", write_hashes)], [("path", path), ("hashes", hashes), ("map", map)])
+        api.check_output(write_hashes, inputs, no_clobber=no_clobber)
+    result = api.verify(path, hashes=hashes, include=_many(include), exclude=_many(exclude),
+                        allow_unused_rules=allow_unused_rules, fail_on_nonfinite=fail_on_nonfinite, check=check,
+                        open_options=_open(dict, False, dec_key_file, dec_mode),
+                        rules=None if renames.empty else renames)
+    if write_hashes is not None and result.ok:
+        api.write_hashes(result.hash_file(), write_hashes, inputs, no_clobber=no_clobber)
+    return result
 
 
 class Loaded(Mapping[str, "np.ndarray"]):

@@ -146,3 +146,15 @@ def test_the_library_namespace_lists_its_functions_only() -> None:
     assert not {"json", "os", "hashlib", "Path"} & set(dir(api))
     assert {"transfer", "transfer_into", "load", "inspect", "rename", "convert", "diff", "verify"} <= set(dir(cs))
     assert sys.modules["ckptsurgeon"] is cs
+
+
+def test_verify_follows_a_rename_and_diff_compares_across_dtypes(tmp_path: Path) -> None:
+    hashes = tmp_path / "pre.hashes.json"
+    assert cs.verify(PRE, write_hashes=hashes).ok and hashes.is_file()
+    cs.rename(PRE, tmp_path / "renamed.safetensors", rename=r"^blocks\.=>layers.", check=True)
+    assert cs.verify(tmp_path / "renamed.safetensors", hashes=hashes, rename=r"^blocks\.=>layers.").ok
+    assert not cs.verify(tmp_path / "renamed.safetensors", hashes=hashes).ok
+    data = Path(__file__).resolve().parents[1] / "data"
+    f32, bf16 = data / "corpus" / "torch" / "smallcnn.safetensors", data / "cross_dtype" / "smallcnn_bf16.safetensors"
+    assert cs.diff(f32, bf16, rtol=0.004).ok
+    assert not cs.diff(f32, bf16, rtol=0.004, strict_dtypes=True).ok
