@@ -49,6 +49,7 @@ import errno
 import functools
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +60,13 @@ from .files import check_output_target
 
 TEMP_MARK = ".ckpt-tmp-"
 _NAME_MAX = 255  # bytes in one file name on the usual file systems
+
+TEMP_DIR_MARK = ".ckpt-tmpdir-"  # the temporary directory of a folder output (ckptsurgeon.folders)
+
+# .NAME.ckpt-tmpdir-PID-HOST-RANDOM: a folder output being written (or an old one being removed)
+_TEMP_DIR_NAME = re.compile(
+    r"\.(?P<name>.+)" + re.escape(TEMP_DIR_MARK) + r"(?P<pid>[1-9][0-9]{0,9})-(?P<host>[0-9a-f]{8})-[0-9a-f]{8}"
+)
 
 # .NAME.ckpt-tmp-PID-HOST-RANDOM, optionally followed by a writer's scratch suffix .RANDOM.SUFFIX
 _TEMP_NAME = re.compile(
@@ -84,15 +92,17 @@ def _directory(dest: Path) -> Path:
     return dest.parent if str(dest.parent) else Path(".")
 
 
-def temp_path_for(dest: str | Path) -> Path:
+def temp_path_for(dest: str | Path, *, directory: bool = False) -> Path:
     """A fresh temporary path beside ``dest``; nothing is created.
 
     A very long destination name is shortened in the temporary name, which must fit in one
-    file name too.
+    file name too. With ``directory``: the name of a folder output's temporary directory
+    (``.NAME.ckpt-tmpdir-PID-HOST-RANDOM``).
     """
     dest = Path(dest)
     name = dest.name
-    tail = f"{TEMP_MARK}{os.getpid()}-{host_tag()}-{os.urandom(4).hex()}"
+    mark = TEMP_DIR_MARK if directory else TEMP_MARK
+    tail = f"{mark}{os.getpid()}-{host_tag()}-{os.urandom(4).hex()}"
     # Leave room for a writer's scratch suffix (.RANDOM.model.weights.h5).
     while name and len(os.fsencode(f".{name}{tail}")) > _NAME_MAX - 32:
         name = name[:-1]
@@ -121,8 +131,10 @@ def clean_stale_temps(directory: str | Path) -> list[Path]:
     """Remove the temporary files killed ckptsurgeon runs left in ``directory``; return the removed paths.
 
     Only regular files whose name matches the temporary-name scheme exactly, that were made on
-    this machine (and pid namespace) by a process that no longer exists. Symlinks and directories
-    are left alone; a file that cannot be removed is skipped. Never raises ``OSError``.
+    this machine (and pid namespace) by a process that no longer exists; and, by the same rules,
+    directories named ``.NAME.ckpt-tmpdir-PID-HOST-RANDOM`` (a folder output's temporary
+    directory), removed with all they hold. Symlinks and other directories are left alone; a file
+    that cannot be removed is skipped. Never raises ``OSError``.
     """
     directory = Path(directory) if str(directory) else Path(".")
     removed: list[Path] = []
@@ -137,7 +149,13 @@ def clean_stale_temps(directory: str | Path) -> list[Path]:
         with os.scandir(dir_fd) as entries:
             for entry in entries:
                 m = _TEMP_NAME.fullmatch(entry.name)
+                folder = _TEMP_DIR_NAME.fullmatch(entry.name) if m is None else None
+                m = m or folder
                 if m is None or m.group("host") != tag or not _pid_is_gone(int(m.group("pid"))):
+                    continue
+                if folder is not None:
+                    if _remove_tree(dir_fd, entry.name):
+                        removed.append(directory / entry.name)
                     continue
                 try:
                     if not entry.is_file(follow_symlinks=False):
@@ -151,6 +169,50 @@ def clean_stale_temps(directory: str | Path) -> list[Path]:
     finally:
         os.close(dir_fd)
     return removed
+
+
+def _remove_tree(dir_fd: int, name: str) -> bool:
+    """Remove the directory ``name`` in ``dir_fd`` and all it holds, never following a link; True when it is gone."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0), dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (st.st_dev, st.st_ino):
+            return False
+        with os.scandir(fd) as entries:
+            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for child, is_dir in children:
+            if is_dir:
+                _remove_tree(fd, child)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(child, dir_fd=fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return True
+
+
+def remove_tree(path: str | Path) -> bool:
+    """Remove a directory and all it holds, never following a link (a link is removed, not its target)."""
+    path = Path(path)
+    try:
+        dir_fd = os.open(_directory(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return False
+    try:
+        return _remove_tree(dir_fd, path.name)
+    finally:
+        os.close(dir_fd)
 
 
 _held = 0  # depth of nested hold_interrupts() blocks
