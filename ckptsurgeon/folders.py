@@ -289,10 +289,11 @@ def _swap(tmp: Path, dest: Path) -> Path | None:
 
 # --- writing ---------------------------------------------------------------------------------------
 def _copy(src: Path, dst: Path, hashes: bool) -> tuple[int, str | None]:
-    """Copy a regular file's bytes to a new file ``dst`` (``O_EXCL``), fsynced; (size, sha256)."""
+    """Copy a regular file's bytes and permission bits to a new file ``dst`` (``O_EXCL``), fsynced; (size, sha256)."""
     digest = hashlib.sha256() if hashes else None
     size = 0
     with open_input(src, buffering=0) as f, open(dst, "xb") as out:
+        os.chmod(out.fileno(), os.fstat(f.fileno()).st_mode & 0o777)  # the file's permissions too (an executable script)
         buffer = bytearray(_COPY_PIECE)
         view = memoryview(buffer)
         while True:
