@@ -20,6 +20,8 @@ carry this machine's tag and the pid of a process that no longer exists, and onl
 (symlinks are never followed, directories never touched). A pid that is alive, or that belongs to
 another machine or pid namespace (a directory shared over the network, a container), keeps its
 file. The cleaning is quiet: nothing is printed; :func:`clean_stale_temps` returns what it removed.
+The temporary directory of a folder output (``.NAME.ckpt-tmpdir-PID-HOST-RANDOM``, see
+:mod:`ckptsurgeon.folders`) is removed by the same rules, with all it holds (:mod:`ckptsurgeon.tree`).
 
 Every ``OSError`` while writing becomes an :class:`~ckptsurgeon.errors.OutputError` (exit 4) that
 names the destination (never the temporary file), through :func:`output_error`.
@@ -49,7 +51,6 @@ import errno
 import functools
 import os
 import re
-import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -57,6 +58,7 @@ from types import TracebackType
 from . import commits
 from .errors import OutputError, UsageError
 from .files import check_output_target
+from .tree import remove_tree_at
 
 TEMP_MARK = ".ckpt-tmp-"
 _NAME_MAX = 255  # bytes in one file name on the usual file systems
@@ -154,7 +156,7 @@ def clean_stale_temps(directory: str | Path) -> list[Path]:
                 if m is None or m.group("host") != tag or not _pid_is_gone(int(m.group("pid"))):
                     continue
                 if folder is not None:
-                    if _remove_tree(dir_fd, entry.name):
+                    if remove_tree_at(dir_fd, entry.name):
                         removed.append(directory / entry.name)
                     continue
                 try:
@@ -169,50 +171,6 @@ def clean_stale_temps(directory: str | Path) -> list[Path]:
     finally:
         os.close(dir_fd)
     return removed
-
-
-def _remove_tree(dir_fd: int, name: str) -> bool:
-    """Remove the directory ``name`` in ``dir_fd`` and all it holds, never following a link; True when it is gone."""
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if not stat.S_ISDIR(st.st_mode):
-            return False
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0), dir_fd=dir_fd)
-    except OSError:
-        return False
-    try:
-        if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (st.st_dev, st.st_ino):
-            return False
-        with os.scandir(fd) as entries:
-            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
-        for child, is_dir in children:
-            if is_dir:
-                _remove_tree(fd, child)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(child, dir_fd=fd)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    try:
-        os.rmdir(name, dir_fd=dir_fd)
-    except OSError:
-        return False
-    return True
-
-
-def remove_tree(path: str | Path) -> bool:
-    """Remove a directory and all it holds, never following a link (a link is removed, not its target)."""
-    path = Path(path)
-    try:
-        dir_fd = os.open(_directory(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return False
-    try:
-        return _remove_tree(dir_fd, path.name)
-    finally:
-        os.close(dir_fd)
 
 
 _held = 0  # depth of nested hold_interrupts() blocks

@@ -56,13 +56,13 @@ from .atomic import (
     fsync_path,
     hold_interrupts,
     is_temp_name,
-    remove_tree,
     temp_path_for,
 )
 from .commits import Committed
 from .errors import CkptError, InputError, OutputError, UnsafeInputError, UsageError
 from .files import kind, open_input
 from .lock import LOCK_NAME
+from .tree import remove_tree
 
 _COPY_PIECE = 1 << 20
 
