@@ -155,14 +155,17 @@ def rename(
     open_options: OpenOptions | None = None,
     encrypt: Any = None,
     transforms: TransformRules | None = None,
+    force: bool = False,
+    shard_size: int | str | None = None,
 ) -> RenameReport:
-    """Write a copy of a checkpoint with its tensors renamed by ``rules``. See :func:`ckptsurgeon.commands.rename.run`."""
+    """Write a copy of a checkpoint with its tensors renamed by ``rules``; an ``output`` ending with a
+    slash is a model folder (``force`` replaces one). See :func:`ckptsurgeon.commands.rename.run`."""
     from .commands import rename as command
 
     return command.run(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                        output_format_name=output_format_name, progress=progress, check=check,
                        no_clobber=no_clobber, hash_output=hash_output, open_options=open_options, encrypt=encrypt,
-                       transforms=transforms)
+                       transforms=transforms, force=force, shard_size=shard_size)
 
 
 def convert(

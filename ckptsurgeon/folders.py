@@ -407,3 +407,36 @@ def plan_folder(dest: Path, like: Any, folder: Path | None, *, fmt_name: str | N
         fmt, weights, options = own.name, like.path.name, None
     carried, skipped = carried_files(folder, like.files) if folder is not None else ([], [])
     return FolderPlan(dest, weights, fmt, options, carried, skipped, folder)
+
+
+def prepare(output: str | Path, like: Any, named: str | Path, *, fmt_name: str | None, shard_size: int | None,
+            force: bool, no_clobber: bool, inputs: Iterable[str | Path], folders: Iterable[str | Path],
+            others: Iterable[tuple[str, str | Path | None]] = (), origins: dict[str, str] | None = None) -> FolderPlan:
+    """:func:`plan_folder` and :func:`check_folder_output` for a command: ``named`` is how the
+    checkpoint laid out like ``like`` was named (a folder: its other files are carried); ``origins``
+    maps an output tensor to the tensor of ``like`` it was written from (a rename keeps its shard)."""
+    plan = plan_folder(Path(output), like, Path(named) if Path(named).is_dir() else None, fmt_name=fmt_name,
+                       shard_size=shard_size)
+    if origins is not None and plan.writer_options is not None and "assignment" in plan.writer_options:
+        shard_of = plan.writer_options["assignment"]
+        plan.writer_options["assignment"] = {out: shard_of[src] for out, src in origins.items() if src in shard_of}
+    check_folder_output(plan.dest, inputs=inputs, folders=[p for p in folders if Path(p).is_dir()], others=others,
+                        force=force, no_clobber=no_clobber)
+    return plan
+
+
+def write(plan: FolderPlan, weights: Callable[[Path, dict[str, Any] | None], Any], *, force: bool,
+          hashes: bool) -> tuple[Any, dict[str, Any]]:
+    """Write the folder, the weights through ``weights(path, writer_options)`` (returning a
+    :class:`~ckptsurgeon.execute.Written`); that Written and the report's ``output`` entries."""
+    done: list[Any] = []
+
+    def write_weights(dest: Path) -> list[Committed]:
+        done.append(weights(dest, plan.writer_options))
+        files: list[Committed] = done[-1].files
+        return files
+
+    files = write_folder(plan, write_weights, force=force, hashes=hashes)
+    main = next(c for c in files if c.path == plan.dest / plan.weights)
+    return done[-1], main.summary() | {"weights": plan.weights, "files": [c.to_dict() for c in files],
+                                       "skipped": list(plan.skipped)}

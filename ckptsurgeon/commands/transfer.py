@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from .. import __version__, folders
 from ..atomic import check_distinct, check_output, write_text
 from ..errors import CheckFailed, Failure, UsageError
-from ..folders import FolderPlan, check_folder_output, plan_folder, wants_folder, write_folder
+from ..folders import FolderPlan, wants_folder
 from ..formats import open_checkpoint, output_format, spec, writes_like
 from ..formats.base import OpenOptions, Reader
 from ..layers import Group, group_layers, relative_name
@@ -44,7 +44,6 @@ from ..text import blame, human, listing, parse_size, plural
 from ..transforms import Layout, Resize
 
 if TYPE_CHECKING:
-    from ..commits import Committed
     from ..execute import Outcome, Written
 
 Progress = Callable[[int, int], None]
@@ -494,12 +493,10 @@ def run(
         fmt = None
         folder: FolderPlan | None = None
         if output is not None and folder_out:
-            folder = plan_folder(Path(output), tgt, Path(target) if Path(target).is_dir() else None,
-                                 fmt_name=output_format_name, shard_size=size)
+            folder = folders.prepare(output, tgt, target, fmt_name=output_format_name, shard_size=size, force=force,
+                                     no_clobber=no_clobber, inputs=inputs, folders=(source, target),
+                                     others=[("--report", report_path), ("--save-plan", save_plan)])
             fmt = folder.fmt
-            check_folder_output(folder.dest, inputs=inputs, folders=[p for p in (source, target) if Path(p).is_dir()],
-                                others=[("--report", report_path), ("--save-plan", save_plan)], force=force,
-                                no_clobber=no_clobber)
         elif output is not None:
             fmt = output_format(output, output_format_name, like=tgt)
             check_output(output, inputs, no_clobber=no_clobber)
@@ -539,19 +536,12 @@ def run(
                 hash_files=hash_output, encrypt=encrypt, writer_options=options,
             )
 
+        entries: dict[str, Any] = {}
         try:
             if folder is None:
                 written = write(Path(output))
             else:
-                done: list[Written] = []
-
-                def weights(dest: Path) -> list[Committed]:
-                    assert folder is not None
-                    done.append(write(dest, folder.writer_options))
-                    return done[-1].files
-
-                files = write_folder(folder, weights, force=force, hashes=hash_output)
-                written = done[-1]
+                written, entries = folders.write(folder, write, force=force, hashes=hash_output)
         except GateFailed as failed:  # nothing was written; the report keeps the counts
             report.outcomes, report.failed_checks = failed.outcomes, list(failed.failures)
             if check:
@@ -559,9 +549,7 @@ def run(
             return report
         report.outcomes = written.outcomes
         if folder is not None and report.output is not None:
-            main = next(c for c in files if c.path == folder.dest / folder.weights)
-            report.output |= main.summary() | {"layout": written.layout(), "weights": folder.weights,
-                                               "files": [c.to_dict() for c in files], "skipped": folder.skipped}
+            report.output |= entries | {"layout": written.layout()}
         elif report.output is not None and written.files:
             report.output |= written.files[-1].summary() | {"layout": written.layout()}
         return report

@@ -338,3 +338,22 @@ def test_a_value_gate_failing_while_writing_leaves_no_folder(tmp_path: Path, cli
     result = cli("transfer", source, DATA / "sharded", "-o", f"{tmp_path / 'out'}/", "--fail-on-nonfinite", "-q")
     assert result.code == 1 and "nothing written" in result.out
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# --- rename -------------------------------------------------------------------------------------
+def test_rename_into_a_folder_keeps_each_tensor_in_its_originals_shard(tmp_path: Path, cli: CliRunner) -> None:
+    import jsonschema
+
+    out = tmp_path / "out"
+    result = cli("rename", DATA / "sharded", "--strip-prefix", "bert.", "-o", f"{out}/", "--json")
+    assert result.code == 0, result.err
+    schema = Path(__file__).parent.parent.parent / "ckptsurgeon" / "schemas" / "rename.schema.json"
+    jsonschema.validate(json.loads(result.out), json.loads(schema.read_text()))
+    original = _index(DATA / "sharded")
+    assert _index(out) == {k.removeprefix("bert."): v for k, v in original.items()}
+    assert sorted(_files(out)) == sorted(_files(DATA / "sharded"))
+    assert (out / "1_Pooling" / "config.json").read_bytes() == (DATA / "sharded" / "1_Pooling" / "config.json").read_bytes()
+    again = cli("rename", DATA / "sharded", "--strip-prefix", "bert.", "--output-dir", out)
+    assert (again.code, again.line) == (4, f"ckpt: error: {out}: exists; --force replaces it (or choose a new folder)")
+    assert cli("rename", DATA / "sharded", "--strip-prefix", "bert.", "--output-dir", out, "--force", "-q").code == 0
+    _no_temps(tmp_path)
