@@ -357,3 +357,58 @@ def test_rename_into_a_folder_keeps_each_tensor_in_its_originals_shard(tmp_path:
     assert (again.code, again.line) == (4, f"ckpt: error: {out}: exists; --force replaces it (or choose a new folder)")
     assert cli("rename", DATA / "sharded", "--strip-prefix", "bert.", "--output-dir", out, "--force", "-q").code == 0
     _no_temps(tmp_path)
+
+
+def test_pytorch_bin_shards_keep_their_names_and_tensors(tmp_path: Path, cli: CliRunner) -> None:
+    bins = DATA.parent / "torch" / "hf_sharded_bin" / "tinylm"  # written by huggingface_hub (torch .bin shards)
+    out = tmp_path / "out"
+    assert cli("rename", bins, "--add-prefix", "m.", "-o", f"{out}/", "-q").code == 0
+    original = json.loads((bins / "pytorch_model.bin.index.json").read_text())["weight_map"]
+    written = json.loads((out / "pytorch_model.bin.index.json").read_text())["weight_map"]
+    assert written == {f"m.{k}": v for k, v in original.items()}
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in bins.iterdir())
+    result = cli("inspect", out, "--json")
+    assert result.code == 0 and json.loads(result.out)["format"] == "torch-sharded"
+
+
+# --- the commit: renameat2, and the plain renames where the kernel or file system lacks it ----------
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "renames"])
+def test_force_replaces_the_folder_with_or_without_renameat2(tmp_path: Path, cli: CliRunner,
+                                                             monkeypatch: pytest.MonkeyPatch, exchange: bool) -> None:
+    from ckptsurgeon import folders
+
+    calls: list[int] = []
+    real = folders._renameat2
+
+    def counting(src: Path, dst: Path, flags: int) -> bool:
+        calls.append(flags)
+        return real(src, dst, flags) if exchange else False
+
+    monkeypatch.setattr(folders, "_renameat2", counting)
+    out = tmp_path / "out"
+    assert cli("transfer", DATA / "training", DATA / "sharded", "-o", f"{out}/", "-q").code == 0
+    (out / "old.txt").write_text("old")
+    assert cli("transfer", DATA / "training", DATA / "sharded", "-o", f"{out}/", "--force", "-q").code == 0
+    assert calls == [folders.RENAME_NOREPLACE, folders.RENAME_EXCHANGE]
+    assert sorted(_files(out)) == sorted(_files(DATA / "sharded"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_folder_created_while_the_run_wrote_is_kept(tmp_path: Path, cli: CliRunner,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckptsurgeon import folders
+
+    out = tmp_path / "out"
+    real = folders._renameat2
+
+    def meanwhile(src: Path, dst: Path, flags: int) -> bool:
+        out.mkdir()
+        (out / "theirs.txt").write_text("another run's")
+        return real(src, dst, flags)
+
+    monkeypatch.setattr(folders, "_renameat2", meanwhile)
+    result = cli("transfer", DATA / "training", DATA / "sharded", "-o", f"{out}/")
+    assert (result.code, result.line) == (4, f"ckpt: error: {out}: exists now: another run created it while this one "
+                                             "wrote; nothing was written")
+    assert _files(out) == {"theirs.txt": b"another run's"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
