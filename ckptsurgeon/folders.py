@@ -383,8 +383,8 @@ def plan_folder(dest: Path, like: Any, folder: Path | None, *, fmt_name: str | N
     own = spec(like.format)
     single = own.shards_of or own.name
     if fmt_name is not None and fmt_name not in (own.name, single):
-        raise UsageError(dest, f"a folder output keeps the target's format ({own.name}); --format {fmt_name} "
-                               "goes with an output file (-o FILE)")
+        raise UsageError(dest, f"a folder output keeps the format of the folder's checkpoint ({own.name}); "
+                               f"--format {fmt_name} goes with an output file (-o FILE)")
     options: dict[str, Any] | None
     if shard_size is not None or own.shards_of:
         fmt = sharded_format(single)

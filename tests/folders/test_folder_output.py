@@ -252,7 +252,7 @@ def test_folder_options_without_a_folder_output_are_refused(tmp_path: Path, cli:
              "--output-dir DIR)", DATA / "training", DATA / "sharded", "-o", out, "--force")
     _refused(cli, tmp_path, 2, "ckpt: error: -o and --output-dir both name the output: give one",
              DATA / "training", DATA / "sharded", "-o", out, "--output-dir", tmp_path / "dir")
-    _refused(cli, tmp_path, 2, f"ckpt: error: {tmp_path / 'dir'}: a folder output keeps the target's format "
+    _refused(cli, tmp_path, 2, f"ckpt: error: {tmp_path / 'dir'}: a folder output keeps the format of the folder's checkpoint "
              "(safetensors-sharded); --format torch goes with an output file (-o FILE)",
              DATA / "training", DATA / "sharded", "--output-dir", tmp_path / "dir", "--format", "torch")
 
@@ -412,3 +412,32 @@ def test_a_folder_created_while_the_run_wrote_is_kept(tmp_path: Path, cli: CliRu
                                              "wrote; nothing was written")
     assert _files(out) == {"theirs.txt": b"another run's"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# --- convert ------------------------------------------------------------------------------------
+def test_convert_a_folder_into_a_folder_keeps_its_shards_and_files(tmp_path: Path, cli: CliRunner) -> None:
+    import jsonschema
+
+    out = tmp_path / "out"
+    result = cli("convert", DATA / "sharded", "--dtype", "bf16", "-o", f"{out}/", "--json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    schema = Path(__file__).parent.parent.parent / "ckptsurgeon" / "schemas" / "convert.schema.json"
+    jsonschema.validate(doc, json.loads(schema.read_text()))
+    assert _index(out) == _index(DATA / "sharded")
+    assert sorted(_files(out)) == sorted(_files(DATA / "sharded"))
+    assert {t["shard"] for t in doc["tensors"]} == set(_index(out).values())
+    assert sorted(Path(f["path"]).relative_to(out).as_posix() for f in doc["files"]) == sorted(_files(out))
+    header = json.loads((out / "model-00001-of-00002.safetensors").read_bytes()[8:][:4000].split(b"}}", 1)[0] + b"}}")
+    assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"BF16"}
+    again = cli("convert", DATA / "sharded", "-o", f"{out}/", "--format", "npz")
+    assert (again.code, again.line) == (2, f"ckpt: error: {out}: a folder output keeps the format of the folder's checkpoint "
+                                           "(safetensors-sharded); --format npz goes with an output file (-o FILE)")
+
+
+def test_convert_a_file_into_a_directory_still_writes_shards_there(tmp_path: Path, cli: CliRunner) -> None:
+    out = tmp_path / "shards"
+    result = cli("convert", DATA / "training" / "model.safetensors", "--shard-size", "3kB", "-o", f"{out}/", "-q")
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in out.iterdir()) == ["model-00001-of-00002.safetensors",
+                                                     "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
