@@ -14,7 +14,8 @@ its shards) beside ``config.json``, tokenizer files, a README. A folder output h
   FIFO, a device or a socket is refused (exit 3) before anything is written. Other copies of the
   weights that ``from_pretrained`` would not load (``pytorch_model.bin`` beside
   ``model.safetensors``, and the shards of an index not chosen) are not copied: they would hold
-  the old values under a name a loader may pick; the report lists them (``skipped``).
+  the old values under a name a loader may pick; nor is a git clone's ``.git`` directory (its
+  history, and Git LFS's own copies of the old weights); the report lists them (``skipped``).
   ckptsurgeon's own temporary files, journals and lock are never copied.
 
 **Atomic.** Everything is written into a temporary directory beside the destination,
@@ -156,6 +157,9 @@ def carried_files(folder: Path, weights: Sequence[Path]) -> tuple[list[Carried],
             except OSError as exc:
                 raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
             if stat.S_ISDIR(st.st_mode):
+                if not relative.parts and entry.name == ".git":  # a clone's history (and its LFS copies of the weights)
+                    skipped.append(entry.name)
+                    continue
                 walk(path, rel)
                 continue
             if stat.S_ISLNK(st.st_mode):

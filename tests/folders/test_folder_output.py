@@ -441,3 +441,18 @@ def test_convert_a_file_into_a_directory_still_writes_shards_there(tmp_path: Pat
     assert result.code == 0, result.err
     assert sorted(p.name for p in out.iterdir()) == ["model-00001-of-00002.safetensors",
                                                      "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
+
+
+def test_a_clones_git_directory_is_not_copied_and_the_table_says_what_was_left(tmp_path: Path, cli: CliRunner) -> None:
+    target = tmp_path / "target"
+    shutil.copytree(DATA / "both", target)
+    (target / ".git" / "lfs" / "objects").mkdir(parents=True)
+    (target / ".git" / "lfs" / "objects" / "old-weights").write_bytes(b"an LFS copy of the old weights")
+    (target / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
+    out = tmp_path / "out"
+    result = cli("transfer", DATA / "training", target, "-o", f"{out}/")
+    assert result.code == 0, result.err
+    assert sorted(_files(out)) == [".gitattributes", "config.json", "model.safetensors", "tokenizer.json",
+                                   "tokenizer_config.json", "vocab.txt"]
+    assert "folder: 6 files written to" in result.out
+    assert "not copied (other copies of the old weights, a clone's .git): .git, pytorch_model.bin" in result.out
