@@ -91,7 +91,7 @@ def _output_path(text: str | Path) -> Path:
 
 
 OutputOpt = Annotated[Path | None, typer.Option(
-    "-o", "--output", parser=_output_path,
+    "-o", "--output", parser=_output_path, metavar="PATH",
     help="The new checkpoint to write; a path ending with / (or an existing directory) is a model folder.")]
 OutputDirOpt = Annotated[Path | None, typer.Option(
     "--output-dir", metavar="DIR",

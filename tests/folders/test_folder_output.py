@@ -456,3 +456,12 @@ def test_a_clones_git_directory_is_not_copied_and_the_table_says_what_was_left(t
                                    "tokenizer_config.json", "vocab.txt"]
     assert "folder: 6 files written to" in result.out
     assert "not copied (other copies of the old weights, a clone's .git): .git, pytorch_model.bin" in result.out
+
+
+def test_a_recipe_names_a_folder_output_with_a_trailing_slash(tmp_path: Path, cli: CliRunner) -> None:
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('output = "out/"\n')
+    assert cli("transfer", DATA / "training", DATA / "sharded", "--config", recipe, "-q").code == 0
+    assert sorted(_files(tmp_path / "out")) == sorted(_files(DATA / "sharded"))  # relative to the recipe
+    result = cli("transfer", "--help")
+    assert "-o, --output PATH" in " ".join(result.out.split())
