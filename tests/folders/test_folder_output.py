@@ -465,3 +465,13 @@ def test_a_recipe_names_a_folder_output_with_a_trailing_slash(tmp_path: Path, cl
     assert sorted(_files(tmp_path / "out")) == sorted(_files(DATA / "sharded"))  # relative to the recipe
     result = cli("transfer", "--help")
     assert "-o, --output PATH" in " ".join(result.out.split())
+
+
+def test_a_sharded_copy_beside_the_chosen_file_is_not_carried(tmp_path: Path, cli: CliRunner) -> None:
+    out = tmp_path / "out"
+    result = cli("transfer", DATA / "training", DATA / "single_and_index", "-o", f"{out}/", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["output"]["skipped"] == [
+        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
+    assert sorted(_files(out)) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                                   "vocab.txt"]
