@@ -122,10 +122,13 @@ def transfer(
     encrypt: Any = None,
     invert: bool = False,
     allow_lossy: bool = False,
+    force: bool = False,
+    shard_size: int | str | None = None,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
-    See :func:`ckptsurgeon.commands.transfer.run`.
+    An ``output`` ending with a slash (or an existing directory) is a model folder, replaced only
+    with ``force``; ``shard_size`` shards its weights. See :func:`ckptsurgeon.commands.transfer.run`.
     """
     from .commands import transfer as command
 
@@ -134,7 +137,7 @@ def transfer(
                        plan_file=plan_file, provenance=provenance, verify=verify, check=check,
                        pin_content=pin_content, report_path=report_path, no_clobber=no_clobber,
                        hash_output=hash_output, source_options=source_options, target_options=target_options,
-                       encrypt=encrypt, invert=invert, allow_lossy=allow_lossy)
+                       encrypt=encrypt, invert=invert, allow_lossy=allow_lossy, force=force, shard_size=shard_size)
 
 
 def rename(
@@ -152,14 +155,17 @@ def rename(
     open_options: OpenOptions | None = None,
     encrypt: Any = None,
     transforms: TransformRules | None = None,
+    force: bool = False,
+    shard_size: int | str | None = None,
 ) -> RenameReport:
-    """Write a copy of a checkpoint with its tensors renamed by ``rules``. See :func:`ckptsurgeon.commands.rename.run`."""
+    """Write a copy of a checkpoint with its tensors renamed by ``rules``; an ``output`` ending with a
+    slash is a model folder (``force`` replaces one). See :func:`ckptsurgeon.commands.rename.run`."""
     from .commands import rename as command
 
     return command.run(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                        output_format_name=output_format_name, progress=progress, check=check,
                        no_clobber=no_clobber, hash_output=hash_output, open_options=open_options, encrypt=encrypt,
-                       transforms=transforms)
+                       transforms=transforms, force=force, shard_size=shard_size)
 
 
 def convert(

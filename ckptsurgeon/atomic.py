@@ -20,6 +20,8 @@ carry this machine's tag and the pid of a process that no longer exists, and onl
 (symlinks are never followed, directories never touched). A pid that is alive, or that belongs to
 another machine or pid namespace (a directory shared over the network, a container), keeps its
 file. The cleaning is quiet: nothing is printed; :func:`clean_stale_temps` returns what it removed.
+The temporary directory of a folder output (``.NAME.ckpt-tmpdir-PID-HOST-RANDOM``, see
+:mod:`ckptsurgeon.folders`) is removed by the same rules, with all it holds (:mod:`ckptsurgeon.tree`).
 
 Every ``OSError`` while writing becomes an :class:`~ckptsurgeon.errors.OutputError` (exit 4) that
 names the destination (never the temporary file), through :func:`output_error`.
@@ -56,9 +58,17 @@ from types import TracebackType
 from . import commits
 from .errors import OutputError, UsageError
 from .files import check_output_target
+from .tree import remove_tree_at
 
 TEMP_MARK = ".ckpt-tmp-"
 _NAME_MAX = 255  # bytes in one file name on the usual file systems
+
+TEMP_DIR_MARK = ".ckpt-tmpdir-"  # the temporary directory of a folder output (ckptsurgeon.folders)
+
+# .NAME.ckpt-tmpdir-PID-HOST-RANDOM: a folder output being written (or an old one being removed)
+_TEMP_DIR_NAME = re.compile(
+    r"\.(?P<name>.+)" + re.escape(TEMP_DIR_MARK) + r"(?P<pid>[1-9][0-9]{0,9})-(?P<host>[0-9a-f]{8})-[0-9a-f]{8}"
+)
 
 # .NAME.ckpt-tmp-PID-HOST-RANDOM, optionally followed by a writer's scratch suffix .RANDOM.SUFFIX
 _TEMP_NAME = re.compile(
@@ -84,15 +94,17 @@ def _directory(dest: Path) -> Path:
     return dest.parent if str(dest.parent) else Path(".")
 
 
-def temp_path_for(dest: str | Path) -> Path:
+def temp_path_for(dest: str | Path, *, directory: bool = False) -> Path:
     """A fresh temporary path beside ``dest``; nothing is created.
 
     A very long destination name is shortened in the temporary name, which must fit in one
-    file name too.
+    file name too. With ``directory``: the name of a folder output's temporary directory
+    (``.NAME.ckpt-tmpdir-PID-HOST-RANDOM``).
     """
     dest = Path(dest)
     name = dest.name
-    tail = f"{TEMP_MARK}{os.getpid()}-{host_tag()}-{os.urandom(4).hex()}"
+    mark = TEMP_DIR_MARK if directory else TEMP_MARK
+    tail = f"{mark}{os.getpid()}-{host_tag()}-{os.urandom(4).hex()}"
     # Leave room for a writer's scratch suffix (.RANDOM.model.weights.h5).
     while name and len(os.fsencode(f".{name}{tail}")) > _NAME_MAX - 32:
         name = name[:-1]
@@ -121,8 +133,10 @@ def clean_stale_temps(directory: str | Path) -> list[Path]:
     """Remove the temporary files killed ckptsurgeon runs left in ``directory``; return the removed paths.
 
     Only regular files whose name matches the temporary-name scheme exactly, that were made on
-    this machine (and pid namespace) by a process that no longer exists. Symlinks and directories
-    are left alone; a file that cannot be removed is skipped. Never raises ``OSError``.
+    this machine (and pid namespace) by a process that no longer exists; and, by the same rules,
+    directories named ``.NAME.ckpt-tmpdir-PID-HOST-RANDOM`` (a folder output's temporary
+    directory), removed with all they hold. Symlinks and other directories are left alone; a file
+    that cannot be removed is skipped. Never raises ``OSError``.
     """
     directory = Path(directory) if str(directory) else Path(".")
     removed: list[Path] = []
@@ -137,7 +151,13 @@ def clean_stale_temps(directory: str | Path) -> list[Path]:
         with os.scandir(dir_fd) as entries:
             for entry in entries:
                 m = _TEMP_NAME.fullmatch(entry.name)
+                folder = _TEMP_DIR_NAME.fullmatch(entry.name) if m is None else None
+                m = m or folder
                 if m is None or m.group("host") != tag or not _pid_is_gone(int(m.group("pid"))):
+                    continue
+                if folder is not None:
+                    if remove_tree_at(dir_fd, entry.name):
+                        removed.append(directory / entry.name)
                     continue
                 try:
                     if not entry.is_file(follow_symlinks=False):

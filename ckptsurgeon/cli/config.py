@@ -72,8 +72,9 @@ def load_config(ctx: typer.Context, value: Path | None) -> Path | None:
         items = raw if isinstance(raw, list) else [raw]
         if not multiple and isinstance(raw, list):
             raise UsageError(value, f"key {key!r} takes one value, not a list")
-        if is_path:
-            items = [str(value.parent / str(v)) if not Path(str(v)).is_absolute() else str(v) for v in items]
+        if is_path:  # a trailing slash (a folder output, -o DIR/) is kept
+            items = [str(value.parent / str(v)) + ("/" if str(v).endswith("/") else "")
+                     if not Path(str(v)).is_absolute() else str(v) for v in items]
         defaults[param.name] = items if multiple else items[0]
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value

@@ -26,10 +26,12 @@ from .options import (
     InputPath,
     JsonOpt,
     NoClobberOpt,
+    OutputDirOpt,
     OutputOpt,
     QuietOpt,
     encryption,
     open_options,
+    output_path,
 )
 
 DtypeOpt = Annotated[
@@ -46,7 +48,8 @@ ShardSizeOpt = Annotated[
 ForceOpt = Annotated[
     bool,
     typer.Option("--force", help="With --shard-size: remove shards of an earlier checkpoint with the same prefix "
-                                 "that this run does not overwrite (refused otherwise)."),
+                                 "that this run does not overwrite (refused otherwise). A folder into a folder "
+                                 "(-o DIR/): replace an existing DIR."),
 ]
 
 
@@ -54,6 +57,7 @@ ForceOpt = Annotated[
 def convert(
     path: InputPath,
     output: OutputOpt = None,
+    output_dir: OutputDirOpt = None,
     no_clobber: NoClobberOpt = False,
     format_: FormatOpt = None,
     dtype: DtypeOpt = None,
@@ -78,17 +82,18 @@ def convert(
 
     --dtype casts floating tensors and counts overflowed values. --shard-size writes Hugging Face shards and an index. Metadata is carried where the output format holds it. The output appears whole, or not at all.
     """
-    if output is None:
+    out = output_path(output, output_dir)
+    if out is None:
         raise typer.BadParameter("an output path is needed", param_hint="-o")
     from .. import api
     from . import render
 
-    api.check_distinct([("-o", output)], [("PATH", path), ("--config", config)])
+    api.check_distinct([("-o", out)], [("PATH", path), ("--config", config)])
     show_progress = not (json_ or quiet or dry_run) and sys.stderr.isatty()
     progress = render.progress_bar() if show_progress else None
     with progress or render.null_context():
         report = api.convert(
-            path, output, fmt=format_, dtype=dtype, include=include or (), exclude=exclude or (),
+            path, out, fmt=format_, dtype=dtype, include=include or (), exclude=exclude or (),
             shard_size=shard_size, dry_run=dry_run, force=force, progress=progress.update if progress else None,
             allow_unused_rules=allow_unused_rules, allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
             no_clobber=no_clobber, hash_output=json_,  # the sha256 is for the JSON report

@@ -75,4 +75,9 @@ def render_convert(report: ConvertReport, out: Console) -> None:
         out.print(Text(f"overflow in {len(overflows) - 10} more tensors", style="yellow"))
     if report.metadata:
         out.print(f"metadata carried: {_names(list(report.metadata))}", soft_wrap=True)
+    if "weights" in report.output and report.files:
+        from .render import folder_notes
+
+        for line, style in folder_notes(report.output | {"files": report.files}):
+            out.print(Text(line, style=style), soft_wrap=True)
     out.print(Text(report.verdict, style="bold"), soft_wrap=True)

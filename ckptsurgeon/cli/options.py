@@ -73,7 +73,44 @@ PresetOpt = Annotated[
 AllowUnusedRulesOpt = Annotated[
     bool, typer.Option("--allow-unused-rules", help="Do not fail when a rule, glob or map entry matches nothing.")
 ]
-OutputOpt = Annotated[Path | None, typer.Option("-o", "--output", help="The new checkpoint to write.")]
+if TYPE_CHECKING:
+    _PathBase = Path
+else:
+    _PathBase = type(Path())
+
+
+class SlashPath(_PathBase):
+    """An -o path given with a trailing slash (``-o out_dir/``): a folder output. ``Path`` drops the slash."""
+
+
+def _output_path(text: str | Path) -> Path:
+    if isinstance(text, Path):
+        return text
+    return SlashPath(text) if text.endswith(("/", os.sep)) else Path(text)
+
+
+OutputOpt = Annotated[Path | None, typer.Option(
+    "-o", "--output", parser=_output_path, metavar="PATH",
+    help="The new checkpoint to write; a path ending with / (or an existing directory) is a model folder.")]
+OutputDirOpt = Annotated[Path | None, typer.Option(
+    "--output-dir", metavar="DIR",
+    help="Write a model folder: the weights in the target's layout and a copy of the target folder's other files.")]
+FolderForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing folder output.")]
+FolderShardSizeOpt = Annotated[str | None, typer.Option(
+    "--shard-size", metavar="SIZE",
+    help="With a folder output: shard the weights with at most SIZE tensor bytes per shard (500MB, 2GiB), "
+         "instead of the target's own shards.")]
+
+
+def output_path(output: Path | None, output_dir: Path | None) -> str | Path | None:
+    """The output -o / --output-dir name: a folder output as a path ending with a slash."""
+    if output is not None and output_dir is not None:
+        raise UsageError(None, "-o and --output-dir both name the output: give one")
+    if output_dir is not None:
+        return os.path.join(output_dir, "")
+    if isinstance(output, SlashPath):
+        return os.path.join(output, "")
+    return output
 FormatOpt = Annotated[
     str | None, typer.Option("--format", help=f"Output format ({WRITABLE_FORMATS}); default: from -o's extension.")
 ]

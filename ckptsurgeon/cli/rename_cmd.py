@@ -21,12 +21,15 @@ from .options import (
     EncKeyFileOpt,
     EncModeOpt,
     ExcludeOpt,
+    FolderForceOpt,
+    FolderShardSizeOpt,
     FormatOpt,
     IncludeOpt,
     JsonOpt,
     MapOpt,
     MarkdownOpt,
     NoClobberOpt,
+    OutputDirOpt,
     OutputOpt,
     PresetOpt,
     QuietOpt,
@@ -36,6 +39,7 @@ from .options import (
     TransformOpt,
     encryption,
     open_options,
+    output_path,
 )
 
 
@@ -43,6 +47,9 @@ from .options import (
 def rename(
     path: Annotated[Path, typer.Argument(help="The checkpoint to rename (never modified).")],
     output: OutputOpt = None,
+    output_dir: OutputDirOpt = None,
+    force: FolderForceOpt = False,
+    shard_size: FolderShardSizeOpt = None,
     no_clobber: NoClobberOpt = False,
     rename: RenameOpt = None,
     strip_prefix: StripPrefixOpt = None,
@@ -76,20 +83,21 @@ def rename(
     from .. import api
     from ..api import Rules
 
-    api.check_distinct([("-o", output)], [("PATH", path), ("--map", map_file), ("--config", config)])
+    out = output_path(output, output_dir)
+    api.check_distinct([("-o", out)], [("PATH", path), ("--map", map_file), ("--config", config)])
     rules = Rules.from_options(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, map_file=map_file,
                                include=include, exclude=exclude)
     rules, target_rules, transforms, _ = api.transform_options(rules, preset=preset, transform=transform, split=split,
                                                                concat=concat)
     if target_rules:
         raise typer.BadParameter(f"{', '.join(preset or [])} renames a target's names: it needs ckpt transfer", param_hint="--preset")
-    if output is None and not dry_run:
+    if out is None and not dry_run:
         raise typer.BadParameter("an output path is needed, or --dry-run", param_hint="-o")
     from . import render
 
     progress = render.progress_bar() if not (json_ or quiet or dry_run) and sys.stderr.isatty() else None
     with progress or render.null_context():
-        result = api.rename(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
+        result = api.rename(path, out, rules, force=force, shard_size=shard_size, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                             output_format_name=format_, progress=progress.update if progress else None,
                             no_clobber=no_clobber, hash_output=json_,
                             open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode),

@@ -297,9 +297,21 @@ def transfer_notes(report: TransferReport) -> list[tuple[str, str]]:
         notes.append((f"excluded source tensors ({len(plan.excluded_sources)}): "
                       f"{_collapsed_names([n for n, _ in plan.excluded_sources])}", ""))
     notes += _layout_notes((report.output or {}).get("layout"))
+    notes += folder_notes(report.output)
     notes += [(f"warning: {line}", "yellow") for line in report.warnings]
     notes += [(f"failed: {failure_line(f)}", "bold red") for f in report.failed_checks]  # each names its file
     notes.append((report.verdict, "bold"))
+    return notes
+
+
+def folder_notes(output: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """What a folder output (-o DIR/) holds: how many files, its weights, the weight copies not carried."""
+    if not output or "files" not in output or "weights" not in output:
+        return []
+    notes = [(f"folder: {len(output['files'])} files written to {output['path']}, the weights in {output['weights']}", "")]
+    if output.get("skipped"):
+        notes.append((f"folder: not copied (other copies of the old weights, a clone's .git): "
+                      f"{', '.join(output['skipped'])}", "yellow"))
     return notes
 
 
@@ -414,6 +426,7 @@ def render_rename(report: RenameReport, out: Console, *, show_all: bool = False,
     if report.layout_fallback:
         notes.append((f"layout: the Keras layout could not follow these renames ({report.layout_fallback}); "
                       "tensors were written at their new paths without it", "yellow"))
+    notes += folder_notes(report.output)
     notes += [(f"failed: {failure_line(f, report.path)}", "bold red") for f in report.failed_checks]
     notes.append((report.verdict, "bold"))
     title = f"{report.path} ({report.format})"

@@ -23,12 +23,15 @@ from .options import (
     EncModeOpt,
     ExcludeOpt,
     FailOnNonfiniteOpt,
+    FolderForceOpt,
+    FolderShardSizeOpt,
     FormatOpt,
     IncludeOpt,
     JsonOpt,
     MapOpt,
     MarkdownOpt,
     NoClobberOpt,
+    OutputDirOpt,
     OutputOpt,
     PresetOpt,
     QuietOpt,
@@ -41,6 +44,7 @@ from .options import (
     TransformOpt,
     encryption,
     open_options,
+    output_path,
 )
 
 
@@ -49,6 +53,9 @@ def transfer(
     source: Annotated[Path, typer.Argument(help="The checkpoint whose weights are loaded (pretrained).")],
     target: Annotated[Path, typer.Argument(help="The checkpoint that receives them (its names, shapes, layout).")],
     output: OutputOpt = None,
+    output_dir: OutputDirOpt = None,
+    force: FolderForceOpt = False,
+    shard_size: FolderShardSizeOpt = None,
     no_clobber: NoClobberOpt = False,
     rename: RenameOpt = None,
     strip_prefix: StripPrefixOpt = None,
@@ -160,10 +167,11 @@ def transfer(
         strict=strict, min_coverage=min_coverage, allow_empty=allow_empty,
         allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
     )
-    if output is None and not dry_run:
+    out = output_path(output, output_dir)
+    if out is None and not dry_run:
         raise typer.BadParameter("an output path is needed, or --dry-run", param_hint="-o")
     # Before any work: no two outputs, and no output and input, are one file (links included).
-    api.check_distinct([("-o", output), ("--report", report), ("--save-plan", save_plan)],
+    api.check_distinct([("-o", out), ("--report", report), ("--save-plan", save_plan)],
                        [("SOURCE", source), ("TARGET", target), ("--plan", plan), ("--map", map_file),
                         ("--config", config)])
     if report is not None:
@@ -173,13 +181,13 @@ def transfer(
     progress = render.progress_bar() if not (json_ or quiet) and sys.stderr.isatty() and not dry_run else None
     with progress or render.null_context():
         result = api.transfer(
-            source, target, output, options, dry_run=dry_run, count_changes=count_changes,
+            source, target, out, options, dry_run=dry_run, count_changes=count_changes,
             output_format_name=format_, progress=progress.update if progress else None,
             save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, pin_content=pin_content,
             report_path=report, no_clobber=no_clobber, invert=invert, allow_lossy=allow_lossy,
             hash_output=json_ or report is not None,  # the sha256 is for the JSON report
             source_options=open_options(src_dict, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names), target_options=open_options(tgt_dict, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names),
-            encrypt=encryption(enc_key_file, enc_mode),
+            encrypt=encryption(enc_key_file, enc_mode), force=force, shard_size=shard_size,
         )
     doc = result.to_dict() if report is not None or json_ else {}  # a per-tensor document: only when asked for
     if report is not None:

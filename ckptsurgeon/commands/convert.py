@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import formats
+from .. import folders, formats
 from ..atomic import check_output, output_error
 from ..errors import CheckFailed, Failure, InputError, UsageError
 from ..formats import (
@@ -356,7 +356,9 @@ def convert(
     """
     cast_to = float_dtype(dtype) if dtype is not None else None
     size = parse_size(shard_size) if shard_size is not None else None
-    dest, fmt = _destination(out, fmt, size)
+    folder: folders.FolderPlan | None = None
+    into_folder = Path(src).is_dir() and folders.wants_folder(out)  # a model folder into a model folder
+    dest, out_fmt = (Path(out), "") if into_folder else _destination(out, fmt, size)
 
     with open_checkpoint(src, open_options) as reader:
         chosen, excluded, counts = _select(reader.tensors, include, exclude, allow_unused_rules, str(src))
@@ -369,6 +371,11 @@ def convert(
         steps = plan_convert(chosen, cast_to)
         plan = [ConvertedTensor(s.name, s.shape, s.origin.dtype, s.dtype) for s in steps.steps]
         inputs = list(reader.files)
+        if into_folder:
+            folder = folders.prepare(out, reader, src, fmt_name=fmt, shard_size=size, force=force,
+                                     no_clobber=no_clobber, inputs=inputs, folders=(src,))
+            dest, out_fmt = folder.dest, folder.fmt
+        fmt = out_fmt
         report = ConvertReport(
             input={"path": str(src), "format": reader.format, "files": [str(p) for p in inputs],
                    "tensors": len(reader.tensors)},
@@ -376,6 +383,11 @@ def convert(
             dtype=cast_to, dry_run=dry_run, metadata=_carried_metadata(reader, fmt), tensors=plan, filters=counts,
             excluded=excluded, tied=_tied(reader, chosen),
         )
+
+        if folder is not None:
+            return _into_folder(report, folder, reader, steps, progress=progress, force=force,
+                                hash_output=hash_output, dry_run=dry_run, encrypt=encrypt,
+                                gates=(allow_overflow, fail_on_nonfinite))
 
         # Refuse a bad destination before anything is written (and in a dry run too).
         new_dir = size is not None and not dest.parent.exists()
@@ -420,3 +432,55 @@ def convert(
             o = outcomes[t.name]
             t.overflow, t.byte_copy, t.nonfinite = o.overflow, o.byte_copy, o.nonfinite
         return report
+
+
+def _into_folder(report: ConvertReport, folder: folders.FolderPlan, reader: Reader, steps: Any, *,
+                 progress: Progress | None, force: bool, hash_output: bool, dry_run: bool, encrypt: Any,
+                 gates: tuple[bool, bool]) -> ConvertReport:
+    """Write a model folder's converted weights (in the input's layout) beside a copy of its other files."""
+    from ..execute import GateFailed, ValueGates, Written, write_checkpoint
+    from ..formats.safetensors.sharded import Folder, ShardLayout
+    from ..formats.safetensors.sharded import Writer as SafetensorsSharded
+
+    assert report.output is not None
+    fmt = folder.fmt
+    options = folder.writer_options
+    if options is not None:  # sharded: where each tensor goes, for the report
+        specs = [TensorSpec(t.name, t.shape, t.dtype_out) for t in report.tensors]
+        writer = writer_for(fmt)
+        assert issubclass(writer, SafetensorsSharded)
+        naming = writer.naming
+        index = folder.dest / folder.weights
+        if "assignment" in options:
+            layout = ShardLayout.assigned(index, specs, options["assignment"], naming)
+        else:
+            nothing = Folder(folder.dest, frozenset(), frozenset(), frozenset(), frozenset())  # a new folder
+            layout = ShardLayout.plan(index, specs, options["shard_size"], nothing, naming)
+        where = layout.weight_map()
+        for t in report.tensors:
+            t.shard = where[t.name]
+        report.shards = [{"name": n, "tensors": len(g), "bytes": sum(s.nbytes for s in g)}
+                         for n, g in zip(layout.names, layout.groups, strict=True)]
+    if dry_run:
+        return report
+
+    def write(dest: Path, writer_options: dict[str, Any] | None) -> Written:
+        return write_checkpoint(
+            dest, fmt, steps, {INPUT: reader}, metadata=report.metadata,
+            like=reader if writes_like(reader, fmt) else None, progress=progress, cast=None,
+            writer_options=writer_options, gates=ValueGates(allow_overflow=gates[0], fail_on_nonfinite=gates[1]),
+            hash_files=hash_output, encrypt=encrypt,
+        )
+
+    try:
+        written, entries = folders.write(folder, write, force=force, hashes=hash_output)
+    except GateFailed as failed:  # nothing was written; the report keeps the counts
+        outcomes, report.failed_checks = failed.outcomes, list(failed.failures)
+    else:
+        outcomes = written.outcomes
+        report.files = entries.pop("files")
+        report.output |= entries
+    for t in report.tensors:
+        o = outcomes[t.name]
+        t.overflow, t.byte_copy, t.nonfinite = o.overflow, o.byte_copy, o.nonfinite
+    return report

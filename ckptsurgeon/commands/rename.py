@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import folders
 from ..atomic import check_output
 from ..errors import CheckFailed, CkptError, Failure, UsageError
-from ..formats import open_checkpoint, output_format, writes_like
+from ..folders import wants_folder
+from ..formats import open_checkpoint, output_format, spec, writes_like
 from ..formats.base import OpenOptions, Reader
 from ..plan import INPUT, Plan, plan_rename
 from ..rules import Renamed, Rules, apply_rules, unused_rules_failure
-from ..text import blame, plural
+from ..text import blame, parse_size, plural
 from ..transforms import TransformRules
 
 Progress = Callable[[int, int], None]
@@ -124,6 +126,8 @@ def run(
     open_options: OpenOptions | None = None,
     encrypt: Any = None,
     transforms: TransformRules | None = None,
+    force: bool = False,
+    shard_size: int | str | None = None,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``; bytes, dtypes and metadata stay.
 
@@ -132,9 +136,21 @@ def run(
     fail the report (``ok`` False, nothing written; with ``check`` a CheckFailed carrying it).
     ``no_clobber``: never replace an existing file (exit 4), not even one created meanwhile. The
     report's ``output`` records the committed file's size and (with ``hash_output``) its sha256.
+
+    An ``output`` ending with a slash (or an existing directory) is a model folder
+    (:mod:`ckptsurgeon.folders`): the renamed weights in the input's layout (each tensor in the
+    shard its original was in; ``shard_size``: ckptsurgeon's own sharding) beside a copy of the
+    input folder's other files; an existing folder is replaced only with ``force``.
     """
     if output is None and not dry_run:
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
+    folder_out = wants_folder(output)
+    size = parse_size(shard_size) if shard_size is not None else None
+    if size is not None and not folder_out and not dry_run:
+        raise UsageError(output, "--shard-size goes with a folder output (-o DIR/ or --output-dir DIR)")
+    if force and not folder_out:
+        raise UsageError(output, "--force replaces an existing folder output (-o DIR/ or --output-dir DIR)")
+    folder = None
     with open_checkpoint(path, open_options) as reader:
         with blame(path):
             if transforms is not None and transforms.presets and reader.match_names:
@@ -143,14 +159,19 @@ def run(
                 plan = plan_rename(reader.tensors, rules, transforms)
         _refuse_keras_name_rules(reader, rules, plan.renamed)
         fmt = None
-        if output is not None:
+        if output is not None and folder_out:
+            folder = folders.prepare(output, reader, path, fmt_name=output_format_name, shard_size=size, force=force,
+                                     no_clobber=no_clobber, inputs=reader.files, folders=(path,),
+                                     origins={s.name: s.origin.name for s in plan.steps})
+            fmt = folder.fmt
+        elif output is not None:
             fmt = output_format(output, output_format_name, like=reader)
             check_output(output, reader.files, no_clobber=no_clobber)
             if reader.layout == KERAS3_LAYOUT and writes_like(reader, fmt):
                 _refuse_keras3_paths(reader, plan, Path(output))
         report = RenameReport(
             path=str(path), format=reader.format,
-            output=None if output is None else {"path": str(output), "format": fmt},
+            output=None if output is None else {"path": str(folder.dest if folder else output), "format": fmt},
             plan=plan, dry_run=dry_run,
         )
         if not allow_unused_rules:
@@ -167,11 +188,26 @@ def run(
             return report
         if dry_run or output is None or fmt is None:
             return report
-        from ..execute import write_checkpoint
+        from ..execute import Written, write_checkpoint
 
-        written = write_checkpoint(Path(output), fmt, plan, {INPUT: reader}, metadata=reader.metadata,
-                                   like=reader if writes_like(reader, fmt) else None, progress=progress,
-                                   no_clobber=no_clobber, hash_files=hash_output, encrypt=encrypt)
+        metadata = dict(reader.metadata)
+        if folder is not None and spec(fmt).shards_of:
+            metadata.pop("total_size", None)  # the index's count, which the new index writes itself
+
+        def write(dest: Path, options: dict[str, Any] | None = None) -> Written:
+            assert fmt is not None
+            return write_checkpoint(dest, fmt, plan, {INPUT: reader}, metadata=metadata,
+                                    like=reader if writes_like(reader, fmt) else None, progress=progress,
+                                    no_clobber=no_clobber and folder is None, hash_files=hash_output, encrypt=encrypt,
+                                    writer_options=options)
+
+        if folder is not None:
+            written, entries = folders.write(folder, write, force=force, hashes=hash_output)
+            report.layout_fallback = written.layout_fallback
+            if report.output is not None:
+                report.output |= entries
+            return report
+        written = write(Path(output))
         report.layout_fallback = written.layout_fallback
         if report.output is not None and written.files:
             report.output |= written.files[-1].summary()

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from .. import __version__, folders
 from ..atomic import check_distinct, check_output, write_text
 from ..errors import CheckFailed, Failure, UsageError
-from ..formats import open_checkpoint, output_format, writes_like
+from ..folders import FolderPlan, wants_folder
+from ..formats import open_checkpoint, output_format, spec, writes_like
 from ..formats.base import OpenOptions, Reader
 from ..layers import Group, group_layers, relative_name
 from ..plan import (
@@ -39,11 +40,11 @@ from ..plan import (
 )
 from ..plan_file import SavedPlan, ignored_options, load_inverse, load_plan, plan_to_dict, rule_texts
 from ..tensors import TensorInfo, gc_paused
-from ..text import blame, human, listing, plural
+from ..text import blame, human, listing, parse_size, plural
 from ..transforms import Layout, Resize
 
 if TYPE_CHECKING:
-    from ..execute import Outcome
+    from ..execute import Outcome, Written
 
 Progress = Callable[[int, int], None]
 
@@ -426,6 +427,8 @@ def run(
     encrypt: Any = None,
     invert: bool = False,
     allow_lossy: bool = False,
+    force: bool = False,
+    shard_size: int | str | None = None,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -446,6 +449,13 @@ def run(
     ``no_clobber``: no existing file is replaced (exit 4), not even one another run creates while
     this one writes. The report's ``output`` records the committed file's size and (with
     ``hash_output``) the sha256 of its bytes.
+
+    An ``output`` ending with a slash, or naming an existing directory, is a model folder
+    (:mod:`ckptsurgeon.folders`): the weights in the target's layout (the same index and shard
+    names, each tensor in its shard; with ``shard_size``, ckptsurgeon's own sharding), beside a copy
+    of every other file of the target folder (when ``target`` is a folder), appearing at once. An
+    existing folder is refused (OutputError) unless ``force``, which replaces it. The report's
+    ``output`` then lists every file written (``files``) and the weight copies left out (``skipped``).
     """
     options = options or TransferOptions()
     if (invert or allow_lossy) and plan_file is None:
@@ -461,6 +471,12 @@ def run(
         raise UsageError(None, "--pin-content checks the inputs against a saved plan: it needs --plan")
     check_distinct([("-o", output), ("--report", report_path), ("--save-plan", save_plan)],
                    [("SOURCE", source), ("TARGET", target), ("--plan", plan_file)])
+    folder_out = wants_folder(output)
+    size = parse_size(shard_size) if shard_size is not None else None
+    if size is not None and not folder_out and not dry_run:
+        raise UsageError(output, "--shard-size goes with a folder output (-o DIR/ or --output-dir DIR)")
+    if force and not folder_out:
+        raise UsageError(output, "--force replaces an existing folder output (-o DIR/ or --output-dir DIR)")
     with open_checkpoint(source, source_options) as src, open_checkpoint(target, target_options) as tgt:
         replayed = None
         if invert:
@@ -475,7 +491,13 @@ def run(
             plan = replayed.plan
         inputs = [*src.files, *tgt.files]
         fmt = None
-        if output is not None:
+        folder: FolderPlan | None = None
+        if output is not None and folder_out:
+            folder = folders.prepare(output, tgt, target, fmt_name=output_format_name, shard_size=size, force=force,
+                                     no_clobber=no_clobber, inputs=inputs, folders=(source, target),
+                                     others=[("--report", report_path), ("--save-plan", save_plan)])
+            fmt = folder.fmt
+        elif output is not None:
             fmt = output_format(output, output_format_name, like=tgt)
             check_output(output, inputs, no_clobber=no_clobber)
         for also in (save_plan, report_path):
@@ -483,7 +505,7 @@ def run(
                 check_output(also, inputs, no_clobber=no_clobber)  # also against every shard of a sharded input
         report = TransferReport(
             source=describe_input(src), target=describe_input(tgt),
-            output=None if output is None else {"path": str(output), "format": fmt},
+            output=None if output is None else {"path": str(folder.dest if folder else output), "format": fmt},
             plan=plan, dry_run=dry_run,
         )
         report.failed_checks = gate_failures(plan, source=str(src.path), target=str(tgt.path))
@@ -502,20 +524,33 @@ def run(
         from ..execute import GateFailed, ValueGates, write_checkpoint
 
         gates = ValueGates(allow_overflow=options.allow_overflow, fail_on_nonfinite=options.fail_on_nonfinite)
-        try:
-            written = write_checkpoint(
-                Path(output), fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
+        if folder is not None and spec(fmt).shards_of:
+            metadata.pop("total_size", None)  # the index's count, which the new index writes itself
+
+        def write(dest: Path, options: dict[str, Any] | None = None) -> Written:
+            assert fmt is not None
+            return write_checkpoint(
+                dest, fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
                 like=tgt if writes_like(tgt, fmt) else None, update=True, count_changes=TARGET if count_changes else None,
-                progress=progress, verify=verify, gates=gates, no_clobber=no_clobber, hash_files=hash_output,
-                encrypt=encrypt,
+                progress=progress, verify=verify, gates=gates, no_clobber=no_clobber and folder is None,
+                hash_files=hash_output, encrypt=encrypt, writer_options=options,
             )
+
+        entries: dict[str, Any] = {}
+        try:
+            if folder is None:
+                written = write(Path(output))
+            else:
+                written, entries = folders.write(folder, write, force=force, hashes=hash_output)
         except GateFailed as failed:  # nothing was written; the report keeps the counts
             report.outcomes, report.failed_checks = failed.outcomes, list(failed.failures)
             if check:
                 raise CheckFailed.of(report.failed_checks, report=report) from None
             return report
         report.outcomes = written.outcomes
-        if report.output is not None and written.files:
+        if folder is not None and report.output is not None:
+            report.output |= entries | {"layout": written.layout()}
+        elif report.output is not None and written.files:
             report.output |= written.files[-1].summary() | {"layout": written.layout()}
         return report
 

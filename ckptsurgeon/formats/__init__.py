@@ -132,8 +132,27 @@ def what_is(path: Path) -> str:
     return f"a {found.description} file"
 
 
+#: The weight files transformers' ``from_pretrained`` looks for in a model folder, in the order it
+#: looks (transformers 5, ``modeling_utils``: the safetensors file, its index, then PyTorch's).
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
 def resolve_folder(path: Path) -> Path:
-    """The checkpoint a directory holds: the file a pointer names, its one index, or else its one single-file checkpoint."""
+    """The checkpoint a directory (a model folder) holds: the one ``from_pretrained`` would load.
+
+    1. The first of :data:`HF_WEIGHTS` that is a file in the folder, in transformers' order:
+       ``model.safetensors``, ``model.safetensors.index.json``, ``pytorch_model.bin``,
+       ``pytorch_model.bin.index.json``. A folder holding a safetensors and a ``.bin`` copy is read
+       from the safetensors one; a training folder's ``optimizer.pt``, ``scheduler.pt``,
+       ``rng_state.pth`` and ``training_args.bin`` beside ``model.safetensors`` are not checkpoints
+       of the model.
+    2. Only when none of those is there: the file a pointer names (TensorFlow's ``checkpoint``),
+       else the folder's one sharded index, else its one single-file checkpoint; two candidates of
+       one kind are refused (name the file).
+    """
+    for name in HF_WEIGHTS:
+        if (path / name).is_file():
+            return path / name
     pointers = [path / s.folder_pointer for s in FORMATS if s.folder_pointer and (path / s.folder_pointer).is_file()]
     if len(pointers) == 1:
         return pointers[0]

@@ -217,6 +217,11 @@ class ShardedReader(Reader):
     def files(self) -> list[Path]:
         return [self.path, *(r.path for r in self.shards.values())]
 
+    @property
+    def shard_of(self) -> dict[str, str]:
+        """Each tensor's shard file name, as the index assigns it."""
+        return dict(self._where)
+
     def _shard(self, name: str) -> Reader:
         return self.shards[self._where[name]]
 

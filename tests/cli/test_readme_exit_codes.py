@@ -170,6 +170,40 @@ def _signal(sig: signal.Signals) -> Setup:
     return setup
 
 
+FOLDERS = ROOT / "tests" / "data" / "folders"  # written by transformers' save_pretrained (make_folders.py)
+
+
+def _folder_inside_input(case: Case) -> list[str]:
+    target = case.tmp / "target"
+    target.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (target / name).write_bytes((FOLDERS / "training" / name).read_bytes())
+    return ["transfer", str(FOLDERS / "sharded"), str(target), "-o", f"{target / 'out'}/"]
+
+
+def _fifo_in_folder(case: Case) -> list[str]:
+    import os
+
+    target = case.tmp / "target"
+    target.mkdir()
+    (target / "model.safetensors").write_bytes((FOLDERS / "training" / "model.safetensors").read_bytes())
+    os.mkfifo(target / "events")
+    return ["transfer", str(FOLDERS / "sharded"), str(target), "-o", f"{case.tmp / 'out'}/"]
+
+
+def _folder_exists(case: Case) -> list[str]:
+    (case.tmp / "out").mkdir()
+    return ["transfer", str(FOLDERS / "training"), str(FOLDERS / "sharded"), "-o", f"{case.tmp / 'out'}/"]
+
+
+# Rows of folder outputs, run once the README's table documents them (the row text is the key).
+FOLDER_CASES: dict[str, Setup] = {
+    "a folder output (`-o DIR/`) is or lies inside an input folder, or holds an input": _folder_inside_input,
+    "a model folder to copy holds a FIFO, device or socket, or a link out of the folder or to a directory":
+        _fifo_in_folder,
+    "a folder output (`-o DIR/`) exists (`--force` replaces it)": _folder_exists,
+}
+
 CASES: dict[str, Setup] = {
     "done; `diff`: no differences; `verify`: every tensor read and every hash equal":
         lambda c: ["transfer", str(PRE), str(TGT), "-o", str(c.out), *RULES],
@@ -207,6 +241,7 @@ CASES: dict[str, Setup] = {
     "stopped by SIGINT; the temporary output was removed and the destination is untouched": _signal(signal.SIGINT),
     "stopped by SIGTERM; the same": _signal(signal.SIGTERM),
 }
+CASES |= {row: setup for row, setup in FOLDER_CASES.items() if row in {case for _, case in readme_rows()}}
 PIPE_CASE = "stdout was closed early (`ckpt inspect X --json \\| head`); nothing more is printed"
 
 

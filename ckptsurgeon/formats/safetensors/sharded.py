@@ -236,6 +236,21 @@ class ShardLayout(base.ShardPlan):
         groups = tuple(tuple(specs[i] for i in r) for r in ranges)
         return cls(index, names, groups, naming)
 
+    @classmethod
+    def assigned(cls, index: Path, specs: Sequence[TensorSpec], assignment: Mapping[str, str],
+                 naming: Naming = SAFETENSORS) -> ShardLayout:
+        """The layout of another checkpoint: each tensor in the shard file ``assignment`` names (a
+        tensor it does not name goes to the last shard), the shards in name order, each shard's
+        tensors in ``specs``' order. Shard names are written as given: use it for a new folder only."""
+        names = tuple(sorted(set(assignment.values())))
+        if not names:
+            raise ValueError("an assignment names at least one shard")
+        groups: dict[str, list[TensorSpec]] = {n: [] for n in names}
+        for s in specs:
+            groups[assignment.get(s.name, names[-1])].append(s)
+        kept = tuple(n for n in names if groups[n])
+        return cls(index, kept, tuple(tuple(groups[n]) for n in kept), naming)
+
     @property
     def paths(self) -> list[Path]:
         return [self.index.parent / n for n in self.names]
@@ -309,25 +324,35 @@ class Writer(base.ShardedWriter):
         return check_stale(layout, force=force, inputs=inputs)
 
     def __init__(self, path: Path, *, metadata: Mapping[str, str] | None = None, like: Any = None,
-                 shard_size: int, force: bool = False, inputs: Sequence[Path] = ()) -> None:
+                 shard_size: int | None = None, force: bool = False, inputs: Sequence[Path] = (),
+                 assignment: Mapping[str, str] | None = None) -> None:
         super().__init__(Path(path), metadata=metadata, like=like)
+        if (shard_size is None) == (assignment is None):
+            raise ValueError("a sharded writer takes a shard size or an assignment of tensors to shards")
         self.shard_size = shard_size
+        self.assignment = dict(assignment) if assignment is not None else None
         self.force = force
         self.inputs = list(inputs)
         self.layout: ShardLayout | None = None
         self._files = AtomicFiles()
         self._superseded: list[Path] = []
         self._lock: FolderLock | None = None
-        self._shard = -1
-        self._current: base.Writer | None = None
-        self._left = 0
+        self._shard_of: dict[str, int] = {}
+        self._open: dict[int, base.Writer] = {}  # the shards begun and not finished (several, with an assignment)
+        self._left: dict[int, int] = {}
 
     def _begin(self) -> None:
         if not self.specs:
             raise UsageError(self.path, "no tensors to write; a sharded checkpoint needs at least one")
         self._lock = FolderLock(self.path.parent if str(self.path.parent) else Path(".")).acquire()
         try:
-            self.layout = self.plan_layout(self.path, self.specs, self.shard_size)
+            if self.assignment is not None:  # another checkpoint's shards, in a new folder
+                self.layout = ShardLayout.assigned(self.path, self.specs, self.assignment, self.naming)
+            else:
+                assert self.shard_size is not None
+                self.layout = self.plan_layout(self.path, self.specs, self.shard_size)
+            self._shard_of = {s.name: k for k, group in enumerate(self.layout.groups) for s in group}
+            self._left = {k: len(group) for k, group in enumerate(self.layout.groups)}
             self._superseded = check_stale(self.layout, force=self.force, inputs=self.inputs)
         except BaseException:
             self._release()
@@ -342,42 +367,42 @@ class Writer(base.ShardedWriter):
         """The writer of one shard file (``temp``, which becomes ``dest``)."""
         return st.Writer(temp, metadata={**SHARD_FORMAT_METADATA, **self.metadata})
 
-    def _target(self) -> base.Writer:
-        if self._current is None:
-            assert self.layout is not None
-            self._shard += 1
-            dest = self.layout.paths[self._shard]
+    def _target(self, name: str) -> base.Writer:
+        """The writer of the shard holding ``name``, begun when its first tensor arrives."""
+        assert self.layout is not None
+        k = self._shard_of[name]
+        if k not in self._open:
+            dest = self.layout.paths[k]
             shard = self._shard_writer(self._files.temp(dest), dest)
-            self._current = shard
-            shard.begin(self.layout.groups[self._shard])
-            self._left = len(self.layout.groups[self._shard])
-        return self._current
+            self._open[k] = shard
+            shard.begin(self.layout.groups[k])
+        return self._open[k]
 
-    def _written_one(self) -> None:
-        self._left -= 1
-        if self._left == 0 and self._current is not None:
-            self._current.finish()
-            self._current = None
+    def _written_one(self, name: str) -> None:
+        k = self._shard_of[name]
+        self._left[k] -= 1
+        if self._left[k] == 0:
+            self._open.pop(k).finish()
 
     def _write(self, spec: TensorSpec, data: np.ndarray) -> None:
-        self._target().write(spec.name, data)
-        self._written_one()
+        self._target(spec.name).write(spec.name, data)
+        self._written_one(spec.name)
 
     def write_range(self, name: str, src: Path, offset: int, length: int) -> bool:
         self._take(name)
-        copied = self._target().write_range(name, src, offset, length)
+        copied = self._target(name).write_range(name, src, offset, length)
         assert copied, "the safetensors writer copies every byte range"
-        self._written_one()
+        self._written_one(name)
         return True
 
     def write_chunks(self, name: str, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
         self._peek(name)
-        self._target().write_chunks(name, chunks)
+        self._target(name).write_chunks(name, chunks)
         self._take(name)
-        self._written_one()
+        self._written_one(name)
 
     def _finish(self) -> None:
-        assert self.layout is not None and self._current is None
+        assert self.layout is not None and not self._open
         index_tmp = self._files.temp(self.path)  # asked for last: renamed into place last
         with open(index_tmp, "xb") as f:
             f.write(self.layout.index_bytes(self.metadata))
@@ -386,9 +411,8 @@ class Writer(base.ShardedWriter):
 
     def abort(self) -> None:
         try:
-            if self._current is not None:
-                self._current.abort()
-                self._current = None
+            while self._open:
+                self._open.popitem()[1].abort()
             self._files.discard()
         finally:
             self._release()
