@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect as _signatures
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -90,6 +91,15 @@ def _rules(rename: Names | None, strip_prefix: Names | None, add_prefix: Names |
                               exclude=_many(exclude))
 
 
+def _folder(output: Path_ | None, output_dir: Path_ | None) -> str | Path | None:
+    """``output``, or ``output_dir`` as a folder output (a path ending with a slash)."""
+    if output_dir is None:
+        return output
+    if output is not None:
+        raise UsageError(None, "output and output_dir both name the output: give one")
+    return os.path.join(output_dir, "")
+
+
 def _open(dict: str | None = None, all_dicts: bool = False, dec_key_file: Path_ | None = None,
           dec_mode: str | None = None, tf_names: str = "keys") -> OpenOptions | None:
     from .keys import open_options
@@ -157,17 +167,21 @@ def transfer(
     min_coverage: float | None = None, allow_overflow: bool = False, fail_on_nonfinite: bool = False,
     count_changes: bool = False, dry_run: bool = False, format: str | None = None, save_plan: Path_ | None = None,
     plan: Path_ | None = None, pin_content: bool = False, invert: bool = False, allow_lossy: bool = False,
-    provenance: bool = False, verify: bool = False, no_clobber: bool = False, src_dict: str | None = None,
+    provenance: bool = False, verify: bool = False, no_clobber: bool = False, output_dir: Path_ | None = None,
+    force: bool = False, shard_size: int | str | None = None, src_dict: str | None = None,
     tgt_dict: str | None = None, dec_key_file: Path_ | None = None, dec_mode: str | None = None,
     enc_key_file: Path_ | None = None, enc_mode: str | None = None, tf_names: str = "keys",
     progress: Progress | None = None, check: bool = False,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write
     ``output`` (``ckpt transfer``). ``options`` (a ready :class:`TransferOptions`) may stand for the
-    rule and gate keywords, not join them."""
+    rule and gate keywords, not join them. An ``output`` ending with ``/`` (or ``output_dir``) is a
+    model folder: the weights in the target's layout beside a copy of the target folder's other
+    files, appearing whole; ``force`` replaces an existing one, ``shard_size`` shards anew."""
     from . import api
 
     given = {k: v for k, v in locals().items() if k in _TRANSFER_OPTION_KEYS and v != _TRANSFER_DEFAULTS[k]}
+    output = _folder(output, output_dir)
     if options is not None and given:
         raise UsageError(None, f"give options or the keywords {', '.join(given)}, not both")
     if options is None:
@@ -175,7 +189,8 @@ def transfer(
     return api.transfer(
         source, target, output, options, dry_run=dry_run, count_changes=count_changes, output_format_name=format,
         progress=progress, save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, check=check,
-        pin_content=pin_content, no_clobber=no_clobber, invert=invert, allow_lossy=allow_lossy,
+        pin_content=pin_content, no_clobber=no_clobber, invert=invert, allow_lossy=allow_lossy, force=force,
+        shard_size=shard_size,
         source_options=_open(src_dict, False, dec_key_file, dec_mode, tf_names),
         target_options=_open(tgt_dict, False, dec_key_file, dec_mode, tf_names),
         encrypt=_encryption(enc_key_file, enc_mode),
@@ -222,7 +237,8 @@ def rename(
     add_prefix: Names | None = None, map: Path_ | None = None, include: Names | None = None,
     exclude: Names | None = None, preset: Names | None = None, transform: Names | None = None,
     split: Names | None = None, concat: Names | None = None, allow_unused_rules: bool = False,
-    dry_run: bool = False, format: str | None = None, no_clobber: bool = False, dict: str | None = None,
+    dry_run: bool = False, format: str | None = None, no_clobber: bool = False, output_dir: Path_ | None = None,
+    force: bool = False, shard_size: int | str | None = None, dict: str | None = None,
     dec_key_file: Path_ | None = None, dec_mode: str | None = None, enc_key_file: Path_ | None = None,
     enc_mode: str | None = None, progress: Progress | None = None, check: bool = False,
 ) -> RenameReport:
@@ -234,8 +250,9 @@ def rename(
         transform=_many(transform), split=_many(split), concat=_many(concat))
     if target_rules:
         raise UsageError(None, f"preset {', '.join(_many(preset))} renames a target's names: it needs transfer")
-    return api.rename(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
+    return api.rename(path, _folder(output, output_dir), rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                       output_format_name=format, progress=progress, check=check, no_clobber=no_clobber,
+                      force=force, shard_size=shard_size,
                       open_options=_open(dict, False, dec_key_file, dec_mode), encrypt=_encryption(enc_key_file, enc_mode),
                       transforms=transforms)
 

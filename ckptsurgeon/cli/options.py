@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .. import keys
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     from ..formats.base import OpenOptions

@@ -158,3 +158,16 @@ def test_verify_follows_a_rename_and_diff_compares_across_dtypes(tmp_path: Path)
     f32, bf16 = data / "corpus" / "torch" / "smallcnn.safetensors", data / "cross_dtype" / "smallcnn_bf16.safetensors"
     assert cs.diff(f32, bf16, rtol=0.004).ok
     assert not cs.diff(f32, bf16, rtol=0.004, strict_dtypes=True).ok
+
+
+def test_a_folder_output_from_the_library(tmp_path: Path) -> None:
+    folder = Path(__file__).resolve().parents[1] / "data" / "folders" / "sharded"
+    out = tmp_path / "out"
+    other = Path(__file__).resolve().parents[1] / "data" / "folders" / "training"  # the same tiny model, saved again
+    report = cs.transfer(other, folder / "model.safetensors.index.json", output_dir=out)
+    assert report.ok and (out / "model.safetensors.index.json").is_file() and not (out / "config.json").exists()
+    report = cs.transfer(other, folder, output_dir=out, force=True)  # a target named as a folder: its files too
+    assert report.ok and (out / "config.json").read_bytes() == (folder / "config.json").read_bytes()
+    assert sorted(p.name for p in out.glob("model-*.safetensors")) == sorted(p.name for p in folder.glob("model-*.safetensors"))
+    with pytest.raises(cs.UsageError, match="output and output_dir"):
+        cs.transfer(folder, folder, tmp_path / "x.safetensors", output_dir=out)
