@@ -76,6 +76,21 @@ def wants_folder(output: str | Path | None) -> bool:
     return text.endswith(("/", os.sep)) or Path(text).is_dir()
 
 
+def folder_output_options(output: str | Path | None, shard_size: int | str | None, *, force: bool,
+                          dry_run: bool) -> tuple[bool, int | None]:
+    """Whether ``output`` is a folder output, and the shard size asked for; UsageError for
+    ``shard_size`` or ``force`` without a folder output (they mean nothing for a file)."""
+    from .text import parse_size
+
+    folder_out = wants_folder(output)
+    size = parse_size(shard_size) if shard_size is not None else None
+    if size is not None and not folder_out and not dry_run:
+        raise UsageError(output, "--shard-size goes with a folder output (-o DIR/ or --output-dir DIR)")
+    if force and not folder_out:
+        raise UsageError(output, "--force replaces an existing folder output (-o DIR/ or --output-dir DIR)")
+    return folder_out, size
+
+
 @dataclass(frozen=True)
 class Carried:
     """A file of the input folder copied into the output folder: where it is read, where it goes (relative)."""

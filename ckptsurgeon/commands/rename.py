@@ -23,12 +23,12 @@ from typing import Any
 from .. import folders
 from ..atomic import check_output
 from ..errors import CheckFailed, CkptError, Failure, UsageError
-from ..folders import wants_folder
+from ..folders import folder_output_options
 from ..formats import open_checkpoint, output_format, spec, writes_like
 from ..formats.base import OpenOptions, Reader
 from ..plan import INPUT, Plan, plan_rename
 from ..rules import Renamed, Rules, apply_rules, unused_rules_failure
-from ..text import blame, parse_size, plural
+from ..text import blame, plural
 from ..transforms import TransformRules
 
 Progress = Callable[[int, int], None]
@@ -144,12 +144,7 @@ def run(
     """
     if output is None and not dry_run:
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
-    folder_out = wants_folder(output)
-    size = parse_size(shard_size) if shard_size is not None else None
-    if size is not None and not folder_out and not dry_run:
-        raise UsageError(output, "--shard-size goes with a folder output (-o DIR/ or --output-dir DIR)")
-    if force and not folder_out:
-        raise UsageError(output, "--force replaces an existing folder output (-o DIR/ or --output-dir DIR)")
+    folder_out, size = folder_output_options(output, shard_size, force=force, dry_run=dry_run)
     folder = None
     with open_checkpoint(path, open_options) as reader:
         with blame(path):

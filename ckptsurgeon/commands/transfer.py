@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, folders
 from ..atomic import check_distinct, check_output, write_text
 from ..errors import CheckFailed, Failure, UsageError
-from ..folders import FolderPlan, wants_folder
+from ..folders import FolderPlan, folder_output_options
 from ..formats import open_checkpoint, output_format, spec, writes_like
 from ..formats.base import OpenOptions, Reader
 from ..layers import Group, group_layers, relative_name
@@ -40,7 +40,7 @@ from ..plan import (
 )
 from ..plan_file import SavedPlan, ignored_options, load_inverse, load_plan, plan_to_dict, rule_texts
 from ..tensors import TensorInfo, gc_paused
-from ..text import blame, human, listing, parse_size, plural
+from ..text import blame, human, listing, plural
 from ..transforms import Layout, Resize
 
 if TYPE_CHECKING:
@@ -471,12 +471,7 @@ def run(
         raise UsageError(None, "--pin-content checks the inputs against a saved plan: it needs --plan")
     check_distinct([("-o", output), ("--report", report_path), ("--save-plan", save_plan)],
                    [("SOURCE", source), ("TARGET", target), ("--plan", plan_file)])
-    folder_out = wants_folder(output)
-    size = parse_size(shard_size) if shard_size is not None else None
-    if size is not None and not folder_out and not dry_run:
-        raise UsageError(output, "--shard-size goes with a folder output (-o DIR/ or --output-dir DIR)")
-    if force and not folder_out:
-        raise UsageError(output, "--force replaces an existing folder output (-o DIR/ or --output-dir DIR)")
+    folder_out, size = folder_output_options(output, shard_size, force=force, dry_run=dry_run)
     with open_checkpoint(source, source_options) as src, open_checkpoint(target, target_options) as tgt:
         replayed = None
         if invert:
