@@ -42,7 +42,7 @@ from ..formats.base import OpenOptions, Reader, ShardedWriter, ShardPlan
 from ..lock import FolderLock
 from ..plan import INPUT, plan_convert
 from ..rules import Rules, apply_rules, unused_rules_failure
-from ..tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
+from ..tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, byte_size, numel
 from ..text import human_bytes, parse_size, quote
 
 __all__ = ["SCHEMA_ID", "ConvertReport", "ConvertedTensor", "GlobCount", "convert", "float_dtype"]
@@ -75,11 +75,11 @@ class ConvertedTensor:
 
     @property
     def nbytes_in(self) -> int:
-        return self.numel * DTYPES[self.dtype_in].itemsize
+        return byte_size(self.dtype_in, self.shape)
 
     @property
     def nbytes_out(self) -> int:
-        return self.numel * DTYPES[self.dtype_out].itemsize
+        return byte_size(self.dtype_out, self.shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import EXIT_INTERNAL, CkptError, InputError
+from ..errors import EXIT_INTERNAL, CkptError, InputError, OutputError
 from ..files import open_input
 from ..tensors import DTYPES, TensorInfo, TensorSpec
 from ._io import CHUNK_BYTES
@@ -451,6 +451,7 @@ class Writer(ABC):
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise WriterStateError(self.path, f"tensor names declared twice: {dup[:5]}")
+        _check_blocks(self, specs)
         self.specs = list(specs)
         self._begin()
         self._state = "WEIGHTS"
@@ -551,6 +552,17 @@ class Writer(ABC):
 
     @abstractmethod
     def _finish(self) -> None: ...
+
+
+def _check_blocks(writer: Writer, specs: Sequence[TensorSpec]) -> None:
+    """Refuse quantized (block dtype) tensors a writer cannot hold (``caps.dtypes`` None: no block dtype)."""
+    allowed = writer.caps.dtypes or frozenset()
+    blocked = [s for s in specs if DTYPES[s.dtype].is_block and s.dtype not in allowed]
+    if blocked:
+        names = ", ".join(f"{s.name!r} ({s.dtype})" for s in blocked[:3]) + (" ..." if len(blocked) > 3 else "")
+        raise OutputError(writer.path, f"{len(blocked)} quantized tensor{'s' if len(blocked) > 1 else ''} "
+                          f"{names}: a {writer.format} file cannot hold ggml's quantized blocks, and they are "
+                          "never decoded; write GGUF, or leave them out (--exclude)")
 
 
 class PieceWriter(Writer):
