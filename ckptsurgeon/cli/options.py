@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 # The built-in formats, as the registry lists them (tests/test_architecture.py checks that these agree);
 # spelled out here so that `ckpt --help` does not import the registry.
-WRITABLE_FORMATS = "safetensors, npz, torch, mindspore, tf, keras, hdf5"
-EXTENSIONS = ".safetensors, .npz, .pt, .pth, .bin, .keras, .h5, .hdf5"
+WRITABLE_FORMATS = "safetensors, npz, torch, mindspore, tf, gguf, keras, hdf5"
+EXTENSIONS = ".safetensors, .npz, .pt, .pth, .bin, .gguf, .keras, .h5, .hdf5"
 
 InputPath = Annotated[Path, typer.Argument(
     help=f"A checkpoint file ({EXTENSIONS}), a sharded checkpoint's index .json, or a folder holding one.")]

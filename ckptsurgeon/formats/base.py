@@ -352,6 +352,11 @@ class Reader(ABC):
             h.update(chunk)
         return h.hexdigest()
 
+    def typed_metadata(self) -> dict[str, dict[str, Any]]:
+        """Metadata values with their types, where the format types them (GGUF): key -> ``{"type", "value"}``,
+        in the file's order; empty for formats whose metadata is text."""
+        return {}
+
     def shared_storages(self) -> list[list[str]]:
         """Groups of tensors whose bytes share one storage in the file (PyTorch tied weights); none by default."""
         return []
