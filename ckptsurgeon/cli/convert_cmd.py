@@ -16,6 +16,7 @@ from .options import (
     DecKeyFileOpt,
     DecModeOpt,
     DictOpt,
+    DropMetadataOpt,
     DryRunOpt,
     EncKeyFileOpt,
     EncModeOpt,
@@ -28,6 +29,7 @@ from .options import (
     NoClobberOpt,
     OutputOpt,
     QuietOpt,
+    SetMetadataOpt,
     encryption,
     open_options,
 )
@@ -62,6 +64,8 @@ def convert(
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     allow_unused_rules: AllowUnusedRulesOpt = False,
+    set_metadata: SetMetadataOpt = None,
+    drop_metadata: DropMetadataOpt = None,
     allow_overflow: AllowOverflowOpt = False,
     fail_on_nonfinite: FailOnNonfiniteOpt = False,
     dry_run: DryRunOpt = False,
@@ -81,6 +85,7 @@ def convert(
     if output is None:
         raise typer.BadParameter("an output path is needed", param_hint="-o")
     from .. import api
+    from ..metadata_edit import MetadataEdits
     from . import render
 
     api.check_distinct([("-o", output)], [("PATH", path), ("--config", config)])
@@ -94,6 +99,7 @@ def convert(
             no_clobber=no_clobber, hash_output=json_,  # the sha256 is for the JSON report
             open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode),
             encrypt=encryption(enc_key_file, enc_mode),
+            metadata_edits=MetadataEdits.from_options(set_metadata, drop_metadata),
         )
     if json_:
         render.print_json(report.to_dict())

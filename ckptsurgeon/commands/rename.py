@@ -24,6 +24,7 @@ from ..atomic import check_output
 from ..errors import CheckFailed, CkptError, Failure, UsageError
 from ..formats import open_checkpoint, output_format, writes_like
 from ..formats.base import OpenOptions, Reader
+from ..metadata_edit import MetadataEdits, metadata_options
 from ..plan import INPUT, Plan, plan_rename
 from ..rules import Renamed, Rules, apply_rules, unused_rules_failure
 from ..text import blame, plural
@@ -124,6 +125,7 @@ def run(
     open_options: OpenOptions | None = None,
     encrypt: Any = None,
     transforms: TransformRules | None = None,
+    metadata_edits: MetadataEdits | None = None,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``; bytes, dtypes and metadata stay.
 
@@ -132,6 +134,7 @@ def run(
     fail the report (``ok`` False, nothing written; with ``check`` a CheckFailed carrying it).
     ``no_clobber``: never replace an existing file (exit 4), not even one created meanwhile. The
     report's ``output`` records the committed file's size and (with ``hash_output``) its sha256.
+    ``metadata_edits`` drops and sets metadata keys (``--drop-metadata``, ``--set-metadata``).
     """
     if output is None and not dry_run:
         raise UsageError(None, "an output path is needed (-o OUT), or --dry-run")
@@ -163,13 +166,15 @@ def run(
             if check:
                 raise CheckFailed.of(report.failed_checks, report=report)
             return report
+        metadata = metadata_edits.apply(reader.metadata) if metadata_edits is not None else reader.metadata
         if dry_run or output is None or fmt is None:
             return report
         from ..execute import write_checkpoint
 
-        written = write_checkpoint(Path(output), fmt, plan, {INPUT: reader}, metadata=reader.metadata,
+        written = write_checkpoint(Path(output), fmt, plan, {INPUT: reader}, metadata=metadata,
                                    like=reader if writes_like(reader, fmt) else None, progress=progress,
-                                   no_clobber=no_clobber, hash_files=hash_output, encrypt=encrypt)
+                                   no_clobber=no_clobber, hash_files=hash_output, encrypt=encrypt,
+                                   writer_options=metadata_options(metadata_edits, fmt))
         report.layout_fallback = written.layout_fallback
         if report.output is not None and written.files:
             report.output |= written.files[-1].summary()

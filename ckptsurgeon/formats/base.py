@@ -88,7 +88,8 @@ class WriterCaps:
     the input's :attr:`FormatSpec.framework`. ``encrypts``: it takes ``encrypt=`` (an Encryption).
     ``commits``: it writes several files and commits them itself in ``finish`` (as a sharded writer
     does, without taking ``shard_size``: a TensorFlow bundle's index and data shard).
-    ``dtypes``: the dtype codes it can write (None: every one).
+    ``dtypes``: the dtype codes it can write (None: every one but the block dtypes).
+    ``typed_metadata``: it takes ``metadata_types=`` (key -> GGUF value type name) and writes those values typed.
     """
 
     byte_ranges: bool = False
@@ -103,6 +104,7 @@ class WriterCaps:
     records_framework: bool = False
     encrypts: bool = False
     dtypes: frozenset[str] | None = None
+    typed_metadata: bool = False
 
 
 def _load(ref: str) -> Any:

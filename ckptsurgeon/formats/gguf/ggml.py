@@ -103,3 +103,41 @@ class Value:
 
 def _json_float(f: float) -> float | str:
     return f if f - f == 0 else repr(f)  # NaN and infinities are no JSON numbers
+
+
+_INT_RANGES = {
+    "UINT8": (0, 2**8), "INT8": (-(2**7), 2**7), "UINT16": (0, 2**16), "INT16": (-(2**15), 2**15),
+    "UINT32": (0, 2**32), "INT32": (-(2**31), 2**31), "UINT64": (0, 2**64), "INT64": (-(2**63), 2**63),
+}
+
+
+def parse_scalar(type_name: str, text: str) -> Value:
+    """A scalar value of type ``type_name`` (``UINT32``, ``FLOAT32``, ``BOOL``, ``STRING`` ...) from its text;
+    ValueError when the text is not one."""
+    if type_name == "STRING":
+        return Value(STRING, text)
+    if type_name == "BOOL":
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{text!r} is not a bool (true or false)")
+        return Value(BOOL, text.lower() in ("true", "1"))
+    if type_name in _INT_RANGES:
+        low, high = _INT_RANGES[type_name]
+        try:
+            n = int(text.strip(), 10)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an integer") from None
+        if not low <= n < high:
+            raise ValueError(f"{n} is outside the range of {type_name} ({low} to {high - 1})")
+        return Value(VALUE_CODES[type_name], n)
+    if type_name in ("FLOAT32", "FLOAT64"):
+        try:
+            f = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if type_name == "FLOAT32":
+            try:
+                (f,) = struct.unpack("<f", struct.pack("<f", f))  # the float32 nearest
+            except OverflowError:
+                raise ValueError(f"{text!r} is outside the range of FLOAT32") from None
+        return Value(VALUE_CODES[type_name], f)
+    raise ValueError(f"{type_name} is not a scalar GGUF type")

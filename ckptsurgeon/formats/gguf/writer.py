@@ -7,9 +7,11 @@ exactly the previous tensor's end, padded. Dimensions are written in ggml order 
 reversed); at most four, names of at most 63 bytes, as ggml's limits say.
 
 Metadata: with a GGUF ``like`` (the input of a rename or convert), each key whose text is the
-input's keeps the input's type and value (arrays, integers, floats, bools, byte for byte); a key
-whose text changed, or one from another format, is written as a string, except
-``general.alignment``, which must be a UINT32 power of two (it decides the layout). Quantized
+input's keeps the input's type and value (arrays, integers, floats, bools, byte for byte); a new
+key, or one from another format, is written as a string, except ``general.alignment``, which must be a
+UINT32 power of two (it decides the layout). A value given typed (``metadata_types``: ``--set-metadata
+KEY:u32=7``) is written with that type; a changed value of a key the like-file holds as a scalar
+keeps that type (its text must be one). See :mod:`ckptsurgeon.metadata_edit`. Quantized
 tensors (block dtypes) are copied as bytes: byte ranges with ``copy_file_range``, or their raw
 blocks as pieces; they are never cast.
 """
@@ -18,11 +20,11 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import InputError, OutputError
+from ...errors import InputError, OutputError, UsageError
 from ...files import open_input_fd
 from ...tensors import DTYPES, TensorSpec, block_problem
 from .. import base
@@ -76,10 +78,14 @@ class Writer(base.Writer):
     """Streams a GGUF file: header, metadata and infos first, then each tensor, aligned, in the declared order."""
 
     format = "gguf"
-    caps = base.WriterCaps(byte_ranges=True, streams_chunks=True, like=("gguf",), dtypes=frozenset(ggml.GGML_OF))
+    caps = base.WriterCaps(byte_ranges=True, streams_chunks=True, like=("gguf",), dtypes=frozenset(ggml.GGML_OF),
+                           typed_metadata=True)
 
-    def __init__(self, path: Path, *, metadata: dict[str, str] | None = None, like: Any = None) -> None:
+    def __init__(self, path: Path, *, metadata: dict[str, str] | None = None, like: Any = None,
+                 metadata_types: Mapping[str, str] | None = None) -> None:
         super().__init__(path, metadata=metadata, like=like)
+        #: key -> GGUF value type name (``UINT32`` ...) for values given typed (``--set-metadata KEY:u32=7``)
+        self.metadata_types = dict(metadata_types or {})
         self._fd: int | None = None
         self._sources: dict[Path, int] = {}
         self._position = 0
@@ -88,13 +94,23 @@ class Writer(base.Writer):
 
     # --- the header -----------------------------------------------------------------------
     def values(self) -> dict[str, Value]:
-        """The metadata to write, typed: the like-file's value where its text is unchanged, else a string."""
+        """The metadata to write, typed: as the caller types it; else the like-file's value where its text is
+        unchanged, or its type where the text changed (a scalar); else a string."""
         typed: dict[str, Value] = getattr(self.like, "values", {}) if self.like is not None and \
             self.like.format == "gguf" else {}
         out: dict[str, Value] = {}
         for key, text in self.metadata.items():
             old = typed.get(key)
-            if old is not None and old.text() == text:
+            kind = self.metadata_types.get(key)
+            if kind is None and old is not None and old.text() != text and old.vtype != ARRAY:
+                kind = old.type_name
+            if kind is not None:
+                try:
+                    out[key] = ggml.parse_scalar(kind, text)
+                except ValueError as exc:
+                    raise UsageError(None, f"metadata {key!r} is {kind}: {exc}",
+                                     hint=f"give another type with --set-metadata {key}:TYPE=VALUE") from None
+            elif old is not None and old.text() == text:
                 out[key] = old
             elif key == ggml.ALIGNMENT_KEY:
                 n = int(text) if text.isdecimal() else 0
@@ -108,7 +124,12 @@ class Writer(base.Writer):
     def _header(self) -> bytes:
         values = self.values()
         alignment = values.get(ggml.ALIGNMENT_KEY)
-        self.alignment = int(alignment.value) if alignment is not None else ggml.DEFAULT_ALIGNMENT  # type: ignore[call-overload]
+        if alignment is not None:
+            n = alignment.value
+            if alignment.vtype != ggml.VALUE_CODES["UINT32"] or not isinstance(n, int) or n <= 0 or n & (n - 1):
+                raise OutputError(self.path, f"metadata {ggml.ALIGNMENT_KEY!r} is {alignment.text()!r} "
+                                  f"({alignment.type_name}); GGUF needs a power of two (UINT32)")
+            self.alignment = n
         parts: list[bytes] = [b"GGUF", _U32.pack(3), _U64.pack(len(self.specs)), _U64.pack(len(values))]
         for key, value in values.items():
             encode_string(key, parts, "metadata key", self.path)

@@ -100,11 +100,18 @@ def test_convert_gguf_to_gguf_gives_the_same_bytes(corpus: Path, tmp_path: Path,
         assert out.read_bytes() == (corpus / name).read_bytes(), name
 
 
-def renamed(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+def renamed(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], *edits: str) -> Path:
     out = tmp_path / "renamed.gguf"
-    code_, _, err = run(["rename", corpus / QUANT, "-o", out, "--rename", r"^blk\.0\.=>blk.zero."], capsys)
+    code_, _, err = run(["rename", corpus / QUANT, "-o", out, "--rename", r"^blk\.0\.=>blk.zero.", *edits], capsys)
     assert code_ == 0, err
     return out
+
+
+EDITS = ("--set-metadata", "general.name=edited", "--set-metadata", "gpt2.block_count=2",
+         "--set-metadata", "ckptsurgeon.new.count:u64=12345678901", "--set-metadata", "ckptsurgeon.new.eps:f32=1e-5",
+         "--drop-metadata", "ckptsurgeon.test.float64")
+EDITED = {"general.name", "gpt2.block_count", "ckptsurgeon.new.count", "ckptsurgeon.new.eps",
+          "ckptsurgeon.test.float64", "GGUF.kv_count"}
 
 
 def new_name(name: str) -> str:
@@ -136,10 +143,11 @@ def gguf_python() -> str:
 
 
 def test_renamed_file_reads_back_in_gguf_py(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """gguf.GGUFReader reads the renamed file: every tensor's type, ne and bytes, every metadata field's types
-    and value bytes as in the input; data aligned and packed as llama.cpp's loader requires."""
+    """gguf.GGUFReader reads the renamed file, its metadata edited: every tensor's type, ne and bytes, every
+    other metadata field's types and value bytes as in the input, the edited ones typed as asked; data
+    aligned and packed as llama.cpp's loader requires."""
     python = gguf_python()
-    out = renamed(corpus, tmp_path, capsys)
+    out = renamed(corpus, tmp_path, capsys, *EDITS)
     src = corpus / QUANT
     done = subprocess.run([python, str(CHECK), str(src), str(out)], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), check=False)
@@ -150,8 +158,20 @@ def test_renamed_file_reads_back_in_gguf_py(corpus: Path, tmp_path: Path, capsys
     for x, y in zip(a["tensors"], b["tensors"], strict=True):
         assert (x["type"], x["ne"], x["sha256"]) == (y["type"], y["ne"], y["sha256"]), y["name"]
         assert y["offset"] % b["alignment"] == 0
-    assert a["fields"] == b["fields"]
-    assert list(a["fields"]) == list(b["fields"])
+    kept = [k for k in a["fields"] if k not in EDITED]
+    assert [k for k in b["fields"] if k not in EDITED] == kept  # in the input's order
+    assert {k: b["fields"][k] for k in kept} == {k: a["fields"][k] for k in kept}
+    assert "ckptsurgeon.test.float64" not in b["fields"]
+    types = {k: b["fields"][k]["types"] for k in ("general.name", "gpt2.block_count", "ckptsurgeon.new.count",
+                                                  "ckptsurgeon.new.eps")}
+    assert types == {"general.name": [8], "gpt2.block_count": [4], "ckptsurgeon.new.count": [10],
+                     "ckptsurgeon.new.eps": [6]}
+    with open_checkpoint(out) as reader:
+        typed = reader.typed_metadata()
+    assert typed["general.name"] == {"type": "STRING", "value": "edited"}
+    assert typed["gpt2.block_count"] == {"type": "UINT32", "value": 2}
+    assert typed["ckptsurgeon.new.count"] == {"type": "UINT64", "value": 12345678901}
+    assert typed["ckptsurgeon.new.eps"] == {"type": "FLOAT32", "value": 9.999999747378752e-06}
 
 
 def test_quantized_tensors_are_refused_by_name_outside_gguf(corpus: Path, tmp_path: Path,
@@ -257,3 +277,36 @@ def test_verify_and_diff_treat_blocks_as_bytes(corpus: Path, tmp_path: Path, cap
     assert checks["blk.0.attn_qkv.weight"]["nan"] is None  # not a float: never scanned as values
     code_, out, err = run(["diff", corpus / QUANT, corpus / QUANT], capsys)
     assert code_ == 0, err
+
+
+def test_metadata_edits_on_rename_and_convert(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Typed where the output types metadata (GGUF), checked and written as canonical text elsewhere."""
+    out = renamed(corpus, tmp_path, capsys, *EDITS)
+    with open_checkpoint(out) as after, open_checkpoint(corpus / QUANT) as before:
+        old, new = before.typed_metadata(), after.typed_metadata()
+        assert {k: v for k, v in new.items() if k not in EDITED} == {k: v for k, v in old.items() if k not in EDITED}
+        assert new["ckptsurgeon.new.count"] == {"type": "UINT64", "value": 12345678901}
+    st = tmp_path / "edited.safetensors"
+    code_, _, err = run(["convert", corpus / LLAMA, "-o", st, "--set-metadata", "n:i32=007",
+                         "--set-metadata", "note=free text", "--drop-metadata", "general.name"], capsys)
+    assert code_ == 0, err
+    with open_checkpoint(st) as reader:
+        assert reader.metadata == {"general.architecture": "llama", "llama.block_count": "1", "n": "7",
+                                   "note": "free text"}
+
+
+@pytest.mark.parametrize(("edits", "fragment"), [
+    (["--set-metadata", "gpt2.block_count=abc"], "'gpt2.block_count' is UINT32: 'abc' is not an integer"),
+    (["--set-metadata", "k:u8=300"], "outside the range of UINT8"),
+    (["--set-metadata", "k:bool=maybe"], "not a bool"),
+    (["--set-metadata", "novalue"], "give KEY=VALUE"),
+    (["--drop-metadata", "nope"], "--drop-metadata nope: the input has no such metadata"),
+    (["--set-metadata", "general.alignment:u32=24"], "power of two"),
+])
+def test_bad_metadata_edits_write_nothing(edits: list[str], fragment: str, corpus: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out" / "o.gguf"
+    out.parent.mkdir()
+    code_, _, err = run(["rename", corpus / QUANT, "-o", out, "--rename", "x=>y", "--allow-unused-rules", *edits], capsys)
+    assert code_ in (2, 4) and fragment in one_line(err), err
+    assert list(out.parent.iterdir()) == []
