@@ -1152,6 +1152,19 @@ def _(p: Path) -> None:
     write(p, gguf_bytes([GG_ARCH, gg_kv(b"deep", GG_ARRAY, value)], [], b""))
 
 
+@case("gguf/token_not_utf8.gguf", G, "tokenizer.ggml.tokens'[1] is not valid UTF-8",
+      "a string array whose second element is not UTF-8")
+def _(p: Path) -> None:
+    tokens = struct.pack("<IQ", GG_STRING, 3) + gg_str(b"a") + gg_str(b"\xc3\x28") + gg_str(b"c")
+    write(p, gguf_bytes([GG_ARCH, gg_kv(b"tokenizer.ggml.tokens", GG_ARRAY, tokens)], [gg_info(b"w", [4, 2])], GG_W))
+
+
+@case("gguf/token_past_end.gguf", G, "runs past the end", "a string array whose second element is 2**40 bytes long")
+def _(p: Path) -> None:
+    tokens = struct.pack("<IQ", GG_STRING, 3) + gg_str(b"a") + struct.pack("<Q", 2**40) + gg_str(b"c")
+    write(p, gguf_bytes([GG_ARCH, gg_kv(b"tokenizer.ggml.tokens", GG_ARRAY, tokens)], [gg_info(b"w", [4, 2])], GG_W))
+
+
 @case("gguf/unknown_value_type.gguf", G, "unknown value type", "a metadata value of type 13")
 def _(p: Path) -> None:
     write(p, gguf_bytes([GG_ARCH, gg_kv(b"odd", 13, bytes(8))], [gg_info(b"w", [4, 2])], GG_W))

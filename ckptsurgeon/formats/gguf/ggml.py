@@ -51,10 +51,11 @@ class Value:
     and ``value``: a number, a bool, a str; for an array an ``array.array`` of numbers, a list of str, or
     a list of :class:`Value` (an array of arrays)."""
 
-    __slots__ = ("elem", "value", "vtype")
+    __slots__ = ("_text", "elem", "value", "vtype")
 
     def __init__(self, vtype: int, value: object, elem: int | None = None) -> None:
         self.vtype, self.value, self.elem = vtype, value, elem
+        self._text: str | None = None
 
     @property
     def type_name(self) -> str:
@@ -88,6 +89,11 @@ class Value:
 
     def text(self) -> str:
         """The value as metadata text: strings as they are, numbers in decimal, booleans true/false, arrays as JSON."""
+        if self._text is None:
+            self._text = self._make_text()
+        return self._text
+
+    def _make_text(self) -> str:
         import json
 
         if self.vtype == STRING:

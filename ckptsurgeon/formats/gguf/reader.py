@@ -75,6 +75,32 @@ class _Parser:
         except UnicodeDecodeError:
             raise self.fail(f"{what} is not valid UTF-8") from None
 
+    def strings(self, count: int, what: str) -> list[str]:
+        """``count`` strings in a row (an array's elements): :meth:`string` in one tight loop."""
+        buf, size, unpack = self.buf, self.size, _U64.unpack_from
+        out: list[str] = []
+        append = out.append
+        start = pos = self.pos
+        try:
+            for _ in range(count):
+                start = pos
+                if size - pos < 8:
+                    break
+                (n,) = unpack(buf, pos)
+                pos += 8
+                if n > size - pos:
+                    break
+                append(str(buf[pos : pos + n], "utf-8"))
+                pos += n
+        except UnicodeDecodeError:
+            pass
+        if len(out) < count:  # read the failing element again: string() says what is wrong with it
+            self.pos = start
+            self.string(f"{what}[{len(out)}]")
+            raise AssertionError("unreachable")  # pragma: no cover - string() raised
+        self.pos = pos
+        return out
+
     def value_type(self, what: str) -> int:
         vtype = self.u32(f"the value type of {what}")
         if vtype not in ggml.VALUE_TYPES:
@@ -106,7 +132,7 @@ class _Parser:
             raise self.fail(f"{what}: an array of {count} values does not fit in the {self.size - self.pos} bytes "
                             "left in the file")
         if elem == STRING:
-            return Value(ARRAY, [self.string(f"{what}[{i}]") for i in range(count)], STRING)
+            return Value(ARRAY, self.strings(count, what), STRING)
         if elem == ARRAY:
             return Value(ARRAY, [self.array(f"{what}[{i}]", depth + 1) for i in range(count)], ARRAY)
         n = count * ggml.SCALARS[elem].size

@@ -40,28 +40,30 @@ _U64 = struct.Struct("<Q")
 _ZEROS = bytes(4096)
 
 
-def encode_string(text: str, out: list[bytes], what: str, path: Path) -> None:
+def encode_string(text: str, out: bytearray, what: str, path: Path) -> None:
     try:
         raw = text.encode("utf-8")
     except UnicodeEncodeError:
         raise OutputError(path, f"{what} {text[:100]!r} cannot be written as UTF-8") from None
-    out += (_U64.pack(len(raw)), raw)
+    out += _U64.pack(len(raw))
+    out += raw
 
 
-def encode_value(value: Value, out: list[bytes], what: str, path: Path) -> None:
+def encode_value(value: Value, out: bytearray, what: str, path: Path) -> None:
     """Append a value's bytes (without its type) to ``out``."""
     if value.vtype == STRING:
         encode_string(str(value.value), out, what, path)
     elif value.vtype == ARRAY:
         assert value.elem is not None
         items: Any = value.value
-        out += (_U32.pack(value.elem), _U64.pack(len(items)))
+        out += _U32.pack(value.elem)
+        out += _U64.pack(len(items))
         if value.elem == STRING:
             for s in items:
                 encode_string(s, out, what, path)
         elif value.elem == ARRAY:
             for inner in items:
-                out.append(_U32.pack(ARRAY))
+                out += _U32.pack(ARRAY)
                 encode_value(inner, out, what, path)
         else:
             import array
@@ -69,9 +71,9 @@ def encode_value(value: Value, out: list[bytes], what: str, path: Path) -> None:
             packed = array.array(ggml.ARRAY_CODES[value.elem], items)
             if packed.itemsize != ggml.SCALARS[value.elem].size:  # pragma: no cover - exotic platforms
                 raise AssertionError("array item size")
-            out.append(packed.tobytes())
+            out += packed.tobytes()
     else:
-        out.append(ggml.SCALARS[value.vtype].pack(value.value))
+        out += ggml.SCALARS[value.vtype].pack(value.value)
 
 
 class Writer(base.Writer):
@@ -130,20 +132,19 @@ class Writer(base.Writer):
                 raise OutputError(self.path, f"metadata {ggml.ALIGNMENT_KEY!r} is {alignment.text()!r} "
                                   f"({alignment.type_name}); GGUF needs a power of two (UINT32)")
             self.alignment = n
-        parts: list[bytes] = [b"GGUF", _U32.pack(3), _U64.pack(len(self.specs)), _U64.pack(len(values))]
+        header = bytearray(b"GGUF" + _U32.pack(3) + _U64.pack(len(self.specs)) + _U64.pack(len(values)))
         for key, value in values.items():
-            encode_string(key, parts, "metadata key", self.path)
-            parts.append(_U32.pack(value.vtype))
-            encode_value(value, parts, f"metadata {key!r}", self.path)
+            encode_string(key, header, "metadata key", self.path)
+            header += _U32.pack(value.vtype)
+            encode_value(value, header, f"metadata {key!r}", self.path)
         offset = 0
         for spec in self.specs:
-            encode_string(spec.name, parts, "tensor name", self.path)
-            parts.append(_U32.pack(len(spec.shape)))
-            parts += [_U64.pack(d) for d in reversed(spec.shape)]
-            parts += (_U32.pack(ggml.GGML_OF[spec.dtype]), _U64.pack(offset))
+            encode_string(spec.name, header, "tensor name", self.path)
+            header += struct.pack(f"<I{len(spec.shape)}QIQ", len(spec.shape), *reversed(spec.shape),
+                                  ggml.GGML_OF[spec.dtype], offset)
             offset = ggml.align(offset + spec.nbytes, self.alignment)
-        header = b"".join(parts)
-        return header + bytes(ggml.align(len(header), self.alignment) - len(header))
+        header += bytes(ggml.align(len(header), self.alignment) - len(header))
+        return bytes(header)
 
     def _check(self, spec: TensorSpec) -> None:
         if spec.dtype not in ggml.GGML_OF:
