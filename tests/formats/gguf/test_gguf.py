@@ -310,3 +310,14 @@ def test_bad_metadata_edits_write_nothing(edits: list[str], fragment: str, corpu
     code_, _, err = run(["rename", corpus / QUANT, "-o", out, "--rename", "x=>y", "--allow-unused-rules", *edits], capsys)
     assert code_ in (2, 4) and fragment in one_line(err), err
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("rule", [["--split", r"(.*)\.attn_qkv\.(.*)=>\1.{q,k,v}.\2"],
+                                  ["--transform", "blk.0.ffn_up.weight=transpose"]])
+def test_quantized_tensors_are_never_split_or_laid_out(rule: list[str], corpus: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out" / "o.gguf"
+    out.parent.mkdir()
+    code_, _, err = run(["rename", corpus / QUANT, "-o", out, *rule], capsys)
+    assert code_ == 2 and "is quantized" in one_line(err) and "never split, joined, reshaped or cast" in err
+    assert list(out.parent.iterdir()) == []
