@@ -24,6 +24,7 @@ from .atomic import check_distinct, check_output
 from .errors import CheckFailed, Failure
 from .formats import open_checkpoint
 from .formats.base import OpenOptions, Reader
+from .metadata_edit import MetadataEdits
 from .plan import Plan, TransferOptions
 from .rules import Rule, Rules
 from .transforms import TransformRules
@@ -157,6 +158,7 @@ def rename(
     transforms: TransformRules | None = None,
     force: bool = False,
     shard_size: int | str | None = None,
+    metadata_edits: MetadataEdits | None = None,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``; an ``output`` ending with a
     slash is a model folder (``force`` replaces one). See :func:`ckptsurgeon.commands.rename.run`."""
@@ -165,7 +167,7 @@ def rename(
     return command.run(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                        output_format_name=output_format_name, progress=progress, check=check,
                        no_clobber=no_clobber, hash_output=hash_output, open_options=open_options, encrypt=encrypt,
-                       transforms=transforms, force=force, shard_size=shard_size)
+                       transforms=transforms, force=force, shard_size=shard_size, metadata_edits=metadata_edits)
 
 
 def convert(
@@ -188,6 +190,7 @@ def convert(
     hash_output: bool = True,
     open_options: OpenOptions | None = None,
     encrypt: Any = None,
+    metadata_edits: MetadataEdits | None = None,
 ) -> ConvertReport:
     """Write ``src``'s tensors to ``out`` in another format or dtype. See :func:`ckptsurgeon.commands.convert.convert`."""
     from .commands import convert as command
@@ -196,7 +199,7 @@ def convert(
                              dry_run=dry_run, force=force, progress=progress, allow_unused_rules=allow_unused_rules,
                              allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite,
                              no_clobber=no_clobber, hash_output=hash_output, open_options=open_options,
-                             encrypt=encrypt)
+                             encrypt=encrypt, metadata_edits=metadata_edits)
     if check and not report.ok:
         raise CheckFailed.of(report.failed_checks, report=report, path=src)
     return report

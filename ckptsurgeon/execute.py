@@ -257,7 +257,8 @@ def _sub_ranges(ranges: Sequence[tuple[Path, int, int]], start: int, length: int
 def transformed_ranges(move: Move) -> list[tuple[Path, int, int]] | None:
     """A transformed tensor's bytes as file ranges of its inputs, where they still are a plain byte range
     (a split or a concatenation along the first axis that is not 1, a reshape): None otherwise."""
-    if len(move.transforms) != 1 or any(r[n].dtype != move.out.dtype for r, n in move.inputs):
+    if len(move.transforms) != 1 or any(r[n].dtype != move.out.dtype for r, n in move.inputs) \
+            or DTYPES[move.out.dtype].is_block:
         return None
     infos = [r[n] for r, n in move.inputs]
     parts = move.transforms[0].byte_parts([i.shape for i in infos], DTYPES[move.out.dtype].itemsize)
@@ -278,6 +279,11 @@ def transformed_blocks(move: Move, overflow: list[int]) -> Iterator[np.ndarray]:
     where the format maps them, so at most the inputs' pages and one block are held."""
     from .transforms import blocks
 
+    for reader, name in move.inputs:
+        code = reader[name].dtype
+        if DTYPES[code].is_block:
+            raise UsageError(reader.path, f"tensor {name!r} is quantized ({code}): its blocks are moved as they are, "
+                             "never split, joined, reshaped or cast")
     arrays = [reader.read(name) for reader, name in move.inputs]
     yield from blocks(move.transforms, arrays, move.out.dtype, overflow)
 

@@ -100,6 +100,15 @@ def _folder(output: Path_ | None, output_dir: Path_ | None) -> str | Path | None
     return os.path.join(output_dir, "")
 
 
+def _edits(set_metadata: Names | None, drop_metadata: Names | None) -> Any:
+    """``set_metadata`` (``KEY[:TYPE]=VALUE``) and ``drop_metadata`` (``KEY``), or None for neither."""
+    if set_metadata is None and drop_metadata is None:
+        return None
+    from .metadata_edit import MetadataEdits
+
+    return MetadataEdits.from_options(_many(set_metadata), _many(drop_metadata))
+
+
 def _open(dict: str | None = None, all_dicts: bool = False, dec_key_file: Path_ | None = None,
           dec_mode: str | None = None, tf_names: str = "keys") -> OpenOptions | None:
     from .keys import open_options
@@ -238,7 +247,8 @@ def rename(
     exclude: Names | None = None, preset: Names | None = None, transform: Names | None = None,
     split: Names | None = None, concat: Names | None = None, allow_unused_rules: bool = False,
     dry_run: bool = False, format: str | None = None, no_clobber: bool = False, output_dir: Path_ | None = None,
-    force: bool = False, shard_size: int | str | None = None, dict: str | None = None,
+    force: bool = False, shard_size: int | str | None = None, set_metadata: Names | None = None,
+    drop_metadata: Names | None = None, dict: str | None = None,
     dec_key_file: Path_ | None = None, dec_mode: str | None = None, enc_key_file: Path_ | None = None,
     enc_mode: str | None = None, progress: Progress | None = None, check: bool = False,
 ) -> RenameReport:
@@ -252,7 +262,7 @@ def rename(
         raise UsageError(None, f"preset {', '.join(_many(preset))} renames a target's names: it needs transfer")
     return api.rename(path, _folder(output, output_dir), rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                       output_format_name=format, progress=progress, check=check, no_clobber=no_clobber,
-                      force=force, shard_size=shard_size,
+                      force=force, shard_size=shard_size, metadata_edits=_edits(set_metadata, drop_metadata),
                       open_options=_open(dict, False, dec_key_file, dec_mode), encrypt=_encryption(enc_key_file, enc_mode),
                       transforms=transforms)
 
@@ -262,7 +272,8 @@ def convert(
     path: Path_, output: Path_, *, format: str | None = None, dtype: str | None = None, include: Names | None = None,
     exclude: Names | None = None, shard_size: int | str | None = None, dry_run: bool = False, force: bool = False,
     allow_unused_rules: bool = False, allow_overflow: bool = False, fail_on_nonfinite: bool = False,
-    no_clobber: bool = False, dict: str | None = None, dec_key_file: Path_ | None = None, dec_mode: str | None = None,
+    no_clobber: bool = False, set_metadata: Names | None = None, drop_metadata: Names | None = None,
+    dict: str | None = None, dec_key_file: Path_ | None = None, dec_mode: str | None = None,
     enc_key_file: Path_ | None = None, enc_mode: str | None = None, progress: Progress | None = None,
     check: bool = False,
 ) -> ConvertReport:
@@ -274,7 +285,7 @@ def convert(
                        allow_unused_rules=allow_unused_rules, allow_overflow=allow_overflow,
                        fail_on_nonfinite=fail_on_nonfinite, check=check, no_clobber=no_clobber,
                        open_options=_open(dict, False, dec_key_file, dec_mode),
-                       encrypt=_encryption(enc_key_file, enc_mode))
+                       encrypt=_encryption(enc_key_file, enc_mode), metadata_edits=_edits(set_metadata, drop_metadata))
 
 
 @_library_words

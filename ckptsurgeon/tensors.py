@@ -4,6 +4,13 @@ Dtype codes are safetensors' (``F32``, ``BF16``, ``F8_E4M3`` ...). ``ml_dtypes``
 numpy dtypes numpy itself lacks (bfloat16, float8). All byte layouts here are little-endian and
 C-ordered: that is what every reader hands out and every writer takes.
 
+Block dtypes (kind ``"block"``) are GGUF's quantized types, named as ggml names them (``Q4_0``,
+``Q8_0``, ``Q4_K``, ``IQ2_XS`` ...). Their values are stored in blocks of ``block`` elements of
+``itemsize`` bytes each (a scale and packed integers), so a tensor's byte size is
+``numel / block * itemsize`` (:func:`byte_size`) and its element count must be a whole number of
+blocks along its last axis (:func:`block_problem`). They are never cast and never decoded: they
+move as bytes, and their numpy form is those raw bytes (``uint8``, one dimension).
+
 The table itself (codes, kinds, item sizes) needs neither numpy nor ml_dtypes: they are imported
 the first time a numpy dtype is asked for, so listing options or reading headers stays cheap.
 """
@@ -50,9 +57,14 @@ def gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 @dataclass(frozen=True)
 class DType:
     code: str
-    kind: str  # "float", "int", "uint" or "bool"
-    itemsize: int
+    kind: str  # "float", "int", "uint", "bool" or "block" (quantized: raw bytes only)
+    itemsize: int  # bytes per element; for a block dtype, bytes per block
     type_name: str  # the numpy scalar type: an attribute of ml_dtypes for ML_DTYPE_NAMES, else of numpy
+    block: int = 1  # elements per block (block dtypes); 1 for every other dtype
+
+    @property
+    def is_block(self) -> bool:
+        return self.kind == "block"
 
     @property
     def numpy(self) -> np.dtype[Any]:
@@ -82,7 +94,19 @@ DTYPES: dict[str, DType] = {
     )
 }
 
+#: ggml's quantized types: code -> (elements per block, bytes per block), as gguf-py 0.19's
+#: ``GGML_QUANT_SIZES`` gives them.
+BLOCK_SIZES: dict[str, tuple[int, int]] = {
+    "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34), "Q8_1": (32, 40),
+    "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),
+    "Q8_K": (256, 292), "IQ2_XXS": (256, 66), "IQ2_XS": (256, 74), "IQ3_XXS": (256, 98), "IQ1_S": (256, 50),
+    "IQ4_NL": (32, 18), "IQ3_S": (256, 110), "IQ2_S": (256, 82), "IQ4_XS": (256, 136), "IQ1_M": (256, 56),
+    "TQ1_0": (256, 54), "TQ2_0": (256, 66), "MXFP4": (32, 17), "NVFP4": (64, 36), "Q1_0": (128, 18),
+}
+DTYPES.update({code: DType(code, "block", size, "uint8", block) for code, (block, size) in BLOCK_SIZES.items()})
+
 FLOAT_CODES: tuple[str, ...] = tuple(code for code, d in DTYPES.items() if d.kind == "float")
+
 
 
 @cache
@@ -90,6 +114,8 @@ def _numpy_dtype(code: str) -> np.dtype[Any]:
     import numpy as np
 
     entry = DTYPES[code]
+    if entry.is_block:
+        return np.dtype(np.uint8)
     if entry.type_name in ML_DTYPE_NAMES:
         import ml_dtypes
 
@@ -114,6 +140,8 @@ ML_DTYPE_NAMES: dict[str, str] = {
 def _by_numpy() -> dict[np.dtype[Any], str]:
     table: dict[np.dtype[Any], str] = {}
     for d in DTYPES.values():
+        if d.is_block:
+            continue
         table.setdefault(d.numpy, d.code)
         table.setdefault(d.numpy.newbyteorder("="), d.code)
     return table
@@ -144,6 +172,25 @@ def numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
+def byte_size(code: str, shape: tuple[int, ...]) -> int:
+    """The bytes a tensor of dtype ``code`` and ``shape`` holds: elements times item size, or for a
+    block dtype whole blocks times block size (the shape is assumed checked by :func:`block_problem`)."""
+    d = DTYPES[code]
+    return math.prod(shape) // d.block * d.itemsize
+
+
+def block_problem(code: str, shape: tuple[int, ...]) -> str | None:
+    """Why ``shape`` cannot hold dtype ``code`` (a block dtype needs whole blocks along the last axis), or None."""
+    d = DTYPES[code]
+    if d.block == 1:
+        return None
+    if not shape or shape[-1] % d.block:
+        last = shape[-1] if shape else "no axis"
+        return (f"{code} stores blocks of {d.block} elements, but the last axis of shape {list(shape)} "
+                f"has {last}, not a multiple of {d.block}")
+    return None
+
+
 def default_layer(name: str) -> str:
     """A tensor's layer: its name without the last ``.``- or ``/``-separated part.
 
@@ -170,7 +217,7 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * DTYPES[self.dtype].itemsize
+        return byte_size(self.dtype, self.shape)
 
 
 _SET_INFO = tuple(TensorInfo.__dict__[f].__set__ for f in ("name", "shape", "dtype", "layer", "loc"))  # slot setters
@@ -202,4 +249,4 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
-        return numel(self.shape) * DTYPES[self.dtype].itemsize
+        return byte_size(self.dtype, self.shape)

@@ -16,6 +16,7 @@ from .options import (
     DecKeyFileOpt,
     DecModeOpt,
     DictOpt,
+    DropMetadataOpt,
     DryRunOpt,
     EncKeyFileOpt,
     EncModeOpt,
@@ -29,6 +30,7 @@ from .options import (
     OutputDirOpt,
     OutputOpt,
     QuietOpt,
+    SetMetadataOpt,
     encryption,
     open_options,
     output_path,
@@ -66,6 +68,8 @@ def convert(
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     allow_unused_rules: AllowUnusedRulesOpt = False,
+    set_metadata: SetMetadataOpt = None,
+    drop_metadata: DropMetadataOpt = None,
     allow_overflow: AllowOverflowOpt = False,
     fail_on_nonfinite: FailOnNonfiniteOpt = False,
     dry_run: DryRunOpt = False,
@@ -86,6 +90,7 @@ def convert(
     if out is None:
         raise typer.BadParameter("an output path is needed", param_hint="-o")
     from .. import api
+    from ..metadata_edit import MetadataEdits
     from . import render
 
     api.check_distinct([("-o", out)], [("PATH", path), ("--config", config)])
@@ -99,6 +104,7 @@ def convert(
             no_clobber=no_clobber, hash_output=json_,  # the sha256 is for the JSON report
             open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode),
             encrypt=encryption(enc_key_file, enc_mode),
+            metadata_edits=MetadataEdits.from_options(set_metadata, drop_metadata),
         )
     if json_:
         render.print_json(report.to_dict())

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 # The built-in formats, as the registry lists them (tests/test_architecture.py checks that these agree);
 # spelled out here so that `ckpt --help` does not import the registry.
-WRITABLE_FORMATS = "safetensors, npz, torch, mindspore, tf, keras, hdf5"
-EXTENSIONS = ".safetensors, .npz, .pt, .pth, .bin, .keras, .h5, .hdf5"
+WRITABLE_FORMATS = "safetensors, npz, torch, mindspore, tf, gguf, keras, hdf5"
+EXTENSIONS = ".safetensors, .npz, .pt, .pth, .bin, .gguf, .keras, .h5, .hdf5"
 
 InputPath = Annotated[Path, typer.Argument(
     help=f"A checkpoint file ({EXTENSIONS}), a sharded checkpoint's index .json, or a folder holding one.")]
@@ -199,3 +199,15 @@ def open_options(dict_path: str | None, all_dicts: bool = False, *, dec_key_file
 def encryption(enc_key_file: Path | None, enc_mode: str | None) -> Any:
     """The output encryption --enc-key-file / CKPT_ENC_KEY and --enc-mode ask for (None: not encrypted)."""
     return keys.encryption(enc_key_file, enc_mode)
+
+SetMetadataOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set-metadata", metavar="KEY[:TYPE]=VALUE",
+                 help="Set a metadata key (repeatable). A GGUF output takes a type: KEY:u32=7 (str, bool, u8, i8, u16, "
+                      "i16, u32, i32, u64, i64, f32, f64); without one, a key the GGUF input holds keeps its type and a "
+                      "new key is a string. Other formats hold text."),
+]
+DropMetadataOpt = Annotated[
+    list[str] | None,
+    typer.Option("--drop-metadata", metavar="KEY", help="Leave a metadata key out of the output (repeatable)."),
+]

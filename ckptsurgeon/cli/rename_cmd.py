@@ -17,6 +17,7 @@ from .options import (
     DecKeyFileOpt,
     DecModeOpt,
     DictOpt,
+    DropMetadataOpt,
     DryRunOpt,
     EncKeyFileOpt,
     EncModeOpt,
@@ -34,6 +35,7 @@ from .options import (
     PresetOpt,
     QuietOpt,
     RenameOpt,
+    SetMetadataOpt,
     SplitOpt,
     StripPrefixOpt,
     TransformOpt,
@@ -62,6 +64,8 @@ def rename(
     split: SplitOpt = None,
     concat: ConcatOpt = None,
     allow_unused_rules: AllowUnusedRulesOpt = False,
+    set_metadata: SetMetadataOpt = None,
+    drop_metadata: DropMetadataOpt = None,
     dry_run: DryRunOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -82,6 +86,7 @@ def rename(
     """
     from .. import api
     from ..api import Rules
+    from ..metadata_edit import MetadataEdits
 
     out = output_path(output, output_dir)
     api.check_distinct([("-o", out)], [("PATH", path), ("--map", map_file), ("--config", config)])
@@ -101,7 +106,8 @@ def rename(
                             output_format_name=format_, progress=progress.update if progress else None,
                             no_clobber=no_clobber, hash_output=json_,
                             open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode),
-                            encrypt=encryption(enc_key_file, enc_mode), transforms=transforms)  # the sha256 is for the JSON report
+                            encrypt=encryption(enc_key_file, enc_mode), transforms=transforms,
+                            metadata_edits=MetadataEdits.from_options(set_metadata, drop_metadata))  # the sha256 is for the JSON report
     if json_:
         render.print_json(result.to_dict())
     elif quiet:

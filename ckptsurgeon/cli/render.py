@@ -210,6 +210,16 @@ def inspect_grid(result: Inspection, *, collapse: bool = True) -> Grid:
     return grid
 
 
+def typed_text(typed: dict[str, Any]) -> str:
+    """A typed metadata value for the table: ``16 (UINT32)``; an array as its type, length and first values."""
+    kind, value = typed["type"], typed["value"]
+    if isinstance(value, list):
+        shown = [v["value"] if isinstance(v, dict) else v for v in value[:8]]
+        more = ", ..." if len(value) > 8 else ""
+        return f"{kind} of {len(value)}: {json.dumps(shown)[1:-1]}{more}"
+    return f"{value if isinstance(value, str) else json.dumps(value)} ({kind})"
+
+
 def render_inspect(result: Inspection, out: Console, *, collapse: bool = True, markdown: bool = False) -> None:
     files = f", {len(result.files)} files" if len(result.files) > 1 else ""
     tot = result.totals
@@ -217,6 +227,9 @@ def render_inspect(result: Inspection, out: Console, *, collapse: bool = True, m
     notes = [(f"{count(tot['tensors'])} tensors, {count(tot['parameters'])} parameters, "
               f"{decimal(tot['bytes'])}; dtypes: {dtypes}", "")]
     for key, value in result.metadata.items():
+        typed = result.metadata_typed.get(key)
+        if typed is not None:
+            value = typed_text(typed)
         notes.append((f"metadata {key}: {value if len(value) <= 200 else value[:197] + '...'}", "dim"))
     layout = f", {result.layout}" if result.layout else ""
     emit(out, f"{result.path} ({result.format}{layout}{files})", inspect_grid(result, collapse=collapse), notes,

@@ -40,9 +40,10 @@ from ..formats import (
 )
 from ..formats.base import OpenOptions, Reader, ShardedWriter, ShardPlan
 from ..lock import FolderLock
+from ..metadata_edit import MetadataEdits, metadata_options
 from ..plan import INPUT, plan_convert
 from ..rules import Rules, apply_rules, unused_rules_failure
-from ..tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, numel
+from ..tensors import DTYPES, FLOAT_CODES, TensorInfo, TensorSpec, byte_size, numel
 from ..text import human_bytes, parse_size, quote
 
 __all__ = ["SCHEMA_ID", "ConvertReport", "ConvertedTensor", "GlobCount", "convert", "float_dtype"]
@@ -75,11 +76,11 @@ class ConvertedTensor:
 
     @property
     def nbytes_in(self) -> int:
-        return self.numel * DTYPES[self.dtype_in].itemsize
+        return byte_size(self.dtype_in, self.shape)
 
     @property
     def nbytes_out(self) -> int:
-        return self.numel * DTYPES[self.dtype_out].itemsize
+        return byte_size(self.dtype_out, self.shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -241,7 +242,7 @@ def _select(tensors: Sequence[TensorInfo], include: Sequence[str], exclude: Sequ
     return chosen, list(renamed.excluded), counts
 
 
-def _carried_metadata(reader: Reader, fmt: str) -> dict[str, str]:
+def _carried_metadata(reader: Reader, fmt: str, edits: MetadataEdits | None = None) -> dict[str, str]:
     """The input's metadata for the output. An input of a framework's format (PyTorch) written where
     the framework is recorded (safetensors) also gets ``format: pt`` unless it says otherwise, as
     Hugging Face's conversion writes and transformers requires of a safetensors file with metadata."""
@@ -251,7 +252,7 @@ def _carried_metadata(reader: Reader, fmt: str) -> dict[str, str]:
     framework = spec(reader.format).framework
     if framework is not None and writer_for(fmt).caps.records_framework:
         meta.setdefault("format", framework)
-    return meta
+    return edits.apply(meta) if edits is not None else meta
 
 
 def _tied(reader: Reader, chosen: Sequence[TensorInfo]) -> list[list[str]]:
@@ -331,6 +332,7 @@ def convert(
     hash_output: bool = True,
     open_options: OpenOptions | None = None,
     encrypt: Any = None,
+    metadata_edits: MetadataEdits | None = None,
 ) -> ConvertReport:
     """Write ``src``'s tensors (those ``include``/``exclude`` choose) to ``out`` in another format.
 
@@ -347,7 +349,8 @@ def convert(
     report (``ok`` False, ``failures``, the counts per tensor) and nothing is written. With
     ``no_clobber`` an existing file (a sharded output's index) is never replaced, not even one
     created meanwhile (OutputError). ``files`` records every file committed with its size and (with
-    ``hash_output``) its sha256.
+    ``hash_output``) its sha256. ``metadata_edits`` drops and sets metadata keys (``--drop-metadata``,
+    ``--set-metadata``; see :mod:`ckptsurgeon.metadata_edit`).
 
     Raises :class:`~ckptsurgeon.errors.UsageError` (exit 2) for contradictory options or an output
     that is an input, :class:`~ckptsurgeon.errors.InputError` (3) for a bad input and
@@ -380,7 +383,7 @@ def convert(
             input={"path": str(src), "format": reader.format, "files": [str(p) for p in inputs],
                    "tensors": len(reader.tensors)},
             output={"path": str(dest), "format": fmt, "shard_size": size},
-            dtype=cast_to, dry_run=dry_run, metadata=_carried_metadata(reader, fmt), tensors=plan, filters=counts,
+            dtype=cast_to, dry_run=dry_run, metadata=_carried_metadata(reader, fmt, metadata_edits), tensors=plan, filters=counts,
             excluded=excluded, tied=_tied(reader, chosen),
         )
 
@@ -417,7 +420,8 @@ def convert(
                 written = write_checkpoint(
                     dest, fmt, steps, {INPUT: reader}, metadata=report.metadata,
                     like=reader if writes_like(reader, fmt) else None, progress=progress, cast=None,
-                    writer_options={"shard_size": size, "force": force, "inputs": inputs} if layout is not None else None,
+                    writer_options={"shard_size": size, "force": force, "inputs": inputs} if layout is not None
+                    else metadata_options(metadata_edits, fmt),
                     gates=ValueGates(allow_overflow=allow_overflow, fail_on_nonfinite=fail_on_nonfinite),
                     no_clobber=no_clobber, hash_files=hash_output, encrypt=encrypt,
                 )

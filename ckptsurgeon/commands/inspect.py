@@ -27,6 +27,8 @@ class Inspection:
     sha256: dict[str, str] = field(default_factory=dict)
     layout: str | None = None  # a refinement of the format (HDF5: keras-h5, keras3-h5)
     match_names: dict[str, str] = field(default_factory=dict)  # stored name -> Keras 3 variable name
+    #: metadata with its types, where the format types it (GGUF): key -> {"type", "value"}, arrays whole
+    metadata_typed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -53,7 +55,7 @@ class Inspection:
             if t.name in self.sha256:
                 entry["sha256"] = self.sha256[t.name]
             tensors.append(entry)
-        return {
+        doc = {
             "schema": INSPECT_SCHEMA,
             "ok": self.ok,
             "path": self.path,
@@ -64,6 +66,9 @@ class Inspection:
             "tensors": tensors,
             "totals": self.totals,
         }
+        if self.metadata_typed:
+            doc["metadata_typed"] = self.metadata_typed
+        return doc
 
 
 def select(tensors: Sequence[TensorInfo], globs: Sequence[str]) -> list[TensorInfo]:
@@ -87,4 +92,5 @@ def run(path: str | Path, *, hash: bool = False, filter: Sequence[str] = (),
             sha256=sums,
             layout=reader.layout,
             match_names={t.name: reader.match_names[t.name] for t in tensors if t.name in reader.match_names},
+            metadata_typed=reader.typed_metadata(),
         )

@@ -26,6 +26,7 @@ from ..errors import CheckFailed, CkptError, Failure, UsageError
 from ..folders import folder_output_options
 from ..formats import open_checkpoint, output_format, spec, writes_like
 from ..formats.base import OpenOptions, Reader
+from ..metadata_edit import MetadataEdits, metadata_options
 from ..plan import INPUT, Plan, plan_rename
 from ..rules import Renamed, Rules, apply_rules, unused_rules_failure
 from ..text import blame, plural
@@ -128,6 +129,7 @@ def run(
     transforms: TransformRules | None = None,
     force: bool = False,
     shard_size: int | str | None = None,
+    metadata_edits: MetadataEdits | None = None,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``; bytes, dtypes and metadata stay.
 
@@ -136,6 +138,7 @@ def run(
     fail the report (``ok`` False, nothing written; with ``check`` a CheckFailed carrying it).
     ``no_clobber``: never replace an existing file (exit 4), not even one created meanwhile. The
     report's ``output`` records the committed file's size and (with ``hash_output``) its sha256.
+    ``metadata_edits`` drops and sets metadata keys (``--drop-metadata``, ``--set-metadata``).
 
     An ``output`` ending with a slash (or an existing directory) is a model folder
     (:mod:`ckptsurgeon.folders`): the renamed weights in the input's layout (each tensor in the
@@ -181,20 +184,22 @@ def run(
             if check:
                 raise CheckFailed.of(report.failed_checks, report=report)
             return report
+        metadata = metadata_edits.apply(reader.metadata) if metadata_edits is not None else reader.metadata
         if dry_run or output is None or fmt is None:
             return report
         from ..execute import Written, write_checkpoint
 
-        metadata = dict(reader.metadata)
+        metadata = dict(metadata)
         if folder is not None and spec(fmt).shards_of:
             metadata.pop("total_size", None)  # the index's count, which the new index writes itself
+        typed = metadata_options(metadata_edits, fmt) or {}
 
         def write(dest: Path, options: dict[str, Any] | None = None) -> Written:
             assert fmt is not None
             return write_checkpoint(dest, fmt, plan, {INPUT: reader}, metadata=metadata,
                                     like=reader if writes_like(reader, fmt) else None, progress=progress,
                                     no_clobber=no_clobber and folder is None, hash_files=hash_output, encrypt=encrypt,
-                                    writer_options=options)
+                                    writer_options={**typed, **(options or {})} or None)
 
         if folder is not None:
             written, entries = folders.write(folder, write, force=force, hashes=hash_output)

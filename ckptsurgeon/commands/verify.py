@@ -35,7 +35,7 @@ from ..files import check_input, read_input
 from ..formats import open_checkpoint
 from ..formats.base import CHUNK_BYTES, OpenOptions, Reader
 from ..rules import Renamed, Rules, apply_rules, listing
-from ..tensors import DTYPES, TensorInfo, numel
+from ..tensors import DTYPES, TensorInfo, byte_size, numel
 from ..text import plural
 from ..values import element_chunks
 
@@ -75,7 +75,7 @@ class TensorCheck:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * DTYPES[self.dtype].itemsize
+        return byte_size(self.dtype, self.shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -40,7 +40,7 @@ from ._probe import Probe, refuse
 from .base import FormatSpec, OpenOptions, Reader, Writer, reading
 
 #: The format packages, in the order their specs are asked (HDF5 last: it may seek for a user block).
-PACKAGES = ("safetensors", "npz", "torch", "mindspore", "tf", "hdf5")
+PACKAGES = ("safetensors", "npz", "torch", "mindspore", "tf", "gguf", "hdf5")
 
 
 def _gather(packages: Iterable[str]) -> tuple[FormatSpec, ...]:

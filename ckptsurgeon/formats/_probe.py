@@ -11,7 +11,7 @@ that concern the file as a whole, not one format, are made here:
   a zip archive's end record);
 - **files that are not checkpoints**, or whose format ckptsurgeon does not read, are named by
   :func:`refuse` in one line (a pickle that is not a PyTorch checkpoint, a Git LFS pointer, an HTML
-  page, a GGUF file ...). PyTorch checkpoints (a zip with ``<folder>/data.pkl``, a legacy file
+  page ...). PyTorch checkpoints (a zip with ``<folder>/data.pkl``, a legacy file
   starting with torch's magic number) are claimed by the ``torch`` format, whose restricted
   unpickler reads them; no other pickle is ever read.
 """
@@ -193,8 +193,6 @@ def describe(head: bytes) -> str:
         return "a Git LFS pointer, not the checkpoint itself (run `git lfs pull` to fetch the real file)"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return NOT_TORCH_PICKLE
-    if head.startswith(b"GGUF"):
-        return "a GGUF file, not supported yet"
     if head.startswith(b"\x93NUMPY"):
         return "a single .npy array, not a checkpoint (save it with numpy.savez)"
     if head.startswith(b"\x1f\x8b"):
@@ -203,7 +201,7 @@ def describe(head: bytes) -> str:
         return "an HTML page (a failed download?)"
     if not head:
         return "empty"
-    return "not a checkpoint format ckptsurgeon reads (safetensors, HDF5/Keras, npz, PyTorch, MindSpore, TensorFlow)"
+    return "not a checkpoint format ckptsurgeon reads (safetensors, HDF5/Keras, npz, PyTorch, MindSpore, TensorFlow, GGUF)"
 
 
 def refuse(probe: Probe) -> InputError:

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import EXIT_INTERNAL, CkptError, InputError
+from ..errors import EXIT_INTERNAL, CkptError, InputError, OutputError
 from ..files import open_input
 from ..tensors import DTYPES, TensorInfo, TensorSpec
 from ._io import CHUNK_BYTES
@@ -88,7 +88,8 @@ class WriterCaps:
     the input's :attr:`FormatSpec.framework`. ``encrypts``: it takes ``encrypt=`` (an Encryption).
     ``commits``: it writes several files and commits them itself in ``finish`` (as a sharded writer
     does, without taking ``shard_size``: a TensorFlow bundle's index and data shard).
-    ``dtypes``: the dtype codes it can write (None: every one).
+    ``dtypes``: the dtype codes it can write (None: every one but the block dtypes).
+    ``typed_metadata``: it takes ``metadata_types=`` (key -> GGUF value type name) and writes those values typed.
     """
 
     byte_ranges: bool = False
@@ -103,6 +104,7 @@ class WriterCaps:
     records_framework: bool = False
     encrypts: bool = False
     dtypes: frozenset[str] | None = None
+    typed_metadata: bool = False
 
 
 def _load(ref: str) -> Any:
@@ -352,6 +354,11 @@ class Reader(ABC):
             h.update(chunk)
         return h.hexdigest()
 
+    def typed_metadata(self) -> dict[str, dict[str, Any]]:
+        """Metadata values with their types, where the format types them (GGUF): key -> ``{"type", "value"}``,
+        in the file's order; empty for formats whose metadata is text."""
+        return {}
+
     def shared_storages(self) -> list[list[str]]:
         """Groups of tensors whose bytes share one storage in the file (PyTorch tied weights); none by default."""
         return []
@@ -451,6 +458,7 @@ class Writer(ABC):
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise WriterStateError(self.path, f"tensor names declared twice: {dup[:5]}")
+        _check_blocks(self, specs)
         self.specs = list(specs)
         self._begin()
         self._state = "WEIGHTS"
@@ -551,6 +559,17 @@ class Writer(ABC):
 
     @abstractmethod
     def _finish(self) -> None: ...
+
+
+def _check_blocks(writer: Writer, specs: Sequence[TensorSpec]) -> None:
+    """Refuse quantized (block dtype) tensors a writer cannot hold (``caps.dtypes`` None: no block dtype)."""
+    allowed = writer.caps.dtypes or frozenset()
+    blocked = [s for s in specs if DTYPES[s.dtype].is_block and s.dtype not in allowed]
+    if blocked:
+        names = ", ".join(f"{s.name!r} ({s.dtype})" for s in blocked[:3]) + (" ..." if len(blocked) > 3 else "")
+        raise OutputError(writer.path, f"{len(blocked)} quantized tensor{'s' if len(blocked) > 1 else ''} "
+                          f"{names}: a {writer.format} file cannot hold ggml's quantized blocks, and they are "
+                          "never decoded; write GGUF, or leave them out (--exclude)")
 
 
 class PieceWriter(Writer):

@@ -351,7 +351,7 @@ def test_guards_and_exit_codes(corpus: Path, tmp_path: Path, capsys: pytest.Capt
         (["convert", str(src), "-o", str(tmp_path), "--shard-size", "lots"], 2),
         (["convert", str(src), "-o", str(src)], 2),
         (["convert", str(tmp_path / "missing.safetensors"), "-o", str(tmp_path / "x.npz")], 3),
-        (["convert", str(corpus / "gguf/tiny_llama.gguf"), "-o", str(tmp_path / "x.npz")], 3),
+        (["convert", str(corpus / "gguf/tiny_gpt2_quant.gguf"), "-o", str(tmp_path / "x.npz")], 4),  # quantized blocks
         (["convert", str(src), "-o", str(tmp_path / "no" / "dir.npz")], 4),
     ]
     for argv, want in cases:

@@ -9,7 +9,7 @@ size in a header (a shape, an extent, a zip size field); none is larger than a f
 
 Layout of the corpus (paths relative to the folder):
 
-- ``safetensors/``, ``npz/``, ``hdf5/``, ``keras/``, ``misc/``: one hostile file each, plus a
+- ``safetensors/``, ``npz/``, ``hdf5/``, ``keras/``, ``gguf/``, ``misc/``: one hostile file each, plus a
   directory per sharded case (its index is the hostile file; the shards beside it are support);
 - ``sentinel/``: files that hostile HDF5 files point at (links, external storage, virtual
   datasets). Their content, :data:`SENTINEL`, must never appear in anything ``ckpt`` prints, and
@@ -1030,11 +1030,6 @@ def _(p: Path) -> None:
     write(p, b"")
 
 
-@case("misc/model.gguf", M, "GGUF", "a GGUF header (no tensors)")
-def _(p: Path) -> None:
-    write(p, b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
-
-
 @case("misc/npy_named.npz", M, "single .npy array", "a bare .npy file named .npz")
 def _(p: Path) -> None:
     write(p, good_npy())
@@ -1080,6 +1075,170 @@ def _(p: Path) -> None:
     import gzip
 
     write(p, gzip.compress(st_bytes(GOOD_HEADER, GOOD_DATA), mtime=0))
+
+
+# --------------------------------------------------------------------------------------------------
+# GGUF: header, metadata and tensor infos assembled by hand (little-endian, version 3)
+# --------------------------------------------------------------------------------------------------
+G = "gguf"
+GG_F32, GG_Q8_0 = 0, 8  # ggml type numbers
+GG_U32, GG_STRING, GG_ARRAY = 4, 8, 9  # metadata value types
+
+
+def gg_str(text: bytes) -> bytes:
+    return struct.pack("<Q", len(text)) + text
+
+
+def gg_kv(key: bytes, vtype: int, value: bytes) -> bytes:
+    return gg_str(key) + struct.pack("<I", vtype) + value
+
+
+def gg_info(name: bytes, ne: list[int], ggml_type: int = GG_F32, offset: int = 0) -> bytes:
+    return gg_str(name) + struct.pack(f"<I{len(ne)}QIQ", len(ne), *ne, ggml_type, offset)
+
+
+GG_ARCH = gg_kv(b"general.architecture", GG_STRING, gg_str(b"llama"))
+
+
+def gguf_bytes(kvs: list[bytes], infos: list[bytes], data: bytes, *, n_kv: int | None = None,
+               n_tensors: int | None = None, version: int = 3, alignment: int = 32) -> bytes:
+    """A GGUF file: header, metadata, tensor infos, padding to ``alignment``, then ``data``."""
+    head = b"GGUF" + struct.pack("<IQQ", version, len(infos) if n_tensors is None else n_tensors,
+                                 len(kvs) if n_kv is None else n_kv)
+    head += b"".join(kvs) + b"".join(infos)
+    return head + bytes(-len(head) % alignment) + data
+
+
+GG_W = np.arange(8, dtype="<f4").tobytes()  # a [2, 4] float32 tensor's 32 bytes
+
+
+@case("gguf/truncated_header.gguf", G, "truncated", "6 bytes: the magic and half the version")
+def _(p: Path) -> None:
+    write(p, b"GGUF\x03\x00")
+
+
+@case("gguf/version_1.gguf", G, "version", "GGUF version 1 (32-bit counts)")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w", [4, 2])], GG_W, version=1))
+
+
+@case("gguf/tensor_count_huge.gguf", G, "more than the", "2**40 tensors declared in a small file")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w", [4, 2])], GG_W, n_tensors=2**40))
+
+
+@case("gguf/kv_count_huge.gguf", G, "more than the", "2**40 metadata entries declared in a small file")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w", [4, 2])], GG_W, n_kv=2**40))
+
+
+@case("gguf/string_past_end.gguf", G, "runs past the end", "a metadata string of 2**62 bytes")
+def _(p: Path) -> None:
+    kv = gg_str(b"general.name") + struct.pack("<IQ", GG_STRING, 2**62) + b"x" * 8
+    write(p, gguf_bytes([GG_ARCH, kv], [], b""))
+
+
+@case("gguf/array_count_huge.gguf", G, "does not fit", "a UINT32 array of 2**40 values in a small file")
+def _(p: Path) -> None:
+    kv = gg_kv(b"tokenizer.ggml.token_type", GG_ARRAY, struct.pack("<IQ", GG_U32, 2**40) + bytes(16))
+    write(p, gguf_bytes([GG_ARCH, kv], [gg_info(b"w", [4, 2])], GG_W))
+
+
+@case("gguf/arrays_nested_deep.gguf", G, "nested more than", "arrays of arrays 100 deep")
+def _(p: Path) -> None:
+    value = struct.pack("<IQ", GG_U32, 0)
+    for _ in range(100):
+        value = struct.pack("<IQ", GG_ARRAY, 1) + value
+    write(p, gguf_bytes([GG_ARCH, gg_kv(b"deep", GG_ARRAY, value)], [], b""))
+
+
+@case("gguf/token_not_utf8.gguf", G, "tokenizer.ggml.tokens'[1] is not valid UTF-8",
+      "a string array whose second element is not UTF-8")
+def _(p: Path) -> None:
+    tokens = struct.pack("<IQ", GG_STRING, 3) + gg_str(b"a") + gg_str(b"\xc3\x28") + gg_str(b"c")
+    write(p, gguf_bytes([GG_ARCH, gg_kv(b"tokenizer.ggml.tokens", GG_ARRAY, tokens)], [gg_info(b"w", [4, 2])], GG_W))
+
+
+@case("gguf/token_past_end.gguf", G, "runs past the end", "a string array whose second element is 2**40 bytes long")
+def _(p: Path) -> None:
+    tokens = struct.pack("<IQ", GG_STRING, 3) + gg_str(b"a") + struct.pack("<Q", 2**40) + gg_str(b"c")
+    write(p, gguf_bytes([GG_ARCH, gg_kv(b"tokenizer.ggml.tokens", GG_ARRAY, tokens)], [gg_info(b"w", [4, 2])], GG_W))
+
+
+@case("gguf/unknown_value_type.gguf", G, "unknown value type", "a metadata value of type 13")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH, gg_kv(b"odd", 13, bytes(8))], [gg_info(b"w", [4, 2])], GG_W))
+
+
+@case("gguf/bad_utf8_key.gguf", G, "not valid UTF-8", "a metadata key that is not UTF-8")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH, gg_kv(b"general.\xff\xfe", GG_U32, struct.pack("<I", 1))], [], b""))
+
+
+@case("gguf/alignment_not_power_of_two.gguf", G, "power of two", "general.alignment 24")
+def _(p: Path) -> None:
+    kv = gg_kv(b"general.alignment", GG_U32, struct.pack("<I", 24))
+    write(p, gguf_bytes([GG_ARCH, kv], [gg_info(b"w", [4, 2])], GG_W, alignment=24))
+
+
+@case("gguf/offset_past_end.gguf", G, "runs past the end", "a tensor at data offset 2**20 of a 32-byte data section")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w", [4, 2], offset=2**20)], GG_W))
+
+
+@case("gguf/offset_misaligned.gguf", G, "not a multiple of the alignment", "a tensor at data offset 4 (alignment 32)")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w", [4, 2], offset=4)], GG_W + bytes(32)))
+
+
+@case("gguf/data_truncated.gguf", G, "runs past the end", "a [2, 4] float32 tensor with 10 bytes of data")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w", [4, 2])], GG_W[:10]))
+
+
+@case("gguf/dims_huge.gguf", G, "runs past the end", "dimensions [2**40, 2**40]: 2**82 bytes declared")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w", [2**40, 2**40])], GG_W))
+
+
+@case("gguf/dim_beyond_int64.gguf", G, "beyond ggml's int64", "a dimension of 2**64 - 1")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w", [2**64 - 1, 1])], GG_W))
+
+
+@case("gguf/five_dims.gguf", G, "at most 4", "a tensor of five dimensions")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w", [1, 1, 1, 1, 1])], GG_W))
+
+
+@case("gguf/unknown_ggml_type.gguf", G, "unknown ggml type", "a tensor of ggml type 99")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w", [4, 2], ggml_type=99)], GG_W))
+
+
+@case("gguf/not_whole_blocks.gguf", G, "not a multiple of 32", "a Q8_0 tensor whose rows hold 33 elements")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"q", [33, 2], ggml_type=GG_Q8_0)], bytes(96)))
+
+
+@case("gguf/duplicate_names.gguf", G, "appears twice", "two tensors named w")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w", [4, 2]), gg_info(b"w", [4, 2], offset=32)], GG_W * 2))
+
+
+@case("gguf/duplicate_keys.gguf", G, "appears twice", "general.architecture twice")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH, GG_ARCH], [gg_info(b"w", [4, 2])], GG_W))
+
+
+@case("gguf/overlapping_tensors.gguf", G, "overlap", "a [4, 4] tensor whose second half is another tensor")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"a", [4, 4]), gg_info(b"b", [4, 2], offset=32)], GG_W * 2))
+
+
+@case("gguf/escape_in_name.gguf", G, "holds the character", "a tensor name holding an ESC sequence")
+def _(p: Path) -> None:
+    write(p, gguf_bytes([GG_ARCH], [gg_info(b"w\x1b[2J", [4, 2])], GG_W))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -65,6 +65,8 @@ TRANSFER_VS_FLOOR_SMALL = 1.5  # the same below 3 GB, where fixed costs weigh mo
 TRANSFER_VS_NAIVE = 3.0  # naive / transfer, for the 3 GB pair
 TRANSFER_RSS_MIB = 150.0
 RENAME_VS_FLOOR = 1.15
+GGUF_RENAME_VS_FLOOR = 1.25  # rename of a GGUF file (typed metadata, aligned tensors), x durable copy
+GGUF_RSS_MIB = 150
 TORCH_VS_FLOOR = 1.25  # pytorch_model.bin -> safetensors against a durable copy
 TORCH_RSS_MIB = 150
 #: an interpreter with torch for the naive torch.load + save_file baseline (that path's naive run is skipped without it)
@@ -336,6 +338,44 @@ save_file({k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()},
 fsync(out)
 """
 
+# The GGUF input: the source's tensors (F32) as a GGUF v3 file, written here with struct (ne reversed, each
+# tensor at the next multiple of 32, zero-padded), the data copied from the safetensors file's byte ranges.
+MAKE_GGUF = """
+import json, os, struct, sys
+src, out = sys.argv[1:3]
+with open(src, "rb") as f:
+    (n,) = struct.unpack("<Q", f.read(8))
+    header = json.loads(f.read(n))
+header.pop("__metadata__", None)
+tensors = sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0])
+def s(text):
+    raw = text.encode()
+    return struct.pack("<Q", len(raw)) + raw
+kv = [(b"general.architecture", 8, s("llama")), (b"general.name", 8, s("ckptsurgeon bench"))]
+head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
+head += b"".join(s(k.decode()) + struct.pack("<I", t) + v for k, t, v in kv)
+offset = 0
+for name, t in tensors:
+    assert t["dtype"] == "F32"
+    shape = t["shape"][::-1]
+    head += s(name) + struct.pack(f"<I{len(shape)}QIQ", len(shape), *shape, 0, offset)
+    size = t["data_offsets"][1] - t["data_offsets"][0]
+    offset += size + (-size % 32)
+head += bytes(-len(head) % 32)
+with open(src, "rb") as f, open(out + ".partial", "wb") as o:
+    o.write(head)
+    for name, t in tensors:
+        begin, end = t["data_offsets"]
+        f.seek(8 + n + begin)
+        left = end - begin
+        while left:
+            chunk = f.read(min(left, 1 << 24))
+            o.write(chunk)
+            left -= len(chunk)
+        o.write(bytes(-(end - begin) % 32))
+os.replace(out + ".partial", out)
+"""
+
 MAKE_NPZ = """
 import sys, os, zipfile, numpy as np
 from safetensors import safe_open
@@ -366,11 +406,13 @@ class Inputs:
     ms_encrypted: Path  # the same, AES-GCM encrypted with the key in ms_key
     ms_key: Path
     tf_prefixes: dict[int, Path]  # data shards -> the source as a TensorFlow bundle (PREFIX.index, PREFIX.data-*)
+    gguf: Path  # the source as a GGUF file (F32)
 
     def files(self) -> list[Path]:
         tf = [f for n, prefix in self.tf_prefixes.items() for f in common.tf_files(prefix, n)]
         return [self.source, self.target, self.h5, self.h5_target, self.h5_gzip, self.h5_gzip_target,
-                self.npz_source, self.npz_target, self.torch_bin, self.ms_ckpt, self.ms_encrypted, self.ms_key, *tf]
+                self.npz_source, self.npz_target, self.torch_bin, self.ms_ckpt, self.ms_encrypted, self.ms_key, *tf,
+                self.gguf]
 
 
 def prepare(directory: Path, size: int, shards: int) -> Inputs:
@@ -383,7 +425,7 @@ def prepare(directory: Path, size: int, shards: int) -> Inputs:
                    Path(f"{base}-target.gzip.h5"), Path(f"{base}-source.npz"), Path(f"{base}-target.npz"),
                    base.parent / f"bench-{tag}-pytorch_model.bin", Path(f"{base}-source.ckpt"),
                    Path(f"{base}-source.aes-gcm.ckpt"), Path(f"{base}-mindspore.key"),
-                   {n: Path(f"{base}-source-tf{n}") for n in TF_SHARDS})
+                   {n: Path(f"{base}-source-tf{n}") for n in TF_SHARDS}, Path(f"{base}-source.gguf"))
     print(f"{tag}: source {model.describe()}")
     started = time.perf_counter()
     here = str(Path(__file__).resolve().parent)
@@ -392,7 +434,7 @@ def prepare(directory: Path, size: int, shards: int) -> Inputs:
     for script, src, out in ((MAKE_H5, paths.source, paths.h5), (MAKE_H5, paths.target, paths.h5_target),
                              (MAKE_H5, paths.source, paths.h5_gzip), (MAKE_H5, paths.target, paths.h5_gzip_target),
                              (MAKE_NPZ, paths.source, paths.npz_source), (MAKE_NPZ, paths.target, paths.npz_target),
-                             (MAKE_TORCH_BIN, paths.source, paths.torch_bin)):
+                             (MAKE_TORCH_BIN, paths.source, paths.torch_bin), (MAKE_GGUF, paths.source, paths.gguf)):
         if not out.exists():
             common.run_measured([PY, "-c", script, str(src), str(out)]).check()
     prepare_mindspore(paths, here)
@@ -573,6 +615,8 @@ def _paths(inputs: Inputs, ckpt: list[str]) -> list[Path_]:
               NAIVE["count"], [s, t], plain_copy=inputs.source, paired=[*ckpt, "transfer", s, t, "-o", "OUT"]),
         Path_("safetensors: rename", [*ckpt, "rename", s, "-o", "OUT", "--rename", r"^model\.=>net."], ".safetensors",
               NAIVE["rename"], [s]),
+        Path_("GGUF: rename", [*ckpt, "rename", str(inputs.gguf), "-o", "OUT", "--rename", r"^model\.=>net."], ".gguf",
+              None, [str(inputs.gguf)]),
         Path_("sharded (30) -> single: convert", [*ckpt, "convert", idx, "-o", "OUT"], ".safetensors",
               NAIVE["sharded"], [idx]),
         Path_("safetensors -> HDF5: convert", [*ckpt, "convert", s, "-o", "OUT"], ".h5", NAIVE["to_h5"], [s]),
@@ -683,6 +727,10 @@ def checks(by_size: dict[int, list[Result]], largest_tensor: dict[int, int]) -> 
         rn = r.get("safetensors: rename")
         if rn:
             add(f"rename / durable copy < {RENAME_VS_FLOOR}", rn.ratio("ckpt", "floor"), RENAME_VS_FLOOR, ".2f")
+        gg = r.get("GGUF: rename")
+        if gg:
+            add(f"GGUF rename / durable copy < {GGUF_RENAME_VS_FLOOR}", gg.ratio("ckpt", "floor"), GGUF_RENAME_VS_FLOOR, ".2f")
+            add(f"GGUF rename peak RSS < {GGUF_RSS_MIB:g} MiB", gg.rss("ckpt"), GGUF_RSS_MIB, ".0f")
         for name in ("inspect FILE", "inspect INDEX (30 shards)"):
             if name in r:
                 add(f"{name} wall < {INSPECT_WALL_S} s", r[name].wall("ckpt"), INSPECT_WALL_S, ".3f")

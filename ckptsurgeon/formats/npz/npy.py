@@ -113,7 +113,7 @@ def _descr(code: str) -> str:
     return f"<V{dt.itemsize}" if dt.itemsize > 1 else f"|V{dt.itemsize}"
 
 
-DESCRS: dict[str, str] = {code: _descr(code) for code in DTYPES}
+DESCRS: dict[str, str] = {code: _descr(code) for code, d in DTYPES.items() if not d.is_block}
 
 
 def needs_naming(code: str) -> bool:
@@ -161,7 +161,7 @@ def parse_comment(path: Path, raw: bytes) -> tuple[dict[str, str], dict[str, str
     dtypes, metadata = doc.get("dtypes", {}), doc.get("metadata", {})
     if not is_str_map(dtypes) or not is_str_map(metadata):
         raise InputError(path, "archive comment: 'dtypes' and 'metadata' must map strings to strings")
-    unknown = sorted({c for c in dtypes.values() if c not in DTYPES})
+    unknown = sorted({c for c in dtypes.values() if c not in DESCRS})
     if unknown:
         raise InputError(path, f"archive comment names unknown dtypes {unknown[:5]}")
     return dtypes, metadata

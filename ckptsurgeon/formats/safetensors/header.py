@@ -23,7 +23,7 @@ from .._index import SURROGATE_ESCAPE, json_text, no_constants, strict_json
 MAX_HEADER_BYTES = 100_000_000
 ALIGN = 8
 _KEYS = {"dtype", "shape", "data_offsets"}
-_ITEMSIZE = {code: dtype.itemsize for code, dtype in DTYPES.items()}
+_ITEMSIZE = {code: dtype.itemsize for code, dtype in DTYPES.items() if not dtype.is_block}  # safetensors has no block dtypes
 _LOC = operator.attrgetter("loc")
 _COLON_ESCAPE = re.compile(r"\\u003[aA]")  # a ':' written as an escape
 
@@ -118,7 +118,7 @@ def _validated(path: Path, doc: Any, data_len: int) -> tuple[dict[str, str], lis
         if entry.keys() != _KEYS:
             raise bad(f"tensor {name!r} must have exactly dtype, shape and data_offsets, has {sorted(entry)}")
         code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if not isinstance(code, str) or code not in DTYPES:
+        if not isinstance(code, str) or code not in _ITEMSIZE:
             raise bad(f"tensor {name!r} has unknown dtype {code!r}")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise bad(f"tensor {name!r} shape {shape!r} is not a list of non-negative integers")

@@ -33,7 +33,7 @@ SHAPES = [(), (0,), (3, 0, 2), (7,), (4, 3), (2, 3, 4)]
 
 def test_plain_round_trip_every_dtype_and_shape(tmp_path: Path) -> None:
     arrays = {f"group/{code}/s{i}": random_array(code, shape, seed=i)
-              for code in DTYPES for i, shape in enumerate(SHAPES)}
+              for code in DTYPES if not DTYPES[code].is_block for i, shape in enumerate(SHAPES)}
     arrays["top_level"] = random_array("F32", (5, 5))
     out = tmp_path / "plain.h5"
     write_plain(out, arrays, metadata={"source": "test", "n": "3"})

@@ -188,7 +188,7 @@ SHAPES = [(), (0,), (0, 3), (5,), (3, 4), (2, 3, 5)]
 @pytest.mark.parametrize("compress", [False, True], ids=["stored", "deflated"])
 def test_round_trip_every_dtype_and_shape(tmp_path: Path, compress: bool) -> None:
     arrays = {f"{code}/{'x'.join(map(str, shape)) or 'scalar'}": sample(code, shape, i)
-              for i, (code, shape) in enumerate(itertools.product(DTYPES, SHAPES))}
+              for i, (code, shape) in enumerate(itertools.product([c for c, d in DTYPES.items() if not d.is_block], SHAPES))}
     path = write_npz(tmp_path / "out.npz", arrays, compress=compress)
     with npz_reader.Reader(path) as r:
         assert [t.name for t in r.tensors] == list(arrays)

@@ -104,7 +104,7 @@ def test_more_members_than_the_classic_end_record_counts(tmp_path: Path) -> None
 
 
 def test_every_dtype_code_is_covered() -> None:
-    assert {code_of(a.dtype) for a in every_dtype().values()} == set(DTYPES)
+    assert {code_of(a.dtype) for a in every_dtype().values()} == {c for c, d in DTYPES.items() if not d.is_block}
 
 
 LIGHTNING_CHECK = Path(__file__).with_name("lightning_check.py")
