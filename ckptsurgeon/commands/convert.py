@@ -357,6 +357,11 @@ def convert(
     :class:`~ckptsurgeon.errors.OutputError` (4) when the output cannot be written; the destination
     is then left as it was.
     """
+    from ..formats._s3 import url_of
+
+    if url_of(out) is not None:
+        raise UsageError(str(url_of(out)), "convert writes local files; s3:// outputs are written by rename and "
+                         "transfer (safetensors), or convert here and upload")
     cast_to = float_dtype(dtype) if dtype is not None else None
     size = parse_size(shard_size) if shard_size is not None else None
     folder: folders.FolderPlan | None = None

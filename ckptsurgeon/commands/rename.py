@@ -25,6 +25,7 @@ from ..atomic import check_output
 from ..errors import CheckFailed, CkptError, Failure, UsageError
 from ..folders import folder_output_options
 from ..formats import open_checkpoint, output_format, spec, writes_like
+from ..formats._s3 import url_of
 from ..formats.base import OpenOptions, Reader
 from ..metadata_edit import MetadataEdits, metadata_options
 from ..plan import INPUT, Plan, plan_rename
@@ -162,6 +163,11 @@ def run(
                                      no_clobber=no_clobber, inputs=reader.files, folders=(path,),
                                      origins={s.name: s.origin.name for s in plan.steps})
             fmt = folder.fmt
+        elif url_of(output) is not None:
+            from ..execute_remote import remote_output
+
+            _, fmt = remote_output(output, output_format_name, reader, no_clobber=no_clobber,
+                                   unsupported={"--enc-key-file": encrypt is not None})
         elif output is not None:
             fmt = output_format(output, output_format_name, like=reader)
             check_output(output, reader.files, no_clobber=no_clobber)
@@ -169,7 +175,7 @@ def run(
                 _refuse_keras3_paths(reader, plan, Path(output))
         report = RenameReport(
             path=str(path), format=reader.format,
-            output=None if output is None else {"path": str(folder.dest if folder else output), "format": fmt},
+            output=None if output is None else {"path": str(folder.dest if folder else (url_of(output) or output)), "format": fmt},
             plan=plan, dry_run=dry_run,
         )
         if not allow_unused_rules:
@@ -201,6 +207,14 @@ def run(
                                     no_clobber=no_clobber and folder is None, hash_files=hash_output, encrypt=encrypt,
                                     writer_options={**typed, **(options or {})} or None)
 
+        if url_of(output) is not None:
+            from ..execute_remote import write_remote
+
+            _, moved = write_remote(url_of(output), fmt, plan, {INPUT: reader}, metadata=metadata,  # type: ignore[arg-type]
+                                    progress=progress)
+            if report.output is not None:
+                report.output |= {"remote": moved}
+            return report
         if folder is not None:
             written, entries = folders.write(folder, write, force=force, hashes=hash_output)
             report.layout_fallback = written.layout_fallback

@@ -24,6 +24,7 @@ from ..atomic import check_distinct, check_output, write_text
 from ..errors import CheckFailed, Failure, UsageError
 from ..folders import FolderPlan, folder_output_options
 from ..formats import open_checkpoint, output_format, spec, writes_like
+from ..formats._s3 import url_of
 from ..formats.base import OpenOptions, Reader
 from ..layers import Group, group_layers, relative_name
 from ..plan import (
@@ -472,6 +473,7 @@ def run(
     check_distinct([("-o", output), ("--report", report_path), ("--save-plan", save_plan)],
                    [("SOURCE", source), ("TARGET", target), ("--plan", plan_file)])
     folder_out, size = folder_output_options(output, shard_size, force=force, dry_run=dry_run)
+    remote_out = url_of(output) is not None
     with open_checkpoint(source, source_options) as src, open_checkpoint(target, target_options) as tgt:
         replayed = None
         if invert:
@@ -492,6 +494,12 @@ def run(
                                      no_clobber=no_clobber, inputs=inputs, folders=(source, target),
                                      others=[("--report", report_path), ("--save-plan", save_plan)])
             fmt = folder.fmt
+        elif remote_out:
+            from ..execute_remote import remote_output
+
+            _, fmt = remote_output(output, output_format_name, tgt, no_clobber=no_clobber,
+                                   unsupported={"--verify": verify, "--count-changes": count_changes,
+                                                "--enc-key-file": encrypt is not None})
         elif output is not None:
             fmt = output_format(output, output_format_name, like=tgt)
             check_output(output, inputs, no_clobber=no_clobber)
@@ -500,7 +508,7 @@ def run(
                 check_output(also, inputs, no_clobber=no_clobber)  # also against every shard of a sharded input
         report = TransferReport(
             source=describe_input(src), target=describe_input(tgt),
-            output=None if output is None else {"path": str(folder.dest if folder else output), "format": fmt},
+            output=None if output is None else {"path": str(folder.dest if folder else (url_of(output) or output)), "format": fmt},
             plan=plan, dry_run=dry_run,
         )
         report.failed_checks = gate_failures(plan, source=str(src.path), target=str(tgt.path))
@@ -533,6 +541,14 @@ def run(
 
         entries: dict[str, Any] = {}
         try:
+            if remote_out:
+                from ..execute_remote import write_remote
+
+                report.outcomes, moved = write_remote(url_of(output), fmt, plan, {SOURCE: src, TARGET: tgt},  # type: ignore[arg-type]
+                                                      metadata=metadata, gates=gates, progress=progress)
+                if report.output is not None:
+                    report.output |= {"remote": moved}
+                return report
             if folder is None:
                 written = write(Path(output))
             else:

@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import CkptError, InputError, UnsafeInputError, UsageError
+from . import _s3
 from ._probe import Probe, refuse
 from .base import FormatSpec, OpenOptions, Reader, Writer, reading
 
@@ -170,6 +171,10 @@ def resolve_folder(path: Path) -> Path:
 def open_checkpoint(path: str | Path, options: OpenOptions | None = None) -> Reader:
     """Open any supported checkpoint lazily (headers only). A path that is no file but names a
     TensorFlow prefix (``model.ckpt-2``, beside ``model.ckpt-2.index``) opens that checkpoint."""
+    if _s3.is_remote(path):  # an object in S3: safetensors files and indexes, read by ranged GETs
+        from .safetensors.remote import open_remote
+
+        return open_remote(path, options)
     path = Path(path)
     if path.is_dir():
         path = resolve_folder(path)

@@ -132,6 +132,7 @@ class FormatSpec:
     ``checkpoint``); when a directory holds one, it is opened before any glob is tried.
     ``sorted_names``: a file keeps its tensors sorted by name (a TensorFlow index), so readers
     list them so, whatever order they were written in.
+    ``remote_writer``: the class that writes the format as an object in S3 (``s3://`` outputs).
     """
 
     name: str
@@ -146,6 +147,7 @@ class FormatSpec:
     sniff_damaged: Callable[[Probe], bool] | None = None
     framework: str | None = None
     folder_pointer: str | None = None
+    remote_writer: str | None = None  # "module:Class" that writes this format as an object in S3
     sorted_names: bool = False
 
     def reader_class(self) -> type[Reader]:

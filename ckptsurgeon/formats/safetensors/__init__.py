@@ -35,6 +35,7 @@ SAFETENSORS = FormatSpec(
     sniff_damaged=sniff_damaged,
     reader="ckptsurgeon.formats.safetensors.reader:Reader",
     writer="ckptsurgeon.formats.safetensors.writer:Writer",
+    remote_writer="ckptsurgeon.formats.safetensors.remote:RemoteWriter",
     extensions=(".safetensors",),
     folder_globs=("*.safetensors",),
 )
