@@ -182,7 +182,16 @@ class Store:
         return self.get(url, 0, size)
 
 
+_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_DEFAULT_REGION",
+                "AWS_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+
+
 @cache
-def store() -> Store:
-    """The one client of this process (boto3 clients are safe to share between threads)."""
+def _store_for(environment: tuple[str | None, ...]) -> Store:
     return Store()
+
+
+def store() -> Store:
+    """The client for the AWS environment as it is now (one per environment; boto3 clients are safe to
+    share between threads)."""
+    return _store_for(tuple(os.environ.get(name) for name in _ENVIRONMENT))
