@@ -125,6 +125,7 @@ def transfer(
     allow_lossy: bool = False,
     force: bool = False,
     shard_size: int | str | None = None,
+    jobs: int = 4,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -138,7 +139,8 @@ def transfer(
                        plan_file=plan_file, provenance=provenance, verify=verify, check=check,
                        pin_content=pin_content, report_path=report_path, no_clobber=no_clobber,
                        hash_output=hash_output, source_options=source_options, target_options=target_options,
-                       encrypt=encrypt, invert=invert, allow_lossy=allow_lossy, force=force, shard_size=shard_size)
+                       encrypt=encrypt, invert=invert, allow_lossy=allow_lossy, force=force, shard_size=shard_size,
+                       jobs=jobs)
 
 
 def rename(
@@ -159,6 +161,7 @@ def rename(
     force: bool = False,
     shard_size: int | str | None = None,
     metadata_edits: MetadataEdits | None = None,
+    jobs: int = 4,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``; an ``output`` ending with a
     slash is a model folder (``force`` replaces one). See :func:`ckptsurgeon.commands.rename.run`."""
@@ -167,7 +170,8 @@ def rename(
     return command.run(path, output, rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                        output_format_name=output_format_name, progress=progress, check=check,
                        no_clobber=no_clobber, hash_output=hash_output, open_options=open_options, encrypt=encrypt,
-                       transforms=transforms, force=force, shard_size=shard_size, metadata_edits=metadata_edits)
+                       transforms=transforms, force=force, shard_size=shard_size, metadata_edits=metadata_edits,
+                       jobs=jobs)
 
 
 def convert(

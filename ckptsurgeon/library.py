@@ -177,7 +177,7 @@ def transfer(
     count_changes: bool = False, dry_run: bool = False, format: str | None = None, save_plan: Path_ | None = None,
     plan: Path_ | None = None, pin_content: bool = False, invert: bool = False, allow_lossy: bool = False,
     provenance: bool = False, verify: bool = False, no_clobber: bool = False, output_dir: Path_ | None = None,
-    force: bool = False, shard_size: int | str | None = None, src_dict: str | None = None,
+    force: bool = False, shard_size: int | str | None = None, jobs: int = 4, src_dict: str | None = None,
     tgt_dict: str | None = None, dec_key_file: Path_ | None = None, dec_mode: str | None = None,
     enc_key_file: Path_ | None = None, enc_mode: str | None = None, tf_names: str = "keys",
     progress: Progress | None = None, check: bool = False,
@@ -199,7 +199,7 @@ def transfer(
         source, target, output, options, dry_run=dry_run, count_changes=count_changes, output_format_name=format,
         progress=progress, save_plan=save_plan, plan_file=plan, provenance=provenance, verify=verify, check=check,
         pin_content=pin_content, no_clobber=no_clobber, invert=invert, allow_lossy=allow_lossy, force=force,
-        shard_size=shard_size,
+        shard_size=shard_size, jobs=jobs,
         source_options=_open(src_dict, False, dec_key_file, dec_mode, tf_names),
         target_options=_open(tgt_dict, False, dec_key_file, dec_mode, tf_names),
         encrypt=_encryption(enc_key_file, enc_mode),
@@ -247,7 +247,7 @@ def rename(
     exclude: Names | None = None, preset: Names | None = None, transform: Names | None = None,
     split: Names | None = None, concat: Names | None = None, allow_unused_rules: bool = False,
     dry_run: bool = False, format: str | None = None, no_clobber: bool = False, output_dir: Path_ | None = None,
-    force: bool = False, shard_size: int | str | None = None, set_metadata: Names | None = None,
+    force: bool = False, shard_size: int | str | None = None, jobs: int = 4, set_metadata: Names | None = None,
     drop_metadata: Names | None = None, dict: str | None = None,
     dec_key_file: Path_ | None = None, dec_mode: str | None = None, enc_key_file: Path_ | None = None,
     enc_mode: str | None = None, progress: Progress | None = None, check: bool = False,
@@ -262,7 +262,7 @@ def rename(
         raise UsageError(None, f"preset {', '.join(_many(preset))} renames a target's names: it needs transfer")
     return api.rename(path, _folder(output, output_dir), rules, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                       output_format_name=format, progress=progress, check=check, no_clobber=no_clobber,
-                      force=force, shard_size=shard_size, metadata_edits=_edits(set_metadata, drop_metadata),
+                      force=force, shard_size=shard_size, jobs=jobs, metadata_edits=_edits(set_metadata, drop_metadata),
                       open_options=_open(dict, False, dec_key_file, dec_mode), encrypt=_encryption(enc_key_file, enc_mode),
                       transforms=transforms)
 

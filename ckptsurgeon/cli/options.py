@@ -98,6 +98,7 @@ OutputDirOpt = Annotated[Path | None, typer.Option(
     "--output-dir", metavar="DIR",
     help="Write a model folder: the weights in the target's layout and a copy of the target folder's other files.")]
 FolderForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing folder output.")]
+JobsOpt = Annotated[int, typer.Option("--jobs", min=1, max=64, help="An s3:// output: parts uploaded or copied at once.")]
 FolderShardSizeOpt = Annotated[str | None, typer.Option(
     "--shard-size", metavar="SIZE",
     help="With a folder output: shard the weights with at most SIZE tensor bytes per shard (500MB, 2GiB), "

@@ -26,6 +26,7 @@ from .options import (
     FolderShardSizeOpt,
     FormatOpt,
     IncludeOpt,
+    JobsOpt,
     JsonOpt,
     MapOpt,
     MarkdownOpt,
@@ -51,6 +52,7 @@ def rename(
     output: OutputOpt = None,
     output_dir: OutputDirOpt = None,
     force: FolderForceOpt = False,
+    jobs: JobsOpt = 4,
     shard_size: FolderShardSizeOpt = None,
     no_clobber: NoClobberOpt = False,
     rename: RenameOpt = None,
@@ -102,7 +104,7 @@ def rename(
 
     progress = render.progress_bar() if not (json_ or quiet or dry_run) and sys.stderr.isatty() else None
     with progress or render.null_context():
-        result = api.rename(path, out, rules, force=force, shard_size=shard_size, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
+        result = api.rename(path, out, rules, force=force, shard_size=shard_size, jobs=jobs, dry_run=dry_run, allow_unused_rules=allow_unused_rules,
                             output_format_name=format_, progress=progress.update if progress else None,
                             no_clobber=no_clobber, hash_output=json_,
                             open_options=open_options(dict_path, dec_key_file=dec_key_file, dec_mode=dec_mode),

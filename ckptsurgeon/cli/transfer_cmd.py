@@ -27,6 +27,7 @@ from .options import (
     FolderShardSizeOpt,
     FormatOpt,
     IncludeOpt,
+    JobsOpt,
     JsonOpt,
     MapOpt,
     MarkdownOpt,
@@ -55,6 +56,7 @@ def transfer(
     output: OutputOpt = None,
     output_dir: OutputDirOpt = None,
     force: FolderForceOpt = False,
+    jobs: JobsOpt = 4,
     shard_size: FolderShardSizeOpt = None,
     no_clobber: NoClobberOpt = False,
     rename: RenameOpt = None,
@@ -187,7 +189,7 @@ def transfer(
             report_path=report, no_clobber=no_clobber, invert=invert, allow_lossy=allow_lossy,
             hash_output=json_ or report is not None,  # the sha256 is for the JSON report
             source_options=open_options(src_dict, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names), target_options=open_options(tgt_dict, dec_key_file=dec_key_file, dec_mode=dec_mode, tf_names=tf_names),
-            encrypt=encryption(enc_key_file, enc_mode), force=force, shard_size=shard_size,
+            encrypt=encryption(enc_key_file, enc_mode), force=force, shard_size=shard_size, jobs=jobs,
         )
     doc = result.to_dict() if report is not None or json_ else {}  # a per-tensor document: only when asked for
     if report is not None:

@@ -131,6 +131,7 @@ def run(
     force: bool = False,
     shard_size: int | str | None = None,
     metadata_edits: MetadataEdits | None = None,
+    jobs: int = 4,
 ) -> RenameReport:
     """Write a copy of a checkpoint with its tensors renamed by ``rules``; bytes, dtypes and metadata stay.
 
@@ -211,7 +212,7 @@ def run(
             from ..execute_remote import write_remote
 
             _, moved = write_remote(url_of(output), fmt, plan, {INPUT: reader}, metadata=metadata,  # type: ignore[arg-type]
-                                    progress=progress)
+                                    progress=progress, jobs=jobs)
             if report.output is not None:
                 report.output |= {"remote": moved}
             return report

@@ -430,6 +430,7 @@ def run(
     allow_lossy: bool = False,
     force: bool = False,
     shard_size: int | str | None = None,
+    jobs: int = 4,
 ) -> TransferReport:
     """Load ``source``'s weights into ``target`` where names (after the rules) and shapes match; write ``output``.
 
@@ -545,7 +546,7 @@ def run(
                 from ..execute_remote import write_remote
 
                 report.outcomes, moved = write_remote(url_of(output), fmt, plan, {SOURCE: src, TARGET: tgt},  # type: ignore[arg-type]
-                                                      metadata=metadata, gates=gates, progress=progress)
+                                                      metadata=metadata, gates=gates, progress=progress, jobs=jobs)
                 if report.output is not None:
                     report.output |= {"remote": moved}
                 return report
