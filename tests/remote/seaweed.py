@@ -22,8 +22,8 @@ Usage::
         bucket = store.make_bucket()
         s3.put_object(Bucket=bucket, Key="k", Body=b"...")
 
-``python tests/remote/seaweed.py [single|distributed]`` starts a store, prints its endpoint and
-waits for Ctrl-C.
+``python tests/remote/seaweed.py [single|distributed] [--bucket NAME]`` starts a store (and makes
+the buckets), prints its endpoint and waits for Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -433,18 +433,35 @@ class SeaweedFS:
 
 
 def main(argv: list[str]) -> int:
-    mode = argv[0] if argv else "single"
-    with SeaweedFS(mode) as store:
-        print(f"SeaweedFS ({mode}) ready in {store.started_in:.1f} s")
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Start a SeaweedFS store with an S3 gateway; Ctrl-C stops it.")
+    parser.add_argument("mode", nargs="?", choices=MODES, default="single")
+    parser.add_argument("--bucket", action="append", default=[], help="create this bucket (repeatable)")
+    args = parser.parse_args(argv)
+    # SIGTERM stops the store as Ctrl-C does (the processes and the directory go too).
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    store = SeaweedFS(args.mode)
+    try:
+        store.start()
+        for name in args.bucket:
+            store.make_bucket(name)
+        print(f"SeaweedFS ({args.mode}) ready in {store.started_in:.1f} s")
         print(f"  S3 endpoint:    {store.endpoint}")
         print(f"  master, filer:  {store.master_url}  {store.filer_url}")
         print(f"  volume servers: {' '.join(store.volume_urls)}")
         print(f"  directory:      {store.root}")
-        print("Ctrl-C stops it.")
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
-    return 0
+        print(f"  buckets:        {' '.join(args.bucket) or '(none)'}")
+        print("Ctrl-C stops it.", flush=True)
+        while True:
+            time.sleep(3600)
+    except SeaweedError as e:
+        print(f"SeaweedFS ({args.mode}) did not start: {e}", flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        store.stop()
 
 
 if __name__ == "__main__":
