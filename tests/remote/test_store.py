@@ -125,7 +125,7 @@ def test_distributed_object_spans_both_volume_servers(s3_cluster: SeaweedFS, clu
     assert got == data[first:last + 1]
 
 
-def test_single_store_is_one_process(s3_store: SeaweedFS, bucket: Bucket) -> None:
+def test_single_store_cuts_4_mib_chunks_on_its_one_volume_server(s3_store: SeaweedFS, bucket: Bucket) -> None:
     s3, name = bucket
     s3.put_object(Bucket=name, Key="k", Body=b"v" * (5 * MIB))
     assert s3_store.volume_servers_holding(name, "k") == set(s3_store.volume_urls)
