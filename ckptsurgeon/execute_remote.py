@@ -53,17 +53,18 @@ def remote_writer(fmt: str) -> Any:
 
 def remote_output(output: Any, fmt_name: str | None, like: Reader | None, *, no_clobber: bool,
                   unsupported: Mapping[str, bool]) -> tuple[S3Url, str]:
-    """The S3 object ``output`` names and the format it is written in, checked before any work:
-    a format that has a remote writer (safetensors), none of the options in ``unsupported`` that
-    are set, and with ``no_clobber`` no object there yet (OutputError)."""
+    """The S3 object ``output`` names and the format it is written in, checked before any work: a
+    format written as one file (one with a remote writer, safetensors, keeps unchanged bytes in the
+    store; any other is written here and uploaded), none of the options in ``unsupported`` that are
+    set, and with ``no_clobber`` no object there yet (OutputError)."""
     from .errors import OutputError, UsageError
     from .formats import _s3, output_format, spec
 
     url = _s3.url_of(output)
     assert url is not None
     fmt = output_format(output, fmt_name, like=like)
-    if spec(fmt).remote_writer is None:
-        raise UsageError(str(url), f"an s3:// output is written as safetensors; {fmt} outputs go to a local file")
+    if spec(fmt).shards_of or spec(fmt).folder_pointer:
+        raise UsageError(str(url), f"a {fmt} output of several files is written to a local folder, not to S3 (yet)")
     refused = [option for option, given in unsupported.items() if given]
     if refused:
         raise UsageError(str(url), f"{', '.join(refused)} with an s3:// output: not available yet (write locally)")
@@ -109,3 +110,33 @@ def write_remote(dest: S3Url, fmt: str, plan: Plan, readers: Mapping[str, Reader
     after = TRAFFIC.to_dict()
     moved = {k: after[k] - before[k] for k in after} | {"parts": writer.parts}
     return outcomes, moved
+
+
+def upload_staged(dest: S3Url, write_local: Any, *, jobs: int = 4) -> tuple[Any, dict[str, Any]]:
+    """An output of a format with no remote writer (or sharded): written by ``write_local(path)`` into a
+    temporary directory here, then uploaded, each file as one multipart upload; a sharded output's
+    shards first and its index last, so no reader sees an index naming missing shards. The
+    temporary directory is removed whatever happens. Returns what ``write_local`` returned and what moved."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .formats._multipart import Upload
+    from .formats._s3 import store
+
+    before = TRAFFIC.to_dict()
+    staging = Path(tempfile.mkdtemp(prefix="ckpt-s3-"))
+    try:
+        local = staging / dest.name
+        result = write_local(local)
+        files = [*sorted((p for p in staging.iterdir() if p.is_file() and p != local), key=lambda p: p.name), local]
+        client = store()
+        for path in files:
+            with Upload(client, dest.sibling(path.name), jobs=jobs) as up, open(path, "rb") as f:
+                while chunk := f.read(16 * 1024 * 1024):
+                    up.send(chunk)
+                up.complete()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    after = TRAFFIC.to_dict()
+    return result, {k: after[k] - before[k] for k in after} | {"staged": [p.name for p in files]}

@@ -359,9 +359,28 @@ def convert(
     """
     from ..formats._s3 import url_of
 
-    if url_of(out) is not None:
-        raise UsageError(str(url_of(out)), "convert writes local files; s3:// outputs are written by rename and "
-                         "transfer (safetensors), or convert here and upload")
+    url = url_of(out)
+    if url is not None:  # written here, then uploaded: a sharded output's shards first, its index last
+        import tempfile
+
+        from ..execute_remote import upload_staged
+
+        if Path(str(src)).is_dir() or no_clobber or encrypt is not None:
+            raise UsageError(str(url), "an s3:// output of convert takes a file (not a folder), without --no-clobber "
+                             "or --enc-key-file")
+        args = {"fmt": fmt, "dtype": dtype, "include": include, "exclude": exclude,
+                "shard_size": shard_size, "force": force, "progress": progress, "allow_unused_rules": allow_unused_rules,
+                "allow_overflow": allow_overflow, "fail_on_nonfinite": fail_on_nonfinite, "hash_output": False,
+                "open_options": open_options, "metadata_edits": metadata_edits}
+        if dry_run:
+            with tempfile.TemporaryDirectory(prefix="ckpt-s3-") as nowhere:
+                report = convert(src, Path(nowhere) / url.name, dry_run=True, **args)  # type: ignore[arg-type]
+        else:
+            report, moved = upload_staged(url, lambda local: convert(src, local, **args))  # type: ignore[arg-type]
+        report.output = {"path": str(url), "format": report.output["format"] if report.output else fmt}
+        if not dry_run:
+            report.output["remote"] = moved
+        return report
     cast_to = float_dtype(dtype) if dtype is not None else None
     size = parse_size(shard_size) if shard_size is not None else None
     folder: folders.FolderPlan | None = None

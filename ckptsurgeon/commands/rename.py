@@ -208,11 +208,15 @@ def run(
                                     no_clobber=no_clobber and folder is None, hash_files=hash_output, encrypt=encrypt,
                                     writer_options={**typed, **(options or {})} or None)
 
-        if url_of(output) is not None:
-            from ..execute_remote import write_remote
+        url = url_of(output)
+        if url is not None:
+            from ..execute_remote import upload_staged, write_remote
 
-            _, moved = write_remote(url_of(output), fmt, plan, {INPUT: reader}, metadata=metadata,  # type: ignore[arg-type]
-                                    progress=progress, jobs=jobs)
+            if spec(fmt).remote_writer is not None:  # the bytes that stay the same stay in the store
+                _, moved = write_remote(url, fmt, plan, {INPUT: reader}, metadata=metadata, progress=progress, jobs=jobs)
+            else:  # written here, then uploaded
+                written, moved = upload_staged(url, write, jobs=jobs)
+                report.layout_fallback = written.layout_fallback
             if report.output is not None:
                 report.output |= {"remote": moved}
             return report

@@ -543,10 +543,16 @@ def run(
         entries: dict[str, Any] = {}
         try:
             if remote_out:
-                from ..execute_remote import write_remote
+                from ..execute_remote import upload_staged, write_remote
 
-                report.outcomes, moved = write_remote(url_of(output), fmt, plan, {SOURCE: src, TARGET: tgt},  # type: ignore[arg-type]
-                                                      metadata=metadata, gates=gates, progress=progress, jobs=jobs)
+                url = url_of(output)
+                assert url is not None
+                if spec(fmt).remote_writer is not None:  # the bytes that stay the same stay in the store
+                    report.outcomes, moved = write_remote(url, fmt, plan, {SOURCE: src, TARGET: tgt}, metadata=metadata,
+                                                          gates=gates, progress=progress, jobs=jobs)
+                else:  # written here, then uploaded
+                    staged, moved = upload_staged(url, write, jobs=jobs)
+                    report.outcomes = staged.outcomes
                 if report.output is not None:
                     report.output |= {"remote": moved}
                 return report

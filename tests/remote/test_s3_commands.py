@@ -5,6 +5,7 @@ give the same bytes as the local commands, and a failed upload leaves nothing be
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,30 @@ def test_the_same_against_a_distributed_store(cluster_bucket: tuple[Any, str], c
     code, _, err = run(["transfer", src, tgt, "-o", tmp_path / "local.safetensors"], capsys)
     assert code == 0 and _get(client, name, "out.safetensors") == (tmp_path / "local.safetensors").read_bytes()
     assert len(s3_cluster.volume_servers_holding(name, "renamed.safetensors")) == 2
+
+
+def test_other_formats_and_sharded_outputs_are_written_here_and_uploaded(
+        bucket: tuple[Any, str], s3_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    client, name = bucket
+    pre = EXAMPLES / "pretrained.safetensors"
+    url = _put(client, name, pre, "pre.safetensors")
+    # convert to another format in S3: the same bytes as a local convert
+    code, out, err = run(["convert", url, "-o", f"s3://{name}/pre.npz", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["output"]["remote"]["staged"] == ["pre.npz"]
+    code, _, err = run(["convert", pre, "-o", tmp_path / "pre.npz"], capsys)
+    assert code == 0 and _get(client, name, "pre.npz") == (tmp_path / "pre.npz").read_bytes()
+    # a sharded convert: every shard, then the index; the index read back from S3 names them all
+    code, out, err = run(["convert", url, "-o", f"s3://{name}/sharded/model.safetensors.index.json",
+                          "--shard-size", "200KB", "--json"], capsys)
+    assert code == 0, err
+    staged = json.loads(out)["output"]["remote"]["staged"]
+    assert staged[-1] == "model.safetensors.index.json" and len(staged) == 6
+    code, out, err = run(["inspect", f"s3://{name}/sharded/model.safetensors.index.json", "--json"], capsys)
+    assert code == 0 and len(json.loads(out)["tensors"]) == 55
+    # a rename into another format in S3
+    code, _, err = run(["rename", url, "-o", f"s3://{name}/renamed.npz", "--rename", r"^blocks\.=>layers."], capsys)
+    assert code == 0, err
+    code, _, err = run(["rename", pre, "-o", tmp_path / "renamed.npz", "--rename", r"^blocks\.=>layers."], capsys)
+    assert code == 0 and _get(client, name, "renamed.npz") == (tmp_path / "renamed.npz").read_bytes()
+    assert not list(Path(tempfile.gettempdir()).glob("ckpt-s3-*"))  # the staging went away
