@@ -14,6 +14,7 @@ import functools
 import mmap
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -171,3 +172,68 @@ def checking_beside(owner: Any) -> Iterator[None]:
     finally:
         owner._beside = None
     beside.settle()
+
+
+class MappedTensors:
+    """Tensors that lie whole in one file at ``data_start + loc`` (``loc`` = (begin, end) in each
+    ``TensorInfo``): the file memory-mapped on first use, raw bytes handed out as views of the map,
+    pages dropped as a chunked read moves on or a tensor is released. Mixed into the readers of
+    safetensors and GGUF (``self.path``, ``self.tensors``, ``self.by_name`` and ``data_start`` are theirs)."""
+
+    path: Any
+    tensors: Any
+    by_name: Any
+    data_start: int
+    _mmap: mmap.mmap | None = None
+
+    def _map(self) -> mmap.mmap:
+        if self._mmap is None:
+            with _MAP_LOCK:
+                if self._mmap is None:
+                    from ..files import open_input
+
+                    try:
+                        with open_input(self.path) as f:
+                            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    except (OSError, ValueError) as exc:
+                        raise InputError(self.path, f"cannot map the file: {exc}") from exc
+                    if len(mapped) < self.data_start + max((t.loc[1] for t in self.tensors), default=0):
+                        mapped.close()
+                        raise InputError(self.path, "the file shrank after it was opened")
+                    self._mmap = mapped
+        return self._mmap
+
+    def byte_range(self, name: str) -> tuple[Any, int, int]:
+        begin, end = self.by_name[name].loc
+        return self.path, self.data_start + begin, end - begin
+
+    def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
+        """Views of the map, ``chunk_bytes`` at a time; the pages of each are released once the next is asked for."""
+        begin, end = self.by_name[name].loc
+        if end == begin:
+            return
+        mapped = self._map()
+        first = self.data_start + begin
+        view = memoryview(mapped)[first : self.data_start + end]
+        try:
+            for start in range(0, len(view), chunk_bytes):
+                yield view[start : start + chunk_bytes]
+                drop_pages(mapped, first + start, first + min(start + chunk_bytes, len(view)))
+        finally:
+            view.release()
+
+    def release(self, name: str) -> None:
+        """Drop the process's pages of this tensor's bytes (arrays read from it stay valid)."""
+        begin, end = self.by_name[name].loc
+        if self._mmap is not None and end > begin:
+            drop_pages(self._mmap, self.data_start + begin, self.data_start + end)
+
+    def close(self) -> None:
+        if self._mmap is not None:
+            # Arrays handed out may still view the map; then it closes when they are gone.
+            with contextlib.suppress(BufferError):
+                self._mmap.close()
+            self._mmap = None
+
+
+_MAP_LOCK = threading.Lock()  # a reader may be read from two threads (counting beside a copy)

@@ -256,6 +256,10 @@ class Reader(ABC):
         super().__init_subclass__(**kwargs)
         for name in READING_METHODS:
             method = cls.__dict__.get(name)
+            if method is None:  # a reading method a mixin brings (formats._io.MappedTensors) is guarded too
+                owner = next((k for k in cls.__mro__[1:] if name in k.__dict__), None)
+                if owner is not None and not issubclass(owner, Reader):
+                    method = owner.__dict__[name]
             if method is not None and not getattr(method, "_reading_guard", False):
                 setattr(cls, name, _guarded(method))
 

@@ -11,12 +11,9 @@ count before the bytes it needs are known to be there.
 from __future__ import annotations
 
 import array
-import contextlib
 import mmap
 import struct
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +21,7 @@ from ...errors import InputError
 from ...files import open_input
 from ...tensors import DTYPES, TensorInfo, block_problem, byte_size, default_layer, make_info
 from .. import base
-from .._io import CHUNK_BYTES, drop_pages
+from .._io import MappedTensors
 from . import ggml
 from .ggml import ARRAY, STRING, Value
 
@@ -37,7 +34,6 @@ _HEADER = struct.Struct("<4sIQQ")
 _MIN_KV = 8 + 4 + 1  # an empty key, a type, a one-byte value
 _MIN_INFO = 8 + 4 + 4 + 8  # an empty name, no dimensions, a type, an offset
 _MIN_ELEMENT = {STRING: 8, ARRAY: 12}  # a string's length; an array's type and count
-_MAP_LOCK = threading.Lock()
 
 
 class _Parser:
@@ -146,7 +142,7 @@ class _Parser:
         return Value(ARRAY, values, elem)
 
 
-class Reader(base.Reader):
+class Reader(MappedTensors, base.Reader):
     """One GGUF file: header, metadata and tensor infos checked on open, tensors memory-mapped."""
 
     format = "gguf"
@@ -263,20 +259,6 @@ class Reader(base.Reader):
         return {key: v.typed() for key, v in self.values.items()}
 
     # --- data -------------------------------------------------------------------------------
-    def _map(self) -> mmap.mmap:
-        if self._mmap is None:
-            with _MAP_LOCK:
-                if self._mmap is None:
-                    try:
-                        with open_input(self.path) as f:
-                            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                    except (OSError, ValueError) as exc:
-                        raise InputError(self.path, f"cannot map the file: {exc}") from exc
-        mapped = self._mmap
-        if len(mapped) < self.data_start + max((t.loc[1] for t in self.tensors), default=0):
-            raise InputError(self.path, "the file shrank after it was opened")
-        return mapped
-
     def read(self, name: str) -> np.ndarray:
         """The tensor's values; for a quantized tensor its raw blocks, as flat ``uint8``."""
         import numpy as np
@@ -290,35 +272,3 @@ class Reader(base.Reader):
         begin, _ = info.loc
         count = info.nbytes if block else info.numel
         return np.frombuffer(self._map(), dtype=dt, count=count, offset=self.data_start + begin).reshape(shape)
-
-    def byte_range(self, name: str) -> tuple[Path, int, int]:
-        begin, end = self.by_name[name].loc
-        return self.path, self.data_start + begin, end - begin
-
-    def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
-        """Views of the map, ``chunk_bytes`` at a time; the pages of each are released once the next is asked for."""
-        info = self.by_name[name]
-        if info.nbytes == 0:
-            return
-        begin, end = info.loc
-        mapped = self._map()
-        first = self.data_start + begin
-        view = memoryview(mapped)[first : self.data_start + end]
-        try:
-            for start in range(0, len(view), chunk_bytes):
-                yield view[start : start + chunk_bytes]
-                drop_pages(mapped, first + start, first + min(start + chunk_bytes, len(view)))
-        finally:
-            view.release()
-
-    def release(self, name: str) -> None:
-        info = self.by_name[name]
-        if self._mmap is not None and info.nbytes:
-            begin, end = info.loc
-            drop_pages(self._mmap, self.data_start + begin, self.data_start + end)
-
-    def close(self) -> None:
-        if self._mmap is not None:
-            with contextlib.suppress(BufferError):
-                self._mmap.close()
-            self._mmap = None

@@ -8,12 +8,9 @@ again, so memory does not grow with the number of tensors read.
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import struct
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,17 +18,16 @@ from ...errors import InputError
 from ...files import open_input
 from ...tensors import DTYPES
 from .. import _index, base
-from .._io import CHUNK_BYTES, drop_pages
+from .._io import MappedTensors
 from .._probe import Probe
 from .header import MAX_HEADER_BYTES, parse_header
 
 if TYPE_CHECKING:
     import numpy as np
 
-_MAP_LOCK = threading.Lock()  # a reader may be read from two threads (counting beside a copy)
 
 
-class Reader(base.Reader):
+class Reader(MappedTensors, base.Reader):
     """One ``.safetensors`` file, validated on open, tensors memory-mapped on first read."""
 
     format = "safetensors"
@@ -59,21 +55,6 @@ class Reader(base.Reader):
         self.metadata, ordered = parse_header(path, header, size - self.data_start)
         self.tensors = ordered
 
-    def _map(self) -> mmap.mmap:
-        if self._mmap is None:
-            with _MAP_LOCK:
-                if self._mmap is None:
-                    try:
-                        with open_input(self.path) as f:
-                            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                    except (OSError, ValueError) as exc:
-                        raise InputError(self.path, f"cannot map the file: {exc}") from exc
-                    if len(mapped) < self.data_start + sum(t.nbytes for t in self.tensors):
-                        mapped.close()
-                        raise InputError(self.path, "the file shrank after it was opened")
-                    self._mmap = mapped
-        return self._mmap
-
     def read(self, name: str) -> np.ndarray:
         import numpy as np
 
@@ -84,41 +65,6 @@ class Reader(base.Reader):
         begin, _ = info.loc
         arr = np.frombuffer(self._map(), dtype=dt, count=info.numel, offset=self.data_start + begin)
         return arr.reshape(info.shape)
-
-    def byte_range(self, name: str) -> tuple[Path, int, int]:
-        info = self.by_name[name]
-        begin, end = info.loc
-        return self.path, self.data_start + begin, end - begin
-
-    def iter_bytes(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
-        """Views of the map, ``chunk_bytes`` at a time; the pages of each are released once the next is asked for."""
-        info = self.by_name[name]
-        if info.nbytes == 0:
-            return
-        begin, end = info.loc
-        mapped = self._map()
-        first = self.data_start + begin
-        view = memoryview(mapped)[first : self.data_start + end]
-        try:
-            for start in range(0, len(view), chunk_bytes):
-                yield view[start : start + chunk_bytes]
-                drop_pages(mapped, first + start, first + min(start + chunk_bytes, len(view)))
-        finally:
-            view.release()
-
-    def release(self, name: str) -> None:
-        """Drop the process's pages of this tensor's bytes (arrays read from it stay valid)."""
-        info = self.by_name[name]
-        if self._mmap is not None and info.nbytes:
-            begin, end = info.loc
-            drop_pages(self._mmap, self.data_start + begin, self.data_start + end)
-
-    def close(self) -> None:
-        if self._mmap is not None:
-            # Arrays handed out may still view the map; then it closes when they are gone.
-            with contextlib.suppress(BufferError):
-                self._mmap.close()
-            self._mmap = None
 
 
 
