@@ -12,14 +12,13 @@ whose glob hits the target's name, then a resize when the shapes still differ.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .errors import UsageError
 from .tensors import DTYPES, TensorInfo
-from .text import format_shape, quote
+from .text import format_shape
 from .transforms import Concat, Layout, LayoutOp, Resize, Slice, Transform, TransformRules, axis_names
 
 
@@ -248,12 +247,3 @@ def loaded_values(transforms: Sequence[Transform], numel: int) -> int:
 
 def describe(transforms: Sequence[Transform]) -> str:
     return ", then ".join(t.text() for t in transforms)
-
-
-def unknown_preset(name: str, known: Sequence[str]) -> UsageError:
-    return UsageError(None, f"--preset: no preset named {quote(name)}; the presets are {', '.join(known)} "
-                      "(ckpt presets lists them)")
-
-
-def product(shape: tuple[int, ...]) -> int:
-    return math.prod(shape)
