@@ -89,6 +89,38 @@ class Writeback:
             self.started = end
 
 
+    def copy(self, src_fd: int, offset: int, length: int, position: int) -> int:
+        """Copy ``length`` bytes of ``src_fd`` at ``offset`` to the end of this file (now ``position``
+        bytes long), a :data:`STEP` at a time so the disk starts during a long copy; the new length."""
+        for start in range(0, length, self.STEP):
+            n = min(self.STEP, length - start)
+            copy_range(self.fd, src_fd, offset + start, n)
+            position += n
+            self.written_up_to(position)
+        return position
+
+
+class SourceFds:
+    """The input files a writer copies ranges from: each opened once (a regular file, never a FIFO that
+    would block), all closed together."""
+
+    def __init__(self) -> None:
+        self._fds: dict[Any, int] = {}
+
+    def fd(self, path: Any) -> int:
+        found = self._fds.get(path)
+        if found is None:
+            from ..files import open_input_fd
+
+            found = self._fds[path] = open_input_fd(path)
+        return found
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
 def read_into(fd: int, buffer: memoryview, offset: int) -> int:
     """Read from ``fd`` at ``offset`` into ``buffer``; the number of bytes read (0 at the end of the file)."""
     if hasattr(os, "preadv"):

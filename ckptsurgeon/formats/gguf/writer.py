@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError, OutputError, UsageError
-from ...files import open_input_fd
 from ...tensors import DTYPES, TensorSpec, block_problem
 from .. import base
-from .._io import CHUNK_BYTES, Writeback, copy_range
+from .._io import CHUNK_BYTES, SourceFds, Writeback
 from . import ggml
 from .ggml import ARRAY, STRING, Value
 
@@ -89,7 +88,7 @@ class Writer(base.Writer):
         #: key -> GGUF value type name (``UINT32`` ...) for values given typed (``--set-metadata KEY:u32=7``)
         self.metadata_types = dict(metadata_types or {})
         self._fd: int | None = None
-        self._sources: dict[Path, int] = {}
+        self._sources = SourceFds()
         self._position = 0
         self._writeback: Writeback | None = None
         self.alignment = ggml.DEFAULT_ALIGNMENT
@@ -217,23 +216,14 @@ class Writer(base.Writer):
         if total != spec.nbytes:
             raise InputError(pieces[0][0] if pieces else None, f"tensor {name!r}: {total} bytes in the file, "
                              f"{spec.nbytes} declared")
-        assert self._fd is not None and self._writeback is not None
+        assert self._writeback is not None
         for src, offset, length in pieces:
-            fd = self._sources.get(src)
-            if fd is None:
-                fd = self._sources[src] = open_input_fd(src)
-            for start in range(0, length, Writeback.STEP):
-                n = min(Writeback.STEP, length - start)
-                copy_range(self._fd, fd, offset + start, n)
-                self._position += n
-                self._writeback.written_up_to(self._position)
+            self._position = self._writeback.copy(self._sources.fd(src), offset, length, self._position)
         self._pad()
         return True
 
     def _close(self) -> None:
-        for fd in self._sources.values():
-            os.close(fd)
-        self._sources.clear()
+        self._sources.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError
-from ...files import open_input_fd
 from ...tensors import TensorSpec
 from .. import base
-from .._io import CHUNK_BYTES, Writeback, copy_range
+from .._io import CHUNK_BYTES, SourceFds, Writeback
 from .header import ALIGN, build_header, pad_header
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ class Writer(base.Writer):
     def __init__(self, path: Path, *, metadata: dict[str, str] | None = None, like: Any = None) -> None:
         super().__init__(path, metadata=metadata, like=like)
         self._fd: int | None = None
-        self._sources: dict[Path, int] = {}
+        self._sources = SourceFds()
         self._pending: tuple[int, int, int] | None = None  # (source fd, offset, length) still to be copied
         self._header: bytes | None = None  # not written yet
         self._position = 0  # bytes written or copied so far
@@ -105,9 +104,7 @@ class Writer(base.Writer):
                              f"{spec.nbytes} declared")
         self._write_header()
         for src, offset, length in pieces:
-            fd = self._sources.get(src)
-            if fd is None:
-                fd = self._sources[src] = open_input_fd(src)  # a regular file, never a FIFO that would block
+            fd = self._sources.fd(src)
             if self._pending is not None and self._pending[0] == fd and sum(self._pending[1:]) == offset:
                 self._pending = (fd, self._pending[1], self._pending[2] + length)
             else:
@@ -119,18 +116,12 @@ class Writer(base.Writer):
         if self._pending is not None:
             fd, offset, length = self._pending
             self._pending = None
-            assert self._fd is not None and self._writeback is not None
-            for start in range(0, length, Writeback.STEP):  # in steps, so the disk starts during a long copy
-                n = min(Writeback.STEP, length - start)
-                copy_range(self._fd, fd, offset + start, n)
-                self._position += n
-                self._writeback.written_up_to(self._position)
+            assert self._writeback is not None
+            self._position = self._writeback.copy(fd, offset, length, self._position)
 
     def _close(self) -> None:
         self._pending = None
-        for fd in self._sources.values():
-            os.close(fd)
-        self._sources.clear()
+        self._sources.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

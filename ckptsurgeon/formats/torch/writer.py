@@ -55,10 +55,9 @@ from typing import TYPE_CHECKING, Any
 
 from ...atomic import TEMP_MARK, is_temp_name
 from ...errors import InputError, OutputError
-from ...files import open_input_fd
 from ...tensors import TensorSpec
 from .. import base
-from .._io import CHECKSUM_BYTES, CHUNK_BYTES, Writeback, read_into
+from .._io import CHECKSUM_BYTES, CHUNK_BYTES, SourceFds, Writeback, read_into
 from .._zip import DESCRIPTOR_SIGNATURE, LOCAL_HEADER, LOCAL_SIGNATURE, ZipMember, name_problem
 from .._zipdir import CENTRAL, CENTRAL_SIGNATURE, END, ZIP64_END, ZIP64_END_SIGNATURE, ZIP64_LOCATOR
 from .._zipdir import ZIP64_LOCATOR_SIGNATURE as LOCATOR_SIGNATURE
@@ -143,7 +142,7 @@ class Writer(base.Writer):
         self._members: list[_Member] = []
         self._current: _Member | None = None
         self._pickle = b""
-        self._sources: dict[Path, int] = {}
+        self._sources = SourceFds()
         self._buffer: bytearray | None = None
         self._writeback: Writeback | None = None
 
@@ -298,9 +297,7 @@ class Writer(base.Writer):
             return False  # held as values: the caller hands them over as pieces
         if length != spec.nbytes:
             raise InputError(src, f"tensor {name!r}: {length} bytes in the file, {spec.nbytes} declared")
-        fd = self._sources.get(src)
-        if fd is None:
-            fd = self._sources[src] = open_input_fd(src)  # a regular file, never a FIFO that would block
+        fd = self._sources.fd(src)
         self._take(name)
         if self._buffer is None:
             self._buffer = bytearray(CHECKSUM_BYTES)
@@ -364,9 +361,7 @@ class Writer(base.Writer):
         self._close()
 
     def _close(self) -> None:
-        for source in self._sources.values():
-            os.close(source)
-        self._sources.clear()
+        self._sources.close()
         self._buffer = None
         fd, self._fd = self._fd, None
         if fd is not None:
