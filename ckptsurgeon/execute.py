@@ -288,6 +288,21 @@ def transformed_blocks(move: Move, overflow: list[int]) -> Iterator[np.ndarray]:
     yield from blocks(move.transforms, arrays, move.out.dtype, overflow)
 
 
+def value_blocks(move: Move, overflow: list[int]) -> Iterator[np.ndarray]:
+    """A move's output values in order, cast to its dtype: :func:`transformed_blocks` when it has
+    transforms, else the input streamed in pieces (never read whole), as :func:`write_tensor` casts."""
+    if move.transforms:
+        yield from transformed_blocks(move, overflow)
+        return
+    from .values import cast_array, pieces
+
+    elements = _piece_elements(move.reader[move.name].dtype, move.out.dtype)
+    for piece in pieces(move.reader, move.name, elements):
+        out, over = cast_array(piece, move.out.dtype)
+        overflow[0] += over
+        yield out
+
+
 def _write_transformed(move: Move, writer: Writer, outcome: Outcome, *, nonfinite: bool) -> None:
     """A tensor through its transforms: as file ranges of its inputs where the bytes stay in order
     (a split along the first axis), else block by block through :func:`transformed_blocks`."""
@@ -630,7 +645,7 @@ def fill_arrays(plan: Plan, readers: Mapping[str, Reader], dest: Mapping[str, np
     All or nothing, as a file is: when ``gates`` could fail (a cast that may overflow, or
     ``fail_on_nonfinite``), the values are computed once without being stored and the gates checked
     first (:class:`GateFailed`); only then is anything written. Each tensor moves a block of rows
-    at a time (:func:`transformed_blocks`), so memory holds its input's pages and one block.
+    at a time (:func:`value_blocks`), so memory holds its input's pages and one block.
     """
     import numpy as np
 
@@ -655,7 +670,7 @@ def fill_arrays(plan: Plan, readers: Mapping[str, Reader], dest: Mapping[str, np
                     outcome.nonfinite = sum(count_nonfinite(r.read(n).reshape(-1)) for r, n in move.inputs
                                             if _is_float(r[n].dtype))
                 if id(move) in casts and not gates.allow_overflow:
-                    for _ in transformed_blocks(move, overflow):
+                    for _ in value_blocks(move, overflow):
                         pass
                     outcome.overflow = overflow[0]
             failures = gates.failures(outcomes, {m.out.name: str(m.reader.path) for m in moves})
@@ -663,7 +678,7 @@ def fill_arrays(plan: Plan, readers: Mapping[str, Reader], dest: Mapping[str, np
                 raise GateFailed(failures, outcomes)
         for move in moves:
             flat, at, overflow = np.asarray(dest[move.out.name]).reshape(-1), 0, [0]
-            for block in transformed_blocks(move, overflow):
+            for block in value_blocks(move, overflow):
                 part = block.reshape(-1)
                 flat[at : at + part.size] = part
                 at += part.size

@@ -4,7 +4,7 @@
 safetensors object): every tensor that keeps its bytes (same dtype, no transform) and lies in an
 object of the store becomes a server-side copy of its byte range (consecutive ranges of one
 object join into one copy); the header and every tensor whose bytes change, or that comes from a
-local file, are sent, in the pieces the local executor makes (:func:`~ckptsurgeon.execute.transformed_blocks`,
+local file, are sent, in the pieces the local executor makes (:func:`~ckptsurgeon.execute.value_blocks`,
 ``iter_bytes``). The value gates are checked after the last tensor and before the upload completes:
 a failed one aborts it, and nothing appears.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .execute import GateFailed, Move, Outcome, Progress, ValueGates, plan_moves, transformed_blocks
+from .execute import GateFailed, Move, Outcome, Progress, ValueGates, plan_moves, value_blocks
 from .formats._s3 import TRAFFIC, S3Url
 from .formats.base import Reader
 from .plan import Plan
@@ -95,7 +95,7 @@ def write_remote(dest: S3Url, fmt: str, plan: Plan, readers: Mapping[str, Reader
                 writer.write_chunks(move.out.name, move.reader.iter_bytes(move.name))
             else:
                 overflow = [0]
-                writer.write_chunks(move.out.name, (b.reshape(-1).view("u1").data for b in transformed_blocks(move, overflow)))
+                writer.write_chunks(move.out.name, (b.reshape(-1).view("u1").data for b in value_blocks(move, overflow)))
                 outcome.overflow = overflow[0]
             done += move.out.nbytes
             if progress is not None:
